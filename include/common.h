@@ -1,0 +1,129 @@
+// common.h: the conventions every room of the project shares.
+//   errors       Err, err_set: a failing function fills an Err and returns -1
+//   allocation   xmalloc & co.: out of memory is fatal and reported with file:line
+//   rng          Rng: seeded xoshiro256**, state passed explicitly
+//   progress     Progress: "done/total, rate, time left" on stderr, silenced by --quiet
+//   boxes        Box, box_iou: the devkit's +1 pixel convention
+//   files        atomic_open/atomic_commit: temp file, fsync, rename; read_file_all
+//   time         now_seconds
+#ifndef INCEPTION_COMMON_H
+#define INCEPTION_COMMON_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+// ---------------------------------------------------------------------------------------------------------------
+// errors
+
+typedef struct {
+    char msg[1024]; // "file:line: what went wrong", ready to print
+} Err;
+
+// Formats the message into e (if e is not NULL) and returns -1, so that `return err_set(e, ...)` reads well.
+int err_set(Err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// Prefixes an existing message with more context ("loading model: <old message>"); returns -1.
+int err_prefix(Err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// ---------------------------------------------------------------------------------------------------------------
+// allocation: failure is fatal (prints file:line and aborts), so callers need no NULL checks
+
+void *xmalloc_at(size_t n, const char *file, int line);
+void *xcalloc_at(size_t count, size_t size, const char *file, int line);
+void *xrealloc_at(void *p, size_t n, const char *file, int line);
+char *xstrdup_at(const char *s, const char *file, int line);
+#define xmalloc(n) xmalloc_at((n), __FILE__, __LINE__)
+#define xcalloc(count, size) xcalloc_at((count), (size), __FILE__, __LINE__)
+#define xrealloc(p, n) xrealloc_at((p), (n), __FILE__, __LINE__)
+#define xstrdup(s) xstrdup_at((s), __FILE__, __LINE__)
+
+// *out = a * b; false when it overflows. Use before allocating anything sized by input.
+bool size_mul_ok(size_t a, size_t b, size_t *out);
+
+// A growable array of T: `VEC(int) v = {0}; VEC_PUSH(&v, 3); free(v.data);`
+#define VEC(T) struct { T *data; size_t len, cap; }
+#define VEC_PUSH(v, x)                                                                                      \
+    do {                                                                                                    \
+        if ((v)->len == (v)->cap) {                                                                         \
+            (v)->cap = (v)->cap ? 2 * (v)->cap : 16;                                                        \
+            (v)->data = xrealloc((v)->data, (v)->cap * sizeof(*(v)->data));                                 \
+        }                                                                                                   \
+        (v)->data[(v)->len++] = (x);                                                                        \
+    } while (0)
+
+// ---------------------------------------------------------------------------------------------------------------
+// random numbers: xoshiro256**, seeded through splitmix64. Same seed, same stream, on every machine.
+
+typedef struct {
+    uint64_t s[4];
+} Rng;
+
+void rng_seed(Rng *r, uint64_t seed);
+uint64_t rng_u64(Rng *r);
+uint32_t rng_below(Rng *r, uint32_t n); // uniform in [0, n), unbiased; n > 0
+double rng_uniform(Rng *r);             // uniform in [0, 1)
+double rng_normal(Rng *r);              // standard normal (Box-Muller)
+// An independent stream for worker i (jump-free: reseeds from the parent's next output mixed with i).
+Rng rng_split(Rng *r, uint64_t i);
+
+// ---------------------------------------------------------------------------------------------------------------
+// progress on stderr: "label  1234/20121  6.1%  812.3/s  ETA 0:23", at most a few updates a second
+
+typedef struct {
+    const char *label;
+    int64_t total;     // 0 when unknown
+    int64_t done;
+    double t_start;    // seconds
+    double t_last;     // last print
+    const char *unit;  // "img", "step", ...
+    bool quiet;
+    bool printed;
+} Progress;
+
+void progress_init(Progress *p, const char *label, int64_t total, const char *unit, bool quiet);
+void progress_add(Progress *p, int64_t n);      // n more items done
+void progress_finish(Progress *p);              // final line with totals and elapsed time
+
+// ---------------------------------------------------------------------------------------------------------------
+// files
+
+// Writing a file atomically: write to a temp file next to `path`, then fsync and rename over it, so a crash or
+// an error never leaves a half-written output.
+typedef struct {
+    FILE *f;
+    char *path;
+    char *tmp_path;
+} AtomicFile;
+
+int atomic_open(AtomicFile *af, const char *path, Err *e);
+int atomic_commit(AtomicFile *af, Err *e);   // flush, fsync, close, rename; on failure removes the temp file
+void atomic_abort(AtomicFile *af);           // close and remove the temp file
+int write_file_atomic(const char *path, const void *data, size_t n, Err *e);
+
+// Reads a whole file (NUL-terminated for convenience; *n excludes the NUL). Refuses files over max_bytes.
+int read_file_all(const char *path, size_t max_bytes, char **data, size_t *n, Err *e);
+
+// Joins a directory and a relative path ("dir/rel"; rel as-is when absolute). Caller frees.
+char *path_join(const char *dir, const char *rel);
+// The directory part of a path ("." when none). Caller frees.
+char *path_dirname(const char *path);
+
+// ---------------------------------------------------------------------------------------------------------------
+// boxes: pixel-inclusive corners, 1-based like ILSVRC and VOC annotations (width = x2 - x1 + 1). Double, so
+// that submissions with sub-pixel coordinates evaluate exactly as the devkit does.
+
+typedef struct {
+    double x1, y1, x2, y2;
+} Box;
+
+double box_area(Box b);       // (x2 - x1 + 1) * (y2 - y1 + 1); 0 when empty
+double box_iou(Box a, Box b); // intersection over union with the +1 convention; 0 when they do not overlap
+
+// ---------------------------------------------------------------------------------------------------------------
+// time
+
+double now_seconds(void); // monotonic
+
+#endif

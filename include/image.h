@@ -1,0 +1,58 @@
+// image.h: the image every stage uses, and what can be done to it.
+// Pixels are float, interleaved (HWC), RGB order, 0..255 for colour images. Decoding, resizing, colour
+// conversion, blurring and drawing go through OpenCV (src/image/cv_shim.cpp, the only C++ in the project);
+// PNG output goes through libpng.
+#ifndef INCEPTION_IMAGE_H
+#define INCEPTION_IMAGE_H
+
+#include "common.h"
+
+typedef struct {
+    int w, h, c;  // width, height, channels (3 for RGB, 1 for grey)
+    float *px;    // (h, w, c) row-major; pixel (x, y) channel k is px[(y*w + x)*c + k]
+} Image;
+
+// Refuse images larger than this before decoding them (a 2^14 x 2^14 photo is already absurd for detection).
+#define IMAGE_MAX_PIXELS (1LL << 28)
+#define IMAGE_MAX_SIDE (1 << 16)
+
+typedef enum { INTERP_NEAREST, INTERP_BILINEAR, INTERP_AREA, INTERP_CUBIC, INTERP_COUNT } Interp;
+
+typedef enum {
+    COLOR_RGB,  // identity
+    COLOR_GRAY, // 1 channel, 0..255
+    COLOR_HSV,  // H in [0, 360), S in [0, 1], V in [0, 255]
+    COLOR_LAB,  // L in [0, 100], a and b in about [-127, 127] (D65, sRGB input)
+} ColorSpace;
+
+// Allocates a w x h x c image (zeroed). Returns -1 for absurd sizes.
+int image_alloc(Image *im, int w, int h, int c, Err *e);
+void image_free(Image *im);
+Image image_clone(const Image *im);
+
+// Decodes any format OpenCV reads (JPEG, PNG, BMP, ...) into RGB. Sizes over the limits above are refused from
+// the file header, before the pixels are allocated. Errors name the file.
+int image_load(const char *path, Image *out, Err *e);
+// Reads the width and height from a JPEG or PNG header without decoding; -1 if neither or malformed.
+int image_probe_size(const char *path, int *w, int *h, Err *e);
+
+int image_resize(const Image *src, int w, int h, Interp interp, Image *dst, Err *e);
+int image_convert(const Image *src, ColorSpace to, Image *dst, Err *e);   // src must be RGB
+int image_gaussian_blur(const Image *src, double sigma, Image *dst, Err *e);
+// Copies the w x h window at (x, y) of src into dst; parts outside src are filled with fill[c].
+int image_crop(const Image *src, int x, int y, int w, int h, const float *fill, Image *dst, Err *e);
+void image_flip_horizontal(Image *im);
+
+// Drawing in place (RGB images). Coordinates are 0-based pixels; boxes are inclusive.
+void image_draw_box(Image *im, int x1, int y1, int x2, int y2, const float rgb[3], int thickness);
+void image_draw_line(Image *im, double x1, double y1, double x2, double y2, const float rgb[3], int thickness);
+void image_fill_rect(Image *im, int x1, int y1, int x2, int y2, const float rgb[3]);
+// Draws text with its top-left corner at (x, y); height in pixels of a capital letter is about 22*scale.
+void image_draw_text(Image *im, int x, int y, const char *text, const float rgb[3], double scale);
+// Size a text would take when drawn at this scale.
+void image_text_size(const char *text, double scale, int *w, int *h);
+
+// Writes an 8-bit RGB (or grey) PNG atomically; values are rounded and clamped to 0..255.
+int image_write_png(const Image *im, const char *path, Err *e);
+
+#endif

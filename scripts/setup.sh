@@ -1,0 +1,30 @@
+#!/bin/sh
+# Installs every Debian 12 package the build, tests, benchmarks and reference scripts need, then builds.
+# Usage: scripts/setup.sh [--no-build]
+set -eu
+cd "$(dirname "$0")/.."
+
+# build and tests
+PACKAGES="build-essential cmake pkg-config libopencv-dev libopenblas-dev libpng-dev libcmocka-dev libxml2-dev
+libjansson-dev libmatio-dev libprotobuf-c-dev protobuf-c-compiler"
+# reference scripts (tools/) and benchmarks (bench/): PyTorch, ONNX, NumPy, OpenCV contrib, Node.js for
+# onnxruntime-node, valgrind for memory checks
+PACKAGES="$PACKAGES python3 python3-numpy python3-torch python3-onnx python3-opencv libopencv-contrib-dev nodejs npm
+valgrind"
+
+missing=""
+for p in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "setup: installing$missing" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
+
+if [ "${1:-}" != "--no-build" ]; then
+    cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+    cmake --build build -j "$(nproc)"
+fi

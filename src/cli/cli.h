@@ -1,0 +1,18 @@
+// The subcommands of the `inception` tool. Each parses its own flags (getopt_long), prints its --help, and
+// returns the process exit status: 0 on success, 1 on a failure (message on stderr), 2 on a usage error.
+#ifndef INCEPTION_CLI_H
+#define INCEPTION_CLI_H
+
+#include "common.h"
+
+int cmd_eval(int argc, char **argv);
+
+// Prints "inception <cmd>: <message>" on stderr and returns 1.
+int cli_fail(const char *cmd, const Err *e);
+// Prints a usage error and the hint to run --help; returns 2.
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// Parses a whole-string integer/double argument; false (after printing a usage error) when it is not one.
+bool cli_parse_int(const char *cmd, const char *flag, const char *s, long lo, long hi, long *out);
+bool cli_parse_double(const char *cmd, const char *flag, const char *s, double *out);
+
+#endif

@@ -1,0 +1,78 @@
+// inception: the command-line tool. Dispatches to one subcommand per stage of the detector.
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} Command;
+
+static const Command COMMANDS[] = {
+    {"eval", cmd_eval, "mean average precision of detections against ILSVRC DET / VOC ground truth"},
+};
+#define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: inception <command> [options]\n\n"
+               "GoogLeNet detection (Szegedy et al., 2014): proposals, Inception networks, evaluation.\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    fprintf(f, "\nRun 'inception <command> --help' for the options of a command.\n");
+}
+
+int cli_fail(const char *cmd, const Err *e) {
+    fprintf(stderr, "inception %s: %s\n", cmd, e->msg);
+    return 1;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    fprintf(stderr, "inception %s: ", cmd);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'inception %s --help'.\n", cmd);
+    return 2;
+}
+
+bool cli_parse_int(const char *cmd, const char *flag, const char *s, long lo, long hi, long *out) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi) {
+        cli_usage_error(cmd, "%s expects an integer in [%ld, %ld], got '%s'", flag, lo, hi, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool cli_parse_double(const char *cmd, const char *flag, const char *s, double *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end || v != v) {
+        cli_usage_error(cmd, "%s expects a number, got '%s'", flag, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "inception: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,27 @@
+// Error messages: a failing function formats what went wrong into the caller's Err and returns -1.
+#include "common.h"
+
+#include <string.h>
+
+int err_set(Err *e, const char *fmt, ...) {
+    if (e) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+int err_prefix(Err *e, const char *fmt, ...) {
+    if (e) {
+        char old[sizeof e->msg];
+        memcpy(old, e->msg, sizeof old);
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+        va_end(ap);
+        if (n >= 0 && (size_t)n < sizeof e->msg) snprintf(e->msg + n, sizeof e->msg - (size_t)n, ": %s", old);
+    }
+    return -1;
+}

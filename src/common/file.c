@@ -1,0 +1,140 @@
+// File helpers: atomic writes (temp file + fsync + rename), whole-file reads, path joins, a monotonic clock.
+#define _POSIX_C_SOURCE 200809L
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+char *path_dirname(const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) return xstrdup(".");
+    if (slash == path) return xstrdup("/");
+    size_t n = (size_t)(slash - path);
+    char *d = xmalloc(n + 1);
+    memcpy(d, path, n);
+    d[n] = '\0';
+    return d;
+}
+
+char *path_join(const char *dir, const char *rel) {
+    if (rel[0] == '/' || !dir || !dir[0]) return xstrdup(rel);
+    size_t a = strlen(dir), b = strlen(rel);
+    char *p = xmalloc(a + b + 2);
+    memcpy(p, dir, a);
+    size_t k = a;
+    if (a && dir[a - 1] != '/') p[k++] = '/';
+    memcpy(p + k, rel, b + 1);
+    return p;
+}
+
+int atomic_open(AtomicFile *af, const char *path, Err *e) {
+    *af = (AtomicFile){0};
+    size_t n = strlen(path);
+    char *tmp = xmalloc(n + 16);
+    snprintf(tmp, n + 16, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        err_set(e, "%s: cannot create output file: %s", path, strerror(errno));
+        free(tmp);
+        return -1;
+    }
+    fchmod(fd, 0644); // mkstemp makes 0600; outputs are ordinary files
+    af->f = fdopen(fd, "wb");
+    if (!af->f) {
+        err_set(e, "%s: %s", path, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        return -1;
+    }
+    af->path = xstrdup(path);
+    af->tmp_path = tmp;
+    return 0;
+}
+
+static void atomic_free(AtomicFile *af) {
+    free(af->path);
+    free(af->tmp_path);
+    *af = (AtomicFile){0};
+}
+
+void atomic_abort(AtomicFile *af) {
+    if (af->f) fclose(af->f);
+    if (af->tmp_path) unlink(af->tmp_path);
+    atomic_free(af);
+}
+
+int atomic_commit(AtomicFile *af, Err *e) {
+    int bad = ferror(af->f) || fflush(af->f) != 0 || fsync(fileno(af->f)) != 0;
+    int saved = errno;
+    if (fclose(af->f) != 0 && !bad) bad = 1, saved = errno;
+    af->f = NULL;
+    if (!bad && rename(af->tmp_path, af->path) != 0) bad = 1, saved = errno;
+    if (bad) {
+        err_set(e, "%s: write failed: %s", af->path, strerror(saved));
+        unlink(af->tmp_path);
+        atomic_free(af);
+        return -1;
+    }
+    // Make the rename itself durable.
+    char *dir = path_dirname(af->path);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    free(dir);
+    atomic_free(af);
+    return 0;
+}
+
+int write_file_atomic(const char *path, const void *data, size_t n, Err *e) {
+    AtomicFile af;
+    if (atomic_open(&af, path, e)) return -1;
+    if (n && fwrite(data, 1, n, af.f) != n) {
+        err_set(e, "%s: write failed: %s", path, strerror(errno));
+        atomic_abort(&af);
+        return -1;
+    }
+    return atomic_commit(&af, e);
+}
+
+int read_file_all(const char *path, size_t max_bytes, char **data, size_t *n, Err *e) {
+    *data = NULL;
+    *n = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_set(e, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return err_set(e, "%s: not a regular file", path);
+    }
+    if ((uint64_t)st.st_size > max_bytes) {
+        fclose(f);
+        return err_set(e, "%s: file is %lld bytes, over the limit of %zu", path, (long long)st.st_size, max_bytes);
+    }
+    size_t size = (size_t)st.st_size;
+    char *buf = xmalloc(size + 1);
+    size_t got = fread(buf, 1, size, f);
+    int failed = ferror(f);
+    fclose(f);
+    if (failed || got != size) {
+        free(buf);
+        return err_set(e, "%s: read failed (%zu of %zu bytes)", path, got, size);
+    }
+    buf[size] = '\0';
+    *data = buf;
+    *n = size;
+    return 0;
+}
+
+double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

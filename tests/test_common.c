@@ -1,0 +1,184 @@
+// Tests of the shared conventions: RNG determinism, checked sizes, atomic writes, boxes, image basics.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "image.h"
+
+static void test_rng_deterministic(void **state) {
+    (void)state;
+    Rng a, b;
+    rng_seed(&a, 42);
+    rng_seed(&b, 42);
+    for (int i = 0; i < 1000; i++) assert_true(rng_u64(&a) == rng_u64(&b));
+    rng_seed(&b, 43);
+    assert_true(rng_u64(&a) != rng_u64(&b));
+}
+
+static void test_rng_ranges(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 7);
+    int counts[5] = {0};
+    double sum = 0, sum2 = 0;
+    for (int i = 0; i < 100000; i++) {
+        uint32_t k = rng_below(&r, 5);
+        assert_true(k < 5);
+        counts[k]++;
+        double u = rng_uniform(&r);
+        assert_true(u >= 0.0 && u < 1.0);
+        double z = rng_normal(&r);
+        sum += z, sum2 += z * z;
+    }
+    for (int k = 0; k < 5; k++) assert_true(abs(counts[k] - 20000) < 600); // ~4.7 sigma
+    assert_true(fabs(sum / 100000) < 0.02);
+    assert_true(fabs(sum2 / 100000 - 1.0) < 0.03);
+}
+
+static void test_size_mul(void **state) {
+    (void)state;
+    size_t out;
+    assert_true(size_mul_ok(1000, 1000, &out) && out == 1000000);
+    assert_false(size_mul_ok(SIZE_MAX / 2, 3, &out));
+}
+
+static void test_atomic_write(void **state) {
+    (void)state;
+    char dir[] = "/tmp/inception_test_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char *path = path_join(dir, "out.txt");
+    Err e;
+    assert_int_equal(write_file_atomic(path, "hello", 5, &e), 0);
+    char *data;
+    size_t n;
+    assert_int_equal(read_file_all(path, 100, &data, &n, &e), 0);
+    assert_int_equal(n, 5);
+    assert_string_equal(data, "hello");
+    free(data);
+    // An aborted write leaves the old content and no temp file behind.
+    AtomicFile af;
+    assert_int_equal(atomic_open(&af, path, &e), 0);
+    fputs("partial", af.f);
+    char *tmp = xstrdup(af.tmp_path);
+    atomic_abort(&af);
+    assert_int_equal(access(tmp, F_OK), -1);
+    assert_int_equal(read_file_all(path, 100, &data, &n, &e), 0);
+    assert_string_equal(data, "hello");
+    free(data);
+    // Over the size limit is refused; a missing file names the path.
+    assert_int_equal(read_file_all(path, 3, &data, &n, &e), -1);
+    assert_non_null(strstr(e.msg, "over the limit"));
+    assert_int_equal(read_file_all("/nonexistent/x", 3, &data, &n, &e), -1);
+    assert_non_null(strstr(e.msg, "/nonexistent/x"));
+    unlink(path);
+    rmdir(dir);
+    free(tmp);
+    free(path);
+}
+
+static void test_box_iou(void **state) {
+    (void)state;
+    Box a = {1, 1, 10, 10}; // 10x10 pixels
+    Box b = {6, 1, 15, 10}; // 10x10, overlapping 5x10
+    assert_true(box_area(a) == 100.0);
+    assert_true(fabs(box_iou(a, b) - 50.0 / 150.0) < 1e-15);
+    assert_true(box_iou(a, a) == 1.0);
+    Box c = {11, 11, 20, 20}; // touches no pixel of a
+    assert_true(box_iou(a, c) == 0.0);
+    Box d = {10, 10, 20, 20}; // shares exactly one pixel
+    assert_true(fabs(box_iou(a, d) - 1.0 / (100 + 121 - 1)) < 1e-15);
+}
+
+static void test_paths(void **state) {
+    (void)state;
+    char *p = path_join("a/b", "c.jpg");
+    assert_string_equal(p, "a/b/c.jpg");
+    free(p);
+    p = path_join("a/b", "/abs.jpg");
+    assert_string_equal(p, "/abs.jpg");
+    free(p);
+    p = path_dirname("x/y/z.txt");
+    assert_string_equal(p, "x/y");
+    free(p);
+    p = path_dirname("z.txt");
+    assert_string_equal(p, ".");
+    free(p);
+}
+
+static void test_image_roundtrip(void **state) {
+    (void)state;
+    Err e;
+    Image im;
+    assert_int_equal(image_alloc(&im, 8, 6, 3, &e), 0);
+    for (int y = 0; y < 6; y++)
+        for (int x = 0; x < 8; x++) {
+            float *p = im.px + (y * 8 + x) * 3;
+            p[0] = (float)(x * 30), p[1] = (float)(y * 40), p[2] = 200;
+        }
+    char path[] = "/tmp/inception_png_XXXXXX.png";
+    int fd = mkstemps(path, 4);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(image_write_png(&im, path, &e), 0);
+    int w, h;
+    assert_int_equal(image_probe_size(path, &w, &h, &e), 0);
+    assert_int_equal(w, 8);
+    assert_int_equal(h, 6);
+    Image back;
+    assert_int_equal(image_load(path, &back, &e), 0);
+    assert_int_equal(back.w, 8);
+    assert_int_equal(back.h, 6);
+    assert_memory_equal(back.px, im.px, sizeof(float) * 8 * 6 * 3); // exact: all values are integers
+    // Colour conversions keep the shape; grey of (r, g, b) is the usual luma.
+    Image grey;
+    assert_int_equal(image_convert(&im, COLOR_GRAY, &grey, &e), 0);
+    assert_int_equal(grey.c, 1);
+    assert_true(fabsf(grey.px[0] - (0.299f * 0 + 0.587f * 0 + 0.114f * 200)) < 0.01f);
+    image_free(&grey);
+    unlink(path);
+    image_free(&back);
+    image_free(&im);
+}
+
+static void test_image_bad_input(void **state) {
+    (void)state;
+    Err e;
+    Image im;
+    assert_int_equal(image_alloc(&im, 100000, 100000, 3, &e), -1);
+    assert_non_null(strstr(e.msg, "over the limit"));
+    char path[] = "/tmp/inception_bad_XXXXXX.jpg";
+    int fd = mkstemps(path, 4);
+    assert_true(fd >= 0);
+    // A JPEG whose header claims 60000 x 60000 pixels: refused before decoding.
+    const unsigned char huge[] = {0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0xEA, 0x60, 0xEA, 0x60, 0x03};
+    assert_int_equal(write(fd, huge, sizeof huge), (ssize_t)sizeof huge);
+    close(fd);
+    assert_int_equal(image_load(path, &im, &e), -1);
+    assert_non_null(strstr(e.msg, "refused"));
+    assert_non_null(strstr(e.msg, path));
+    // Garbage bytes: a decode error naming the file.
+    FILE *f = fopen(path, "wb");
+    fputs("this is not an image", f);
+    fclose(f);
+    assert_int_equal(image_load(path, &im, &e), -1);
+    assert_non_null(strstr(e.msg, path));
+    unlink(path);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rng_deterministic), cmocka_unit_test(test_rng_ranges),
+        cmocka_unit_test(test_size_mul),          cmocka_unit_test(test_atomic_write),
+        cmocka_unit_test(test_box_iou),           cmocka_unit_test(test_paths),
+        cmocka_unit_test(test_image_roundtrip),   cmocka_unit_test(test_image_bad_input),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
