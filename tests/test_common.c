@@ -173,12 +173,56 @@ static void test_image_bad_input(void **state) {
     unlink(path);
 }
 
+// parse_double's fast path against strtod, the reference: the same double, bit for bit, and the same end.
+static void test_parse_double_matches_strtod(void **state) {
+    (void)state;
+    const char *fixed[] = {"0", "-0", "1", "0.5", "119.976089", "0.000001", "123456789012345678", "9007199254740993",
+                           "1.7976931348623157e308", "4.9e-324", "1e22", "1e23", "0.1", "  42.25 rest", "007.50",
+                           "12345678901234567890123", "0.30000000000000004", "-3.", ".5", "+2.5", "1234567890.0987654321"};
+    char buf[64];
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        const char *p = fixed[i];
+        double v;
+        assert_true(parse_double(&p, &v));
+        char *end;
+        double ref = strtod(fixed[i], &end);
+        assert_memory_equal(&v, &ref, sizeof v);
+        assert_ptr_equal(p, end);
+    }
+    Rng r;
+    rng_seed(&r, 1);
+    for (int t = 0; t < 200000; t++) {
+        int int_digits = (int)rng_below(&r, 12), frac_digits = (int)rng_below(&r, 14), k = 0;
+        if (rng_below(&r, 4) == 0) buf[k++] = '-';
+        for (int q = 0; q < int_digits; q++) buf[k++] = (char)('0' + rng_below(&r, 10));
+        if (int_digits == 0) buf[k++] = '0';
+        if (frac_digits) {
+            buf[k++] = '.';
+            for (int q = 0; q < frac_digits; q++) buf[k++] = (char)('0' + rng_below(&r, 10));
+        }
+        buf[k] = '\0';
+        const char *p = buf;
+        double v;
+        assert_true(parse_double(&p, &v));
+        double ref = strtod(buf, NULL);
+        if (memcmp(&v, &ref, sizeof v) != 0) fail_msg("%s: %.17g != %.17g", buf, v, ref);
+    }
+    const char *bad = "abc";
+    double v;
+    assert_false(parse_double(&bad, &v));
+    long l;
+    const char *q = " 12 x";
+    assert_true(parse_long(&q, &l) && l == 12);
+    assert_false(parse_at_end(q));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rng_deterministic), cmocka_unit_test(test_rng_ranges),
         cmocka_unit_test(test_size_mul),          cmocka_unit_test(test_atomic_write),
         cmocka_unit_test(test_box_iou),           cmocka_unit_test(test_paths),
         cmocka_unit_test(test_image_roundtrip),   cmocka_unit_test(test_image_bad_input),
+        cmocka_unit_test(test_parse_double_matches_strtod),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
