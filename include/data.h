@@ -4,6 +4,7 @@
 #define INCEPTION_DATA_H
 
 #include "common.h"
+#include "image.h"
 
 // ---------------------------------------------------------------------------------------------------------------
 // one annotation file (ILSVRC or PASCAL VOC XML; the order of tags inside <bndbox> varies and does not matter)
@@ -58,6 +59,52 @@ void class_map_from_names(ClassMap *m, char **names, int n);
 // 0-based index of the class whose WNID or name is `key`; -1 when none.
 int class_map_find(const ClassMap *m, const char *key);
 void class_map_free(ClassMap *m);
+
+// ---------------------------------------------------------------------------------------------------------------
+// labelled samples for classification training
+
+typedef struct {
+    char *path; // image path, resolved (relative paths in a list are relative to the list's directory)
+    int label;  // 0..n_classes-1
+} Sample;
+
+typedef struct {
+    int n;
+    Sample *s;          // (n)
+    int n_classes;      // 1 + the largest label (list), or the number of class folders (tree)
+    char **class_names; // (n_classes) folder names for a tree; NULL for a list
+} SampleList;
+
+// "path label" lines; blank lines and '#' comments skipped; labels must be in [0, max_classes).
+int sample_list_load(const char *path, int max_classes, SampleList *l, Err *e);
+// root/<class>/<image>: classes are the sub-directories in name order, images their .jpg/.jpeg/.png/.bmp files.
+int sample_list_from_tree(const char *root, SampleList *l, Err *e);
+void sample_list_free(SampleList *l);
+
+// ---------------------------------------------------------------------------------------------------------------
+// augmentation (Section 6 of the paper), seeded and reproducible
+
+typedef struct {
+    double area_min, area_max;     // crop area as a fraction of the image area
+    double aspect_min, aspect_max; // crop width / height
+    double brightness, contrast, saturation; // each a factor drawn from [1 - s, 1 + s], applied in random order
+    double lighting;               // standard deviation of AlexNet's PCA lighting noise (0 disables)
+    bool flip;                     // horizontal flip with probability 1/2
+    bool random_interp;            // resize with nearest, bilinear, area or cubic, equally likely (else bilinear)
+} Augment;
+
+// The paper's recipe: crops of 8%-100% of the area with aspect ratio in [3/4, 4/3], Howard's photometric
+// distortions (0.4, 0.4, 0.4, lighting 0.1), random interpolation, flips.
+Augment augment_paper(void);
+// No change at all: the whole image resized bilinearly (validation).
+Augment augment_none(void);
+// A crop window (0-based x, y, width, height) of a w x h image; falls back to the whole image when 10 draws
+// do not fit.
+void augment_crop_window(int w, int h, const Augment *a, Rng *rng, int *x, int *y, int *cw, int *ch);
+// Brightness, contrast, saturation in random order, then lighting noise; in place on an RGB 0..255 image.
+void augment_photometric(Image *im, const Augment *a, Rng *rng);
+// Crop, resize to out_w x out_h, flip, distort: one training sample from one image.
+int augment_image(const Image *src, const Augment *a, int out_w, int out_h, Rng *rng, Image *dst, Err *e);
 
 // ---------------------------------------------------------------------------------------------------------------
 // MATLAB v5 files (libmatio): numeric element i of a variable, whatever its numeric class, as a double; false
