@@ -115,6 +115,9 @@ typedef struct {
 int eval_run(const GroundTruth *gt, const Detections *dets, const Blacklist *bl, EvalProtocol protocol,
              EvalResult *r, Err *e);
 void eval_result_free(EvalResult *r);
+// The devkit's evaluation order: detection indices by descending confidence, ties by ascending image index,
+// then by position in d. Linear time (counting sort, then radix sort).
+void eval_order(const Detection *d, size_t n, uint32_t *order);
 // Area under the monotone precision envelope (VOCap): the devkit's AP of one precision-recall curve.
 double eval_average_precision(const double *recall, const double *precision, int n);
 

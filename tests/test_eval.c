@@ -237,6 +237,44 @@ static void test_tie_order(void **state) {
     gt_free(&gt);
 }
 
+// eval_order against the plain reference: qsort by the full key (score desc, image asc, position asc).
+typedef struct {
+    double score;
+    int image_id;
+    uint32_t pos;
+} RefKey;
+
+static int cmp_ref(const void *pa, const void *pb) {
+    const RefKey *a = pa, *b = pb;
+    if (a->score != b->score) return a->score > b->score ? -1 : 1;
+    if (a->image_id != b->image_id) return a->image_id < b->image_id ? -1 : 1;
+    return (a->pos > b->pos) - (a->pos < b->pos);
+}
+
+static void test_eval_order_matches_reference(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 9);
+    size_t n = 50000;
+    Detection *d = xcalloc(n, sizeof(Detection));
+    for (size_t t = 0; t < n; t++) {
+        d[t].image_id = 1 + (int)rng_below(&r, 300);
+        // many exact ties, negative scores, and both zeros
+        uint32_t kind = rng_below(&r, 5);
+        d[t].score = kind == 0 ? (double)rng_below(&r, 4) / 4 : kind == 1 ? -rng_uniform(&r) * 1e3
+                   : kind == 2 ? (rng_below(&r, 2) ? -0.0 : 0.0) : rng_uniform(&r);
+    }
+    uint32_t *order = xmalloc(n * sizeof(uint32_t));
+    eval_order(d, n, order);
+    RefKey *ref = xmalloc(n * sizeof(RefKey));
+    for (size_t t = 0; t < n; t++) ref[t] = (RefKey){d[t].score, d[t].image_id, (uint32_t)t};
+    qsort(ref, n, sizeof(RefKey), cmp_ref);
+    for (size_t t = 0; t < n; t++) assert_int_equal(order[t], ref[t].pos);
+    free(ref);
+    free(order);
+    free(d);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // the devkit's demo, reproduced
 
@@ -634,6 +672,7 @@ int main(void) {
         cmocka_unit_test(test_voc_difficult),
         cmocka_unit_test(test_blacklist),
         cmocka_unit_test(test_tie_order),
+        cmocka_unit_test(test_eval_order_matches_reference),
         cmocka_unit_test(test_devkit_demo),
         cmocka_unit_test(test_cache_thresholds_match_formula),
         cmocka_unit_test(test_json_detections_match_text),

@@ -21,19 +21,23 @@ static void dets_push(Detections *d, size_t *cap, Detection x) {
     d->d[d->n++] = x;
 }
 
-// Shared checks of one detection; `where` says where it came from for the message. Inverted boxes are an
-// error when strict; otherwise they are kept and counted, because the devkit keeps them (they almost never
-// overlap anything and so count as false positives; its own demo submission has 1,692 of them).
-static int check_detection(Detections *out, const Detection *x, bool strict, const char *where, Err *e) {
+// Checks of one detection. They run on every line, so the message's location is only formatted once something
+// is wrong. Inverted boxes are an error when strict; otherwise they are kept and counted, because the devkit
+// keeps them (they almost never overlap anything and so count as false positives; its own demo submission has
+// 1,692 of them).
+static bool detection_ok(const Detection *x) {
+    return isfinite(x->score) && isfinite(x->box.x1) && isfinite(x->box.y1) && isfinite(x->box.x2) &&
+           isfinite(x->box.y2) && x->box.x2 >= x->box.x1 && x->box.y2 >= x->box.y1;
+}
+
+static int detection_problem(Detections *out, const Detection *x, bool strict, const char *where, Err *e) {
     if (!isfinite(x->score) || !isfinite(x->box.x1) || !isfinite(x->box.y1) || !isfinite(x->box.x2) ||
         !isfinite(x->box.y2))
         return err_set(e, "%s: confidence and coordinates must be finite numbers", where);
-    if (x->box.x2 < x->box.x1 || x->box.y2 < x->box.y1) {
-        if (strict)
-            return err_set(e, "%s: box (%g, %g, %g, %g) has xmax < xmin or ymax < ymin", where, x->box.x1,
-                           x->box.y1, x->box.x2, x->box.y2);
-        if (out->inverted_boxes++ == 0) snprintf(out->first_inverted, sizeof out->first_inverted, "%s", where);
-    }
+    if (strict)
+        return err_set(e, "%s: box (%g, %g, %g, %g) has xmax < xmin or ymax < ymin", where, x->box.x1, x->box.y1,
+                       x->box.x2, x->box.y2);
+    if (out->inverted_boxes++ == 0) snprintf(out->first_inverted, sizeof out->first_inverted, "%s", where);
     return 0;
 }
 
@@ -58,13 +62,16 @@ int dets_load_txt(const char *path, const GroundTruth *gt, bool strict, Detectio
                     line_no, line);
             goto fail;
         }
-        snprintf(where, sizeof where, "%s:%ld", path, line_no);
         if (class_id < 1 || class_id > gt->classes.n) {
-            err_set(e, "%s: unknown class id %ld (the classes are 1..%d)", where, class_id, gt->classes.n);
+            err_set(e, "%s:%ld: unknown class id %ld (the classes are 1..%d)", path, line_no, class_id,
+                    gt->classes.n);
             goto fail;
         }
         x.label = (int)class_id - 1;
-        if (check_detection(out, &x, strict, where, e)) goto fail;
+        if (!detection_ok(&x)) {
+            snprintf(where, sizeof where, "%s:%ld", path, line_no);
+            if (detection_problem(out, &x, strict, where, e)) goto fail;
+        }
         if (gt_find_id(gt, image_id) < 0) {
             out->skipped_unknown_image++;
             continue;
@@ -179,7 +186,7 @@ int dets_load_json(const char *path, const GroundTruth *gt, bool strict, Detecti
             }
             x.score = json_number_value(score);
             x.box = (Box){b[0], b[1], b[2], b[3]};
-            if (check_detection(out, &x, strict, where, e)) goto fail;
+            if (!detection_ok(&x) && detection_problem(out, &x, strict, where, e)) goto fail;
             if (index < 0) {
                 out->skipped_unknown_image++;
                 continue;

@@ -2,26 +2,59 @@
 //
 // Order matters for exactness. The devkit sorts detections by image index, then within an image by descending
 // confidence, and finally all of them by descending confidence; MATLAB's sort is stable, so ties in
-// confidence are broken by image index and then by position in the submission. One sort by the key
-// (confidence desc, image index asc, position asc) reproduces both orders: the matching of an image walks its
-// detections in this order, and the precision-recall curves walk everything in this order.
+// confidence are broken by image index and then by position in the submission. One order by the key
+// (confidence desc, image index asc, position asc) reproduces both: the matching of an image walks its
+// detections in this order, and the precision-recall curves walk everything in this order. eval_order builds
+// it with two stable linear-time sorts (counting sort by image, then radix sort by score).
 #include "eval.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    double score;
-    int image_id;
-    uint32_t pos; // position in the submission
-} SortKey;
+// Order-preserving map of a score to an unsigned key, descending: larger scores get smaller keys. -0 and +0
+// compare equal in the devkit, so they map to the same key.
+static uint64_t descending_key(double score) {
+    if (score == 0) score = 0; // -0 -> +0
+    uint64_t u;
+    memcpy(&u, &score, sizeof u);
+    u = (u >> 63) ? ~u : u ^ 0x8000000000000000ULL; // now ascending with the score
+    return ~u;
+}
 
-static int cmp_key(const void *pa, const void *pb) {
-    const SortKey *a = pa, *b = pb;
-    if (a->score != b->score) return a->score > b->score ? -1 : 1;
-    if (a->image_id != b->image_id) return a->image_id < b->image_id ? -1 : 1;
-    return (a->pos > b->pos) - (a->pos < b->pos);
+void eval_order(const Detection *d, size_t n, uint32_t *order) {
+    if (n == 0) return;
+    // 1. Stable counting sort by image index: the ties of step 2 then come out by image, then by position.
+    int max_id = 0;
+    for (size_t t = 0; t < n; t++) max_id = d[t].image_id > max_id ? d[t].image_id : max_id;
+    size_t *count = xcalloc((size_t)max_id + 2, sizeof(size_t));
+    for (size_t t = 0; t < n; t++) count[d[t].image_id + 1]++;
+    for (int i = 0; i <= max_id; i++) count[i + 1] += count[i];
+    for (size_t t = 0; t < n; t++) order[count[d[t].image_id]++] = (uint32_t)t;
+    free(count);
+    // 2. Stable LSD radix sort by descending score, 16 bits a pass; passes where every key has the same digit
+    //    are skipped.
+    uint64_t *key = xmalloc(n * sizeof(uint64_t)), *key2 = xmalloc(n * sizeof(uint64_t));
+    uint32_t *order2 = xmalloc(n * sizeof(uint32_t));
+    for (size_t t = 0; t < n; t++) key[t] = descending_key(d[order[t]].score);
+    size_t *bucket = xmalloc(65537 * sizeof(size_t));
+    for (int shift = 0; shift < 64; shift += 16) {
+        memset(bucket, 0, 65537 * sizeof(size_t));
+        for (size_t t = 0; t < n; t++) bucket[((key[t] >> shift) & 0xFFFF) + 1]++;
+        if (bucket[((key[0] >> shift) & 0xFFFF) + 1] == n) continue;
+        for (int b = 0; b < 65536; b++) bucket[b + 1] += bucket[b];
+        for (size_t t = 0; t < n; t++) {
+            size_t dst = bucket[(key[t] >> shift) & 0xFFFF]++;
+            key2[dst] = key[t], order2[dst] = order[t];
+        }
+        uint64_t *tk = key;
+        key = key2, key2 = tk;
+        memcpy(order, order2, n * sizeof(uint32_t));
+    }
+    free(bucket);
+    free(order2);
+    free(key2);
+    free(key);
 }
 
 enum { DET_IGNORED = 0, DET_TP = 1, DET_FP = 2 };
@@ -108,9 +141,8 @@ int eval_run(const GroundTruth *gt, const Detections *dets, const Blacklist *bl,
     }
 
     // The evaluation order (see the top of this file).
-    SortKey *keys = xmalloc((n ? n : 1) * sizeof(SortKey));
-    for (size_t t = 0; t < n; t++) keys[t] = (SortKey){dets->d[t].score, dets->d[t].image_id, (uint32_t)t};
-    qsort(keys, n, sizeof(SortKey), cmp_key);
+    uint32_t *order = xmalloc((n ? n : 1) * sizeof(uint32_t));
+    eval_order(dets->d, n, order);
 
     // Bucket the ordered detections by image (a stable counting sort keeps the order within each image).
     uint32_t *by_image = xmalloc((n ? n : 1) * sizeof(uint32_t));
@@ -119,7 +151,7 @@ int eval_run(const GroundTruth *gt, const Detections *dets, const Blacklist *bl,
     for (int i = 0; i < N; i++) start[i + 1] += start[i];
     size_t *cursor = xmalloc(((size_t)N + 1) * sizeof(size_t));
     memcpy(cursor, start, ((size_t)N + 1) * sizeof(size_t));
-    for (size_t t = 0; t < n; t++) by_image[cursor[gt_find_id(gt, keys[t].image_id)]++] = keys[t].pos;
+    for (size_t t = 0; t < n; t++) by_image[cursor[gt_find_id(gt, dets->d[order[t]].image_id)]++] = order[t];
 
     // Match, image by image, and count the positives.
     unsigned char *status = xmalloc(n ? n : 1);
@@ -154,7 +186,7 @@ int eval_run(const GroundTruth *gt, const Detections *dets, const Blacklist *bl,
         r->precision[c] = xmalloc((size_t)(r->detections[c] ? r->detections[c] : 1) * sizeof(double));
     }
     for (size_t t = 0; t < n; t++) {
-        uint32_t j = keys[t].pos;
+        uint32_t j = order[t];
         if (status[j] == DET_IGNORED) continue;
         int c = dets->d[j].label, k = r->pr_len[c]++;
         (status[j] == DET_TP ? tp : fp)[c]++;
@@ -186,7 +218,7 @@ int eval_run(const GroundTruth *gt, const Detections *dets, const Blacklist *bl,
     free(cursor);
     free(start);
     free(by_image);
-    free(keys);
+    free(order);
     free(fill);
     free(black);
     free(black_start);
