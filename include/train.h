@@ -2,6 +2,7 @@
 //   sgd        SGD with momentum and weight decay (PyTorch's semantics), the paper's step schedule, Polyak
 //              averaging of the weights
 //   prefetch   a loader thread that fills the next batch while the current one trains
+//   regions    R-CNN-style region samples for detection training: proposals labelled by their overlap
 #ifndef INCEPTION_TRAIN_H
 #define INCEPTION_TRAIN_H
 
@@ -74,5 +75,30 @@ void *prefetch_get(Prefetch *p, long i, Err *e);
 void prefetch_release(Prefetch *p, long i);
 // Stops the thread (also mid-way) and joins it.
 void prefetch_stop(Prefetch *p);
+
+// ---------------------------------------------------------------------------------------------------------------
+// regions: every proposal whose IoU with a ground-truth box is at least pos_iou (0.5) is a positive of that
+// box's class (the best-overlapping box decides), the ground-truth boxes themselves are positives, and all other
+// proposals are background. Mini-batches mix a fixed number of each (R-CNN: 32 positives, 96 background).
+
+typedef struct {
+    int image;  // index into the caller's image list
+    Box box;    // 1-based inclusive pixels
+    int label;  // 0 = background, k + 1 = class k
+} Region;
+
+typedef struct {
+    size_t n_pos, n_bg;
+    Region *pos, *bg;
+    size_t cap_pos, cap_bg;
+} RegionSet;
+
+void region_set_add_image(RegionSet *rs, int image, const Box *gt, const int *gt_label, int n_gt,
+                          const Box *proposals, int n_proposals, double pos_iou);
+// Draws n_pos positives and n_bg background regions uniformly (with replacement) into out (n_pos + n_bg),
+// positives first. Without any positive, all n_pos + n_bg are background (and the reverse). False when the set
+// is empty.
+bool region_set_sample(const RegionSet *rs, int n_pos, int n_bg, Rng *rng, Region *out);
+void region_set_free(RegionSet *rs);
 
 #endif

@@ -111,12 +111,46 @@ static void test_prefetch_order_and_errors(void **state) {
     assert_true(ctx.produced <= 3);
 }
 
+static void test_regions(void **state) {
+    (void)state;
+    Box gt[2] = {{1, 1, 100, 100}, {201, 1, 300, 100}};
+    int label[2] = {4, 7};
+    Box props[4] = {
+        {11, 1, 110, 100},  // IoU 0.818 with the first box: positive, class 4
+        {151, 1, 250, 100}, // IoU 1/3 with the second: background
+        {191, 1, 290, 100}, // IoU 0.818 with the second: positive, class 7
+        {401, 1, 500, 100}, // nothing: background
+    };
+    RegionSet rs = {0};
+    region_set_add_image(&rs, 3, gt, label, 2, props, 4, 0.5);
+    assert_int_equal(rs.n_pos, 4); // two ground-truth boxes + two proposals
+    assert_int_equal(rs.n_bg, 2);
+    assert_int_equal(rs.pos[0].label, 5);
+    assert_int_equal(rs.pos[2].label, 5);
+    assert_int_equal(rs.pos[3].label, 8);
+    assert_int_equal(rs.bg[0].label, 0);
+    assert_int_equal(rs.bg[1].image, 3);
+    Region out[128];
+    Rng r;
+    rng_seed(&r, 1);
+    assert_true(region_set_sample(&rs, 32, 96, &r, out));
+    for (int i = 0; i < 128; i++) assert_true(i < 32 ? out[i].label > 0 : out[i].label == 0);
+    region_set_free(&rs);
+    // An image without objects gives only background; an empty set cannot be sampled.
+    region_set_add_image(&rs, 0, NULL, NULL, 0, props, 4, 0.5);
+    assert_true(region_set_sample(&rs, 32, 96, &r, out));
+    for (int i = 0; i < 128; i++) assert_int_equal(out[i].label, 0);
+    region_set_free(&rs);
+    assert_false(region_set_sample(&rs, 32, 96, &r, out));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sgd_momentum_by_hand),
         cmocka_unit_test(test_sgd_schedule),
         cmocka_unit_test(test_polyak_average),
         cmocka_unit_test(test_prefetch_order_and_errors),
+        cmocka_unit_test(test_regions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,46 @@
+// Region samples for detection training, as R-CNN fine-tunes its network: proposals labelled by their best
+// overlap with the ground truth, mini-batches with a fixed mix of object and background windows.
+#include "train.h"
+
+#include <stdlib.h>
+
+static void push(Region **v, size_t *n, size_t *cap, Region r) {
+    if (*n == *cap) {
+        *cap = *cap ? 2 * *cap : 1024;
+        *v = xrealloc(*v, *cap * sizeof(Region));
+    }
+    (*v)[(*n)++] = r;
+}
+
+void region_set_add_image(RegionSet *rs, int image, const Box *gt, const int *gt_label, int n_gt,
+                          const Box *proposals, int n_proposals, double pos_iou) {
+    for (int k = 0; k < n_gt; k++) push(&rs->pos, &rs->n_pos, &rs->cap_pos, (Region){image, gt[k], gt_label[k] + 1});
+    for (int i = 0; i < n_proposals; i++) {
+        double best = 0;
+        int best_k = -1;
+        for (int k = 0; k < n_gt; k++) {
+            double ov = box_iou(proposals[i], gt[k]);
+            if (ov > best) best = ov, best_k = k;
+        }
+        if (best_k >= 0 && best >= pos_iou)
+            push(&rs->pos, &rs->n_pos, &rs->cap_pos, (Region){image, proposals[i], gt_label[best_k] + 1});
+        else
+            push(&rs->bg, &rs->n_bg, &rs->cap_bg, (Region){image, proposals[i], 0});
+    }
+}
+
+bool region_set_sample(const RegionSet *rs, int n_pos, int n_bg, Rng *rng, Region *out) {
+    if (rs->n_pos + rs->n_bg == 0) return false;
+    int total = n_pos + n_bg;
+    if (rs->n_pos == 0) n_pos = 0;
+    if (rs->n_bg == 0) n_pos = total;
+    for (int i = 0; i < total; i++)
+        out[i] = i < n_pos ? rs->pos[rng_below(rng, (uint32_t)rs->n_pos)] : rs->bg[rng_below(rng, (uint32_t)rs->n_bg)];
+    return true;
+}
+
+void region_set_free(RegionSet *rs) {
+    free(rs->pos);
+    free(rs->bg);
+    *rs = (RegionSet){0};
+}
