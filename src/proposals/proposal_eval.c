@@ -1,0 +1,251 @@
+// Proposal quality (Uijlings et al. Sec. 5.1): for every ground-truth box, the best IoU any proposal reaches.
+// Recall at a threshold is the share of boxes whose best IoU reaches it; ABO is the mean best IoU over boxes,
+// MABO the mean over classes of their ABO. The first rank at which a box is found gives recall at any number of
+// proposals kept.
+//
+// Ground truth comes from VOC-style XML (PASCAL VOC, raccoon) or ILSVRC XML, read with libxml2; the tags inside
+// <bndbox> come in either order. (A minimal reader kept in this room; the data room will own the general one.)
+#include "proposals.h"
+
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ---------------------------------------------------------------------------------------------------------------
+// ground truth
+
+static xmlNode *child(xmlNode *n, const char *name) {
+    for (xmlNode *c = n ? n->children : NULL; c; c = c->next)
+        if (c->type == XML_ELEMENT_NODE && !strcmp((const char *)c->name, name)) return c;
+    return NULL;
+}
+
+// The text of element `name` under n, parsed as a number; -1 when missing or not a number.
+static int child_number(xmlNode *n, const char *name, double *out) {
+    xmlNode *c = child(n, name);
+    if (!c) return -1;
+    xmlChar *t = xmlNodeGetContent(c);
+    char *end;
+    double v = strtod((const char *)t, &end);
+    while (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r') end++;
+    int ok = end != (char *)t && !*end && isfinite(v);
+    xmlFree(t);
+    if (!ok) return -1;
+    *out = v;
+    return 0;
+}
+
+static int class_index(GtClasses *c, const char *name) {
+    for (int i = 0; i < c->n; i++)
+        if (!strcmp(c->name[i], name)) return i;
+    c->name = xrealloc(c->name, (size_t)(c->n + 1) * sizeof *c->name);
+    c->name[c->n] = xstrdup(name);
+    return c->n++;
+}
+
+int gt_read_xml(const char *path, GtClasses *classes, GtImage *out, Err *e) {
+    *out = (GtImage){0};
+    char *data;
+    size_t n;
+    if (read_file_all(path, (size_t)64 << 20, &data, &n, e)) return -1;
+    xmlParserCtxtPtr ctx = xmlNewParserCtxt();
+    if (!ctx) {
+        free(data);
+        return err_set(e, "%s: cannot create an XML parser", path);
+    }
+    xmlDocPtr doc = n <= INT_MAX ? xmlCtxtReadMemory(ctx, data, (int)n, path, NULL,
+                                                    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING)
+                                 : NULL;
+    free(data);
+    if (!doc) {
+        const char *msg = ctx->lastError.message ? ctx->lastError.message : "cannot parse\n";
+        err_set(e, "%s:%d: malformed XML: %.*s", path, ctx->lastError.line, (int)strcspn(msg, "\n"), msg);
+        xmlFreeParserCtxt(ctx);
+        return -1;
+    }
+    xmlFreeParserCtxt(ctx);
+    int rc = 0;
+    xmlNode *root = xmlDocGetRootElement(doc);
+    if (!root || strcmp((const char *)root->name, "annotation")) {
+        rc = err_set(e, "%s: expected an <annotation> root element", path);
+        goto done;
+    }
+    xmlNode *size = child(root, "size");
+    double wd, ht;
+    if (size && !child_number(size, "width", &wd) && !child_number(size, "height", &ht) && wd >= 0 && ht >= 0 &&
+        wd <= IMAGE_MAX_SIDE && ht <= IMAGE_MAX_SIDE)
+        out->width = (int)wd, out->height = (int)ht;
+    VEC(GtObject) objs = {0};
+    int k = 0;
+    for (xmlNode *o = root->children; o; o = o->next) {
+        if (o->type != XML_ELEMENT_NODE || strcmp((const char *)o->name, "object")) continue;
+        xmlNode *nm = child(o, "name"), *bb = child(o, "bndbox");
+        double v[4], diff = 0;
+        static const char *const TAGS[4] = {"xmin", "ymin", "xmax", "ymax"};
+        if (!nm || !bb) {
+            rc = err_set(e, "%s: object %d has no <%s>", path, k, nm ? "bndbox" : "name");
+            break;
+        }
+        for (int i = 0; i < 4 && !rc; i++)
+            if (child_number(bb, TAGS[i], &v[i])) rc = err_set(e, "%s: object %d: missing or bad <%s>", path, k, TAGS[i]);
+        if (rc) break;
+        if (v[2] < v[0] || v[3] < v[1]) {
+            rc = err_set(e, "%s: object %d: empty box (%g, %g, %g, %g)", path, k, v[0], v[1], v[2], v[3]);
+            break;
+        }
+        if (child(o, "difficult") && child_number(o, "difficult", &diff)) {
+            rc = err_set(e, "%s: object %d: <difficult> is not a number", path, k);
+            break;
+        }
+        xmlChar *name = xmlNodeGetContent(nm);
+        GtObject g = {.box = {v[0], v[1], v[2], v[3]}, .cls = class_index(classes, (const char *)name),
+                      .difficult = diff != 0};
+        xmlFree(name);
+        VEC_PUSH(&objs, g);
+        k++;
+    }
+    if (rc) {
+        free(objs.data);
+        goto done;
+    }
+    out->n = (int)objs.len;
+    out->obj = objs.data;
+done:
+    xmlFreeDoc(doc);
+    return rc;
+}
+
+void gt_image_free(GtImage *g) {
+    free(g->obj);
+    *g = (GtImage){0};
+}
+
+void gt_classes_free(GtClasses *c) {
+    for (int i = 0; i < c->n; i++) free(c->name[i]);
+    free(c->name);
+    *c = (GtClasses){0};
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// measures
+
+void prop_eval_init(PropEval *ev, bool difficult) { *ev = (PropEval){.difficult = difficult}; }
+
+void prop_eval_add(PropEval *ev, const GtImage *gt, const Box *props, int n, double seconds) {
+    ev->n_images++;
+    ev->n_proposals += n;
+    if (n > ev->max_proposals) ev->max_proposals = n;
+    if (seconds >= 0) ev->seconds += seconds, ev->n_timed++; // NaN fails the test
+    for (int g = 0; g < gt->n; g++) {
+        const GtObject *o = &gt->obj[g];
+        if (o->difficult && !ev->difficult) continue;
+        PropEvalGt r = {.cls = o->cls, .best = 0, .rank50 = INT_MAX, .rank70 = INT_MAX};
+        for (int i = 0; i < n; i++) {
+            double iou = box_iou(o->box, props[i]);
+            if (iou > r.best) r.best = iou;
+            if (iou >= 0.5 && r.rank50 == INT_MAX) r.rank50 = i;
+            if (iou >= 0.7 && r.rank70 == INT_MAX) r.rank70 = i;
+        }
+        VEC_PUSH(&ev->gt, r);
+    }
+}
+
+double prop_eval_recall_at(const PropEval *ev, double thr, int n_top) {
+    if (thr != 0.5 && thr != 0.7) return NAN;
+    if (!ev->gt.len) return NAN;
+    size_t hit = 0;
+    for (size_t i = 0; i < ev->gt.len; i++) hit += (thr == 0.5 ? ev->gt.data[i].rank50 : ev->gt.data[i].rank70) < n_top;
+    return (double)hit / (double)ev->gt.len;
+}
+
+void prop_eval_summary(const PropEval *ev, int n_classes, PropEvalSummary *s) {
+    *s = (PropEvalSummary){.n_images = ev->n_images, .n_gt = (int)ev->gt.len};
+    s->proposals_per_image = ev->n_images ? (double)ev->n_proposals / ev->n_images : NAN;
+    s->seconds_per_image = ev->n_timed ? ev->seconds / ev->n_timed : NAN;
+    s->recall50 = prop_eval_recall_at(ev, 0.5, INT_MAX);
+    s->recall70 = prop_eval_recall_at(ev, 0.7, INT_MAX);
+    double sum = 0;
+    double *cls_sum = xcalloc((size_t)(n_classes > 0 ? n_classes : 1), sizeof *cls_sum);
+    int *cls_n = xcalloc((size_t)(n_classes > 0 ? n_classes : 1), sizeof *cls_n);
+    for (size_t i = 0; i < ev->gt.len; i++) {
+        const PropEvalGt *g = &ev->gt.data[i];
+        sum += g->best;
+        if (g->cls >= 0 && g->cls < n_classes) cls_sum[g->cls] += g->best, cls_n[g->cls]++;
+    }
+    s->abo = ev->gt.len ? sum / (double)ev->gt.len : NAN;
+    double msum = 0;
+    int m = 0;
+    for (int c = 0; c < n_classes; c++)
+        if (cls_n[c]) msum += cls_sum[c] / cls_n[c], m++;
+    s->mabo = m ? msum / m : NAN;
+    free(cls_sum);
+    free(cls_n);
+}
+
+void prop_eval_free(PropEval *ev) {
+    free(ev->gt.data);
+    *ev = (PropEval){0};
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the curve
+
+int prop_eval_plot(const PropEval *ev, const char *title, const char *path, Err *e) {
+    const int W = 720, H = 480, left = 70, right = 20, top = 40, bottom = 60;
+    Image im;
+    if (image_alloc(&im, W, H, 3, e)) return -1;
+    const float white[3] = {255, 255, 255}, black[3] = {0, 0, 0}, grid[3] = {220, 220, 220};
+    const float blue[3] = {31, 119, 180}, orange[3] = {255, 127, 14};
+    image_fill_rect(&im, 0, 0, W - 1, H - 1, white);
+    int pw = W - left - right, ph = H - top - bottom;
+    int max_n = ev->max_proposals > 1 ? ev->max_proposals : 2;
+    double lx = log10((double)max_n);
+#define PX(n) (left + pw * log10((double)(n)) / lx)
+#define PY(r) (top + ph * (1.0 - (r)))
+    char label[64];
+    for (int i = 0; i <= 5; i++) { // recall grid every 0.2
+        double y = PY(i * 0.2);
+        image_draw_line(&im, left, y, left + pw, y, grid, 1);
+        snprintf(label, sizeof label, "%.1f", i * 0.2);
+        image_draw_text(&im, left - 38, (int)y - 8, label, black, 0.5);
+    }
+    for (double d = 1; d <= max_n; d *= 10) { // decades
+        double x = PX(d);
+        image_draw_line(&im, x, top, x, top + ph, grid, 1);
+        snprintf(label, sizeof label, "%g", d);
+        int tw, th;
+        image_text_size(label, 0.5, &tw, &th);
+        image_draw_text(&im, (int)x - tw / 2, top + ph + 8, label, black, 0.5);
+    }
+    image_draw_line(&im, left, top + ph, left + pw, top + ph, black, 1);
+    image_draw_line(&im, left, top, left, top + ph, black, 1);
+    image_draw_text(&im, left + pw / 2 - 110, H - 26, "proposals per image (log scale)", black, 0.5);
+    image_draw_text(&im, 6, top - 30, "recall", black, 0.5);
+    image_draw_text(&im, left + 60, 10, title ? title : "", black, 0.55);
+    const double thr[2] = {0.5, 0.7};
+    const float *col[2] = {blue, orange};
+    for (int c = 0; c < 2; c++) {
+        double px = 0, py = 0;
+        const int steps = 200;
+        for (int s = 0; s <= steps; s++) {
+            int n = (int)lround(pow((double)max_n, (double)s / steps));
+            double r = prop_eval_recall_at(ev, thr[c], n);
+            if (!isfinite(r)) r = 0;
+            double x = PX(n), y = PY(r);
+            if (s) image_draw_line(&im, px, py, x, y, col[c], 2);
+            px = x, py = y;
+        }
+        int ly = top + ph - 50 + 22 * c;
+        image_draw_line(&im, left + pw - 150, ly + 7, left + pw - 120, ly + 7, col[c], 2);
+        snprintf(label, sizeof label, "IoU >= %.1f", thr[c]);
+        image_draw_text(&im, left + pw - 112, ly, label, black, 0.5);
+    }
+#undef PX
+#undef PY
+    int rc = image_write_png(&im, path, e);
+    image_free(&im);
+    return rc;
+}
