@@ -66,6 +66,7 @@ int ss_features(const Image *colour, SsFeatures *f, Err *e) {
     *f = (SsFeatures){0};
     int w = colour->w, h = colour->h, c = colour->c;
     if (w <= 0 || h <= 0 || !colour->px) return err_set(e, "features: empty image (%dx%d)", w, h);
+    if (c < 1 || c > 4) return err_set(e, "features: %d channels (1 to 4 expected)", c);
     if ((long long)w * h > PROPOSALS_MAX_PIXELS)
         return err_set(e, "features: image %dx%d is over the limit of %lld pixels", w, h, PROPOSALS_MAX_PIXELS);
     // Gaussian derivatives: central differences of the image smoothed with sigma 1.
@@ -78,42 +79,44 @@ int ss_features(const Image *colour, SsFeatures *f, Err *e) {
     for (size_t i = 0; i < np * (size_t)c; i++)
         f->colour[i] = (uint8_t)bin_of(colour->px[i], SS_COLOUR_BINS / 256.0f, SS_COLOUR_BINS);
 
-    // Response of orientation o (at o * 45 degrees): the derivative along it, half-wave rectified, so opposite
-    // orientations split the sign of one derivative.
-    float cs[SS_TEXTURE_ORIENTATIONS], sn[SS_TEXTURE_ORIENTATIONS];
-    for (int o = 0; o < SS_TEXTURE_ORIENTATIONS; o++) {
+    // Response of orientation o (at o * 45 degrees): the derivative along it, half-wave rectified, so orientations
+    // o and o + 4 split the sign of one derivative. Two passes (the peak per channel and orientation, then the
+    // bins) recompute the cheap derivatives rather than store 8 floats a channel a pixel.
+    enum { HALF = SS_TEXTURE_ORIENTATIONS / 2 };
+    float cs[HALF], sn[HALF];
+    for (int o = 0; o < HALF; o++) {
         double a = o * (2 * M_PI / SS_TEXTURE_ORIENTATIONS);
         cs[o] = (float)cos(a), sn[o] = (float)sin(a);
     }
-    float *resp = xmalloc(np * (size_t)c * SS_TEXTURE_ORIENTATIONS * sizeof *resp); // (h, w, c, 8)
-    float *peak = xcalloc((size_t)c * SS_TEXTURE_ORIENTATIONS, sizeof *peak);        // (c, 8)
-    for (int y = 0; y < h; y++) {
-        int ym = y > 0 ? y - 1 : y, yp = y + 1 < h ? y + 1 : y;
-        for (int x = 0; x < w; x++) {
-            int xm = x > 0 ? x - 1 : x, xp = x + 1 < w ? x + 1 : x;
-            for (int k = 0; k < c; k++) {
-                float gx = 0.5f * (smooth.px[((size_t)y * w + xp) * c + k] - smooth.px[((size_t)y * w + xm) * c + k]);
-                float gy = 0.5f * (smooth.px[((size_t)yp * w + x) * c + k] - smooth.px[((size_t)ym * w + x) * c + k]);
-                float *r = resp + (((size_t)y * w + x) * c + k) * SS_TEXTURE_ORIENTATIONS;
-                float *pk = peak + k * SS_TEXTURE_ORIENTATIONS;
-                for (int o = 0; o < SS_TEXTURE_ORIENTATIONS; o++) {
-                    float v = cs[o] * gx + sn[o] * gy;
-                    r[o] = v > 0 ? v : 0;
-                    if (r[o] > pk[o]) pk[o] = r[o];
+    float peak[4 * SS_TEXTURE_ORIENTATIONS] = {0}, scale[4 * SS_TEXTURE_ORIENTATIONS]; // (c, 8), c <= 4
+    for (int pass = 0; pass < 2; pass++) {
+        for (int y = 0; y < h; y++) {
+            const float *row = smooth.px + (size_t)y * w * c;
+            const float *up = smooth.px + (size_t)(y > 0 ? y - 1 : y) * w * c;
+            const float *down = smooth.px + (size_t)(y + 1 < h ? y + 1 : y) * w * c;
+            for (int x = 0; x < w; x++) {
+                int xm = (x > 0 ? x - 1 : x) * c, xp = (x + 1 < w ? x + 1 : x) * c;
+                uint8_t *bins = f->texture + ((size_t)y * w + x) * c * SS_TEXTURE_ORIENTATIONS;
+                for (int k = 0; k < c; k++) {
+                    float gx = 0.5f * (row[xp + k] - row[xm + k]), gy = 0.5f * (down[x * c + k] - up[x * c + k]);
+                    float *pk = peak + k * SS_TEXTURE_ORIENTATIONS, *sc = scale + k * SS_TEXTURE_ORIENTATIONS;
+                    uint8_t *b = bins + k * SS_TEXTURE_ORIENTATIONS;
+                    for (int o = 0; o < HALF; o++) {
+                        float v = cs[o] * gx + sn[o] * gy, pos = v > 0 ? v : 0, neg = v < 0 ? -v : 0;
+                        if (pass == 0) {
+                            if (pos > pk[o]) pk[o] = pos;
+                            if (neg > pk[o + HALF]) pk[o + HALF] = neg;
+                        } else {
+                            b[o] = (uint8_t)bin_of(pos, sc[o], SS_TEXTURE_BINS);
+                            b[o + HALF] = (uint8_t)bin_of(neg, sc[o + HALF], SS_TEXTURE_BINS);
+                        }
+                    }
                 }
             }
         }
+        for (int i = 0; pass == 0 && i < c * SS_TEXTURE_ORIENTATIONS; i++)
+            scale[i] = peak[i] > 0 ? SS_TEXTURE_BINS / peak[i] : 0.0f;
     }
-    float scale[64]; // c <= 4 channels x 8 orientations
-    for (int i = 0; i < c * SS_TEXTURE_ORIENTATIONS; i++)
-        scale[i] = peak[i] > 0 ? SS_TEXTURE_BINS / peak[i] : 0.0f;
-    for (size_t i = 0; i < np; i++)
-        for (int j = 0; j < c * SS_TEXTURE_ORIENTATIONS; j++) {
-            size_t at = i * (size_t)c * SS_TEXTURE_ORIENTATIONS + (size_t)j;
-            f->texture[at] = (uint8_t)bin_of(resp[at], scale[j], SS_TEXTURE_BINS);
-        }
-    free(resp);
-    free(peak);
     image_free(&smooth);
     return 0;
 }

@@ -193,8 +193,35 @@ void prop_eval_free(PropEval *ev) {
 // ---------------------------------------------------------------------------------------------------------------
 // the curve
 
+// The title on one line, or on two (split at a space) when it does not fit between x and x_max.
+static void draw_title(Image *im, const char *title, int x, int x_max, const float rgb[3]) {
+    const double scale = 0.45;
+    int tw, th;
+    image_text_size(title, scale, &tw, &th);
+    if (x + tw <= x_max) {
+        image_draw_text(im, x, 8, title, rgb, scale);
+        return;
+    }
+    char line[256];
+    snprintf(line, sizeof line, "%s", title);
+    size_t cut = strlen(line);
+    for (;;) { // the longest prefix ending before a space that fits
+        char *sp = NULL;
+        for (size_t i = 0; i < cut; i++)
+            if (line[i] == ' ') sp = &line[i];
+        if (!sp) break;
+        *sp = '\0';
+        image_text_size(line, scale, &tw, &th);
+        cut = (size_t)(sp - line);
+        if (x + tw <= x_max) break;
+    }
+    image_draw_text(im, x, 4, line, rgb, scale);
+    const char *rest = title + cut + (title[cut] ? 1 : 0);
+    image_draw_text(im, x, 4 + th + 2, rest, rgb, scale);
+}
+
 int prop_eval_plot(const PropEval *ev, const char *title, const char *path, Err *e) {
-    const int W = 720, H = 480, left = 70, right = 20, top = 40, bottom = 60;
+    const int W = 720, H = 480, left = 70, right = 20, top = 50, bottom = 60;
     Image im;
     if (image_alloc(&im, W, H, 3, e)) return -1;
     const float white[3] = {255, 255, 255}, black[3] = {0, 0, 0}, grid[3] = {220, 220, 220};
@@ -224,7 +251,7 @@ int prop_eval_plot(const PropEval *ev, const char *title, const char *path, Err 
     image_draw_line(&im, left, top, left, top + ph, black, 1);
     image_draw_text(&im, left + pw / 2 - 110, H - 26, "proposals per image (log scale)", black, 0.5);
     image_draw_text(&im, 6, top - 30, "recall", black, 0.5);
-    image_draw_text(&im, left + 60, 10, title ? title : "", black, 0.55);
+    draw_title(&im, title ? title : "", left + 60, W - 10, black);
     const double thr[2] = {0.5, 0.7};
     const float *col[2] = {blue, orange};
     for (int c = 0; c < 2; c++) {

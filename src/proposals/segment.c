@@ -15,25 +15,29 @@
 static const int DIR_DX[4] = {1, -1, 0, 1};
 static const int DIR_DY[4] = {0, 1, 1, 1};
 
-// Stable LSD radix sort of (key, val) pairs by key, 8 bits a pass; passes where every key shares the byte are
-// skipped. Non-negative floats compare like their bit patterns, so float weights sort as uint32.
+// Stable LSD radix sort of (key, val) pairs by key, 11 bits a pass (three passes; the counts fit in L1); passes
+// where every key shares the digit are skipped. Non-negative floats compare like their bit patterns, so float
+// weights sort as uint32.
+enum { RADIX_BITS = 11, RADIX = 1 << RADIX_BITS, RADIX_PASSES = 3 };
+
 static void radix_sort_pairs(uint32_t *key, uint32_t *val, size_t n) {
-    uint32_t *tk = xmalloc(n * sizeof *tk), *tv = xmalloc(n * sizeof *tv);
-    size_t count[4][256] = {{0}};
+    uint32_t *tk = xmalloc((n ? n : 1) * sizeof *tk), *tv = xmalloc((n ? n : 1) * sizeof *tv);
+    size_t(*count)[RADIX] = xcalloc(RADIX_PASSES, sizeof *count);
     for (size_t i = 0; i < n; i++)
-        for (int b = 0; b < 4; b++) count[b][(key[i] >> (8 * b)) & 255]++;
+        for (int b = 0; b < RADIX_PASSES; b++) count[b][(key[i] >> (RADIX_BITS * b)) & (RADIX - 1)]++;
     uint32_t *sk = key, *sv = val, *dk = tk, *dv = tv;
-    for (int b = 0; b < 4; b++) {
+    for (int b = 0; b < RADIX_PASSES; b++) {
         size_t *c = count[b];
-        if (n == 0 || c[(sk[0] >> (8 * b)) & 255] == n) continue; // all keys share this byte
+        int shift = RADIX_BITS * b;
+        if (n == 0 || c[(sk[0] >> shift) & (RADIX - 1)] == n) continue; // all keys share this digit
         size_t sum = 0;
-        for (int i = 0; i < 256; i++) {
+        for (int i = 0; i < RADIX; i++) {
             size_t t = c[i];
             c[i] = sum;
             sum += t;
         }
         for (size_t i = 0; i < n; i++) {
-            size_t at = c[(sk[i] >> (8 * b)) & 255]++;
+            size_t at = c[(sk[i] >> shift) & (RADIX - 1)]++;
             dk[at] = sk[i];
             dv[at] = sv[i];
         }
@@ -45,6 +49,7 @@ static void radix_sort_pairs(uint32_t *key, uint32_t *val, size_t n) {
         memcpy(key, sk, n * sizeof *key);
         memcpy(val, sv, n * sizeof *val);
     }
+    free(count);
     free(tk);
     free(tv);
 }
@@ -129,6 +134,8 @@ void seg_graph_segment(const SegGraph *g, double k, int min_size, Segmentation *
         int32_t r = uf_join(parent, size, a, b);
         thresh[r] = wt + (float)(k / size[r]);
     }
+    // Flatten the forest so the second pass's lookups are mostly one step.
+    for (size_t i = 0; i < np; i++) parent[i] = uf_find(parent, (int32_t)i);
     for (size_t i = 0; i < g->n_edges && min_size > 1; i++) {
         uint32_t ed = g->edge[i];
         int32_t p = (int32_t)(ed >> 2), q = p + off[ed & 3];
