@@ -84,7 +84,7 @@ typedef struct {
 
 void progress_init(Progress *p, const char *label, int64_t total, const char *unit, bool quiet);
 void progress_add(Progress *p, int64_t n);      // n more items done
-void progress_finish(Progress *p);              // final line with totals and elapsed time
+void progress_finish(Progress *p);              // final line with totals and elapsed time (if any was shown)
 
 // ---------------------------------------------------------------------------------------------------------------
 // files
@@ -104,6 +104,18 @@ int write_file_atomic(const char *path, const void *data, size_t n, Err *e);
 
 // Reads a whole file (NUL-terminated for convenience; *n excludes the NUL). Refuses files over max_bytes.
 int read_file_all(const char *path, size_t max_bytes, char **data, size_t *n, Err *e);
+
+// Splits text in place into lines: returns the next line (its '\n' and any trailing '\r' replaced by NULs) and
+// advances *cursor; NULL at the end. Empty lines are returned too, so line numbers stay right.
+char *text_next_line(char **cursor);
+
+// Number parsing for text formats: skips leading blanks (spaces, tabs), parses one number and advances *p past
+// it; false when there is none. parse_double is exact (the same double as strtod) and takes a fast path for the
+// plain decimals that dominate detection files.
+bool parse_double(const char **p, double *out);
+bool parse_long(const char **p, long *out);
+// True when only blanks remain.
+bool parse_at_end(const char *p);
 
 // Joins a directory and a relative path ("dir/rel"; rel as-is when absolute). Caller frees.
 char *path_join(const char *dir, const char *rel);

@@ -42,6 +42,12 @@ int image_gaussian_blur(const Image *src, double sigma, Image *dst, Err *e);
 // Copies the w x h window at (x, y) of src into dst; parts outside src are filled with fill[c].
 int image_crop(const Image *src, int x, int y, int w, int h, const float *fill, Image *dst, Err *e);
 void image_flip_horizontal(Image *im);
+// The R-CNN warp: the region `box` (1-based inclusive pixels, as in annotations and proposals) grown so that,
+// once stretched to out_w x out_h, `context` output pixels of surrounding image lie on each side; pixels outside
+// the image are fill[c] (the mean, so they vanish after mean subtraction). Used by detection training and by
+// the detector alike.
+int image_warp_region(const Image *src, Box box, int out_w, int out_h, int context, const float *fill,
+                      Interp interp, Image *dst, Err *e);
 
 // Drawing in place (RGB images). Coordinates are 0-based pixels; boxes are inclusive.
 void image_draw_box(Image *im, int x1, int y1, int x2, int y2, const float rgb[3], int thickness);

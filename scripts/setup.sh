@@ -9,8 +9,10 @@ PACKAGES="build-essential cmake pkg-config libopencv-dev libopenblas-dev libpng-
 libjansson-dev libmatio-dev libprotobuf-c-dev protobuf-c-compiler"
 # reference scripts (tools/) and benchmarks (bench/): PyTorch, ONNX, NumPy, OpenCV contrib, Node.js for
 # onnxruntime-node, valgrind for memory checks
-PACKAGES="$PACKAGES python3 python3-numpy python3-torch python3-onnx python3-opencv libopencv-contrib-dev nodejs npm
+PACKAGES="$PACKAGES python3 python3-numpy python3-torch python3-onnx python3-opencv libopencv-contrib-dev nodejs
 valgrind"
+# Debian's npm is a package of its own; NodeSource's nodejs (seen on some machines) ships npm and conflicts with it.
+command -v npm >/dev/null 2>&1 || PACKAGES="$PACKAGES npm"
 
 missing=""
 for p in $PACKAGES; do

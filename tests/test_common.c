@@ -173,12 +173,118 @@ static void test_image_bad_input(void **state) {
     unlink(path);
 }
 
+static void fill_rgb(Image *im, float r, float g, float b) {
+    for (int i = 0; i < im->w * im->h; i++) im->px[3 * i] = r, im->px[3 * i + 1] = g, im->px[3 * i + 2] = b;
+}
+
+static void test_image_ops(void **state) {
+    (void)state;
+    Err e;
+    Image a, b;
+    // nearest 2x2 -> 4x4 repeats each pixel in a 2x2 block
+    assert_int_equal(image_alloc(&a, 2, 2, 1, &e), 0);
+    a.px[0] = 10, a.px[1] = 20, a.px[2] = 30, a.px[3] = 40;
+    assert_int_equal(image_resize(&a, 4, 4, INTERP_NEAREST, &b, &e), 0);
+    assert_true(b.px[0] == 10 && b.px[1] == 10 && b.px[2] == 20 && b.px[5] == 10 && b.px[15] == 40);
+    // area 4x4 -> 2x2 averages the blocks back
+    Image c;
+    assert_int_equal(image_resize(&b, 2, 2, INTERP_AREA, &c, &e), 0);
+    assert_memory_equal(c.px, a.px, 4 * sizeof(float));
+    image_free(&a), image_free(&b), image_free(&c);
+    // bilinear and cubic keep a constant image constant; so does the blur
+    assert_int_equal(image_alloc(&a, 7, 5, 3, &e), 0);
+    fill_rgb(&a, 12, 34, 56);
+    for (int interp = INTERP_BILINEAR; interp <= INTERP_CUBIC; interp++) {
+        assert_int_equal(image_resize(&a, 13, 3, (Interp)interp, &b, &e), 0);
+        for (int i = 0; i < 13 * 3; i++) assert_true(fabsf(b.px[3 * i + 1] - 34) < 1e-3f);
+        image_free(&b);
+    }
+    assert_int_equal(image_gaussian_blur(&a, 0.8, &b, &e), 0);
+    for (int i = 0; i < 7 * 5 * 3; i++) assert_true(fabsf(b.px[i] - a.px[i]) < 1e-3f);
+    image_free(&b);
+    // colour spaces: pure red is H 0, S 1, V 255; white is L 100, a 0, b 0
+    fill_rgb(&a, 255, 0, 0);
+    assert_int_equal(image_convert(&a, COLOR_HSV, &b, &e), 0);
+    assert_true(fabsf(b.px[0]) < 1e-3f && fabsf(b.px[1] - 1) < 1e-5f && fabsf(b.px[2] - 255) < 1e-3f);
+    image_free(&b);
+    fill_rgb(&a, 255, 255, 255);
+    assert_int_equal(image_convert(&a, COLOR_LAB, &b, &e), 0);
+    assert_true(fabsf(b.px[0] - 100) < 0.01f && fabsf(b.px[1]) < 0.01f && fabsf(b.px[2]) < 0.01f);
+    image_free(&b);
+    // a blurred impulse keeps its mass and is symmetric
+    Image imp;
+    assert_int_equal(image_alloc(&imp, 21, 21, 1, &e), 0);
+    imp.px[10 * 21 + 10] = 1000;
+    assert_int_equal(image_gaussian_blur(&imp, 1.0, &b, &e), 0);
+    double sum = 0;
+    for (int i = 0; i < 21 * 21; i++) sum += b.px[i];
+    assert_true(fabs(sum - 1000) < 0.5);
+    assert_true(fabsf(b.px[10 * 21 + 9] - b.px[10 * 21 + 11]) < 1e-3f && b.px[10 * 21 + 10] > b.px[10 * 21 + 9]);
+    image_free(&b), image_free(&imp);
+    // boxes draw on the border only; crops fill outside pixels
+    fill_rgb(&a, 0, 0, 0);
+    const float white[3] = {255, 255, 255};
+    image_draw_box(&a, 1, 1, 5, 3, white, 1);
+    assert_true(a.px[(1 * 7 + 1) * 3] == 255 && a.px[(3 * 7 + 5) * 3] == 255 && a.px[(2 * 7 + 3) * 3] == 0);
+    const float grey[3] = {128, 128, 128};
+    assert_int_equal(image_crop(&a, -1, -1, 3, 3, grey, &b, &e), 0);
+    assert_true(b.px[0] == 128 && b.px[(2 * 3 + 2) * 3] == 255 && b.px[(1 * 3 + 1) * 3] == 0);
+    image_free(&b);
+    image_flip_horizontal(&a);
+    assert_true(a.px[(1 * 7 + 5) * 3] == 255 && a.px[(1 * 7 + 0) * 3] == 0);
+    image_free(&a);
+}
+
+// parse_double's fast path against strtod, the reference: the same double, bit for bit, and the same end.
+static void test_parse_double_matches_strtod(void **state) {
+    (void)state;
+    const char *fixed[] = {"0", "-0", "1", "0.5", "119.976089", "0.000001", "123456789012345678", "9007199254740993",
+                           "1.7976931348623157e308", "4.9e-324", "1e22", "1e23", "0.1", "  42.25 rest", "007.50",
+                           "12345678901234567890123", "0.30000000000000004", "-3.", ".5", "+2.5", "1234567890.0987654321"};
+    char buf[64];
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        const char *p = fixed[i];
+        double v;
+        assert_true(parse_double(&p, &v));
+        char *end;
+        double ref = strtod(fixed[i], &end);
+        assert_memory_equal(&v, &ref, sizeof v);
+        assert_ptr_equal(p, end);
+    }
+    Rng r;
+    rng_seed(&r, 1);
+    for (int t = 0; t < 200000; t++) {
+        int int_digits = (int)rng_below(&r, 12), frac_digits = (int)rng_below(&r, 14), k = 0;
+        if (rng_below(&r, 4) == 0) buf[k++] = '-';
+        for (int q = 0; q < int_digits; q++) buf[k++] = (char)('0' + rng_below(&r, 10));
+        if (int_digits == 0) buf[k++] = '0';
+        if (frac_digits) {
+            buf[k++] = '.';
+            for (int q = 0; q < frac_digits; q++) buf[k++] = (char)('0' + rng_below(&r, 10));
+        }
+        buf[k] = '\0';
+        const char *p = buf;
+        double v;
+        assert_true(parse_double(&p, &v));
+        double ref = strtod(buf, NULL);
+        if (memcmp(&v, &ref, sizeof v) != 0) fail_msg("%s: %.17g != %.17g", buf, v, ref);
+    }
+    const char *bad = "abc";
+    double v;
+    assert_false(parse_double(&bad, &v));
+    long l;
+    const char *q = " 12 x";
+    assert_true(parse_long(&q, &l) && l == 12);
+    assert_false(parse_at_end(q));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rng_deterministic), cmocka_unit_test(test_rng_ranges),
         cmocka_unit_test(test_size_mul),          cmocka_unit_test(test_atomic_write),
         cmocka_unit_test(test_box_iou),           cmocka_unit_test(test_paths),
         cmocka_unit_test(test_image_roundtrip),   cmocka_unit_test(test_image_bad_input),
+        cmocka_unit_test(test_parse_double_matches_strtod), cmocka_unit_test(test_image_ops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -35,6 +35,7 @@ void progress_add(Progress *p, int64_t n) {
     if (now_seconds() - p->t_last >= 0.25) progress_print(p, false);
 }
 
+// The closing line appears only when the work lasted long enough to have shown progress at all.
 void progress_finish(Progress *p) {
-    if (!p->quiet) progress_print(p, true);
+    if (!p->quiet && p->printed) progress_print(p, true);
 }

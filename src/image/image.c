@@ -1,6 +1,7 @@
 // Image allocation, cropping, flipping, and header probing (so absurd sizes are refused before decoding).
 #include "image.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -111,5 +112,29 @@ int image_probe_size(const char *path, int *w, int *h, Err *e) {
         err_set(e, "%s: not a JPEG or PNG", path);
     }
     fclose(f);
+    return rc;
+}
+
+int image_warp_region(const Image *src, Box box, int out_w, int out_h, int context, const float *fill,
+                      Interp interp, Image *dst, Err *e) {
+    if (out_w <= 2 * context || out_h <= 2 * context)
+        return err_set(e, "warp: output %dx%d leaves no room for %d pixels of context", out_w, out_h, context);
+    if (!(box.x2 >= box.x1 && box.y2 >= box.y1))
+        return err_set(e, "warp: empty box (%g, %g, %g, %g)", box.x1, box.y1, box.x2, box.y2);
+    // Box in 0-based pixel edges: [x1 - 1, x2) covers pixels x1..x2 of the 1-based box.
+    double bw = box.x2 - box.x1 + 1, bh = box.y2 - box.y1 + 1;
+    double cx = box.x1 - 1 + 0.5 * bw, cy = box.y1 - 1 + 0.5 * bh;
+    // The box fills out - 2*context pixels; the whole output then spans box * out / (out - 2*context).
+    double gw = bw * out_w / (out_w - 2.0 * context), gh = bh * out_h / (out_h - 2.0 * context);
+    int x0 = (int)lround(cx - 0.5 * gw), y0 = (int)lround(cy - 0.5 * gh);
+    int w = (int)lround(gw), h = (int)lround(gh);
+    if (w < 1) w = 1;
+    if (h < 1) h = 1;
+    if ((long long)w * h > IMAGE_MAX_PIXELS)
+        return err_set(e, "warp: region %dx%d is over the size limit", w, h);
+    Image crop;
+    if (image_crop(src, x0, y0, w, h, fill, &crop, e)) return -1;
+    int rc = image_resize(&crop, out_w, out_h, interp, dst, e);
+    image_free(&crop);
     return rc;
 }

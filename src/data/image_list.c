@@ -1,0 +1,89 @@
+// Image lists ("name [index]" lines) and directory listings.
+#include "data.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define IMAGE_LIST_MAX_BYTES (1u << 30)
+
+static void list_push(ImageList *l, size_t *cap, char *name, int id) {
+    if ((size_t)l->n == *cap) {
+        *cap = *cap ? 2 * *cap : 64;
+        l->names = xrealloc(l->names, *cap * sizeof(char *));
+        l->ids = xrealloc(l->ids, *cap * sizeof(int));
+    }
+    l->names[l->n] = name;
+    l->ids[l->n] = id;
+    l->n++;
+}
+
+int image_list_load(const char *path, ImageList *l, Err *e) {
+    *l = (ImageList){0};
+    char *data;
+    size_t n;
+    if (read_file_all(path, IMAGE_LIST_MAX_BYTES, &data, &n, e)) return -1;
+    size_t cap = 0;
+    int line_no = 0, position = 0;
+    char *cursor = data;
+    for (char *line; (line = text_next_line(&cursor));) {
+        line_no++;
+        char *p = line;
+        while (*p == ' ' || *p == '\t') p++;
+        if (!*p || *p == '#') continue;
+        char *name_end = p;
+        while (*name_end && *name_end != ' ' && *name_end != '\t') name_end++;
+        char *rest = name_end;
+        if (*rest) *rest++ = '\0';
+        while (*rest == ' ' || *rest == '\t') rest++;
+        position++;
+        long id = position;
+        if (*rest) {
+            char *end;
+            long v = strtol(rest, &end, 10);
+            while (*end == ' ' || *end == '\t') end++;
+            if (*end || v <= 0 || v > 0x7fffffff) {
+                err_set(e, "%s:%d: expected 'name [index]' with a positive index, got '%s %s'", path, line_no, p,
+                        rest);
+                free(data);
+                image_list_free(l);
+                return -1;
+            }
+            id = v;
+        }
+        list_push(l, &cap, xstrdup(p), (int)id);
+    }
+    free(data);
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+int image_list_from_dir(const char *dir, const char *suffix, ImageList *l, Err *e) {
+    *l = (ImageList){0};
+    DIR *d = opendir(dir);
+    if (!d) return err_set(e, "%s: cannot open directory: %s", dir, strerror(errno));
+    size_t cap = 0, sl = strlen(suffix);
+    VEC(char *) names = {0};
+    for (struct dirent *de; (de = readdir(d));) {
+        size_t n = strlen(de->d_name);
+        if (de->d_name[0] == '.' || n <= sl || strcmp(de->d_name + n - sl, suffix) != 0) continue;
+        char *s = xstrdup(de->d_name);
+        s[n - sl] = '\0';
+        VEC_PUSH(&names, s);
+    }
+    closedir(d);
+    if (names.len) qsort(names.data, names.len, sizeof(char *), cmp_str);
+    for (size_t i = 0; i < names.len; i++) list_push(l, &cap, names.data[i], (int)i + 1);
+    free(names.data);
+    if (l->n == 0) return err_set(e, "%s: no *%s files", dir, suffix);
+    return 0;
+}
+
+void image_list_free(ImageList *l) {
+    for (int i = 0; i < l->n; i++) free(l->names[i]);
+    free(l->names);
+    free(l->ids);
+    *l = (ImageList){0};
+}
