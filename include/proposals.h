@@ -7,7 +7,7 @@
 //   grouping     region features, similarities, hierarchical grouping with a lazy priority queue
 //   proposals    proposals_compute: every strategy (in parallel), pseudo-random ranking, de-duplication
 //   json         {"images": [{"file", "width", "height", "boxes": [[x1, y1, x2, y2], ...]}]}
-//   eval         ground truth from VOC / ILSVRC XML; recall at IoU 0.5 / 0.7, ABO, MABO, recall-vs-count curve
+//   eval         against ground truth (data.h annotations): recall at IoU 0.5 / 0.7, ABO, MABO, recall-vs-count
 //
 // Boxes leave this room in the devkit convention of common.h: 1-based, inclusive pixel corners, in the
 // coordinates of the image as given, best-ranked first.
@@ -15,6 +15,7 @@
 #define INCEPTION_PROPOSALS_H
 
 #include "common.h"
+#include "data.h"
 #include "image.h"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -203,33 +204,10 @@ void proposals_set_free(ProposalsSet *set);
 // ---------------------------------------------------------------------------------------------------------------
 // eval
 
-typedef struct {
-    Box box;
-    int cls;        // index into the GtClasses table
-    bool difficult;
-} GtObject;
-
-typedef struct {
-    int width, height; // from <size>; 0 when absent
-    int n;
-    GtObject *obj;
-} GtImage;
-
-typedef struct {
-    int n;
-    char **name;
-} GtClasses;
-
-// Reads a VOC (PASCAL, raccoon) or ILSVRC annotation: <size>, and every <object> with <name>, <difficult> and a
-// <bndbox> whose xmin/ymin/xmax/ymax come in any order. Class names are added to *classes as they appear.
-int gt_read_xml(const char *path, GtClasses *classes, GtImage *out, Err *e);
-void gt_image_free(GtImage *g);
-void gt_classes_free(GtClasses *c);
-
 // Accumulates, over images, each ground-truth box's best overlap with the proposals and the first rank reaching
 // IoU 0.5 and 0.7 (so recall at any number of proposals comes out without recomputing).
 typedef struct {
-    int cls;
+    int cls;              // index into PropEval.classes
     double best;          // best IoU over all proposals
     int rank50, rank70;   // first rank (0-based) reaching IoU 0.5 / 0.7; INT_MAX when none does
 } PropEvalGt;
@@ -242,20 +220,22 @@ typedef struct {
     int n_timed;
     bool difficult;   // count difficult objects (VOC); off by default
     VEC(PropEvalGt) gt;
+    VEC(char *) classes; // object names in order of appearance
 } PropEval;
 
 typedef struct {
     int n_images, n_gt;
     double proposals_per_image, seconds_per_image; // seconds NaN when no image was timed
     double recall50, recall70;
+    int n_classes;
     double abo;   // mean best overlap over boxes
     double mabo;  // mean over classes of their ABO
 } PropEvalSummary;
 
 void prop_eval_init(PropEval *ev, bool difficult);
-// seconds < 0 or NaN: untimed.
-void prop_eval_add(PropEval *ev, const GtImage *gt, const Box *props, int n, double seconds);
-void prop_eval_summary(const PropEval *ev, int n_classes, PropEvalSummary *s);
+// One image: its annotation and its proposals, best-ranked first. seconds < 0 or NaN: untimed.
+void prop_eval_add(PropEval *ev, const Annotation *gt, const Box *props, int n, double seconds);
+void prop_eval_summary(const PropEval *ev, PropEvalSummary *s);
 // Recall at IoU thr (0.5 or 0.7) using the best-ranked n_top proposals of every image.
 double prop_eval_recall_at(const PropEval *ev, double thr, int n_top);
 // The recall-vs-number-of-proposals curve at IoU 0.5 and 0.7 as a PNG (log x axis).

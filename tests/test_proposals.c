@@ -1,6 +1,6 @@
 // Tests of Selective Search and its evaluation: segmentation of synthetic images with known components, the
 // similarity terms on hand-computed histograms, the invariants of merging, determinism across seeds and thread
-// counts, recall/ABO on hand-made boxes, the XML/JSON/config readers, and bad input.
+// counts, recall/ABO on hand-made boxes, the JSON and config readers, the command line, and bad input.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -364,37 +364,46 @@ static void test_bad_input(void **state) {
 
 static void test_recall_hand(void **state) {
     (void)state;
-    // Two objects of class 0 and one of class 1 (plus a difficult one, ignored by default).
-    GtObject obj[4] = {
-        {.box = {1, 1, 10, 10}, .cls = 0},
-        {.box = {101, 101, 200, 200}, .cls = 0},
-        {.box = {51, 1, 60, 10}, .cls = 1},
-        {.box = {300, 300, 310, 310}, .cls = 1, .difficult = true},
+    // Two dogs and a cat (plus a difficult cat, ignored by default).
+    AnnObject obj[4] = {
+        {.name = "dog", .box = {1, 1, 10, 10}},
+        {.name = "dog", .box = {101, 101, 200, 200}},
+        {.name = "cat", .box = {51, 1, 60, 10}},
+        {.name = "cat", .box = {300, 300, 310, 310}, .difficult = true},
     };
-    GtImage gt = {.width = 400, .height = 400, .n = 4, .obj = obj};
-    // Proposal 0 overlaps object 0 exactly (IoU 1); proposal 1 covers object 1 at IoU 0.6 (60x100 of 100x100);
-    // nothing touches object 2.
+    Annotation gt = {.width = 400, .height = 400, .n_objects = 4, .objects = obj};
+    // Proposal 0 is dog 0 exactly (IoU 1); proposal 1 covers dog 1 at IoU 0.6 (60x100 of 100x100); nothing
+    // touches the cat.
     Box props[3] = {{1, 1, 10, 10}, {101, 101, 160, 200}, {500, 500, 510, 510}};
     PropEval ev;
     prop_eval_init(&ev, false);
     prop_eval_add(&ev, &gt, props, 3, 0.25);
     PropEvalSummary s;
-    prop_eval_summary(&ev, 2, &s);
+    prop_eval_summary(&ev, &s);
     assert_int_equal(s.n_gt, 3);
+    assert_int_equal(s.n_classes, 2);
     assert_true(fabs(s.recall50 - 2.0 / 3) < 1e-12);
     assert_true(fabs(s.recall70 - 1.0 / 3) < 1e-12);
     assert_true(fabs(s.abo - (1.0 + 0.6 + 0.0) / 3) < 1e-12);
-    assert_true(fabs(s.mabo - ((1.0 + 0.6) / 2 + 0.0) / 2) < 1e-12);
+    assert_true(fabs(s.mabo - ((1.0 + 0.6) / 2 + 0.0) / 2) < 1e-12); // dogs 0.8, cats 0
     assert_true(fabs(s.proposals_per_image - 3) < 1e-12 && fabs(s.seconds_per_image - 0.25) < 1e-12);
-    // With only the best-ranked proposal, only object 0 is found.
+    // With only the best-ranked proposal, only dog 0 is found.
     assert_true(fabs(prop_eval_recall_at(&ev, 0.5, 1) - 1.0 / 3) < 1e-12);
     assert_true(fabs(prop_eval_recall_at(&ev, 0.5, 2) - 2.0 / 3) < 1e-12);
     assert_true(prop_eval_recall_at(&ev, 0.5, 0) == 0.0);
+    // A second image without proposals: its dog is missed.
+    AnnObject one = {.name = "dog", .box = {5, 5, 50, 50}};
+    Annotation gt2 = {.n_objects = 1, .objects = &one};
+    prop_eval_add(&ev, &gt2, NULL, 0, 0.75);
+    prop_eval_summary(&ev, &s);
+    assert_true(fabs(s.recall50 - 2.0 / 4) < 1e-12);
+    assert_true(fabs(s.proposals_per_image - 1.5) < 1e-12 && fabs(s.seconds_per_image - 0.5) < 1e-12);
+    assert_true(fabs(s.mabo - ((1.0 + 0.6 + 0) / 3 + 0.0) / 2) < 1e-12);
     prop_eval_free(&ev);
     // Counting difficult objects adds a missed one.
     prop_eval_init(&ev, true);
     prop_eval_add(&ev, &gt, props, 3, NAN);
-    prop_eval_summary(&ev, 2, &s);
+    prop_eval_summary(&ev, &s);
     assert_int_equal(s.n_gt, 4);
     assert_true(fabs(s.recall50 - 0.5) < 1e-12);
     assert_true(isnan(s.seconds_per_image));
@@ -409,44 +418,6 @@ static char *temp_file(const char *suffix, const char *text) {
     if (text) assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
     close(fd);
     return path;
-}
-
-static void test_xml(void **state) {
-    (void)state;
-    GtClasses cls = {0};
-    GtImage g;
-    Err e;
-    // VOC: size, two objects, one difficult.
-    assert_int_equal(gt_read_xml("data/proposals/2007_000032.xml", &cls, &g, &e), 0);
-    assert_int_equal(g.width, 500);
-    assert_int_equal(g.height, 281);
-    assert_true(g.n >= 2);
-    assert_string_equal(cls.name[g.obj[0].cls], "aeroplane");
-    assert_true(g.obj[0].box.x1 == 104 && g.obj[0].box.y1 == 78 && g.obj[0].box.x2 == 375 && g.obj[0].box.y2 == 183);
-    gt_image_free(&g);
-    // ILSVRC: xmin, xmax, ymin, ymax order; no difficult tags.
-    assert_int_equal(gt_read_xml("data/proposals/ILSVRC2012_val_00018464.xml", &cls, &g, &e), 0);
-    assert_int_equal(g.n, 4);
-    assert_true(g.obj[0].box.x1 == 38 && g.obj[0].box.x2 == 567 && g.obj[0].box.y1 == 225 && g.obj[0].box.y2 == 551);
-    assert_string_equal(cls.name[g.obj[3].cls], "n02840245");
-    assert_false(g.obj[3].difficult);
-    gt_image_free(&g);
-    // Malformed XML, a missing coordinate, a missing file: errors that name the file.
-    char *bad = temp_file(".xml", "<annotation><object><name>cat</name><bndbox><xmin>1</xmin>");
-    assert_int_equal(gt_read_xml(bad, &cls, &g, &e), -1);
-    assert_non_null(strstr(e.msg, bad));
-    assert_non_null(strstr(e.msg, "malformed"));
-    unlink(bad);
-    free(bad);
-    bad = temp_file(".xml", "<annotation><object><name>cat</name><bndbox><xmin>1</xmin><ymin>2</ymin>"
-                            "<xmax>5</xmax></bndbox></object></annotation>");
-    assert_int_equal(gt_read_xml(bad, &cls, &g, &e), -1);
-    assert_non_null(strstr(e.msg, "ymax"));
-    unlink(bad);
-    free(bad);
-    assert_int_equal(gt_read_xml("/nonexistent/a.xml", &cls, &g, &e), -1);
-    assert_non_null(strstr(e.msg, "/nonexistent/a.xml"));
-    gt_classes_free(&cls);
 }
 
 static void test_json_roundtrip(void **state) {
@@ -577,7 +548,7 @@ int main(void) {
         cmocka_unit_test(test_grouping_hand),       cmocka_unit_test(test_grouping_invariants),
         cmocka_unit_test(test_determinism),         cmocka_unit_test(test_resize_maps_back),
         cmocka_unit_test(test_quality_mode),        cmocka_unit_test(test_bad_input),
-        cmocka_unit_test(test_recall_hand),         cmocka_unit_test(test_xml),
+        cmocka_unit_test(test_recall_hand),
         cmocka_unit_test(test_json_roundtrip),      cmocka_unit_test(test_config),
         cmocka_unit_test(test_cli_real_image),
     };

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "data.h"
 #include "image.h"
 #include "proposals.h"
 
@@ -25,7 +26,7 @@ static void usage(FILE *f) {
             "\n"
             "input:\n"
             "  IMAGES...             image files\n"
-            "  --list FILE           more images, one a line (first word of the line; '#' starts a comment)\n"
+            "  --list FILE           more images, one a line ('name [index]' as in ImageSets; '#' lines skipped)\n"
             "  --root DIR            directory the --list entries are relative to (default: as written)\n"
             "  --ext EXT             append EXT to every --list entry (e.g. .jpg for VOC ImageSets/Main/*.txt)\n"
             "  --shard I/N           only images I, I+N, I+2N, ... of the list (0 <= I < N), to split work\n"
@@ -65,27 +66,19 @@ static void strvec_free(StrVec *v) {
     *v = (StrVec){0};
 }
 
+// --list: image names ("name [index]" lines, as in ILSVRC and VOC ImageSets), each joined to root and given ext.
 static int read_list(const char *path, const char *root, const char *ext, StrVec *out, Err *e) {
-    char *text;
-    size_t n;
-    if (read_file_all(path, (size_t)1 << 30, &text, &n, e)) return -1;
-    for (char *s = text, *next; s; s = next) {
-        next = strchr(s, '\n');
-        if (next) *next++ = '\0';
-        char *hash = strchr(s, '#');
-        if (hash) *hash = '\0';
-        s += strspn(s, " \t\r");
-        size_t len = strcspn(s, " \t\r");
-        if (!len) continue;
-        s[len] = '\0';
-        size_t el = ext ? strlen(ext) : 0;
-        char *name = xmalloc(len + el + 1);
-        memcpy(name, s, len);
-        memcpy(name + len, ext ? ext : "", el + 1);
+    ImageList l;
+    if (image_list_load(path, &l, e)) return -1;
+    for (int i = 0; i < l.n; i++) {
+        size_t a = strlen(l.names[i]), b = ext ? strlen(ext) : 0;
+        char *name = xmalloc(a + b + 1);
+        memcpy(name, l.names[i], a);
+        memcpy(name + a, ext ? ext : "", b + 1);
         VEC_PUSH(out, root ? path_join(root, name) : xstrdup(name));
         free(name);
     }
-    free(text);
+    image_list_free(&l);
     return 0;
 }
 
@@ -117,17 +110,16 @@ typedef struct {
     bool on, difficult;
     const char *ann_dir, *plot, *report, *label;
     PropEval ev;
-    GtClasses classes;
 } Eval;
 
 static int eval_image(Eval *ev, const char *file, const Proposals *p, Err *e) {
     char *xml = annotation_path(file, ev->ann_dir);
-    GtImage gt;
-    int rc = gt_read_xml(xml, &ev->classes, &gt, e);
+    Annotation gt;
+    int rc = annotation_load(xml, &gt, e);
     free(xml);
     if (rc) return err_prefix(e, "ground truth of %s", file);
     prop_eval_add(&ev->ev, &gt, p->box, p->n, p->seconds);
-    gt_image_free(&gt);
+    annotation_free(&gt);
     return 0;
 }
 
@@ -136,11 +128,11 @@ static const int CURVE_N[] = {1, 2, 5, 10, 20, 50, 100, 200, 300, 500, 1000, 150
 
 static int eval_finish(Eval *ev, const char *setting, Err *e) {
     PropEvalSummary s;
-    prop_eval_summary(&ev->ev, ev->classes.n, &s);
+    prop_eval_summary(&ev->ev, &s);
     printf("%s\n", ev->label ? ev->label : "proposals");
     printf("  setting            %s\n", setting);
     printf("  images             %d\n", s.n_images);
-    printf("  ground-truth boxes %d (%d classes%s)\n", s.n_gt, ev->classes.n,
+    printf("  ground-truth boxes %d (%d classes%s)\n", s.n_gt, s.n_classes,
            ev->difficult ? ", difficult included" : ", difficult ignored");
     printf("  proposals/image    %.1f\n", s.proposals_per_image);
     if (isfinite(s.seconds_per_image)) printf("  seconds/image      %.4f\n", s.seconds_per_image);
@@ -347,7 +339,6 @@ int cmd_proposals(int argc, char **argv) {
         rc = 1;
     }
     prop_eval_free(&ev.ev);
-    gt_classes_free(&ev.classes);
     strvec_free(&images);
     strvec_free(&from);
     xmlCleanupParser();

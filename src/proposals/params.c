@@ -82,10 +82,9 @@ int proposals_params_load(ProposalParams *p, const char *path, Err *e) {
     if (read_file_all(path, 1 << 20, &text, &n, e)) return -1;
     ProposalParams q = *p;
     int line = 0, rc = 0;
-    for (char *s = text, *next; s && !rc; s = next) {
+    char *cursor = text;
+    for (char *s; !rc && (s = text_next_line(&cursor));) {
         line++;
-        next = strchr(s, '\n');
-        if (next) *next++ = '\0';
         char *hash = strchr(s, '#');
         if (hash) *hash = '\0';
         s = trim(s);

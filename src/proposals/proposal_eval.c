@@ -2,147 +2,34 @@
 // Recall at a threshold is the share of boxes whose best IoU reaches it; ABO is the mean best IoU over boxes,
 // MABO the mean over classes of their ABO. The first rank at which a box is found gives recall at any number of
 // proposals kept.
-//
-// Ground truth comes from VOC-style XML (PASCAL VOC, raccoon) or ILSVRC XML, read with libxml2; the tags inside
-// <bndbox> come in either order. (A minimal reader kept in this room; the data room will own the general one.)
 #include "proposals.h"
 
-#include <libxml/parser.h>
-#include <libxml/tree.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 // ---------------------------------------------------------------------------------------------------------------
-// ground truth
-
-static xmlNode *child(xmlNode *n, const char *name) {
-    for (xmlNode *c = n ? n->children : NULL; c; c = c->next)
-        if (c->type == XML_ELEMENT_NODE && !strcmp((const char *)c->name, name)) return c;
-    return NULL;
-}
-
-// The text of element `name` under n, parsed as a number; -1 when missing or not a number.
-static int child_number(xmlNode *n, const char *name, double *out) {
-    xmlNode *c = child(n, name);
-    if (!c) return -1;
-    xmlChar *t = xmlNodeGetContent(c);
-    char *end;
-    double v = strtod((const char *)t, &end);
-    while (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r') end++;
-    int ok = end != (char *)t && !*end && isfinite(v);
-    xmlFree(t);
-    if (!ok) return -1;
-    *out = v;
-    return 0;
-}
-
-static int class_index(GtClasses *c, const char *name) {
-    for (int i = 0; i < c->n; i++)
-        if (!strcmp(c->name[i], name)) return i;
-    c->name = xrealloc(c->name, (size_t)(c->n + 1) * sizeof *c->name);
-    c->name[c->n] = xstrdup(name);
-    return c->n++;
-}
-
-int gt_read_xml(const char *path, GtClasses *classes, GtImage *out, Err *e) {
-    *out = (GtImage){0};
-    char *data;
-    size_t n;
-    if (read_file_all(path, (size_t)64 << 20, &data, &n, e)) return -1;
-    xmlParserCtxtPtr ctx = xmlNewParserCtxt();
-    if (!ctx) {
-        free(data);
-        return err_set(e, "%s: cannot create an XML parser", path);
-    }
-    xmlDocPtr doc = n <= INT_MAX ? xmlCtxtReadMemory(ctx, data, (int)n, path, NULL,
-                                                    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING)
-                                 : NULL;
-    free(data);
-    if (!doc) {
-        const char *msg = ctx->lastError.message ? ctx->lastError.message : "cannot parse\n";
-        err_set(e, "%s:%d: malformed XML: %.*s", path, ctx->lastError.line, (int)strcspn(msg, "\n"), msg);
-        xmlFreeParserCtxt(ctx);
-        return -1;
-    }
-    xmlFreeParserCtxt(ctx);
-    int rc = 0;
-    xmlNode *root = xmlDocGetRootElement(doc);
-    if (!root || strcmp((const char *)root->name, "annotation")) {
-        rc = err_set(e, "%s: expected an <annotation> root element", path);
-        goto done;
-    }
-    xmlNode *size = child(root, "size");
-    double wd, ht;
-    if (size && !child_number(size, "width", &wd) && !child_number(size, "height", &ht) && wd >= 0 && ht >= 0 &&
-        wd <= IMAGE_MAX_SIDE && ht <= IMAGE_MAX_SIDE)
-        out->width = (int)wd, out->height = (int)ht;
-    VEC(GtObject) objs = {0};
-    int k = 0;
-    for (xmlNode *o = root->children; o; o = o->next) {
-        if (o->type != XML_ELEMENT_NODE || strcmp((const char *)o->name, "object")) continue;
-        xmlNode *nm = child(o, "name"), *bb = child(o, "bndbox");
-        double v[4], diff = 0;
-        static const char *const TAGS[4] = {"xmin", "ymin", "xmax", "ymax"};
-        if (!nm || !bb) {
-            rc = err_set(e, "%s: object %d has no <%s>", path, k, nm ? "bndbox" : "name");
-            break;
-        }
-        for (int i = 0; i < 4 && !rc; i++)
-            if (child_number(bb, TAGS[i], &v[i])) rc = err_set(e, "%s: object %d: missing or bad <%s>", path, k, TAGS[i]);
-        if (rc) break;
-        if (v[2] < v[0] || v[3] < v[1]) {
-            rc = err_set(e, "%s: object %d: empty box (%g, %g, %g, %g)", path, k, v[0], v[1], v[2], v[3]);
-            break;
-        }
-        if (child(o, "difficult") && child_number(o, "difficult", &diff)) {
-            rc = err_set(e, "%s: object %d: <difficult> is not a number", path, k);
-            break;
-        }
-        xmlChar *name = xmlNodeGetContent(nm);
-        GtObject g = {.box = {v[0], v[1], v[2], v[3]}, .cls = class_index(classes, (const char *)name),
-                      .difficult = diff != 0};
-        xmlFree(name);
-        VEC_PUSH(&objs, g);
-        k++;
-    }
-    if (rc) {
-        free(objs.data);
-        goto done;
-    }
-    out->n = (int)objs.len;
-    out->obj = objs.data;
-done:
-    xmlFreeDoc(doc);
-    return rc;
-}
-
-void gt_image_free(GtImage *g) {
-    free(g->obj);
-    *g = (GtImage){0};
-}
-
-void gt_classes_free(GtClasses *c) {
-    for (int i = 0; i < c->n; i++) free(c->name[i]);
-    free(c->name);
-    *c = (GtClasses){0};
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 // measures
 
 void prop_eval_init(PropEval *ev, bool difficult) { *ev = (PropEval){.difficult = difficult}; }
 
-void prop_eval_add(PropEval *ev, const GtImage *gt, const Box *props, int n, double seconds) {
+static int class_index(PropEval *ev, const char *name) {
+    for (size_t i = 0; i < ev->classes.len; i++)
+        if (!strcmp(ev->classes.data[i], name)) return (int)i;
+    VEC_PUSH(&ev->classes, xstrdup(name));
+    return (int)ev->classes.len - 1;
+}
+
+void prop_eval_add(PropEval *ev, const Annotation *gt, const Box *props, int n, double seconds) {
     ev->n_images++;
     ev->n_proposals += n;
     if (n > ev->max_proposals) ev->max_proposals = n;
     if (seconds >= 0) ev->seconds += seconds, ev->n_timed++; // NaN fails the test
-    for (int g = 0; g < gt->n; g++) {
-        const GtObject *o = &gt->obj[g];
+    for (int g = 0; g < gt->n_objects; g++) {
+        const AnnObject *o = &gt->objects[g];
         if (o->difficult && !ev->difficult) continue;
-        PropEvalGt r = {.cls = o->cls, .best = 0, .rank50 = INT_MAX, .rank70 = INT_MAX};
+        PropEvalGt r = {.cls = class_index(ev, o->name), .best = 0, .rank50 = INT_MAX, .rank70 = INT_MAX};
         for (int i = 0; i < n; i++) {
             double iou = box_iou(o->box, props[i]);
             if (iou > r.best) r.best = iou;
@@ -161,8 +48,9 @@ double prop_eval_recall_at(const PropEval *ev, double thr, int n_top) {
     return (double)hit / (double)ev->gt.len;
 }
 
-void prop_eval_summary(const PropEval *ev, int n_classes, PropEvalSummary *s) {
-    *s = (PropEvalSummary){.n_images = ev->n_images, .n_gt = (int)ev->gt.len};
+void prop_eval_summary(const PropEval *ev, PropEvalSummary *s) {
+    int n_classes = (int)ev->classes.len;
+    *s = (PropEvalSummary){.n_images = ev->n_images, .n_gt = (int)ev->gt.len, .n_classes = n_classes};
     s->proposals_per_image = ev->n_images ? (double)ev->n_proposals / ev->n_images : NAN;
     s->seconds_per_image = ev->n_timed ? ev->seconds / ev->n_timed : NAN;
     s->recall50 = prop_eval_recall_at(ev, 0.5, INT_MAX);
@@ -173,7 +61,7 @@ void prop_eval_summary(const PropEval *ev, int n_classes, PropEvalSummary *s) {
     for (size_t i = 0; i < ev->gt.len; i++) {
         const PropEvalGt *g = &ev->gt.data[i];
         sum += g->best;
-        if (g->cls >= 0 && g->cls < n_classes) cls_sum[g->cls] += g->best, cls_n[g->cls]++;
+        cls_sum[g->cls] += g->best, cls_n[g->cls]++;
     }
     s->abo = ev->gt.len ? sum / (double)ev->gt.len : NAN;
     double msum = 0;
@@ -186,6 +74,8 @@ void prop_eval_summary(const PropEval *ev, int n_classes, PropEvalSummary *s) {
 }
 
 void prop_eval_free(PropEval *ev) {
+    for (size_t i = 0; i < ev->classes.len; i++) free(ev->classes.data[i]);
+    free(ev->classes.data);
     free(ev->gt.data);
     *ev = (PropEval){0};
 }
