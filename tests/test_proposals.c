@@ -534,6 +534,20 @@ static void test_cli_real_image(void **state) {
     assert_int_equal(read_file_all(report, 1 << 20, &text, &n, &e), 0);
     assert_non_null(strstr(text, "nope.jpg"));
     free(text);
+    // A JPEG header claiming 8000 x 6000 pixels, at full size: refused from the header, before decoding.
+    char *big = temp_file(".jpg", NULL);
+    FILE *f = fopen(big, "wb");
+    const unsigned char hdr[] = {0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0x17, 0x70, 0x1F, 0x40, 0x03};
+    fwrite(hdr, 1, sizeof hdr, f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s proposals --quiet --max-side 0 -o %s %s 2> %s", INCEPTION_BIN, out, big, report);
+    assert_int_not_equal(system(cmd), 0);
+    assert_int_equal(read_file_all(report, 1 << 20, &text, &n, &e), 0);
+    assert_non_null(strstr(text, "8000x6000"));
+    assert_non_null(strstr(text, "limit"));
+    free(text);
+    unlink(big);
+    free(big);
     unlink(report);
     unlink(plot);
     free(out);

@@ -106,6 +106,17 @@ static char *annotation_path(const char *image, const char *ann_dir) {
     return p;
 }
 
+// Without --max-side, an image over the proposals limit is refused from its header, before decoding it.
+static int too_large(const char *file, const ProposalParams *p, Err *e) {
+    int w, h;
+    Err ignored;
+    if (p->max_side > 0 || image_probe_size(file, &w, &h, &ignored)) return 0; // image_load reports bad files
+    if ((long long)w * h > PROPOSALS_MAX_PIXELS)
+        return err_set(e, "%s: image is %dx%d, over the proposals limit of %lld pixels; use --max-side", file, w, h,
+                       PROPOSALS_MAX_PIXELS);
+    return 0;
+}
+
 typedef struct {
     bool on, difficult;
     const char *ann_dir, *plot, *report, *label;
@@ -270,6 +281,7 @@ int cmd_proposals(int argc, char **argv) {
     if (!bad && list && read_list(list, root, ext, &images, &e)) bad = cli_fail(CMD, &e);
     if (!bad && from.len && !ev.on) bad = cli_usage_error(CMD, "--from only makes sense with --eval");
     if (!bad && from.len && images.len) bad = cli_usage_error(CMD, "give images or --from files, not both");
+    if (!bad && from.len && (shard_n > 1 || output)) bad = cli_usage_error(CMD, "--shard and -o need images, not --from");
     if (!bad && !from.len && !images.len) bad = cli_usage_error(CMD, "no images");
     if (!bad && !ev.on && !output) bad = cli_usage_error(CMD, "-o FILE is required (or use --eval)");
     if (!bad && !ev.on && (ev.plot || ev.report || ev.ann_dir || ev.difficult))
@@ -306,9 +318,9 @@ int cmd_proposals(int argc, char **argv) {
         progress_init(&pr, "proposals", total, "img", quiet);
         for (size_t i = (size_t)shard_i; i < images.len && !rc; i += (size_t)shard_n) {
             const char *file = images.data[i];
-            Image im;
+            Image im = {0};
             Proposals props;
-            if (image_load(file, &im, &e) || proposals_compute(&im, &p, &props, &e)) {
+            if (too_large(file, &p, &e) || image_load(file, &im, &e) || proposals_compute(&im, &p, &props, &e)) {
                 image_free(&im);
                 if (strstr(e.msg, file) != e.msg) err_prefix(&e, "%s", file);
                 if (!keep_going) {

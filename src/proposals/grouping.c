@@ -43,6 +43,10 @@ static void pairset_add(PairSet *s, uint64_t key) {
     s->len++;
 }
 
+// The same 8-connected neighbourhood the segmentation uses: right, down-left, down, down-right.
+static const int DIR_DX[4] = {1, -1, 0, 1};
+static const int DIR_DY[4] = {0, 1, 1, 1};
+
 static int cmp_u64(const void *a, const void *b) {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return (x > y) - (x < y);
@@ -68,10 +72,8 @@ void ss_regions_init(const Segmentation *s, const SsFeatures *f, SsRegions *r) {
             if (y < b[1]) b[1] = y;
             if (x > b[2]) b[2] = x;
             if (y > b[3]) b[3] = y;
-            // The same 8-connected neighbourhood the segmentation used: right, down-left, down, down-right.
-            const int dx[4] = {1, -1, 0, 1}, dy[4] = {0, 1, 1, 1};
             for (int d = 0; d < 4; d++) {
-                int nx = x + dx[d], ny = y + dy[d];
+                int nx = x + DIR_DX[d], ny = y + DIR_DY[d];
                 if (nx < 0 || nx >= w || ny >= h) continue;
                 int lb = s->label[(size_t)ny * w + nx];
                 if (lb == la) continue;
