@@ -3,8 +3,9 @@
 # same images, each resized to 500 px on its longer side; evaluated by the same code (inception proposals --eval).
 # Writes results/proposals-bench.md (the tables, the machine, the commands) and the recall curves as PNGs.
 #
-# usage: bench/proposals.sh [--opencv-quality]     (run from anywhere; needs build/inception and python3-opencv)
-#   --opencv-quality   also time OpenCV's quality mode (about 3 s an image: 5 more minutes)
+# usage: [RACCOON=DIR] bench/proposals.sh [--opencv-quality]   (needs build/inception and python3-opencv; ~10 min)
+#   RACCOON            the raccoon set (default ../shared/data/raccoon); its test split is skipped when absent
+#   --opencv-quality   also time OpenCV's quality mode (about 3.5 s an image: 6 more minutes)
 set -eu
 cd "$(dirname "$0")/.."
 BIN=build/inception
@@ -15,54 +16,71 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 mkdir -p "$OUT"
 
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 VOC=data/voc-sample
 RAC=${RACCOON:-../shared/data/raccoon} # the shared raccoon set (optional)
 VOC_IMAGES=$(ls $VOC/JPEGImages/*.jpg)
 
-ours() { # name annotations images... -- flags
-    name=$1 ann=$2; shift 2
+# run_ours NAME RUN IMAGES... -- FLAGS: our proposals into $TMP/NAME.RUN.json
+run_ours() {
+    name=$1 run=$2; shift 2
     imgs=""; while [ "$1" != "--" ]; do imgs="$imgs $1"; shift; done; shift
-    echo "bench: $name" >&2
+    echo "bench: $name (run $run)" >&2
     # shellcheck disable=SC2086
-    $BIN proposals --quiet "$@" -o "$TMP/$name.json" $imgs
-    $BIN proposals --quiet --eval --from "$TMP/$name.json" --annotations "$ann" --report "$TMP/$name.report.json" \
-        --label "$name" --plot "$TMP/$name.png" > /dev/null
+    $BIN proposals --quiet "$@" -o "$TMP/$name.$run.json" $imgs
 }
-opencv() { # name annotations mode images... (also evaluates NAME.min20: R-CNN's 20 px filter applied)
-    name=$1 ann=$2 mode=$3; shift 3
-    echo "bench: $name" >&2
-    $PY bench/proposals_opencv.py --mode "$mode" -o "$TMP/$name.json" --filtered-output "$TMP/$name.min20.json" \
-        "$@" 2> /dev/null
-    for n in "$name" "$name.min20"; do
-        $BIN proposals --quiet --eval --from "$TMP/$n.json" --annotations "$ann" --report "$TMP/$n.report.json" \
-            --label "$n" --plot "$TMP/$n.png" > /dev/null
-    done
+# run_opencv NAME RUN MODE IMAGES...: OpenCV's into $TMP/NAME.RUN.json, and with R-CNN's 20 px filter applied
+# into $TMP/NAME.min20.RUN.json (same run, same times)
+run_opencv() {
+    name=$1 run=$2 mode=$3; shift 3
+    echo "bench: $name (run $run)" >&2
+    $PY bench/proposals_opencv.py --mode "$mode" -o "$TMP/$name.$run.json" \
+        --filtered-output "$TMP/$name.min20.$run.json" "$@" 2> /dev/null
+}
+# evaluate NAME ANNOTATIONS: quality of run 1 (every run gives the same boxes); times come from all runs
+evaluate() {
+    $BIN proposals --quiet --eval --from "$TMP/$1.1.json" --annotations "$2" --report "$TMP/$1.report" \
+        --label "$1" --plot "$TMP/$1.png" > /dev/null
+    echo "$1" >> "$TMP/order"
 }
 
-# VOC sample: OpenCV fast between two runs of ours, so drift on a shared machine shows.
-ours voc.ours.detector $VOC/Annotations $VOC_IMAGES --
-opencv voc.opencv.fast $VOC/Annotations fast $VOC_IMAGES
-ours voc.ours.detector.again $VOC/Annotations $VOC_IMAGES --
-ours voc.ours.detector.1thread $VOC/Annotations $VOC_IMAGES -- --threads 1
-ours voc.ours.rcnn-fast $VOC/Annotations $VOC_IMAGES -- --k-scale 1
-ours voc.ours.quality-x2 $VOC/Annotations $VOC_IMAGES -- --mode quality
-ours voc.ours.quality $VOC/Annotations $VOC_IMAGES -- --mode quality --k-scale 1
+# VOC sample. Ours and OpenCV's fast mode alternate twice, and each image's time is its best of the two runs, so
+# other jobs on a shared machine disturb neither side more than the other.
+for run in 1 2; do
+    run_ours voc.ours.detector $run $VOC_IMAGES --
+    run_opencv voc.opencv.fast $run fast $VOC_IMAGES
+done
+run_ours voc.ours.detector.1thread 1 $VOC_IMAGES -- --threads 1
+run_ours voc.ours.rcnn-fast 1 $VOC_IMAGES -- --k-scale 1
+run_ours voc.ours.quality-x2 1 $VOC_IMAGES -- --mode quality
+run_ours voc.ours.quality 1 $VOC_IMAGES -- --mode quality --k-scale 1
+for name in voc.ours.detector voc.opencv.fast voc.opencv.fast.min20 voc.ours.detector.1thread voc.ours.rcnn-fast \
+    voc.ours.quality-x2 voc.ours.quality; do
+    evaluate $name $VOC/Annotations
+done
 if [ "${1:-}" = "--opencv-quality" ]; then
-    opencv voc.opencv.quality $VOC/Annotations quality $VOC_IMAGES
+    run_opencv voc.opencv.quality 1 quality $VOC_IMAGES
+    evaluate voc.opencv.quality $VOC/Annotations
+    evaluate voc.opencv.quality.min20 $VOC/Annotations
 fi
 # Raccoon test split (40 images, one class), if the shared data is there.
 if [ -d "$RAC" ]; then
     RAC_IMAGES=$(sed "s|^|$RAC/JPEGImages/|; s|$|.jpg|" "$RAC/ImageSets/Main/test.txt")
-    ours raccoon.ours.detector $RAC/Annotations $RAC_IMAGES --
-    opencv raccoon.opencv.fast $RAC/Annotations fast $RAC_IMAGES
-    ours raccoon.ours.rcnn-fast $RAC/Annotations $RAC_IMAGES -- --k-scale 1
+    for run in 1 2; do
+        run_ours raccoon.ours.detector $run $RAC_IMAGES --
+        run_opencv raccoon.opencv.fast $run fast $RAC_IMAGES
+    done
+    run_ours raccoon.ours.rcnn-fast 1 $RAC_IMAGES -- --k-scale 1
+    for name in raccoon.ours.detector raccoon.opencv.fast raccoon.opencv.fast.min20 raccoon.ours.rcnn-fast; do
+        evaluate $name $RAC/Annotations
+    done
 fi
 cp "$TMP/voc.ours.detector.png" "$OUT/proposals-voc-ours-detector.png"
 cp "$TMP/voc.opencv.fast.png" "$OUT/proposals-voc-opencv-fast.png"
 
-$PY - "$TMP" "$OUT/proposals-bench.md" "$*" <<'PYEOF'
+$PY - "$TMP" "$OUT/proposals-bench.md" "$*" "$LOAD_START" <<'PYEOF'
 import glob, json, os, platform, statistics, sys, time
-tmp, out, args = sys.argv[1], sys.argv[2], sys.argv[3]
+tmp, out, args, load_start = sys.argv[1:5]
 env = f"RACCOON={os.environ['RACCOON']} " if "RACCOON" in os.environ else ""
 command = (env + "bench/proposals.sh " + args).strip()
 def cpu():
@@ -71,32 +89,36 @@ def cpu():
             return line.split(":", 1)[1].strip()
     return platform.processor()
 rows = []
-for rep in sorted(glob.glob(f"{tmp}/*.report.json"), key=os.path.getmtime):
-    r = json.load(open(rep))
-    name = r["label"]
-    props = json.load(open(rep.replace(".report.json", ".json")))
-    secs = [im["seconds"] for im in props["images"]]
+for name in open(f"{tmp}/order").read().split():
+    r = json.load(open(f"{tmp}/{name}.report"))
+    runs = [json.load(open(f)) for f in sorted(glob.glob(f"{tmp}/{name}.[0-9].json"))]
+    secs = [min(run["images"][i]["seconds"] for run in runs) for i in range(len(runs[0]["images"]))]
     curve = {p["n"]: p for p in r["curve"]}
-    rows.append((name, props["setting"], r, statistics.mean(secs), statistics.median(secs), curve))
+    rows.append((name, runs[0]["setting"], r, len(runs), statistics.mean(secs), statistics.median(secs), curve))
 lines = [
     "# Selective Search: ours vs OpenCV (generated by bench/proposals.sh)", "",
     f"- machine: {cpu()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
-    f"- date: {time.strftime('%Y-%m-%d %H:%M')}",
+    f"- date: {time.strftime('%Y-%m-%d %H:%M')}; load average (1, 5, 15 min) {load_start} at the start, "
+    f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end (the machine may be shared)",
     "- command: `" + command + "`",
     "- images resized to 500 px on the longer side (INTER_AREA) by both; boxes mapped back to input pixels;"
     " seconds exclude JPEG decoding; difficult VOC objects ignored",
     "- ours: `inception proposals` (2 threads unless said); OpenCV: `bench/proposals_opencv.py`"
-    " (cv2.ximgproc.segmentation, default threads)", "",
-    "| run | setting | images | s/image mean | s/image median | proposals/image | recall@0.5 | recall@0.7 | ABO | MABO |",
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    " (cv2.ximgproc.segmentation, default threads)",
+    "- s/image: each image's best time over the runs (ours and OpenCV's alternate), then the mean or median",
+    "",
+    "| run | setting | images | runs | s/image mean | s/image median | proposals/image | recall@0.5 | recall@0.7 | ABO "
+    "| MABO |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
 ]
-for name, setting, r, mean, med, curve in rows:
-    lines.append(f"| {name} | {setting} | {r['images']} | {mean:.3f} | {med:.3f} | {r['proposals_per_image']:.0f} | "
+for name, setting, r, nruns, mean, med, curve in rows:
+    lines.append(f"| {name} | {setting} | {r['images']} | {nruns} | {mean:.3f} | {med:.3f} | "
+                 f"{r['proposals_per_image']:.0f} | "
                  f"{r['recall50']:.3f} | {r['recall70']:.3f} | {r['abo']:.3f} | {r['mabo']:.3f} |")
 ns = [100, 200, 500, 1000, 2000]
 lines += ["", "Recall at IoU 0.5 with the N best-ranked proposals per image:", "",
           "| run | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|" + "---:|" * len(ns)]
-for name, setting, r, mean, med, curve in rows:
+for name, setting, r, nruns, mean, med, curve in rows:
     lines.append(f"| {name} | " + " | ".join(f"{curve[n]['recall50']:.3f}" for n in ns) + " |")
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
