@@ -13,6 +13,7 @@ typedef struct {
 
 static const Command COMMANDS[] = {
     {"eval", cmd_eval, "mean average precision of detections against ILSVRC DET / VOC ground truth"},
+    {"proposals", cmd_proposals, "Selective Search region proposals (JSON), and their recall against ground truth"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 

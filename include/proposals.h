@@ -1,0 +1,245 @@
+// proposals.h: category-independent object proposals by Selective Search (Uijlings et al., IJCV 2013), as the
+// GoogLeNet detector uses them (paper Sec. 8: R-CNN's "fast" setting with the superpixel size doubled), and their
+// evaluation against ground-truth boxes.
+//
+//   params       ProposalParams: colour spaces x k values x similarity combinations; "fast", "quality", configs/
+//   segment      Felzenszwalb-Huttenlocher graph segmentation (the initial regions)
+//   grouping     region features, similarities, hierarchical grouping with a lazy priority queue
+//   proposals    proposals_compute: every strategy (in parallel), pseudo-random ranking, de-duplication
+//   json         {"images": [{"file", "width", "height", "boxes": [[x1, y1, x2, y2], ...]}]}
+//   eval         against ground truth (data.h annotations): recall at IoU 0.5 / 0.7, ABO, MABO, recall-vs-count
+//
+// Boxes leave this room in the devkit convention of common.h: 1-based, inclusive pixel corners, in the
+// coordinates of the image as given, best-ranked first.
+#ifndef INCEPTION_PROPOSALS_H
+#define INCEPTION_PROPOSALS_H
+
+#include "common.h"
+#include "data.h"
+#include "image.h"
+
+// ---------------------------------------------------------------------------------------------------------------
+// params
+
+typedef enum {
+    SS_HSV, // H, S, V
+    SS_LAB, // L*, a*, b*
+    SS_RGI, // normalised r = R/(R+G+B), g = G/(R+G+B), intensity
+    SS_H,   // hue alone (1 channel)
+    SS_I,   // intensity alone (1 channel)
+    SS_COLOUR_COUNT
+} SsColour;
+
+// Similarity terms; a strategy sums the ones in its mask (each term is in [0, 1]).
+enum { SS_SIM_COLOUR = 1, SS_SIM_TEXTURE = 2, SS_SIM_SIZE = 4, SS_SIM_FILL = 8 };
+
+#define SS_MAX_COLOURS SS_COLOUR_COUNT
+#define SS_MAX_KS 8
+#define SS_MAX_SIMS 4
+
+// Images larger than this (after the --max-side resize) are refused: the graph alone takes ~64 bytes a pixel.
+#define PROPOSALS_MAX_PIXELS (1LL << 24)
+
+typedef struct {
+    int n_colours, n_ks, n_sims;
+    SsColour colours[SS_MAX_COLOURS];
+    double ks[SS_MAX_KS];         // Felzenszwalb k before k_scale; min_size = k as in R-CNN
+    unsigned sims[SS_MAX_SIMS];   // SS_SIM_* masks
+    double k_scale;               // multiplies every k (and min_size): 2 = the paper's "superpixel size x2"
+    double sigma;                 // Gaussian smoothing before segmentation (0.8)
+    int max_side;                 // resize so the longer side is at most this before proposing; 0 = as given
+    int min_box;                  // drop boxes narrower or shorter than this, in pixels at the working size
+    int max_boxes;                // keep at most this many (best-ranked); 0 = all
+    uint64_t seed;                // ranking randomness; same image + seed = same boxes
+    int threads;                  // worker threads (results do not depend on it); 0 = one per core
+} ProposalParams;
+
+// The detector's setting (configs/proposals-detector.cfg): fast mode, k_scale 2 (k = 100, 200), sigma 0.8,
+// max_side 500, min_box 20, no cap, seed 1.
+void proposals_params_default(ProposalParams *p);
+// Sets the strategy lists of a mode, keeping the other fields: "fast" (R-CNN: HSV, Lab; k = 50, 100; C+T+S+F and
+// T+S+F) or "quality" (Uijlings: HSV, Lab, rgI, H, I; k = 50, 100, 150, 300; C+T+S+F, T+S+F, F, S).
+int proposals_params_mode(ProposalParams *p, const char *mode, Err *e);
+// Reads "key = value" lines (# comments) over *p: mode, k_scale, sigma, max_side, min_box, max_boxes, seed.
+int proposals_params_load(ProposalParams *p, const char *path, Err *e);
+// Number of strategies (colours x ks x sims) and a one-line description ("fast k_scale=2 ...").
+int proposals_params_strategies(const ProposalParams *p);
+void proposals_params_describe(const ProposalParams *p, char *buf, size_t n);
+
+// ---------------------------------------------------------------------------------------------------------------
+// segment: Felzenszwalb & Huttenlocher, "Efficient graph-based image segmentation" (IJCV 2004)
+
+typedef struct {
+    int w, h, n;    // n segments
+    int32_t *label; // (h, w): segment of each pixel, 0..n-1, numbered in order of first appearance (raster)
+} Segmentation;
+
+// The 8-connected pixel graph of an image, edges weighted by the Euclidean colour distance of the smoothed
+// pixels and sorted by weight (ties by edge index, so the order is the same on every machine). Built once per
+// colour space and segmented at every k.
+typedef struct {
+    int w, h;
+    size_t n_edges;
+    float *weight;  // (n_edges,) ascending
+    uint32_t *edge; // (n_edges,) pixel * 4 + direction (0: right, 1: down-left, 2: down, 3: down-right)
+} SegGraph;
+
+// im: any number of channels on a 0..255 scale. sigma <= 0 skips smoothing.
+int seg_graph_build(const Image *im, double sigma, SegGraph *g, Err *e);
+void seg_graph_free(SegGraph *g);
+// Union-find over the sorted edges: merge when the edge is no heavier than Int(C) + k/|C| on both sides; then
+// merge components smaller than min_size along the lightest edges.
+void seg_graph_segment(const SegGraph *g, double k, int min_size, Segmentation *s);
+// Both steps at once.
+int segment_felzenszwalb(const Image *im, double sigma, double k, int min_size, Segmentation *s, Err *e);
+void segmentation_free(Segmentation *s);
+
+// ---------------------------------------------------------------------------------------------------------------
+// grouping
+
+#define SS_COLOUR_BINS 25  // per channel
+#define SS_TEXTURE_ORIENTATIONS 8
+#define SS_TEXTURE_BINS 10 // per orientation per channel
+
+// Converts an RGB image (0..255) to a colour space with every channel on a 0..255 scale (what the segmentation
+// thresholds k are measured in; hue is mapped from [0, 360)).
+int ss_colour_image(const Image *rgb, SsColour cs, Image *out, Err *e);
+
+// Per-pixel histogram bins of one colour image: the colour bin of each channel and, per channel and orientation,
+// the texture bin of the Gaussian-derivative (sigma 1) response, scaled by its maximum over the image.
+typedef struct {
+    int w, h, c;
+    uint8_t *colour;  // (h, w, c)     0..SS_COLOUR_BINS-1
+    uint8_t *texture; // (h, w, c, 8)  0..SS_TEXTURE_BINS-1
+} SsFeatures;
+
+int ss_features(const Image *colour, SsFeatures *f, Err *e);
+void ss_features_free(SsFeatures *f);
+
+// The initial regions of one segmentation, with what the similarities need.
+typedef struct {
+    int n;              // regions
+    int nc, nt;         // colour and texture histogram lengths (c * 25, c * 80)
+    double im_size;     // pixels in the image
+    int *size;          // (n,) pixels
+    int *box;           // (n, 4) x1, y1, x2, y2, 0-based inclusive
+    float *colour;      // (n, nc) L1-normalised; NULL when not computed
+    float *texture;     // (n, nt) L1-normalised; NULL when not computed
+    int n_pairs;
+    int *pairs;         // (n_pairs, 2) adjacent regions a < b, each pair once
+} SsRegions;
+
+// Region statistics and the 8-connected adjacency of a segmentation. f may be NULL (no histograms).
+void ss_regions_init(const Segmentation *s, const SsFeatures *f, SsRegions *r);
+void ss_regions_free(SsRegions *r);
+
+// The similarity terms (Uijlings et al. eq. 1-4).
+float ss_hist_intersection(const float *a, const float *b, int n);
+double ss_sim_size(int size_a, int size_b, double im_size);
+double ss_sim_fill(const int box_a[4], int size_a, const int box_b[4], int size_b, double im_size);
+// The histogram of a merged region: the size-weighted mean of its parts' (stays L1-normalised).
+void ss_hist_merge(const float *a, int size_a, const float *b, int size_b, float *out, int n);
+
+// The hierarchy of one grouping: the n initial regions, then one new region per merge, the last being the whole
+// (connected) image.
+typedef struct {
+    int size;
+    int box[4];   // x1, y1, x2, y2, 0-based inclusive
+    int a, b;     // the two merged regions; -1 for initial ones
+} SsNode;
+
+typedef struct {
+    int n_init, n; // n = 2 * n_init - 1 for a connected image
+    SsNode *node;  // (n,) in order of creation
+} SsHierarchy;
+
+// Greedy grouping: repeatedly merges the most similar adjacent pair (ties to the lowest region indices). sims is
+// a SS_SIM_* mask; the histograms it needs must be in r.
+int ss_group(const SsRegions *r, unsigned sims, SsHierarchy *h, Err *e);
+void ss_hierarchy_free(SsHierarchy *h);
+
+// ---------------------------------------------------------------------------------------------------------------
+// proposals
+
+typedef struct {
+    int n;
+    Box *box;      // (n,) best-ranked first, 1-based inclusive in the input image's coordinates
+    double seconds; // wall time of proposals_compute
+} Proposals;
+
+// Runs every strategy of p on an RGB image and ranks the union of their regions' boxes. Refuses empty and absurd
+// images before allocating. Results depend only on the image and p (not on p->threads or timing).
+int proposals_compute(const Image *im, const ProposalParams *p, Proposals *out, Err *e);
+void proposals_free(Proposals *p);
+
+// ---------------------------------------------------------------------------------------------------------------
+// json: {"setting": "...", "images": [{"file", "width", "height", "seconds", "boxes": [[x1, y1, x2, y2], ...]}]}
+// One image per line, streamed, so large sets never sit in memory as a tree.
+
+typedef struct {
+    AtomicFile af;
+    int n_images;
+} ProposalsWriter;
+
+int proposals_json_open(ProposalsWriter *w, const char *path, const char *setting, Err *e);
+int proposals_json_add(ProposalsWriter *w, const char *file, int width, int height, const Proposals *p, Err *e);
+int proposals_json_commit(ProposalsWriter *w, Err *e);
+void proposals_json_abort(ProposalsWriter *w);
+
+typedef struct {
+    char *file;
+    int width, height;
+    Proposals p; // seconds is NaN when the file does not say
+} ProposalsImage;
+
+typedef struct {
+    int n;
+    ProposalsImage *image;
+} ProposalsSet;
+
+// Reads a proposals file, appending its images to *set (so shards can be read one after another).
+int proposals_json_read(const char *path, ProposalsSet *set, Err *e);
+void proposals_set_free(ProposalsSet *set);
+
+// ---------------------------------------------------------------------------------------------------------------
+// eval
+
+// Accumulates, over images, each ground-truth box's best overlap with the proposals and the first rank reaching
+// IoU 0.5 and 0.7 (so recall at any number of proposals comes out without recomputing).
+typedef struct {
+    int cls;              // index into PropEval.classes
+    double best;          // best IoU over all proposals
+    int rank50, rank70;   // first rank (0-based) reaching IoU 0.5 / 0.7; INT_MAX when none does
+} PropEvalGt;
+
+typedef struct {
+    int n_images;
+    int64_t n_proposals;
+    int max_proposals; // most proposals of any image (the curve's x range)
+    double seconds;   // summed over images that report it
+    int n_timed;
+    bool difficult;   // count difficult objects (VOC); off by default
+    VEC(PropEvalGt) gt;
+    VEC(char *) classes; // object names in order of appearance
+} PropEval;
+
+typedef struct {
+    int n_images, n_gt;
+    double proposals_per_image, seconds_per_image; // seconds NaN when no image was timed
+    double recall50, recall70;
+    int n_classes;
+    double abo;   // mean best overlap over boxes
+    double mabo;  // mean over classes of their ABO
+} PropEvalSummary;
+
+void prop_eval_init(PropEval *ev, bool difficult);
+// One image: its annotation and its proposals, best-ranked first. seconds < 0 or NaN: untimed.
+void prop_eval_add(PropEval *ev, const Annotation *gt, const Box *props, int n, double seconds);
+void prop_eval_summary(const PropEval *ev, PropEvalSummary *s);
+// Recall at IoU thr (0.5 or 0.7) using the best-ranked n_top proposals of every image.
+double prop_eval_recall_at(const PropEval *ev, double thr, int n_top);
+// The recall-vs-number-of-proposals curve at IoU 0.5 and 0.7 as a PNG (log x axis).
+int prop_eval_plot(const PropEval *ev, const char *title, const char *path, Err *e);
+void prop_eval_free(PropEval *ev);
+
+#endif

@@ -1,0 +1,358 @@
+// inception proposals: Selective Search boxes for a list of images, as JSON; with --eval, their quality against
+// ground-truth XML (recall at IoU 0.5 / 0.7, ABO, MABO, the recall-vs-count curve).
+#include <getopt.h>
+#include <jansson.h>
+#include <libxml/parser.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "data.h"
+#include "image.h"
+#include "proposals.h"
+
+static const char *CMD = "proposals";
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: inception proposals [options] IMAGES... -o proposals.json\n"
+            "       inception proposals --eval [options] (IMAGES... | --from proposals.json ...)\n"
+            "\n"
+            "Selective Search object proposals (Uijlings et al. 2013) as the GoogLeNet detector uses them: R-CNN's\n"
+            "fast mode with the superpixel size doubled (configs/proposals-detector.cfg). Boxes are [x1, y1, x2, y2],\n"
+            "1-based inclusive pixels of the image as given, best-ranked first.\n"
+            "\n"
+            "input:\n"
+            "  IMAGES...             image files\n"
+            "  --list FILE           more images, one a line ('name [index]' as in ImageSets; '#' lines skipped)\n"
+            "  --root DIR            directory the --list entries are relative to (default: as written)\n"
+            "  --ext EXT             append EXT to every --list entry (e.g. .jpg for VOC ImageSets/Main/*.txt)\n"
+            "  --shard I/N           only images I, I+N, I+2N, ... of the list (0 <= I < N), to split work\n"
+            "\n"
+            "setting (defaults: the detector's):\n"
+            "  --config FILE         settings from a file of 'key = value' lines (applied before the flags)\n"
+            "  --mode fast|quality   strategy lists: fast = HSV, Lab x k 50, 100 x C+T+S+F, T+S+F (R-CNN);\n"
+            "                        quality = HSV, Lab, rgI, H, I x k 50, 100, 150, 300 x 4 similarities\n"
+            "  --k-scale X           multiply every k and min_size by X (default 2: superpixels twice as large)\n"
+            "  --max N               keep at most N proposals per image (default 0: all)\n"
+            "  --max-side N          first resize so the longer side is at most N pixels (default 500; 0: never)\n"
+            "  --min-box N           drop boxes narrower or shorter than N pixels at that size (default 20)\n"
+            "  --seed S              seed of the ranking's randomness (default 1)\n"
+            "  --threads N           worker threads (default: one per core; the boxes do not depend on it)\n"
+            "\n"
+            "output:\n"
+            "  -o, --output FILE     proposals JSON, written atomically\n"
+            "  --keep-going          skip unreadable images (reported; exit status 1) instead of stopping\n"
+            "  --quiet               no progress on stderr\n"
+            "\n"
+            "evaluation:\n"
+            "  --eval                measure recall at IoU 0.5 and 0.7, ABO, MABO, proposals and seconds per image\n"
+            "  --annotations DIR     ground-truth XML (VOC or ILSVRC) as DIR/<image name>.xml (default: the\n"
+            "                        Annotations directory beside each image's directory, as in VOC)\n"
+            "  --from FILE           evaluate a proposals file instead of computing (repeat for shards)\n"
+            "  --difficult           count objects marked difficult too (default: ignore them, as VOC does)\n"
+            "  --plot FILE           the recall-vs-number-of-proposals curve as a PNG\n"
+            "  --report FILE         the figures and the curve as JSON\n"
+            "  --label TEXT          name of the run in the plot and the report\n");
+}
+
+typedef VEC(char *) StrVec;
+
+static void strvec_free(StrVec *v) {
+    for (size_t i = 0; i < v->len; i++) free(v->data[i]);
+    free(v->data);
+    *v = (StrVec){0};
+}
+
+// --list: image names ("name [index]" lines, as in ILSVRC and VOC ImageSets), each joined to root and given ext.
+static int read_list(const char *path, const char *root, const char *ext, StrVec *out, Err *e) {
+    ImageList l;
+    if (image_list_load(path, &l, e)) return -1;
+    for (int i = 0; i < l.n; i++) {
+        size_t a = strlen(l.names[i]), b = ext ? strlen(ext) : 0;
+        char *name = xmalloc(a + b + 1);
+        memcpy(name, l.names[i], a);
+        memcpy(name + a, ext ? ext : "", b + 1);
+        VEC_PUSH(out, root ? path_join(root, name) : xstrdup(name));
+        free(name);
+    }
+    image_list_free(&l);
+    return 0;
+}
+
+// The annotation of an image: DIR/<stem>.xml, or by default the VOC layout <dir>/../Annotations/<stem>.xml.
+static char *annotation_path(const char *image, const char *ann_dir) {
+    const char *base = strrchr(image, '/');
+    base = base ? base + 1 : image;
+    const char *dot = strrchr(base, '.');
+    size_t stem = dot && dot != base ? (size_t)(dot - base) : strlen(base);
+    char *name = xmalloc(stem + 5);
+    memcpy(name, base, stem);
+    memcpy(name + stem, ".xml", 5);
+    char *dir;
+    if (ann_dir) {
+        dir = xstrdup(ann_dir);
+    } else {
+        char *d = path_dirname(image);
+        char *ann = path_join(d, "../Annotations");
+        free(d);
+        dir = ann;
+    }
+    char *p = path_join(dir, name);
+    free(dir);
+    free(name);
+    return p;
+}
+
+// Without --max-side, an image over the proposals limit is refused from its header, before decoding it.
+static int too_large(const char *file, const ProposalParams *p, Err *e) {
+    int w, h;
+    Err ignored;
+    if (p->max_side > 0 || image_probe_size(file, &w, &h, &ignored)) return 0; // image_load reports bad files
+    if ((long long)w * h > PROPOSALS_MAX_PIXELS)
+        return err_set(e, "%s: image is %dx%d, over the proposals limit of %lld pixels; use --max-side", file, w, h,
+                       PROPOSALS_MAX_PIXELS);
+    return 0;
+}
+
+typedef struct {
+    bool on, difficult;
+    const char *ann_dir, *plot, *report, *label;
+    PropEval ev;
+} Eval;
+
+static int eval_image(Eval *ev, const char *file, const Proposals *p, Err *e) {
+    char *xml = annotation_path(file, ev->ann_dir);
+    Annotation gt;
+    int rc = annotation_load(xml, &gt, e);
+    free(xml);
+    if (rc) return err_prefix(e, "ground truth of %s", file);
+    prop_eval_add(&ev->ev, &gt, p->box, p->n, p->seconds);
+    annotation_free(&gt);
+    return 0;
+}
+
+static const int CURVE_N[] = {1, 2, 5, 10, 20, 50, 100, 200, 300, 500, 1000, 1500, 2000, 3000, 5000, 10000};
+#define N_CURVE (int)(sizeof CURVE_N / sizeof CURVE_N[0])
+
+static int eval_finish(Eval *ev, const char *setting, Err *e) {
+    PropEvalSummary s;
+    prop_eval_summary(&ev->ev, &s);
+    printf("%s\n", ev->label ? ev->label : "proposals");
+    printf("  setting            %s\n", setting);
+    printf("  images             %d\n", s.n_images);
+    printf("  ground-truth boxes %d (%d classes%s)\n", s.n_gt, s.n_classes,
+           ev->difficult ? ", difficult included" : ", difficult ignored");
+    printf("  proposals/image    %.1f\n", s.proposals_per_image);
+    if (isfinite(s.seconds_per_image)) printf("  seconds/image      %.4f\n", s.seconds_per_image);
+    else printf("  seconds/image      (not recorded)\n");
+    printf("  recall@0.5         %.4f\n", s.recall50);
+    printf("  recall@0.7         %.4f\n", s.recall70);
+    printf("  ABO                %.4f\n", s.abo);
+    printf("  MABO               %.4f\n", s.mabo);
+    printf("  recall@0.5 / @0.7 with the best N proposals per image:\n");
+    for (int i = 0; i < N_CURVE && (i == 0 || CURVE_N[i - 1] < ev->ev.max_proposals); i++)
+        printf("    N = %-6d %.4f / %.4f\n", CURVE_N[i], prop_eval_recall_at(&ev->ev, 0.5, CURVE_N[i]),
+               prop_eval_recall_at(&ev->ev, 0.7, CURVE_N[i]));
+    if (ev->plot && prop_eval_plot(&ev->ev, ev->label ? ev->label : setting, ev->plot, e)) return -1;
+    if (ev->report) {
+        json_t *o = json_object(), *curve = json_array();
+        json_object_set_new(o, "label", json_string(ev->label ? ev->label : ""));
+        json_object_set_new(o, "setting", json_string(setting));
+        json_object_set_new(o, "images", json_integer(s.n_images));
+        json_object_set_new(o, "gt_boxes", json_integer(s.n_gt));
+        json_object_set_new(o, "difficult_included", json_boolean(ev->difficult));
+        json_object_set_new(o, "proposals_per_image", json_real(s.proposals_per_image));
+        json_object_set_new(o, "seconds_per_image", isfinite(s.seconds_per_image) ? json_real(s.seconds_per_image)
+                                                                                : json_null());
+        json_object_set_new(o, "recall50", json_real(s.recall50));
+        json_object_set_new(o, "recall70", json_real(s.recall70));
+        json_object_set_new(o, "abo", json_real(s.abo));
+        json_object_set_new(o, "mabo", json_real(s.mabo));
+        for (int i = 0; i < N_CURVE; i++) {
+            json_t *pt = json_object();
+            json_object_set_new(pt, "n", json_integer(CURVE_N[i]));
+            json_object_set_new(pt, "recall50", json_real(prop_eval_recall_at(&ev->ev, 0.5, CURVE_N[i])));
+            json_object_set_new(pt, "recall70", json_real(prop_eval_recall_at(&ev->ev, 0.7, CURVE_N[i])));
+            json_array_append_new(curve, pt);
+        }
+        json_object_set_new(o, "curve", curve);
+        char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        json_decref(o);
+        int rc = write_file_atomic(ev->report, text, strlen(text), e);
+        free(text);
+        if (rc) return -1;
+    }
+    return 0;
+}
+
+enum {
+    OPT_LIST = 256, OPT_ROOT, OPT_EXT, OPT_SHARD, OPT_CONFIG, OPT_MODE, OPT_KSCALE, OPT_MAX, OPT_MAXSIDE, OPT_MINBOX,
+    OPT_SEED, OPT_THREADS, OPT_QUIET, OPT_KEEPGOING, OPT_EVAL, OPT_ANN, OPT_FROM, OPT_DIFFICULT, OPT_PLOT,
+    OPT_REPORT, OPT_LABEL, OPT_HELP
+};
+
+int cmd_proposals(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"list", required_argument, 0, OPT_LIST},       {"root", required_argument, 0, OPT_ROOT},
+        {"ext", required_argument, 0, OPT_EXT},         {"shard", required_argument, 0, OPT_SHARD},
+        {"config", required_argument, 0, OPT_CONFIG},   {"mode", required_argument, 0, OPT_MODE},
+        {"k-scale", required_argument, 0, OPT_KSCALE},  {"max", required_argument, 0, OPT_MAX},
+        {"max-side", required_argument, 0, OPT_MAXSIDE}, {"min-box", required_argument, 0, OPT_MINBOX},
+        {"seed", required_argument, 0, OPT_SEED},       {"threads", required_argument, 0, OPT_THREADS},
+        {"output", required_argument, 0, 'o'},          {"quiet", no_argument, 0, OPT_QUIET},
+        {"keep-going", no_argument, 0, OPT_KEEPGOING},  {"eval", no_argument, 0, OPT_EVAL},
+        {"annotations", required_argument, 0, OPT_ANN}, {"from", required_argument, 0, OPT_FROM},
+        {"difficult", no_argument, 0, OPT_DIFFICULT},   {"plot", required_argument, 0, OPT_PLOT},
+        {"report", required_argument, 0, OPT_REPORT},   {"label", required_argument, 0, OPT_LABEL},
+        {"help", no_argument, 0, OPT_HELP},             {0, 0, 0, 0},
+    };
+    const char *list = NULL, *root = NULL, *ext = NULL, *config = NULL, *mode = NULL, *output = NULL;
+    const char *kscale = NULL, *max = NULL, *maxside = NULL, *minbox = NULL, *seed = NULL, *threads = NULL;
+    long shard_i = 0, shard_n = 1;
+    bool quiet = false, keep_going = false;
+    Eval ev = {0};
+    StrVec from = {0};
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_LIST: list = optarg; break;
+        case OPT_ROOT: root = optarg; break;
+        case OPT_EXT: ext = optarg; break;
+        case OPT_SHARD: {
+            char *slash = strchr(optarg, '/');
+            char *end1, *end2;
+            shard_i = slash ? strtol(optarg, &end1, 10) : -1;
+            shard_n = slash ? strtol(slash + 1, &end2, 10) : 0;
+            if (!slash || end1 != slash || *end2 || shard_n < 1 || shard_i < 0 || shard_i >= shard_n) {
+                strvec_free(&from);
+                return cli_usage_error(CMD, "--shard expects I/N with 0 <= I < N, got '%s'", optarg);
+            }
+            break;
+        }
+        case OPT_CONFIG: config = optarg; break;
+        case OPT_MODE: mode = optarg; break;
+        case OPT_KSCALE: kscale = optarg; break;
+        case OPT_MAX: max = optarg; break;
+        case OPT_MAXSIDE: maxside = optarg; break;
+        case OPT_MINBOX: minbox = optarg; break;
+        case OPT_SEED: seed = optarg; break;
+        case OPT_THREADS: threads = optarg; break;
+        case 'o': output = optarg; break;
+        case OPT_QUIET: quiet = true; break;
+        case OPT_KEEPGOING: keep_going = true; break;
+        case OPT_EVAL: ev.on = true; break;
+        case OPT_ANN: ev.ann_dir = optarg; break;
+        case OPT_FROM: VEC_PUSH(&from, xstrdup(optarg)); break;
+        case OPT_DIFFICULT: ev.difficult = true; break;
+        case OPT_PLOT: ev.plot = optarg; break;
+        case OPT_REPORT: ev.report = optarg; break;
+        case OPT_LABEL: ev.label = optarg; break;
+        case 'h':
+        case OPT_HELP: usage(stdout); strvec_free(&from); return 0;
+        default: strvec_free(&from); return cli_usage_error(CMD, "unknown option");
+        }
+    }
+
+    // The setting: defaults, then the config file, then the mode, then the single values.
+    Err e;
+    ProposalParams p;
+    proposals_params_default(&p);
+    long v;
+    double x;
+    int bad = 0;
+    if (config && proposals_params_load(&p, config, &e)) bad = cli_fail(CMD, &e);
+    if (!bad && mode && proposals_params_mode(&p, mode, &e)) bad = cli_usage_error(CMD, "%s", e.msg);
+    if (!bad && kscale) {
+        if (!cli_parse_double(CMD, "--k-scale", kscale, &x)) bad = 2;
+        else if (!(x >= 1e-3 && x <= 1e3)) bad = cli_usage_error(CMD, "--k-scale must be in [0.001, 1000]");
+        else p.k_scale = x;
+    }
+    if (!bad && max) bad = cli_parse_int(CMD, "--max", max, 0, INT_MAX, &v) ? (p.max_boxes = (int)v, 0) : 2;
+    if (!bad && maxside) bad = cli_parse_int(CMD, "--max-side", maxside, 0, IMAGE_MAX_SIDE, &v) ? (p.max_side = (int)v, 0) : 2;
+    if (!bad && minbox) bad = cli_parse_int(CMD, "--min-box", minbox, 0, IMAGE_MAX_SIDE, &v) ? (p.min_box = (int)v, 0) : 2;
+    if (!bad && seed) bad = cli_parse_int(CMD, "--seed", seed, 0, LONG_MAX, &v) ? (p.seed = (uint64_t)v, 0) : 2;
+    if (!bad && threads) bad = cli_parse_int(CMD, "--threads", threads, 1, 256, &v) ? (p.threads = (int)v, 0) : 2;
+    StrVec images = {0};
+    for (int i = optind; i < argc; i++) VEC_PUSH(&images, xstrdup(argv[i]));
+    if (!bad && list && read_list(list, root, ext, &images, &e)) bad = cli_fail(CMD, &e);
+    if (!bad && from.len && !ev.on) bad = cli_usage_error(CMD, "--from only makes sense with --eval");
+    if (!bad && from.len && images.len) bad = cli_usage_error(CMD, "give images or --from files, not both");
+    if (!bad && from.len && (shard_n > 1 || output)) bad = cli_usage_error(CMD, "--shard and -o need images, not --from");
+    if (!bad && !from.len && !images.len) bad = cli_usage_error(CMD, "no images");
+    if (!bad && !ev.on && !output) bad = cli_usage_error(CMD, "-o FILE is required (or use --eval)");
+    if (!bad && !ev.on && (ev.plot || ev.report || ev.ann_dir || ev.difficult))
+        bad = cli_usage_error(CMD, "--annotations, --plot, --report and --difficult need --eval");
+    if (bad) {
+        strvec_free(&images);
+        strvec_free(&from);
+        return bad;
+    }
+    char setting[512];
+    proposals_params_describe(&p, setting, sizeof setting);
+    prop_eval_init(&ev.ev, ev.difficult);
+    int rc = 0, skipped = 0;
+
+    if (from.len) { // evaluate existing proposals
+        ProposalsSet set = {0};
+        for (size_t i = 0; i < from.len && !rc; i++)
+            if (proposals_json_read(from.data[i], &set, &e)) rc = cli_fail(CMD, &e);
+        Progress pr;
+        progress_init(&pr, "eval", set.n, "img", quiet);
+        for (int i = 0; i < set.n && !rc; i++) {
+            if (eval_image(&ev, set.image[i].file, &set.image[i].p, &e)) rc = cli_fail(CMD, &e);
+            progress_add(&pr, 1);
+        }
+        if (!rc) progress_finish(&pr);
+        proposals_set_free(&set);
+        snprintf(setting, sizeof setting, "from %s%s", from.data[0], from.len > 1 ? " ..." : "");
+    } else { // compute (and evaluate)
+        ProposalsWriter w = {0};
+        bool writing = output != NULL;
+        if (writing && proposals_json_open(&w, output, setting, &e)) rc = cli_fail(CMD, &e), writing = false;
+        int64_t total = ((int64_t)images.len - shard_i + shard_n - 1) / shard_n;
+        Progress pr;
+        progress_init(&pr, "proposals", total, "img", quiet);
+        for (size_t i = (size_t)shard_i; i < images.len && !rc; i += (size_t)shard_n) {
+            const char *file = images.data[i];
+            Image im = {0};
+            Proposals props;
+            if (too_large(file, &p, &e) || image_load(file, &im, &e) || proposals_compute(&im, &p, &props, &e)) {
+                image_free(&im);
+                if (strstr(e.msg, file) != e.msg) err_prefix(&e, "%s", file);
+                if (!keep_going) {
+                    rc = cli_fail(CMD, &e);
+                    break;
+                }
+                if (!quiet) fputc('\n', stderr);
+                fprintf(stderr, "inception proposals: skipped: %s\n", e.msg);
+                skipped++;
+                progress_add(&pr, 1);
+                continue;
+            }
+            if (writing && proposals_json_add(&w, file, im.w, im.h, &props, &e)) rc = cli_fail(CMD, &e);
+            if (!rc && ev.on && eval_image(&ev, file, &props, &e)) rc = cli_fail(CMD, &e);
+            image_free(&im);
+            proposals_free(&props);
+            progress_add(&pr, 1);
+        }
+        if (!rc) progress_finish(&pr);
+        if (writing) {
+            if (rc) proposals_json_abort(&w);
+            else if (proposals_json_commit(&w, &e)) rc = cli_fail(CMD, &e);
+        }
+    }
+    if (!rc && ev.on && eval_finish(&ev, setting, &e)) rc = cli_fail(CMD, &e);
+    if (!rc && skipped) {
+        fprintf(stderr, "inception proposals: %d image(s) skipped\n", skipped);
+        rc = 1;
+    }
+    prop_eval_free(&ev.ev);
+    strvec_free(&images);
+    strvec_free(&from);
+    xmlCleanupParser();
+    return rc;
+}
