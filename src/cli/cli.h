@@ -6,6 +6,7 @@
 #include "common.h"
 
 int cmd_eval(int argc, char **argv);
+int cmd_summary(int argc, char **argv);
 
 // Prints "inception <cmd>: <message>" on stderr and returns 1.
 int cli_fail(const char *cmd, const Err *e);

@@ -13,6 +13,7 @@ typedef struct {
 
 static const Command COMMANDS[] = {
     {"eval", cmd_eval, "mean average precision of detections against ILSVRC DET / VOC ground truth"},
+    {"summary", cmd_summary, "Table 1 of the paper (output sizes, params, multiply-adds) for a network config"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 
