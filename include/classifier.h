@@ -103,6 +103,7 @@ typedef struct {
     size_t offset;           // floats, into net->acts; set by net_plan
     bool kept;               // survives the forward pass under the current plan; set by net_plan
     bool aux;                // computed only when the auxiliary heads run
+    bool flat;               // a vector per image (fully connected, softmax): (N, c) rather than (N, c, h, w)
 } Value;
 
 // Channels [c0, c0 + c) of a value; in (C, N, H, W) layout a contiguous block.

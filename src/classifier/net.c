@@ -257,6 +257,8 @@ static int build(Builder *b, Err *e) {
         out->last = i > out->last ? i : out->last;
         Value *in = &net->value[op->in.v];
         in->last = i > in->last ? i : in->last;
+        out->flat = op->kind == OP_FC || op->kind == OP_FLATTEN || op->kind == OP_SOFTMAX ||
+                    (op->kind == OP_DROPOUT && in->flat);
     }
     return 0;
 }

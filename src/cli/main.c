@@ -13,6 +13,8 @@ typedef struct {
 
 static const Command COMMANDS[] = {
     {"eval", cmd_eval, "mean average precision of detections against ILSVRC DET / VOC ground truth"},
+    {"forward", cmd_forward, "run the network on a .npy tensor (logits or any layer's output)"},
+    {"import", cmd_import, "import pretrained GoogLeNet weights from ONNX into safetensors"},
     {"summary", cmd_summary, "Table 1 of the paper (output sizes, params, multiply-adds) for a network config"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])

@@ -1,0 +1,141 @@
+// inception forward / import: the raw network on .npy tensors, and pretrained weights from ONNX.
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "classifier.h"
+#include "cli.h"
+
+// Loads a config and builds its net; the error names the file.
+static int load_net(const char *config, Net *net, Err *e) {
+    NetConfig *cfg = xmalloc(sizeof *cfg);
+    int rc = config_load(config, cfg, e) || net_create(net, cfg, e) ? -1 : 0;
+    free(cfg);
+    return rc;
+}
+
+int cmd_forward(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"weights", required_argument, NULL, 'w'},
+        {"input", required_argument, NULL, 'i'},  {"output", required_argument, NULL, 'o'},
+        {"batch", required_argument, NULL, 'b'},  {"layer", required_argument, NULL, 'l'},
+        {"threads", required_argument, NULL, 't'}, {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},          {0}};
+    const char *config = NULL, *weights = NULL, *input = NULL, *output = NULL, *layer = NULL;
+    long batch = 16, threads = 2;
+    bool quiet = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:w:i:o:b:l:t:qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config = optarg; break;
+        case 'w': weights = optarg; break;
+        case 'i': input = optarg; break;
+        case 'o': output = optarg; break;
+        case 'l': layer = optarg; break;
+        case 'q': quiet = true; break;
+        case 'b':
+            if (!cli_parse_int("forward", "--batch", optarg, 1, 4096, &batch)) return 2;
+            break;
+        case 't':
+            if (!cli_parse_int("forward", "--threads", optarg, 1, 64, &threads)) return 2;
+            break;
+        case 'h':
+            printf("usage: inception forward --config C --weights W --input X.npy --output Y.npy [--batch N]\n"
+                   "                         [--layer NAME] [--threads T] [--quiet]\n\n"
+                   "Runs the network of config C with weights W (safetensors) on X: float32 (N, C, H, W) or\n"
+                   "(C, H, W), already mean-subtracted in the config's channel order. Writes the logits (N, classes)\n"
+                   "to Y, or with --layer the output of that layer or value (e.g. conv1, inception_4a,\n"
+                   "inception_4a/3x3, loss1, prob) as (N, c, h, w) or (N, c). Images run N at a time (default 16);\n"
+                   "--threads sets the threads of the non-GEMM kernels (OpenBLAS follows OPENBLAS_NUM_THREADS).\n");
+            return 0;
+        default: return cli_usage_error("forward", "unknown option");
+        }
+    }
+    if (optind != argc) return cli_usage_error("forward", "unexpected argument '%s'", argv[optind]);
+    if (!config || !weights || !input || !output)
+        return cli_usage_error("forward", "--config, --weights, --input and --output are required");
+    Err e;
+    Net net;
+    if (load_net(config, &net, &e)) return cli_fail("forward", &e);
+    net.threads = (int)threads;
+    NpyArray x = {0};
+    float *out = NULL;
+    int rc = 1;
+    if (weights_load(&net, weights, NULL, &e)) goto fail;
+    const NetConfig *cfg = &net.cfg;
+    int v = layer ? net_find_value(&net, layer) : net.logits;
+    if (v < 0) {
+        err_set(&e, "no layer or value named '%s' in %s", layer, config);
+        goto fail;
+    }
+    const Value *val = &net.value[v];
+    size_t per_image = (size_t)cfg->channels * cfg->input * cfg->input;
+    if (npy_load(input, (size_t)1 << 32, &x, &e)) goto fail;
+    int64_t n = x.ndim == 4 ? x.shape[0] : 1;
+    bool shape_ok = (x.ndim == 4 || x.ndim == 3) && x.shape[x.ndim - 3] == cfg->channels &&
+                    x.shape[x.ndim - 2] == cfg->input && x.shape[x.ndim - 1] == cfg->input && n > 0;
+    if (!shape_ok) {
+        err_set(&e, "%s: expected a float32 array (N, %d, %d, %d) for config %s", input, cfg->channels, cfg->input,
+                cfg->input, config);
+        goto fail;
+    }
+    size_t out_per_image = (size_t)val->c * val->h * val->w;
+    out = xmalloc((size_t)n * out_per_image * sizeof(float));
+    int b = (int)(batch < n ? batch : n);
+    if (net_plan(&net, b, layer != NULL, val->aux, &e)) goto fail;
+    Progress pr;
+    progress_init(&pr, "forward", n, "img", quiet);
+    for (int64_t i = 0; i < n; i += b) {
+        int m = (int)(n - i < b ? n - i : b);
+        if (m != net.batch && net_plan(&net, m, layer != NULL, val->aux, &e)) goto fail;
+        if (net_forward(&net, x.data + (size_t)i * per_image, m, &e)) goto fail;
+        if (net_read(&net, val->name, out + (size_t)i * out_per_image, &e)) goto fail;
+        progress_add(&pr, m);
+    }
+    progress_finish(&pr);
+    int64_t shape[4] = {n, val->c, val->h, val->w};
+    if (npy_save(output, out, val->flat ? 2 : 4, shape, &e)) goto fail;
+    rc = 0;
+fail:
+    if (rc) cli_fail("forward", &e);
+    free(out);
+    npy_free(&x);
+    net_free(&net);
+    return rc;
+}
+
+int cmd_import(int argc, char **argv) {
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"output", required_argument, NULL, 'o'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    const char *config = NULL, *output = NULL;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config = optarg; break;
+        case 'o': output = optarg; break;
+        case 'h':
+            printf("usage: inception import MODEL.onnx --config C -o MODEL.safetensors\n\n"
+                   "Imports the weights of an ONNX GoogLeNet (the public bvlc_googlenet export, or the PyTorch\n"
+                   "export of tools/reference.py) whose graph matches config C layer for layer; graphs of another\n"
+                   "topology are refused, naming the first node that does not fit. Auxiliary heads are imported\n"
+                   "when the graph has them as extra outputs. Writes safetensors atomically.\n");
+            return 0;
+        default: return cli_usage_error("import", "unknown option");
+        }
+    }
+    if (optind != argc - 1) return cli_usage_error("import", "expected one MODEL.onnx");
+    if (!config || !output) return cli_usage_error("import", "--config and -o are required");
+    Err e;
+    Net net;
+    if (load_net(config, &net, &e)) return cli_fail("import", &e);
+    bool aux = false;
+    int rc = onnx_import(&net, argv[optind], &aux, &e) || weights_save(&net, output, aux, &e) ? 1 : 0;
+    if (rc) cli_fail("import", &e);
+    else
+        fprintf(stderr, "imported %s: %zu parameters%s -> %s\n", argv[optind], net.params_size,
+                aux ? " (with the auxiliary heads)" : "", output);
+    net_free(&net);
+    return rc;
+}
