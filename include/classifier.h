@@ -97,7 +97,7 @@ typedef struct {
 // A named activation of the graph: (c, N, h, w) floats at `offset` in the activation arena.
 typedef struct {
     char name[NET_NAME_MAX]; // config layer names ("conv1", "inception_3a", "loss1", "classifier", "prob") and
-                             // the insides of modules ("inception_3a/3x3", "inception_3a/1x1+reduce", ...)
+                             // the insides of modules ("inception_3a/reduce", "inception_3a/pool", ...)
     int c, h, w;
     int first, last;         // op that writes it, last op that reads it (liveness, for the planner)
     size_t offset;           // floats, into net->acts; set by net_plan
@@ -111,12 +111,13 @@ typedef struct {
     int v, c0, c;
 } View;
 
-typedef enum { OP_CONV, OP_MAXPOOL, OP_AVGPOOL, OP_LRN, OP_COPY, OP_FLATTEN, OP_DROPOUT, OP_FC, OP_SOFTMAX } OpKind;
+typedef enum { OP_CONV, OP_MAXPOOL, OP_AVGPOOL, OP_LRN, OP_FLATTEN, OP_DROPOUT, OP_FC, OP_SOFTMAX } OpKind;
 
 typedef struct {
     OpKind kind;
     int layer;            // config layer
     View in, out;
+    View out2;            // conv: output channels from out.c on go here (c = 0: none)
     int k, stride, pad;   // conv, pools
     bool relu;            // conv, fc
     int weight, bias;     // param indices (conv, fc); a fused conv uses the first of its adjacent params
@@ -125,6 +126,8 @@ typedef struct {
     float p;              // dropout
     bool aux;             // part of an auxiliary head
 } Op;
+
+typedef struct Workers Workers; // the net's threads (src/classifier/workers.c)
 
 typedef struct {
     NetConfig cfg;
@@ -143,9 +146,10 @@ typedef struct {
     bool with_aux;        // auxiliary heads computed
     float *acts;          // activation arena
     size_t acts_size;     // floats
-    float *scratch;       // per-thread im2col columns
+    float *scratch;       // im2col columns, scratch_size floats for each thread
     size_t scratch_size;  // floats per thread
-    int threads;          // worker threads for the non-GEMM kernels
+    int threads;          // threads the kernels use (default 2); set before planning
+    Workers *workers;     // created by net_plan
     bool reference;       // use the plain reference kernels (tests)
 } Net;
 
@@ -160,7 +164,8 @@ int net_find_param(const Net *net, const char *name);
 // Fills parameters with a seeded He-normal initialisation (biases 0.1 on ReLU layers): reproducible demos/tests.
 void net_init_random(Net *net, uint64_t seed);
 
-// Lays out activation memory for `batch` images. keep_all keeps every value (needed for backward passes and for
+// Lays out activation memory for `batch` images and starts the net's threads (BLAS is set to one thread: the
+// kernels split their work across the net's own threads). keep_all keeps every value (needed for backward passes and for
 // reading intermediate layers); otherwise buffers whose lifetimes do not overlap share memory and only the logits
 // and the probabilities survive. with_aux also computes the auxiliary heads. Sizes are checked before allocating.
 int net_plan(Net *net, int batch, bool keep_all, bool with_aux, Err *e);

@@ -7,7 +7,7 @@
 
 #include "layers.h"
 
-// Columns per block: enough for an efficient GEMM, few enough that a block of K rows stays in L2/L3.
+// Columns per block: enough for an efficient GEMM, few enough that a block of K rows stays in cache.
 #define COL_BLOCK_FLOATS (1u << 19)
 #define COL_BLOCK_MIN 256
 
@@ -29,7 +29,7 @@ static size_t conv_block_cols(const ConvShape *s) {
 }
 
 size_t conv_scratch_size(const ConvShape *s) {
-    if (conv_is_pointwise(s)) return 0;
+    if (conv_is_pointwise(s)) return 0; // the GEMM reads the input as it lies
     return (size_t)s->cin * (size_t)s->k * (size_t)s->k * conv_block_cols(s);
 }
 
@@ -38,18 +38,19 @@ size_t conv_scratch_size(const ConvShape *s) {
 static void im2col_block(const ConvShape *s, const float *x, size_t p0, size_t nb, float *col) {
     const int k = s->k, st = s->stride, pad = s->pad, h = s->h, w = s->w, ho = s->ho, wo = s->wo;
     const size_t plane = (size_t)h * w, chan = (size_t)s->n * plane;
+    // where the block starts: image, output row, output column (the same for every row of col)
+    const size_t img0 = p0 / ((size_t)ho * wo);
+    const int rem0 = (int)(p0 % ((size_t)ho * wo)), oy0 = rem0 / wo, ox00 = rem0 % wo;
     for (int ci = 0; ci < s->cin; ci++)
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) {
                 float *dst = col + ((size_t)(ci * k + ky) * k + kx) * nb;
-                size_t p = p0, end = p0 + nb;
-                while (p < end) {
-                    // one run of output positions along a row: same (n, oy), ox from ox0
-                    size_t img = p / ((size_t)ho * wo);
-                    int rem = (int)(p % ((size_t)ho * wo));
-                    int oy = rem / wo, ox0 = rem % wo;
+                size_t left = nb, img = img0;
+                int oy = oy0, ox0 = ox00;
+                while (left) {
+                    // one run of output positions along a row: same (img, oy), ox from ox0
                     int run = wo - ox0;
-                    if ((size_t)run > end - p) run = (int)(end - p);
+                    if ((size_t)run > left) run = (int)left;
                     int iy = oy * st - pad + ky;
                     if (iy < 0 || iy >= h) {
                         memset(dst, 0, (size_t)run * sizeof(float));
@@ -71,47 +72,80 @@ static void im2col_block(const ConvShape *s, const float *x, size_t p0, size_t n
                         }
                     }
                     dst += run;
-                    p += (size_t)run;
+                    left -= (size_t)run;
+                    ox0 = 0;
+                    if (++oy == ho) oy = 0, img++;
                 }
             }
 }
 
-// y[co][p0 .. p0+nb) += b[co], then ReLU; y rows are ld apart.
-static void bias_relu(const ConvShape *s, const float *b, float *y, size_t ld, size_t nb) {
-    for (int co = 0; co < s->cout; co++) {
-        float *row = y + (size_t)co * ld, bias = b[co];
-        if (s->relu)
-            for (size_t j = 0; j < nb; j++) {
-                float v = row[j] + bias;
-                row[j] = v > 0.0f ? v : 0.0f;
-            }
-        else
-            for (size_t j = 0; j < nb; j++) row[j] += bias;
+// Rows of the output start as their bias (the GEMM then accumulates onto them, beta = 1); ReLU after.
+static void bias_fill(const float *b, int rows, float *y, size_t ld, size_t nb) {
+    for (int r = 0; r < rows; r++) {
+        float *row = y + (size_t)r * ld, v = b[r];
+        for (size_t j = 0; j < nb; j++) row[j] = v;
     }
 }
 
-void conv_forward(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *scratch) {
-    const size_t P = (size_t)s->n * s->ho * s->wo; // output columns
+static void relu_rows(int rows, float *y, size_t ld, size_t nb) {
+    for (int r = 0; r < rows; r++) {
+        float *row = y + (size_t)r * ld;
+        for (size_t j = 0; j < nb; j++) row[j] = row[j] > 0.0f ? row[j] : 0.0f;
+    }
+}
+
+typedef struct {
+    const ConvShape *s;
+    const float *x, *w, *b;
+    float *y, *y2, *scratch;
+    size_t scratch_per_thread;
+    size_t P, nb;     // output columns, columns per block
+    int col_blocks;   // ceil(P / nb)
+    int row_parts;    // output rows split this many ways (when there are too few column blocks to share)
+} ConvJob;
+
+// One tile: output rows [r0, r1) x columns [p0, p0 + cols).
+static void conv_task(void *arg, int task, int thread) {
+    const ConvJob *j = arg;
+    const ConvShape *s = j->s;
     const int K = s->cin * s->k * s->k;
+    int cb = task % j->col_blocks, rp = task / j->col_blocks;
+    size_t p0 = (size_t)cb * j->nb, cols = j->P - p0 < j->nb ? j->P - p0 : j->nb;
+    int r0 = (int)((long)rp * s->cout / j->row_parts), r1 = (int)((long)(rp + 1) * s->cout / j->row_parts);
+    if (r1 == r0) return;
+    const float *cols_src;
+    int ldb;
     if (conv_is_pointwise(s)) {
-        // y (cout, P) = w (cout, cin) * x (cin, P)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cout, (int)P, K, 1.0f, w, K, x, (int)P, 0.0f, y,
-                    (int)P);
-        bias_relu(s, b, y, P, P);
-        return;
+        cols_src = j->x + p0, ldb = (int)j->P;
+    } else {
+        float *col = j->scratch + (size_t)thread * j->scratch_per_thread;
+        im2col_block(s, j->x, p0, cols, col);
+        cols_src = col, ldb = (int)cols;
     }
-    size_t nb = conv_block_cols(s);
-    for (size_t p0 = 0; p0 < P; p0 += nb) {
-        size_t cols = P - p0 < nb ? P - p0 : nb;
-        im2col_block(s, x, p0, cols, scratch);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cout, (int)cols, K, 1.0f, w, K, scratch,
-                    (int)cols, 0.0f, y + p0, (int)P);
-        bias_relu(s, b, y + p0, P, cols);
+    // y[r, p0:p0+cols] = b[r] + w[r, :] * columns for r in [r0, r1), rows from s->split on going to y2
+    for (int part = 0; part < 2; part++) {
+        int a = part ? (r0 > s->split ? r0 : s->split) : r0, z = part ? r1 : (r1 < s->split ? r1 : s->split);
+        if (z <= a) continue;
+        float *dst = (part ? j->y2 + (size_t)(a - s->split) * j->P : j->y + (size_t)a * j->P) + p0;
+        bias_fill(j->b + a, z - a, dst, j->P, cols);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, z - a, (int)cols, K, 1.0f, j->w + (size_t)a * K, K,
+                    cols_src, ldb, 1.0f, dst, (int)j->P);
+        if (s->relu) relu_rows(z - a, dst, j->P, cols);
     }
+}
+
+void conv_forward(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *y2,
+                  float *scratch, Workers *workers) {
+    int threads = workers_count(workers);
+    ConvJob j = {.s = s, .x = x, .w = w, .b = b, .y = y, .y2 = y2, .scratch = scratch, .scratch_per_thread = conv_scratch_size(s),
+                 .P = (size_t)s->n * s->ho * s->wo, .nb = conv_block_cols(s)};
+    j.col_blocks = (int)((j.P + j.nb - 1) / j.nb);
+    j.row_parts = j.col_blocks >= 2 * threads || s->cout < 2 * threads ? 1 : threads;
+    workers_run(workers, j.col_blocks * j.row_parts, conv_task, &j);
 }
 
 // The definition, loop by loop.
-void conv_forward_ref(const ConvShape *s, const float *x, const float *w, const float *b, float *y) {
+void conv_forward_ref(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *y2) {
     for (int co = 0; co < s->cout; co++)
         for (int n = 0; n < s->n; n++)
             for (int oy = 0; oy < s->ho; oy++)
@@ -126,6 +160,8 @@ void conv_forward_ref(const ConvShape *s, const float *x, const float *w, const 
                                        x[(((size_t)ci * s->n + n) * s->h + iy) * s->w + ix];
                             }
                     float v = (float)acc;
-                    y[(((size_t)co * s->n + n) * s->ho + oy) * s->wo + ox] = s->relu && v < 0.0f ? 0.0f : v;
+                    float *dst = co < s->split ? y + (size_t)co * s->n * s->ho * s->wo
+                                               : y2 + (size_t)(co - s->split) * s->n * s->ho * s->wo;
+                    dst[((size_t)n * s->ho + oy) * s->wo + ox] = s->relu && v < 0.0f ? 0.0f : v;
                 }
 }

@@ -1,16 +1,14 @@
 // Fully connected layers (the paper's "linear"), and the flatten in front of one that reads a feature map.
-#include <cblas.h>
 #include <string.h>
 
 #include "layers.h"
 
-void fc_forward(int cin, int cout, int n, bool relu, const float *x, const float *w, const float *b, float *y) {
-    // y (cout, n) = w (cout, cin) * x (cin, n) + b
-    for (int o = 0; o < cout; o++)
-        for (int i = 0; i < n; i++) y[(size_t)o * n + i] = b[o];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, n, cin, 1.0f, w, cin, x, n, 1.0f, y, n);
-    if (relu)
-        for (size_t i = 0; i < (size_t)cout * n; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+void fc_forward(int cin, int cout, int n, bool relu, const float *x, const float *w, const float *b, float *y,
+                Workers *workers) {
+    // y (cout, n) = w (cout, cin) * x (cin, n) + b: a 1x1 convolution over n images of 1x1 pixels
+    ConvShape s = {.cin = cin, .cout = cout, .n = n, .h = 1, .w = 1, .k = 1, .stride = 1, .ho = 1, .wo = 1,
+                   .relu = relu, .split = cout};
+    conv_forward(&s, x, w, b, y, NULL, NULL, workers);
 }
 
 void fc_forward_ref(int cin, int cout, int n, bool relu, const float *x, const float *w, const float *b, float *y) {

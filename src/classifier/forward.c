@@ -19,10 +19,12 @@ static void run_op(Net *net, const Op *op) {
     const float *b = op->kind == OP_CONV || op->kind == OP_FC ? net->params + net->param[op->bias].offset : NULL;
     switch (op->kind) {
     case OP_CONV: {
-        ConvShape s = {.cin = op->in.c, .cout = op->out.c, .n = n, .h = in->h, .w = in->w, .k = op->k,
-                       .stride = op->stride, .pad = op->pad, .ho = out->h, .wo = out->w, .relu = op->relu};
-        if (net->reference) conv_forward_ref(&s, x, w, b, y);
-        else conv_forward(&s, x, w, b, y, net->scratch);
+        ConvShape s = {.cin = op->in.c, .cout = op->out.c + op->out2.c, .n = n, .h = in->h, .w = in->w,
+                       .k = op->k, .stride = op->stride, .pad = op->pad, .ho = out->h, .wo = out->w,
+                       .relu = op->relu, .split = op->out.c};
+        float *y2 = op->out2.c ? view_ptr(net, op->out2) : NULL;
+        if (net->reference) conv_forward_ref(&s, x, w, b, y, y2);
+        else conv_forward(&s, x, w, b, y, y2, net->scratch, net->workers);
         break;
     }
     case OP_MAXPOOL:
@@ -31,10 +33,10 @@ static void run_op(Net *net, const Op *op) {
                        .pad = op->pad, .ho = out->h, .wo = out->w};
         if (op->kind == OP_MAXPOOL) {
             if (net->reference) maxpool_forward_ref(&s, x, y);
-            else maxpool_forward(&s, x, y, net->threads);
+            else maxpool_forward(&s, x, y, net->workers);
         } else {
             if (net->reference) avgpool_forward_ref(&s, x, y);
-            else avgpool_forward(&s, x, y, net->threads);
+            else avgpool_forward(&s, x, y, net->workers);
         }
         break;
     }
@@ -42,12 +44,9 @@ static void run_op(Net *net, const Op *op) {
         LrnShape s = {.c = op->in.c, .n = n, .h = in->h, .w = in->w, .size = op->lrn_size, .alpha = op->alpha,
                       .beta = op->beta, .k = op->lrn_k};
         if (net->reference) lrn_forward_ref(&s, x, y);
-        else lrn_forward(&s, x, y, net->threads);
+        else lrn_forward(&s, x, y, net->workers);
         break;
     }
-    case OP_COPY: // a channel slice into a module's output: contiguous in (C, N, H, W)
-        memcpy(y, x, (size_t)op->in.c * n * in->h * in->w * sizeof(float));
-        break;
     case OP_FLATTEN:
         flatten_forward(op->in.c, n, in->h, in->w, x, y);
         break;
@@ -56,7 +55,7 @@ static void run_op(Net *net, const Op *op) {
         break;
     case OP_FC:
         if (net->reference) fc_forward_ref(op->in.c, op->out.c, n, op->relu, x, w, b, y);
-        else fc_forward(op->in.c, op->out.c, n, op->relu, x, w, b, y);
+        else fc_forward(op->in.c, op->out.c, n, op->relu, x, w, b, y, net->workers);
         break;
     case OP_SOFTMAX:
         softmax_forward(op->in.c, n, x, y);

@@ -8,13 +8,19 @@
 #include <stddef.h>
 #include <stdbool.h>
 
+typedef struct Workers Workers;
+
 // Output size of a convolution (rounded down) and of a Caffe pooling (rounded up, the last window starting
 // inside the image). 0 when the patch does not fit.
 int conv_out_size(int in, int k, int stride, int pad);
 int pool_out_size(int in, int k, int stride, int pad);
 
-// Runs fn(arg, i) for i in [0, n) on up to `threads` threads (the caller's thread is one of them).
-void parallel_for(int threads, int n, void (*fn)(void *arg, int i), void *arg);
+// workers.c: threads created once per net. workers_run calls fn(arg, task, thread) for every task in [0, n) on
+// all threads (the caller is thread 0) and returns when all are done. A NULL Workers runs the tasks in order.
+Workers *workers_create(int threads);
+int workers_count(const Workers *w);
+void workers_run(Workers *w, int n_tasks, void (*fn)(void *arg, int task, int thread), void *arg);
+void workers_free(Workers *w);
 
 // ---------------------------------------------------------------------------------------------------------------
 // conv.c: y = relu(w * x + b)
@@ -24,13 +30,19 @@ typedef struct {
     int k, stride, pad;
     int ho, wo;             // output (cout, n, ho, wo)
     bool relu;
+    int split;              // output channels from `split` on go to a second tensor (the fused Inception 1x1s:
+                            // the 1x1 branch into the module's output, the reduce convolutions elsewhere);
+                            // split = cout when there is one output
 } ConvShape;
 
-// Floats of im2col scratch the fast kernel needs (0 for 1x1 stride-1 convolutions, which need none).
+// Floats of im2col scratch the fast kernel needs per thread (0 for 1x1 stride-1 convolutions, which need none).
 size_t conv_scratch_size(const ConvShape *s);
-// x: (cin, n, h, w); w: (cout, cin, k, k); b: (cout); y: (cout, n, ho, wo); scratch: conv_scratch_size floats.
-void conv_forward(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *scratch);
-void conv_forward_ref(const ConvShape *s, const float *x, const float *w, const float *b, float *y);
+// x: (cin, n, h, w); w: (cout, cin, k, k); b: (cout); y: (split, n, ho, wo); y2: (cout - split, n, ho, wo);
+// scratch: conv_scratch_size floats for each thread of `workers`. The output is cut into tiles (column blocks,
+// and row parts when there are few columns), each tile bias + im2col + GEMM + ReLU on one thread in cache.
+void conv_forward(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *y2,
+                  float *scratch, Workers *workers);
+void conv_forward_ref(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *y2);
 // conv_backward: issue 5.
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -44,9 +56,9 @@ typedef struct {
 } PoolShape;
 
 // x: (c, n, h, w); y: (c, n, ho, wo)
-void maxpool_forward(const PoolShape *s, const float *x, float *y, int threads);
+void maxpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers);
 void maxpool_forward_ref(const PoolShape *s, const float *x, float *y);
-void avgpool_forward(const PoolShape *s, const float *x, float *y, int threads);
+void avgpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers);
 void avgpool_forward_ref(const PoolShape *s, const float *x, float *y);
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -59,15 +71,16 @@ typedef struct {
 } LrnShape;
 
 // x, y: (c, n, h, w)
-void lrn_forward(const LrnShape *s, const float *x, float *y, int threads);
+void lrn_forward(const LrnShape *s, const float *x, float *y, Workers *workers);
 void lrn_forward_ref(const LrnShape *s, const float *x, float *y);
 
 // ---------------------------------------------------------------------------------------------------------------
 // fc.c: y = w x + b (optionally ReLU); flatten turns (c, n, h, w) into (c*h*w, n) in each image's CHW order,
 // which is how an NCHW framework flattens before its linear layers.
 
-// x: (cin, n); w: (cout, cin); b: (cout); y: (cout, n)
-void fc_forward(int cin, int cout, int n, bool relu, const float *x, const float *w, const float *b, float *y);
+// x: (cin, n); w: (cout, cin); b: (cout); y: (cout, n). The fast one is a 1x1 convolution of a 1x1 map.
+void fc_forward(int cin, int cout, int n, bool relu, const float *x, const float *w, const float *b, float *y,
+                Workers *workers);
 void fc_forward_ref(int cin, int cout, int n, bool relu, const float *x, const float *w, const float *b, float *y);
 // x: (c, n, h, w); y: (c*h*w, n)
 void flatten_forward(int c, int n, int h, int w, const float *x, float *y);

@@ -18,7 +18,8 @@ typedef struct {
     size_t pixels; // n*h*w: the length of one channel row
 } LrnJob;
 
-static void lrn_chunk(void *arg, int chunk) {
+static void lrn_chunk(void *arg, int chunk, int thread) {
+    (void)thread;
     const LrnJob *j = arg;
     const LrnShape *s = j->s;
     size_t p0 = (size_t)chunk * LRN_CHUNK, np = j->pixels - p0 < LRN_CHUNK ? j->pixels - p0 : LRN_CHUNK;
@@ -50,10 +51,10 @@ static void lrn_chunk(void *arg, int chunk) {
     }
 }
 
-void lrn_forward(const LrnShape *s, const float *x, float *y, int threads) {
+void lrn_forward(const LrnShape *s, const float *x, float *y, Workers *workers) {
     LrnJob j = {s, x, y, (size_t)s->n * s->h * s->w};
     int chunks = (int)((j.pixels + LRN_CHUNK - 1) / LRN_CHUNK);
-    parallel_for(threads, chunks, lrn_chunk, &j);
+    workers_run(workers, chunks, lrn_chunk, &j);
 }
 
 // The definition: the window summed afresh for every channel, in double.

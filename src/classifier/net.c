@@ -128,18 +128,20 @@ static int build(Builder *b, Err *e) {
             break;
         }
         case LAYER_INCEPTION: {
-            // Values: the three 1x1 convolutions reading the input, stacked ([1x1 | 3x3 reduce | 5x5 reduce]),
-            // the pooled input, and the module's output into which each branch writes its channel slice.
-            int nf = L->n1x1 + L->n3x3r + L->n5x5r;
+            // Values: the 3x3 and 5x5 reduce convolutions ([3x3 reduce | 5x5 reduce]), the pooled input, and the
+            // module's output into which each branch writes its channel slice (so the concat costs nothing).
+            int nr = L->n3x3r + L->n5x5r;
             int nout = L->n1x1 + L->n3x3 + L->n5x5 + L->npool;
-            if (nout > CONFIG_MAX_CHANNELS || nf > CONFIG_MAX_CHANNELS)
+            if (nout > CONFIG_MAX_CHANNELS || nr + L->n1x1 > CONFIG_MAX_CHANNELS)
                 return err_set(e, "%s:%d: %s: too many channels", cfg->path, L->line, L->name);
-            snprintf(name, sizeof name, "%s/1x1+reduce", L->name);
-            int f = add_value(b, name, nf, cv.h, cv.w, false);
+            snprintf(name, sizeof name, "%s/reduce", L->name);
+            int f = add_value(b, name, nr, cv.h, cv.w, false);
             snprintf(name, sizeof name, "%s/pool", L->name);
             int pooled = add_value(b, name, cv.c, cv.h, cv.w, false);
             int y = add_value(b, L->name, nout, cv.h, cv.w, false);
-            // The stacked 1x1 weights: adjacent in the arena, so they are one (nf, cin) matrix.
+            // The three 1x1 convolutions reading the input are one GEMM: their weights are adjacent in the arena,
+            // one (1x1 + 3x3r + 5x5r, cin) matrix, and so are their biases. Its first n1x1 output channels go
+            // straight into the module's output, the others into the reduce value.
             const char *fused[3] = {"1x1", "3x3_reduce", "5x5_reduce"};
             int fc[3] = {L->n1x1, L->n3x3r, L->n5x5r}, fw[3], fb[3];
             for (int i = 0; i < 3; i++) {
@@ -152,13 +154,12 @@ static int build(Builder *b, Err *e) {
                 snprintf(name, sizeof name, "%s/%s", L->name, fused[i]);
                 fb[i] = add_param(b, name, ".bias", 1, bs, li, false);
             }
-            add_op(b, (Op){.kind = OP_CONV, .layer = li, .in = in, .out = whole(net, f), .k = 1, .stride = 1,
-                           .relu = true, .weight = fw[0], .bias = fb[0]});
-            add_op(b, (Op){.kind = OP_COPY, .layer = li, .in = {f, 0, L->n1x1}, .out = {y, 0, L->n1x1}});
+            add_op(b, (Op){.kind = OP_CONV, .layer = li, .in = in, .out = {y, 0, L->n1x1}, .out2 = whole(net, f),
+                           .k = 1, .stride = 1, .relu = true, .weight = fw[0], .bias = fb[0]});
             snprintf(name, sizeof name, "%s/3x3", L->name);
-            add_conv(b, li, name, (View){f, L->n1x1, L->n3x3r}, (View){y, L->n1x1, L->n3x3}, 3, 1, 1, false);
+            add_conv(b, li, name, (View){f, 0, L->n3x3r}, (View){y, L->n1x1, L->n3x3}, 3, 1, 1, false);
             snprintf(name, sizeof name, "%s/5x5", L->name);
-            add_conv(b, li, name, (View){f, L->n1x1 + L->n3x3r, L->n5x5r},
+            add_conv(b, li, name, (View){f, L->n3x3r, L->n5x5r},
                      (View){y, L->n1x1 + L->n3x3, L->n5x5}, 5, 1, 2, false);
             add_op(b, (Op){.kind = OP_MAXPOOL, .layer = li, .in = in, .out = whole(net, pooled), .k = 3,
                            .stride = 1, .pad = 1});
@@ -255,6 +256,11 @@ static int build(Builder *b, Err *e) {
         Value *out = &net->value[op->out.v];
         if (out->first < 0) out->first = i;
         out->last = i > out->last ? i : out->last;
+        if (op->out2.c) {
+            Value *o2 = &net->value[op->out2.v];
+            if (o2->first < 0) o2->first = i;
+            o2->last = i > o2->last ? i : o2->last;
+        }
         Value *in = &net->value[op->in.v];
         in->last = i > in->last ? i : in->last;
         out->flat = op->kind == OP_FC || op->kind == OP_FLATTEN || op->kind == OP_SOFTMAX ||
@@ -287,6 +293,7 @@ void net_free(Net *net) {
     free(net->op);
     free(net->acts);
     free(net->scratch);
+    workers_free(net->workers);
     *net = (Net){0};
 }
 

@@ -4,6 +4,7 @@
 // With keep_all every value lives to the end (backward passes need them; so does reading a layer by name).
 #include "classifier.h"
 
+#include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,8 +41,9 @@ bool net_value_kept(const Net *net, int v) {
 // The convolution shape of an op, for the batch of the plan.
 static ConvShape op_conv_shape(const Net *net, const Op *op, int batch) {
     const Value *in = &net->value[op->in.v], *out = &net->value[op->out.v];
-    return (ConvShape){.cin = op->in.c, .cout = op->out.c, .n = batch, .h = in->h, .w = in->w, .k = op->k,
-                       .stride = op->stride, .pad = op->pad, .ho = out->h, .wo = out->w, .relu = op->relu};
+    return (ConvShape){.cin = op->in.c, .cout = op->out.c + op->out2.c, .n = batch, .h = in->h, .w = in->w,
+                       .k = op->k, .stride = op->stride, .pad = op->pad, .ho = out->h, .wo = out->w,
+                       .relu = op->relu, .split = op->out.c};
 }
 
 int net_plan(Net *net, int batch, bool keep_all, bool with_aux, Err *e) {
@@ -100,11 +102,17 @@ int net_plan(Net *net, int batch, bool keep_all, bool with_aux, Err *e) {
         size_t need = conv_scratch_size(&s);
         if (need > scratch) scratch = need;
     }
+    if (net->threads < 1) net->threads = 1;
+    if (!net->workers || workers_count(net->workers) != net->threads) {
+        workers_free(net->workers);
+        net->workers = workers_create(net->threads);
+    }
+    openblas_set_num_threads(1);
     free(net->acts);
     free(net->scratch);
     net->acts = xmalloc((total ? total : 1) * sizeof(float));
     net->acts_size = total;
-    net->scratch = xmalloc((scratch ? scratch : 1) * sizeof(float));
+    net->scratch = xmalloc((scratch ? scratch * (size_t)workers_count(net->workers) : 1) * sizeof(float));
     net->scratch_size = scratch;
     net->batch = batch;
     net->keep_all = keep_all;

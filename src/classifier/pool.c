@@ -2,7 +2,6 @@
 // must start inside the image or its left padding; windows are clipped to the image. The average divides by
 // the window clipped to the padded image (Caffe, and PyTorch/ONNX with count_include_pad), which equals the
 // number of pixels summed whenever there is no padding, as in GoogLeNet.
-#include <float.h>
 #include <math.h>
 
 #include "layers.h"
@@ -18,67 +17,114 @@ typedef struct {
     const PoolShape *s;
     const float *x;
     float *y;
+    int planes_per_task;
 } PoolJob;
 
-// One (c, n) plane. The window of output (oy, ox) is rows [oy*stride - pad, + k) clipped to the image.
-static void maxpool_plane(void *arg, int plane) {
+#define POOL_MAX_W 8192 // widths beyond this take the reference path (a row buffer lives on the stack)
+
+// One output row of a max pooling, separably: the maximum down the window's rows for every column, then across
+// the window's columns. rows[0..nr) are the input rows of the window, already clipped to the image.
+static void maxpool_row(const PoolShape *s, const float *const *rows, int nr, float *out) {
+    float col[POOL_MAX_W];
+    for (int x = 0; x < s->w; x++) col[x] = rows[0][x];
+    for (int r = 1; r < nr; r++)
+        for (int x = 0; x < s->w; x++) col[x] = rows[r][x] > col[x] ? rows[r][x] : col[x];
+    // Outputs whose window lies inside the row: [a, b). Their loop runs tap by tap, which vectorises.
+    int a = (s->pad + s->stride - 1) / s->stride, b = (s->w + s->pad - s->k) / s->stride + 1;
+    if (b > s->wo) b = s->wo;
+    if (a > b) a = b;
+    for (int ox = 0; ox < s->wo; ox++) {
+        if (ox == a) ox = b; // the interior is done below
+        if (ox >= s->wo) break;
+        int x0 = ox * s->stride - s->pad, x1 = x0 + s->k;
+        if (x0 < 0) x0 = 0;
+        if (x1 > s->w) x1 = s->w;
+        float m = col[x0];
+        for (int x = x0 + 1; x < x1; x++) m = col[x] > m ? col[x] : m;
+        out[ox] = m;
+    }
+    const float *base = col - s->pad;
+    const int st = s->stride;
+    for (int ox = a; ox < b; ox++) out[ox] = base[ox * st];
+    for (int t = 1; t < s->k; t++)
+        for (int ox = a; ox < b; ox++) {
+            float v = base[ox * st + t];
+            out[ox] = v > out[ox] ? v : out[ox];
+        }
+}
+
+// The same with sums; the divisor is the window clipped to the padded image (Caffe).
+static void avgpool_row(const PoolShape *s, const float *const *rows, int nr, int wy, float *out) {
+    float col[POOL_MAX_W];
+    for (int x = 0; x < s->w; x++) col[x] = rows[0][x];
+    for (int r = 1; r < nr; r++)
+        for (int x = 0; x < s->w; x++) col[x] += rows[r][x];
+    for (int ox = 0; ox < s->wo; ox++) {
+        int x0 = ox * s->stride - s->pad, x1 = x0 + s->k;
+        if (x1 > s->w + s->pad) x1 = s->w + s->pad;
+        int wx = x1 - x0;
+        if (x0 < 0) x0 = 0;
+        if (x1 > s->w) x1 = s->w;
+        float sum = 0.0f;
+        for (int x = x0; x < x1; x++) sum += col[x];
+        out[ox] = sum / (float)(wy * wx);
+    }
+}
+
+static void pool_task(void *arg, int task, bool max) {
     const PoolJob *j = arg;
     const PoolShape *s = j->s;
-    const float *x = j->x + (size_t)plane * s->h * s->w;
-    float *y = j->y + (size_t)plane * s->ho * s->wo;
-    for (int oy = 0; oy < s->ho; oy++) {
-        int y0 = oy * s->stride - s->pad, y1 = y0 + s->k;
-        if (y0 < 0) y0 = 0;
-        if (y1 > s->h) y1 = s->h;
-        for (int ox = 0; ox < s->wo; ox++) {
-            int x0 = ox * s->stride - s->pad, x1 = x0 + s->k;
-            if (x0 < 0) x0 = 0;
-            if (x1 > s->w) x1 = s->w;
-            float m = -FLT_MAX;
-            for (int iy = y0; iy < y1; iy++) {
-                const float *row = x + (size_t)iy * s->w;
-                for (int ix = x0; ix < x1; ix++) m = row[ix] > m ? row[ix] : m;
-            }
-            y[oy * s->wo + ox] = m;
+    int planes = s->c * s->n, p0 = task * j->planes_per_task, p1 = p0 + j->planes_per_task;
+    if (p1 > planes) p1 = planes;
+    const float *rows[64];
+    for (int plane = p0; plane < p1; plane++) {
+        const float *x = j->x + (size_t)plane * s->h * s->w;
+        float *y = j->y + (size_t)plane * s->ho * s->wo;
+        for (int oy = 0; oy < s->ho; oy++) {
+            int y0 = oy * s->stride - s->pad, y1 = y0 + s->k;
+            int wy = (y1 > s->h + s->pad ? s->h + s->pad : y1) - y0;
+            if (y0 < 0) y0 = 0;
+            if (y1 > s->h) y1 = s->h;
+            for (int r = y0; r < y1; r++) rows[r - y0] = x + (size_t)r * s->w;
+            if (max) maxpool_row(s, rows, y1 - y0, y + (size_t)oy * s->wo);
+            else avgpool_row(s, rows, y1 - y0, wy, y + (size_t)oy * s->wo);
         }
     }
 }
 
-static void avgpool_plane(void *arg, int plane) {
-    const PoolJob *j = arg;
-    const PoolShape *s = j->s;
-    const float *x = j->x + (size_t)plane * s->h * s->w;
-    float *y = j->y + (size_t)plane * s->ho * s->wo;
-    for (int oy = 0; oy < s->ho; oy++) {
-        int y0 = oy * s->stride - s->pad, y1 = y0 + s->k;
-        if (y1 > s->h + s->pad) y1 = s->h + s->pad;
-        int wy = y1 - y0;
-        if (y0 < 0) y0 = 0;
-        if (y1 > s->h) y1 = s->h;
-        for (int ox = 0; ox < s->wo; ox++) {
-            int x0 = ox * s->stride - s->pad, x1 = x0 + s->k;
-            if (x1 > s->w + s->pad) x1 = s->w + s->pad;
-            int wx = x1 - x0;
-            if (x0 < 0) x0 = 0;
-            if (x1 > s->w) x1 = s->w;
-            float sum = 0.0f;
-            for (int iy = y0; iy < y1; iy++) {
-                const float *row = x + (size_t)iy * s->w;
-                for (int ix = x0; ix < x1; ix++) sum += row[ix];
-            }
-            y[oy * s->wo + ox] = sum / (float)(wy * wx);
-        }
+static void maxpool_task(void *arg, int task, int thread) {
+    (void)thread;
+    pool_task(arg, task, true);
+}
+
+static void avgpool_task(void *arg, int task, int thread) {
+    (void)thread;
+    pool_task(arg, task, false);
+}
+
+// Planes per task: a few tasks per thread, so that uneven planes balance out.
+static int pool_tasks(const PoolShape *s, Workers *w, PoolJob *j) {
+    int planes = s->c * s->n, want = 4 * workers_count(w);
+    j->planes_per_task = (planes + want - 1) / want;
+    return (planes + j->planes_per_task - 1) / j->planes_per_task;
+}
+
+void maxpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers) {
+    if (s->w > POOL_MAX_W || s->k > 64) {
+        maxpool_forward_ref(s, x, y);
+        return;
     }
+    PoolJob j = {s, x, y, 1};
+    workers_run(workers, pool_tasks(s, workers, &j), maxpool_task, &j);
 }
 
-void maxpool_forward(const PoolShape *s, const float *x, float *y, int threads) {
-    PoolJob j = {s, x, y};
-    parallel_for(threads, s->c * s->n, maxpool_plane, &j);
-}
-
-void avgpool_forward(const PoolShape *s, const float *x, float *y, int threads) {
-    PoolJob j = {s, x, y};
-    parallel_for(threads, s->c * s->n, avgpool_plane, &j);
+void avgpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers) {
+    if (s->w > POOL_MAX_W || s->k > 64) {
+        avgpool_forward_ref(s, x, y);
+        return;
+    }
+    PoolJob j = {s, x, y, 1};
+    workers_run(workers, pool_tasks(s, workers, &j), avgpool_task, &j);
 }
 
 // The definitions, with every tap of every window tested against the image bounds.
