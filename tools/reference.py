@@ -10,8 +10,10 @@ Usage (Debian's interpreter: /usr/bin/python3 has torch, onnx and numpy):
       bvlc_googlenet export is (Caffe initializer
       names, MaxPool with explicit end padding instead of ceil_mode, Reshape instead of Flatten, MatMul + Add
       instead of Gemm, a Dropout node, a final Softmax).
-  tools/reference.py export CONFIG OUT.onnx [--seed S] [--no-aux]
+  tools/reference.py export CONFIG OUT.onnx [--seed S] [--no-aux] [--bvlc]
       the ONNX model only (for benchmarks).
+  tools/reference.py other-topology OUT.onnx
+      a small residual network that is not GoogLeNet (tests/data/other-topology.onnx: the importer must refuse it).
 
 The network follows the paper (Table 1, Figure 3) as the C code does: convolutions with ReLU, Caffe ceil-mode
 pooling, LRN (size 5, alpha 1e-4, beta 0.75, k 1: PyTorch's LocalResponseNorm divides alpha by size as Caffe
@@ -339,6 +341,26 @@ def cmd_export(a):
         to_bvlc(a.out, a.out, net, spec)
 
 
+def cmd_other(a):
+    """A small network of another topology (a residual block, global average pooling) whose classifier has the
+    shape of GoogLeNet-tiny's, for the importer's refusal test."""
+    class Other(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 64, 3, 2, 1)
+            self.c2 = nn.Conv2d(64, 64, 1)
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            x = F.relu(self.c1(x))
+            x = F.relu(x + self.c2(x))
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+    torch.manual_seed(a.seed)
+    m = Other().eval()
+    torch.onnx.export(m, torch.zeros(1, 3, 96, 96), a.out, opset_version=11, input_names=['data'],
+                      output_names=['logits'])
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest='cmd', required=True)
@@ -355,9 +377,12 @@ def main():
     e.add_argument('--seed', type=int, default=2014)
     e.add_argument('--no-aux', action='store_true')
     e.add_argument('--bvlc', action='store_true')
+    o = sub.add_parser('other-topology')
+    o.add_argument('out')
+    o.add_argument('--seed', type=int, default=2014)
     a = p.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    {'fixtures': cmd_fixtures, 'export': cmd_export}[a.cmd](a)
+    {'fixtures': cmd_fixtures, 'export': cmd_export, 'other-topology': cmd_other}[a.cmd](a)
 
 
 if __name__ == '__main__':

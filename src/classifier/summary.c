@@ -115,7 +115,7 @@ void net_summary(const Net *net, Summary *s) {
             if (op->layer != li || (op->kind != OP_CONV && op->kind != OP_FC)) continue;
             const Value *out = &net->value[op->out.v];
             long long taps = op->kind == OP_FC ? 1 : (long long)op->k * op->k;
-            r->macs += (long long)op->out.c * op->in.c * taps * out->h * out->w;
+            r->macs += (long long)(op->out.c + op->out2.c) * op->in.c * taps * out->h * out->w;
         }
         if (r->aux) s->aux_params += r->params, s->aux_macs += r->macs;
         else s->params += r->params, s->macs += r->macs;
