@@ -139,3 +139,100 @@ int cmd_import(int argc, char **argv) {
     net_free(&net);
     return rc;
 }
+
+// Class names, one a line, exactly `classes` of them. *names points into *text.
+static int load_labels(const char *path, int classes, char **text, char ***names, Err *e) {
+    size_t n;
+    if (read_file_all(path, 64u << 20, text, &n, e)) return -1;
+    *names = xcalloc((size_t)classes, sizeof **names);
+    int k = 0; // lines seen
+    for (char *line = *text, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        size_t len = strlen(line);
+        if (len && line[len - 1] == '\r') line[--len] = '\0';
+        if (k < classes) (*names)[k] = line;
+        k++;
+    }
+    if (k != classes) {
+        free(*names);
+        free(*text);
+        *names = NULL, *text = NULL;
+        return err_set(e, "%s: %d labels for a network of %d classes (one class name a line)", path, k, classes);
+    }
+    return 0;
+}
+
+int cmd_classify(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"weights", required_argument, NULL, 'w'},
+        {"crops", required_argument, NULL, 'n'},  {"labels", required_argument, NULL, 'l'},
+        {"batch", required_argument, NULL, 'b'},  {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},          {0}};
+    const char *config = NULL, *weights = NULL, *labels = NULL;
+    long crops = 144, batch = 16;
+    bool quiet = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:w:n:l:b:qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config = optarg; break;
+        case 'w': weights = optarg; break;
+        case 'l': labels = optarg; break;
+        case 'q': quiet = true; break;
+        case 'n':
+            if (!cli_parse_int("classify", "--crops", optarg, 1, 144, &crops)) return 2;
+            if (crops != 1 && crops != 10 && crops != 144)
+                return cli_usage_error("classify", "--crops must be 1, 10 or 144");
+            break;
+        case 'b':
+            if (!cli_parse_int("classify", "--batch", optarg, 1, 1024, &batch)) return 2;
+            break;
+        case 'h':
+            printf("usage: inception classify IMAGE... --config C --weights W [--crops 1|10|144] [--labels FILE]\n"
+                   "                          [--batch N] [--quiet]\n\n"
+                   "Classifies each image with the paper's test-time scheme (Section 7): 144 crops (4 scales with\n"
+                   "the shorter side 256/288/320/352, 3 squares, 4 corners + centre + the square resized, mirrors),\n"
+                   "10 (corners and centre at 256, mirrors) or 1 (centre); the softmax outputs are averaged. Prints\n"
+                   "the top 5 classes with their probabilities, named from FILE (one class a line) when given.\n"
+                   "Pixels are put in the config's channel_order and its mean subtracted (configs/googlenet.cfg:\n"
+                   "BGR, mean 104 117 123, as bvlc_googlenet was trained).\n");
+            return 0;
+        default: return cli_usage_error("classify", "unknown option");
+        }
+    }
+    if (optind >= argc) return cli_usage_error("classify", "expected at least one IMAGE");
+    if (!config || !weights) return cli_usage_error("classify", "--config and --weights are required");
+    Err e;
+    Net net;
+    if (load_net(config, &net, &e)) return cli_fail("classify", &e);
+    char *label_text = NULL, **names = NULL;
+    float *probs = xmalloc((size_t)net.cfg.classes * sizeof(float));
+    int rc = 0;
+    if (weights_load(&net, weights, NULL, &e) ||
+        (labels && load_labels(labels, net.cfg.classes, &label_text, &names, &e))) {
+        rc = cli_fail("classify", &e);
+        goto done;
+    }
+    for (int i = optind; i < argc; i++) {
+        Image im = {0};
+        if (image_load(argv[i], &im, &e) || classify_image(&net, &im, (int)crops, (int)batch, probs, quiet, &e)) {
+            rc = cli_fail("classify", &e); // the other images still run
+            image_free(&im);
+            continue;
+        }
+        image_free(&im);
+        int k = net.cfg.classes < CLASSIFY_TOPK ? net.cfg.classes : CLASSIFY_TOPK, idx[CLASSIFY_TOPK];
+        topk(probs, net.cfg.classes, k, idx);
+        printf("%s (%ld crops)\n", argv[i], crops);
+        for (int j = 0; j < k; j++) {
+            if (names) printf("  %d  %.4f  %s\n", j + 1, probs[idx[j]], names[idx[j]]);
+            else printf("  %d  %.4f  class %d\n", j + 1, probs[idx[j]], idx[j]);
+        }
+    }
+done:
+    free(probs);
+    free(names);
+    free(label_text);
+    net_free(&net);
+    return rc;
+}

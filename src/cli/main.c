@@ -13,6 +13,7 @@ typedef struct {
 
 static const Command COMMANDS[] = {
     {"eval", cmd_eval, "mean average precision of detections against ILSVRC DET / VOC ground truth"},
+    {"classify", cmd_classify, "top-5 classes of images with the paper's 1/10/144-crop test-time scheme"},
     {"forward", cmd_forward, "run the network on a .npy tensor (logits or any layer's output)"},
     {"import", cmd_import, "import pretrained GoogLeNet weights from ONNX into safetensors"},
     {"summary", cmd_summary, "Table 1 of the paper (output sizes, params, multiply-adds) for a network config"},
