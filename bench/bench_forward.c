@@ -1,6 +1,7 @@
 // Forward throughput of the C network: images/s at a batch size, median of several timed passes after a warm-up,
 // and the process's peak resident memory. Prints one JSON line (bench/run.sh collects them).
-// Usage: bench_forward CONFIG [--weights W] [--batch N] [--reps R] [--threads T]
+// Usage: bench_forward CONFIG [--weights W] [--batch N] [--reps R] [--threads T] [--input X.f32 --output Y.f32]
+// X.f32: raw float32 (N, C, S, S) to run instead of random images; Y.f32 gets the logits of the last pass.
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,14 +19,18 @@ int main(int argc, char **argv) {
                                          {"batch", required_argument, NULL, 'b'},
                                          {"reps", required_argument, NULL, 'r'},
                                          {"threads", required_argument, NULL, 't'},
+                                         {"input", required_argument, NULL, 'i'},
+                                         {"output", required_argument, NULL, 'o'},
                                          {0}};
-    const char *weights = NULL;
+    const char *weights = NULL, *input = NULL, *output = NULL;
     int batch = 16, reps = 10, threads = 2, c;
     while ((c = getopt_long(argc, argv, "w:b:r:t:", opts, NULL)) != -1) {
         if (c == 'w') weights = optarg;
         else if (c == 'b') batch = atoi(optarg);
         else if (c == 'r') reps = atoi(optarg);
         else if (c == 't') threads = atoi(optarg);
+        else if (c == 'i') input = optarg;
+        else if (c == 'o') output = optarg;
         else return 2;
     }
     if (optind != argc - 1 || batch < 1 || reps < 1 || threads < 1) {
@@ -50,6 +55,16 @@ int main(int argc, char **argv) {
     Rng r;
     rng_seed(&r, 7);
     for (size_t i = 0; i < (size_t)batch * per; i++) x[i] = (float)(50.0 * rng_normal(&r));
+    if (input) {
+        char *data;
+        size_t n;
+        if (read_file_all(input, 1u << 31, &data, &n, &e) || n != (size_t)batch * per * sizeof(float)) {
+            fprintf(stderr, "bench_forward: %s: expected %zu bytes of float32\n", input, (size_t)batch * per * 4);
+            return 1;
+        }
+        memcpy(x, data, n);
+        free(data);
+    }
     double *t = xmalloc((size_t)reps * sizeof *t);
     if (net_forward(&net, x, batch, &e)) { // warm-up, and the plan
         fprintf(stderr, "bench_forward: %s\n", e.msg);
@@ -67,6 +82,15 @@ int main(int argc, char **argv) {
     double cpu = (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec + r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) +
                  1e-6 * (double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec + r1.ru_stime.tv_usec - r0.ru_stime.tv_usec);
     qsort(t, (size_t)reps, sizeof *t, cmp_double);
+    if (output) {
+        float *y = xmalloc((size_t)batch * net.cfg.classes * sizeof(float));
+        if (net_read(&net, net.value[net.logits].name, y, &e) ||
+            write_file_atomic(output, y, (size_t)batch * net.cfg.classes * sizeof(float), &e)) {
+            fprintf(stderr, "bench_forward: %s\n", e.msg);
+            return 1;
+        }
+        free(y);
+    }
     double med = t[reps / 2], best = t[0];
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);

@@ -1,0 +1,76 @@
+#!/usr/bin/python3
+"""Formats bench/run.sh's measurements as results/forward.md. Usage: report.py WORKDIR COMMAND"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+GFLOP = 2 * 1.582671872  # per 224x224 image: 1.583 G multiply-adds (inception summary configs/googlenet.cfg)
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ''
+
+
+def main():
+    work, command = sys.argv[1], sys.argv[2]
+    rows = [json.loads(line) for line in open(os.path.join(work, 'results.jsonl')) if line.strip()]
+    engines = []
+    for r in rows:
+        if r['engine'] not in engines:
+            engines.append(r['engine'])
+    out = ['# Forward throughput: full GoogLeNet, 224x224, 2 threads', '',
+           'Command: `%s` (from the repository root).' % command, '',
+           'Each engine runs the same network: `tools/reference.py` builds GoogLeNet (configs/googlenet.cfg: Table 1, '
+           'LRNs, Caffe ceil-mode pooling; no auxiliary heads) in PyTorch with seed 2014 and random weights and exports '
+           'it to ONNX (opset 11); ONNX Runtime and OpenCV read that file, `inception import` converts it for us, and '
+           'PyTorch runs the module it exported. Every engine runs in its own process, in turn, each batch size '
+           'several rounds; the table gives, per engine and batch, the round with the lowest median (the least '
+           'disturbed by other work on this shared machine) and the median time per image within it. GFLOP/s counts '
+           '2 x 1.583 G multiply-adds per image. CPU ms/image is user + system time of all threads: what the pass '
+           'costs whatever else runs. Peak RSS is the process\'s maximum resident memory (model, runtime and '
+           'activations).', '',
+           '| engine | batch | ms/image (median) | images/s | GFLOP/s | CPU ms/image | peak RSS MiB | rounds: images/s |',
+           '|---|---:|---:|---:|---:|---:|---:|---|']
+    for batch in (16, 1):
+        for eng in engines:
+            rs = [r for r in rows if r['engine'] == eng and r['batch'] == batch]
+            if not rs:
+                continue
+            best = min(rs, key=lambda r: r['ms_per_image'])
+            out.append('| %s | %d | %.1f | %.1f | %.0f | %.1f | %.0f | %s |' % (
+                eng, batch, best['ms_per_image'], best['images_per_s'], GFLOP * best['images_per_s'],
+                best['cpu_ms_per_image'], best['peak_rss_mb'], ', '.join('%.1f' % r['images_per_s'] for r in rs)))
+    # agreement of the logits on the same input
+    out += ['', '## Outputs', '']
+    for batch in (16, 1):
+        ours = np.fromfile(os.path.join(work, 'c%d.f32' % batch), dtype=np.float32)
+        parts = []
+        for name, label in (('ort', 'ONNX Runtime'), ('torch', 'PyTorch'), ('cv', 'OpenCV')):
+            path = os.path.join(work, '%s%d.f32' % (name, batch))
+            if os.path.exists(path):
+                other = np.fromfile(path, dtype=np.float32)
+                if other.size == ours.size:
+                    parts.append('%s %.2g' % (label, float(np.abs(other - ours).max())))
+        out.append('- batch %d: max |logit difference| from ours (logits up to %.0f): %s' % (
+            batch, float(np.abs(ours).max()), ', '.join(parts)))
+    out += ['', '## Machine and versions', '', '```',
+            sh("lscpu | grep -E '^(Architecture|Model name|CPU\\(s\\)|Thread|Core|Socket|L1d|L2|L3|Flags)' | cut -c1-160"),
+            'memory: ' + sh("free -g | awk '/Mem/ {print $2 \" GiB\"}'"),
+            'load average after the run: ' + sh('cut -d" " -f1-3 /proc/loadavg'),
+            sh('uname -srm'),
+            sh('gcc --version | head -1'),
+            'OpenBLAS ' + sh("dpkg-query -W -f='${Version}' libopenblas0-pthread"),
+            'node ' + sh('node --version'),
+            sh("/usr/bin/python3 -c 'import torch, cv2, numpy; print(\"torch\", torch.__version__, \"| opencv\", cv2.__version__, \"| numpy\", numpy.__version__)'"),
+            '```', '']
+    print('\n'.join(out))
+
+
+if __name__ == '__main__':
+    main()
