@@ -56,7 +56,7 @@ static void test_conv(void **state) {
         size_t rows1 = (size_t)s.split * s.n * s.ho * s.wo;
         conv_forward_ref(&s, x, w, b, ref, ref + rows1);
         for (int wi = 0; wi < 2; wi++) {
-            float *scratch = malloc((conv_scratch_size(&s) * 2 + 1) * sizeof(float));
+            float *scratch = malloc((conv_scratch_size(&s, 2) * 2 + 1) * sizeof(float));
             memset(fast, 0xff, out * sizeof(float)); // NaN: every output must be written
             conv_forward(&s, x, w, b, fast, fast + rows1, scratch, workers[wi]);
             assert_close(fast, ref, out, 1e-5, "conv");
@@ -65,7 +65,7 @@ static void test_conv(void **state) {
         // ReLU off: negative outputs survive
         s.relu = false;
         conv_forward_ref(&s, x, w, b, ref, ref + rows1);
-        float *scratch = malloc((conv_scratch_size(&s) * 2 + 1) * sizeof(float));
+        float *scratch = malloc((conv_scratch_size(&s, 2) * 2 + 1) * sizeof(float));
         conv_forward(&s, x, w, b, fast, fast + rows1, scratch, workers[1]);
         assert_close(fast, ref, out, 1e-5, "conv without relu");
         bool negative = false;
@@ -159,9 +159,10 @@ static void test_fc_softmax_flatten(void **state) {
     int cin = 70, cout = 33, n = 5;
     float *x = random_floats(&r, (size_t)cin * n, 1.0), *w = random_floats(&r, (size_t)cout * cin, 0.2);
     float *b = random_floats(&r, (size_t)cout, 1.0), *ref = malloc((size_t)cout * n * 4), *fast = malloc((size_t)cout * n * 4);
+    float *scratch = malloc(fc_scratch_size(cin, cout, n, 2) * 2 * sizeof(float));
     for (int relu = 0; relu < 2; relu++) {
         fc_forward_ref(cin, cout, n, relu, x, w, b, ref);
-        fc_forward(cin, cout, n, relu, x, w, b, fast, w2);
+        fc_forward(cin, cout, n, relu, x, w, b, fast, scratch, w2);
         assert_close(fast, ref, (size_t)cout * n, 1e-5, "fc");
     }
     // softmax: sums to one per image, order kept
@@ -178,7 +179,7 @@ static void test_fc_softmax_flatten(void **state) {
     for (int c = 0; c < 2; c++)
         for (int img = 0; img < 2; img++)
             for (int p = 0; p < 3; p++) assert_true(flat[(c * 3 + p) * 2 + img] == (float)((c * 2 + img) * 3 + p));
-    free(x), free(w), free(b), free(ref), free(fast);
+    free(x), free(w), free(b), free(ref), free(fast), free(scratch);
     workers_free(w2);
 }
 

@@ -20,17 +20,34 @@ static bool conv_is_pointwise(const ConvShape *s) {
     return s->k == 1 && s->stride == 1 && s->pad == 0;
 }
 
-static size_t conv_block_cols(const ConvShape *s) {
-    size_t total = (size_t)s->n * (size_t)s->ho * (size_t)s->wo;
-    size_t rows = (size_t)s->cin * (size_t)s->k * (size_t)s->k;
-    size_t b = COL_BLOCK_FLOATS / rows;
-    if (b < COL_BLOCK_MIN) b = COL_BLOCK_MIN;
-    return b < total ? b : total;
+// How the output (cout x P columns) is cut into tiles for `threads` threads: column blocks of nb (their number a
+// multiple of the threads, so that every thread gets the same work), or, when there are too few columns to
+// share (small maps, small batches, fully connected layers), one block whose rows are split between threads.
+typedef struct {
+    size_t nb;     // columns per block
+    int blocks;    // column blocks
+    int row_parts; // row parts per block
+} Tiling;
+
+static Tiling conv_tiling(const ConvShape *s, int threads) {
+    size_t P = (size_t)s->n * s->ho * s->wo, K = (size_t)s->cin * s->k * s->k;
+    if (threads < 1) threads = 1;
+    if (P < (size_t)threads * COL_BLOCK_MIN) {
+        int parts = s->cout >= 2 * threads ? threads : 1;
+        return (Tiling){.nb = P, .blocks = 1, .row_parts = parts};
+    }
+    size_t nb = COL_BLOCK_FLOATS / K;
+    if (nb < COL_BLOCK_MIN) nb = COL_BLOCK_MIN;
+    size_t blocks = (P + nb - 1) / nb;
+    blocks = (blocks + (size_t)threads - 1) / (size_t)threads * (size_t)threads;
+    nb = (P + blocks - 1) / blocks;
+    return (Tiling){.nb = nb, .blocks = (int)((P + nb - 1) / nb), .row_parts = 1};
 }
 
-size_t conv_scratch_size(const ConvShape *s) {
-    if (conv_is_pointwise(s)) return 0; // the GEMM reads the input as it lies
-    return (size_t)s->cin * (size_t)s->k * (size_t)s->k * conv_block_cols(s);
+size_t conv_scratch_size(const ConvShape *s, int threads) {
+    size_t nb = conv_tiling(s, threads).nb, tile = (size_t)s->cout * nb;
+    if (conv_is_pointwise(s)) return tile; // the GEMM reads the input as it lies
+    return (size_t)s->cin * (size_t)s->k * (size_t)s->k * nb + tile;
 }
 
 // Columns [p0, p0 + nb) of the unrolled input: col[(ci*k + ky)*k + kx][j] is the input under tap (ky, kx) of
@@ -79,18 +96,20 @@ static void im2col_block(const ConvShape *s, const float *x, size_t p0, size_t n
             }
 }
 
-// Rows of the output start as their bias (the GEMM then accumulates onto them, beta = 1); ReLU after.
-static void bias_fill(const float *b, int rows, float *y, size_t ld, size_t nb) {
+// Writes a tile computed in cache to its place in the output, adding the bias and applying the ReLU on the way:
+// rows of `tile` (ld nb) to rows of y (ld P). The output is touched once.
+static void store_tile(const float *tile, size_t nb, const float *b, int rows, bool relu, float *y, size_t ld,
+                       size_t cols) {
     for (int r = 0; r < rows; r++) {
-        float *row = y + (size_t)r * ld, v = b[r];
-        for (size_t j = 0; j < nb; j++) row[j] = v;
-    }
-}
-
-static void relu_rows(int rows, float *y, size_t ld, size_t nb) {
-    for (int r = 0; r < rows; r++) {
-        float *row = y + (size_t)r * ld;
-        for (size_t j = 0; j < nb; j++) row[j] = row[j] > 0.0f ? row[j] : 0.0f;
+        const float *src = tile + (size_t)r * nb;
+        float *dst = y + (size_t)r * ld, v = b[r];
+        if (relu)
+            for (size_t j = 0; j < cols; j++) {
+                float t = src[j] + v;
+                dst[j] = t > 0.0f ? t : 0.0f;
+            }
+        else
+            for (size_t j = 0; j < cols; j++) dst[j] = src[j] + v;
     }
 }
 
@@ -113,34 +132,34 @@ static void conv_task(void *arg, int task, int thread) {
     size_t p0 = (size_t)cb * j->nb, cols = j->P - p0 < j->nb ? j->P - p0 : j->nb;
     int r0 = (int)((long)rp * s->cout / j->row_parts), r1 = (int)((long)(rp + 1) * s->cout / j->row_parts);
     if (r1 == r0) return;
+    float *scratch = j->scratch + (size_t)thread * j->scratch_per_thread;
     const float *cols_src;
     int ldb;
     if (conv_is_pointwise(s)) {
         cols_src = j->x + p0, ldb = (int)j->P;
     } else {
-        float *col = j->scratch + (size_t)thread * j->scratch_per_thread;
-        im2col_block(s, j->x, p0, cols, col);
-        cols_src = col, ldb = (int)cols;
+        im2col_block(s, j->x, p0, cols, scratch);
+        cols_src = scratch, ldb = (int)cols;
+        scratch += (size_t)K * j->nb;
     }
-    // y[r, p0:p0+cols] = b[r] + w[r, :] * columns for r in [r0, r1), rows from s->split on going to y2
-    for (int part = 0; part < 2; part++) {
-        int a = part ? (r0 > s->split ? r0 : s->split) : r0, z = part ? r1 : (r1 < s->split ? r1 : s->split);
-        if (z <= a) continue;
-        float *dst = (part ? j->y2 + (size_t)(a - s->split) * j->P : j->y + (size_t)a * j->P) + p0;
-        bias_fill(j->b + a, z - a, dst, j->P, cols);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, z - a, (int)cols, K, 1.0f, j->w + (size_t)a * K, K,
-                    cols_src, ldb, 1.0f, dst, (int)j->P);
-        if (s->relu) relu_rows(z - a, dst, j->P, cols);
-    }
+    // tile (r1 - r0, cols) = w[r0:r1, :] * columns, in cache; then rows below s->split go to y, the others to y2
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, (int)cols, K, 1.0f, j->w + (size_t)r0 * K, K,
+                cols_src, ldb, 0.0f, scratch, (int)cols);
+    int mid = r1 < s->split ? r1 : (r0 > s->split ? r0 : s->split);
+    if (mid > r0)
+        store_tile(scratch, cols, j->b + r0, mid - r0, s->relu, j->y + (size_t)r0 * j->P + p0, j->P, cols);
+    if (r1 > mid)
+        store_tile(scratch + (size_t)(mid - r0) * cols, cols, j->b + mid, r1 - mid, s->relu,
+                   j->y2 + (size_t)(mid - s->split) * j->P + p0, j->P, cols);
 }
 
 void conv_forward(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *y2,
                   float *scratch, Workers *workers) {
     int threads = workers_count(workers);
-    ConvJob j = {.s = s, .x = x, .w = w, .b = b, .y = y, .y2 = y2, .scratch = scratch, .scratch_per_thread = conv_scratch_size(s),
-                 .P = (size_t)s->n * s->ho * s->wo, .nb = conv_block_cols(s)};
-    j.col_blocks = (int)((j.P + j.nb - 1) / j.nb);
-    j.row_parts = j.col_blocks >= 2 * threads || s->cout < 2 * threads ? 1 : threads;
+    Tiling t = conv_tiling(s, threads);
+    ConvJob j = {.s = s, .x = x, .w = w, .b = b, .y = y, .y2 = y2, .scratch = scratch,
+                 .scratch_per_thread = conv_scratch_size(s, threads), .P = (size_t)s->n * s->ho * s->wo,
+                 .nb = t.nb, .col_blocks = t.blocks, .row_parts = t.row_parts};
     workers_run(workers, j.col_blocks * j.row_parts, conv_task, &j);
 }
 

@@ -3,12 +3,21 @@
 
 #include "layers.h"
 
+// y (cout, n) = w (cout, cin) * x (cin, n) + b: a 1x1 convolution over n images of 1x1 pixels
+static ConvShape fc_shape(int cin, int cout, int n, bool relu) {
+    return (ConvShape){.cin = cin, .cout = cout, .n = n, .h = 1, .w = 1, .k = 1, .stride = 1, .ho = 1, .wo = 1,
+                       .relu = relu, .split = cout};
+}
+
+size_t fc_scratch_size(int cin, int cout, int n, int threads) {
+    ConvShape s = fc_shape(cin, cout, n, false);
+    return conv_scratch_size(&s, threads);
+}
+
 void fc_forward(int cin, int cout, int n, bool relu, const float *x, const float *w, const float *b, float *y,
-                Workers *workers) {
-    // y (cout, n) = w (cout, cin) * x (cin, n) + b: a 1x1 convolution over n images of 1x1 pixels
-    ConvShape s = {.cin = cin, .cout = cout, .n = n, .h = 1, .w = 1, .k = 1, .stride = 1, .ho = 1, .wo = 1,
-                   .relu = relu, .split = cout};
-    conv_forward(&s, x, w, b, y, NULL, NULL, workers);
+                float *scratch, Workers *workers) {
+    ConvShape s = fc_shape(cin, cout, n, relu);
+    conv_forward(&s, x, w, b, y, NULL, scratch, workers);
 }
 
 void fc_forward_ref(int cin, int cout, int n, bool relu, const float *x, const float *w, const float *b, float *y) {

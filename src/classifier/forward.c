@@ -55,7 +55,7 @@ static void run_op(Net *net, const Op *op) {
         break;
     case OP_FC:
         if (net->reference) fc_forward_ref(op->in.c, op->out.c, n, op->relu, x, w, b, y);
-        else fc_forward(op->in.c, op->out.c, n, op->relu, x, w, b, y, net->workers);
+        else fc_forward(op->in.c, op->out.c, n, op->relu, x, w, b, y, net->scratch, net->workers);
         break;
     case OP_SOFTMAX:
         softmax_forward(op->in.c, n, x, y);

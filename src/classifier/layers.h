@@ -35,8 +35,9 @@ typedef struct {
                             // split = cout when there is one output
 } ConvShape;
 
-// Floats of im2col scratch the fast kernel needs per thread (0 for 1x1 stride-1 convolutions, which need none).
-size_t conv_scratch_size(const ConvShape *s);
+// Floats of im2col scratch the fast kernel needs per thread when run on `threads` threads (0 for 1x1 stride-1
+// convolutions, which need none).
+size_t conv_scratch_size(const ConvShape *s, int threads);
 // x: (cin, n, h, w); w: (cout, cin, k, k); b: (cout); y: (split, n, ho, wo); y2: (cout - split, n, ho, wo);
 // scratch: conv_scratch_size floats for each thread of `workers`. The output is cut into tiles (column blocks,
 // and row parts when there are few columns), each tile bias + im2col + GEMM + ReLU on one thread in cache.
@@ -78,9 +79,11 @@ void lrn_forward_ref(const LrnShape *s, const float *x, float *y);
 // fc.c: y = w x + b (optionally ReLU); flatten turns (c, n, h, w) into (c*h*w, n) in each image's CHW order,
 // which is how an NCHW framework flattens before its linear layers.
 
-// x: (cin, n); w: (cout, cin); b: (cout); y: (cout, n). The fast one is a 1x1 convolution of a 1x1 map.
+// x: (cin, n); w: (cout, cin); b: (cout); y: (cout, n). The fast one is a 1x1 convolution of a 1x1 map, with
+// fc_scratch_size floats of scratch per thread.
+size_t fc_scratch_size(int cin, int cout, int n, int threads);
 void fc_forward(int cin, int cout, int n, bool relu, const float *x, const float *w, const float *b, float *y,
-                Workers *workers);
+                float *scratch, Workers *workers);
 void fc_forward_ref(int cin, int cout, int n, bool relu, const float *x, const float *w, const float *b, float *y);
 // x: (c, n, h, w); y: (c*h*w, n)
 void flatten_forward(int c, int n, int h, int w, const float *x, float *y);

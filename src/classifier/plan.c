@@ -94,18 +94,19 @@ int net_plan(Net *net, int batch, bool keep_all, bool with_aux, Err *e) {
     }
     free(busy);
     free(slot);
-    size_t scratch = 0;
-    for (int i = 0; i < net->n_ops; i++) {
-        const Op *op = &net->op[i];
-        if (op->kind != OP_CONV || (op->aux && !with_aux)) continue;
-        ConvShape s = op_conv_shape(net, op, batch);
-        size_t need = conv_scratch_size(&s);
-        if (need > scratch) scratch = need;
-    }
     if (net->threads < 1) net->threads = 1;
     if (!net->workers || workers_count(net->workers) != net->threads) {
         workers_free(net->workers);
         net->workers = workers_create(net->threads);
+    }
+    size_t scratch = 0;
+    for (int i = 0; i < net->n_ops; i++) {
+        const Op *op = &net->op[i];
+        if ((op->kind != OP_CONV && op->kind != OP_FC) || (op->aux && !with_aux)) continue;
+        ConvShape s = op_conv_shape(net, op, batch);
+        size_t need = op->kind == OP_FC ? fc_scratch_size(op->in.c, op->out.c, batch, workers_count(net->workers))
+                                        : conv_scratch_size(&s, workers_count(net->workers));
+        if (need > scratch) scratch = need;
     }
     openblas_set_num_threads(1);
     free(net->acts);
