@@ -135,6 +135,8 @@ typedef struct {
     Param *param;         // [n_params]
     float *params;        // the parameter arena
     size_t params_size;   // floats
+    // Training (issue 5) adds a gradient arena of params_size floats (each Param's gradient at its offset) and
+    // runs the ops backwards over a keep_all plan, whose values hold every activation the backward passes read.
     int n_values;
     Value *value;         // [n_values]; value 0 is the input
     int n_ops;
@@ -148,7 +150,7 @@ typedef struct {
     size_t acts_size;     // floats
     float *scratch;       // im2col columns, scratch_size floats for each thread
     size_t scratch_size;  // floats per thread
-    int threads;          // threads the kernels use (default 2); set before planning
+    int threads;          // threads the kernels use (default: the online CPUs); set before planning
     Workers *workers;     // created by net_plan
     bool reference;       // use the plain reference kernels (tests)
 } Net;

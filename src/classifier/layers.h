@@ -61,6 +61,7 @@ void maxpool_forward(const PoolShape *s, const float *x, float *y, Workers *work
 void maxpool_forward_ref(const PoolShape *s, const float *x, float *y);
 void avgpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers);
 void avgpool_forward_ref(const PoolShape *s, const float *x, float *y);
+// maxpool_backward, avgpool_backward: issue 5 (the max routes the gradient to the argmax of each window).
 
 // ---------------------------------------------------------------------------------------------------------------
 // lrn.c: across channels, y = x / (k + alpha/size * sum over the `size` neighbouring channels of x^2)^beta
@@ -74,6 +75,7 @@ typedef struct {
 // x, y: (c, n, h, w)
 void lrn_forward(const LrnShape *s, const float *x, float *y, Workers *workers);
 void lrn_forward_ref(const LrnShape *s, const float *x, float *y);
+// lrn_backward: issue 5 (needs x and y, both kept by a keep_all plan).
 
 // ---------------------------------------------------------------------------------------------------------------
 // fc.c: y = w x + b (optionally ReLU); flatten turns (c, n, h, w) into (c*h*w, n) in each image's CHW order,
@@ -87,15 +89,18 @@ void fc_forward(int cin, int cout, int n, bool relu, const float *x, const float
 void fc_forward_ref(int cin, int cout, int n, bool relu, const float *x, const float *w, const float *b, float *y);
 // x: (c, n, h, w); y: (c*h*w, n)
 void flatten_forward(int c, int n, int h, int w, const float *x, float *y);
+// fc_backward (two GEMMs, like conv_backward), flatten_backward: issue 5.
 
 // ---------------------------------------------------------------------------------------------------------------
 // softmax.c: over the channels of each image. x, y: (c, n)
 
 void softmax_forward(int c, int n, const float *x, float *y);
+// softmax with the cross-entropy loss, forward and backward: issue 5.
 
 // ---------------------------------------------------------------------------------------------------------------
 // dropout.c: inference is the identity (inverted dropout scales at training time). x, y: `count` floats.
 
 void dropout_forward_inference(size_t count, const float *x, float *y);
+// dropout_forward_train (mask drawn from an Rng passed in) and dropout_backward: issue 5.
 
 #endif

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "layers.h"
 
@@ -270,7 +271,8 @@ static int build(Builder *b, Err *e) {
 }
 
 int net_create(Net *net, const NetConfig *cfg, Err *e) {
-    *net = (Net){.cfg = *cfg, .threads = 2};
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    *net = (Net){.cfg = *cfg, .threads = cpus < 1 ? 1 : cpus > 64 ? 64 : (int)cpus};
     Builder b = {.net = net};
     if (build(&b, e)) {
         net_free(net);

@@ -22,7 +22,7 @@ int cmd_forward(int argc, char **argv) {
         {"threads", required_argument, NULL, 't'}, {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},          {0}};
     const char *config = NULL, *weights = NULL, *input = NULL, *output = NULL, *layer = NULL;
-    long batch = 16, threads = 2;
+    long batch = 16, threads = 0;
     bool quiet = false;
     int c;
     while ((c = getopt_long(argc, argv, "c:w:i:o:b:l:t:qh", opts, NULL)) != -1) {
@@ -45,8 +45,8 @@ int cmd_forward(int argc, char **argv) {
                    "Runs the network of config C with weights W (safetensors) on X: float32 (N, C, H, W) or\n"
                    "(C, H, W), already mean-subtracted in the config's channel order. Writes the logits (N, classes)\n"
                    "to Y, or with --layer the output of that layer or value (e.g. conv1, inception_4a,\n"
-                   "inception_4a/3x3, loss1, prob) as (N, c, h, w) or (N, c). Images run N at a time (default 16);\n"
-                   "--threads sets the threads of the non-GEMM kernels (OpenBLAS follows OPENBLAS_NUM_THREADS).\n");
+                   "inception_4a/reduce, loss1, prob) as (N, c, h, w) or (N, c). Images run N at a time (default 16);\n"
+                   "--threads sets the threads (default: one per CPU).\n");
             return 0;
         default: return cli_usage_error("forward", "unknown option");
         }
@@ -57,7 +57,7 @@ int cmd_forward(int argc, char **argv) {
     Err e;
     Net net;
     if (load_net(config, &net, &e)) return cli_fail("forward", &e);
-    net.threads = (int)threads;
+    if (threads) net.threads = (int)threads;
     NpyArray x = {0};
     float *out = NULL;
     int rc = 1;
