@@ -325,12 +325,18 @@ static const char *match_lrn(Importer *im, const LayerSpec *L, const char *t) {
 static const char *match_flatten(Importer *im, const LayerSpec *L, const char *part, const char *t, long flat) {
     Onnx__NodeProto *n = producer(im, t, &t);
     if (is_op(n, "Flatten") && n->n_input == 1 && attr_int(n, "axis", 1) == 1) return n->input[0];
-    if (is_op(n, "Reshape") && n->n_input == 2) {
-        int64_t shape[4];
-        size_t ns;
-        if (!int_constant(im, n->input[1], shape, 4, &ns) && ns == 2 && shape[0] >= -1 &&
-            (shape[1] == -1 || shape[1] == flat))
-            return n->input[0];
+    if (is_op(n, "Reshape") && n->n_input >= 1) {
+        int64_t shape[4] = {0, 0, 0, 0};
+        size_t ns = 0;
+        Onnx__AttributeProto *a = find_attr(n, "shape"); // opset < 5: an attribute, later an input
+        bool known = false;
+        if (a && n->n_input == 1 && a->n_ints <= 4) {
+            for (size_t i = 0; i < a->n_ints; i++) shape[i] = a->ints[i];
+            ns = a->n_ints, known = true;
+        } else if (n->n_input == 2) {
+            known = !int_constant(im, n->input[1], shape, 4, &ns);
+        }
+        if (known && ns == 2 && shape[0] >= -1 && (shape[1] == -1 || shape[1] == flat)) return n->input[0];
     }
     return mismatch(im, L, part, t, n, "a Flatten or Reshape to (batch, features)"), NULL;
 }

@@ -107,16 +107,19 @@ fail:
 int cmd_import(int argc, char **argv) {
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"output", required_argument, NULL, 'o'},
+                                         {"quiet", no_argument, NULL, 'q'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
     const char *config = NULL, *output = NULL;
+    bool quiet = false;
     int c;
-    while ((c = getopt_long(argc, argv, "c:o:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:o:qh", opts, NULL)) != -1) {
         switch (c) {
         case 'c': config = optarg; break;
         case 'o': output = optarg; break;
+        case 'q': quiet = true; break;
         case 'h':
-            printf("usage: inception import MODEL.onnx --config C -o MODEL.safetensors\n\n"
+            printf("usage: inception import MODEL.onnx --config C -o MODEL.safetensors [--quiet]\n\n"
                    "Imports the weights of an ONNX GoogLeNet (the public bvlc_googlenet export, or the PyTorch\n"
                    "export of tools/reference.py) whose graph matches config C layer for layer; graphs of another\n"
                    "topology are refused, naming the first node that does not fit. Auxiliary heads are imported\n"
@@ -133,7 +136,7 @@ int cmd_import(int argc, char **argv) {
     bool aux = false;
     int rc = onnx_import(&net, argv[optind], &aux, &e) || weights_save(&net, output, aux, &e) ? 1 : 0;
     if (rc) cli_fail("import", &e);
-    else
+    else if (!quiet)
         fprintf(stderr, "imported %s: %zu parameters%s -> %s\n", argv[optind], net.params_size,
                 aux ? " (with the auxiliary heads)" : "", output);
     net_free(&net);
