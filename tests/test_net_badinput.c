@@ -317,6 +317,11 @@ static void test_cli(void **state) {
              tmp("valid.safetensors"), tmp("y.npy"));
     expect_cli(args, 2, "--batch expects an integer");
     assert_int_equal(access(tmp("y.npy"), F_OK), -1);
+    snprintf(args, sizeof args, "import data/googlenet-tiny/model-bvlc.onnx --config " TINY " -o %s --quiet", tmp("noaux.safetensors"));
+    expect_cli(args, 0, "");
+    snprintf(args, sizeof args, "forward --config " TINY " --weights %s --input data/googlenet-tiny/input.npy --output %s --layer loss1",
+             tmp("noaux.safetensors"), tmp("y.npy"));
+    expect_cli(args, 1, "'loss1' belongs to an auxiliary head, and these weights have none");
     // a good run writes the logits (1, 10)
     snprintf(args, sizeof args, "forward --config " TINY " --weights %s --input data/googlenet-tiny/input.npy --output %s --quiet",
              tmp("valid.safetensors"), tmp("y.npy"));

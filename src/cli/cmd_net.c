@@ -61,7 +61,8 @@ int cmd_forward(int argc, char **argv) {
     NpyArray x = {0};
     float *out = NULL;
     int rc = 1;
-    if (weights_load(&net, weights, NULL, &e)) goto fail;
+    bool has_aux = false;
+    if (weights_load(&net, weights, &has_aux, &e)) goto fail;
     const NetConfig *cfg = &net.cfg;
     int v = layer ? net_find_value(&net, layer) : net.logits;
     if (v < 0) {
@@ -69,6 +70,10 @@ int cmd_forward(int argc, char **argv) {
         goto fail;
     }
     const Value *val = &net.value[v];
+    if (val->aux && !has_aux) {
+        err_set(&e, "%s: '%s' belongs to an auxiliary head, and these weights have none", weights, layer);
+        goto fail;
+    }
     size_t per_image = (size_t)cfg->channels * cfg->input * cfg->input;
     if (npy_load(input, (size_t)1 << 32, &x, &e)) goto fail;
     int64_t n = x.ndim == 4 ? x.shape[0] : 1;
