@@ -4,7 +4,6 @@
 // With keep_all every value lives to the end (backward passes need them; so does reading a layer by name).
 #include "classifier.h"
 
-#include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -108,7 +107,6 @@ int net_plan(Net *net, int batch, bool keep_all, bool with_aux, Err *e) {
                                         : conv_scratch_size(&s, workers_count(net->workers));
         if (need > scratch) scratch = need;
     }
-    openblas_set_num_threads(1);
     free(net->acts);
     free(net->scratch);
     net->acts = xmalloc((total ? total : 1) * sizeof(float));
