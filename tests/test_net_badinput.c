@@ -17,28 +17,27 @@
 
 #define TINY "../configs/googlenet-tiny.cfg"
 
-static char tmpdir[64];
-
+// The group's state: a temporary directory for the files the tests write.
 static int setup(void **state) {
-    (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/inception_bad_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    char *dir = strdup("/tmp/inception_bad_XXXXXX");
+    if (!dir || !mkdtemp(dir)) return -1;
+    *state = dir;
+    return 0;
 }
 
 static int teardown(void **state) {
-    (void)state;
     char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", (char *)*state);
+    free(*state);
     return system(cmd) == 0 ? 0 : -1;
 }
 
-static char *tmp(const char *name) {
-    static char path[4][128]; // a few live at once
-    static int k;
-    char *p = path[k++ % 4];
-    snprintf(p, 128, "%s/%s", tmpdir, name);
-    return p;
+static char *tmp_path(char *buf, const char *dir, const char *name) {
+    snprintf(buf, 192, "%s/%s", dir, name);
+    return buf;
 }
+// A path in the test's directory `dir`, in a buffer that lives as long as the enclosing block.
+#define tmp(name) tmp_path((char[192]){0}, dir, name)
 
 static void write_bytes(const char *path, const void *data, size_t n) {
     Err e;
@@ -69,7 +68,7 @@ static void expect_weights_error(const char *path, const char *want) {
 }
 
 // A valid tiny weight file in memory, to corrupt.
-static char *valid_weights(size_t *n) {
+static char *valid_weights(const char *dir, size_t *n) {
     Net net;
     load_net(NULL, &net);
     net_init_random(&net, 1);
@@ -90,9 +89,9 @@ static void patch(char *buf, const char *from, const char *to) {
 }
 
 static void test_weights_corrupt(void **state) {
-    (void)state;
+    const char *dir = *state;
     size_t n;
-    char *good = valid_weights(&n);
+    char *good = valid_weights(dir, &n);
     char *buf = malloc(n);
 
     write_bytes(tmp("w.safetensors"), good, n - 100);
@@ -154,9 +153,9 @@ static void test_weights_corrupt(void **state) {
 
 // Weights of another network: a tensor the file lacks, shapes of another width, heads half present.
 static void test_weights_mismatched(void **state) {
-    (void)state;
+    const char *dir = *state;
     size_t n;
-    free(valid_weights(&n)); // tmp("valid.safetensors"): tiny, with the heads
+    free(valid_weights(dir, &n)); // tmp("valid.safetensors"): tiny, with the heads
     Err e;
     // A config with one more layer needs a tensor the file lacks.
     char *text;
@@ -200,7 +199,7 @@ static void expect_onnx_error(const char *config, const char *path, const char *
 }
 
 static void test_onnx_refused(void **state) {
-    (void)state;
+    const char *dir = *state;
     // another topology: a residual network with global average pooling
     expect_onnx_error(TINY, "data/other-topology.onnx",
                       "does not match config ../configs/googlenet-tiny.cfg at layer pool5 (line 41): node "
@@ -242,7 +241,7 @@ static void expect_npy_error(const char *path, const char *want) {
 }
 
 static void test_npy(void **state) {
-    (void)state;
+    const char *dir = *state;
     float v[6] = {1, 2, 3, 4, 5, 6};
     int64_t shape[2] = {2, 3};
     Err e;
@@ -295,9 +294,9 @@ static void expect_cli(const char *args, int want_rc, const char *want) {
 }
 
 static void test_cli(void **state) {
-    (void)state;
+    const char *dir = *state;
     size_t n;
-    free(valid_weights(&n));
+    free(valid_weights(dir, &n));
     char args[512];
     expect_cli("summary nonexistent.cfg", 1, "inception summary: nonexistent.cfg");
     expect_cli("summary " TINY " --bogus", 2, "unknown option");
