@@ -5,6 +5,7 @@
 #include "classifier.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -19,9 +20,12 @@ typedef struct {
     Err *e;
 } Where;
 
-static int fail(Where *w, const char *fmt, const char *a, const char *b) {
+__attribute__((format(printf, 2, 3))) static int fail(Where *w, const char *fmt, ...) {
     char msg[512];
-    snprintf(msg, sizeof msg, fmt, a, b);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
     return err_set(w->e, "%s:%d: %s", w->file, w->line, msg);
 }
 
@@ -103,24 +107,24 @@ static bool valid_name(const char *s) {
 
 // One [layers] row, tokens[0] = type, tokens[1] = name.
 static int parse_layer(Where *w, NetConfig *cfg, char **tok, int nt) {
-    if (cfg->n_layers == CONFIG_MAX_LAYERS) return fail(w, "more than %s layers%s", "128", "");
+    if (cfg->n_layers == CONFIG_MAX_LAYERS) return fail(w, "more than %d layers", CONFIG_MAX_LAYERS);
     LayerSpec *L = &cfg->layers[cfg->n_layers];
     *L = (LayerSpec){.line = w->line, .stride = 1, .lrn_size = 5, .alpha = 1e-4f, .beta = 0.75f, .lrn_k = 1.0f};
     int kind = -1;
     for (size_t i = 0; i < sizeof KINDS / sizeof KINDS[0]; i++)
         if (!strcmp(tok[0], KINDS[i].name)) kind = (int)i;
     if (kind < 0)
-        return fail(w, "unknown layer type '%s' (conv, maxpool, avgpool, lrn, inception, aux, dropout, fc, softmax)%s",
-                    tok[0], "");
+        return fail(w, "unknown layer type '%s' (conv, maxpool, avgpool, lrn, inception, aux, dropout, fc, softmax)",
+                    tok[0]);
     L->kind = KINDS[kind].kind;
-    if (nt < 2) return fail(w, "%s row needs a name%s", tok[0], "");
-    if (!valid_name(tok[1])) return fail(w, "bad layer name '%s' (letters, digits, _ - .; at most 23 characters)%s", tok[1], "");
+    if (nt < 2) return fail(w, "%s row needs a name", tok[0]);
+    if (!valid_name(tok[1])) return fail(w, "bad layer name '%s' (letters, digits, _ - .; at most 23 characters)", tok[1]);
     for (int i = 0; i < cfg->n_layers; i++)
-        if (!strcmp(cfg->layers[i].name, tok[1])) return fail(w, "layer name '%s' used twice%s", tok[1], "");
+        if (!strcmp(cfg->layers[i].name, tok[1])) return fail(w, "layer name '%s' used twice", tok[1]);
     snprintf(L->name, sizeof L->name, "%s", tok[1]);
 
     if (L->kind == LAYER_INCEPTION) {
-        if (nt != 8) return fail(w, "inception %s needs six numbers: #1x1 #3x3reduce #3x3 #5x5reduce #5x5 poolproj%s", L->name, "");
+        if (nt != 8) return fail(w, "inception %s needs six numbers: #1x1 #3x3reduce #3x3 #5x5reduce #5x5 poolproj", L->name);
         int *cols[6] = {&L->n1x1, &L->n3x3r, &L->n3x3, &L->n5x5r, &L->n5x5, &L->npool};
         static const char *const col_names[6] = {"#1x1", "#3x3 reduce", "#3x3", "#5x5 reduce", "#5x5", "pool proj"};
         for (int i = 0; i < 6; i++)
@@ -141,11 +145,11 @@ static int parse_layer(Where *w, NetConfig *cfg, char **tok, int nt) {
     int n_seen = 0;
     for (int i = first; i < nt; i++) {
         char *eq = strchr(tok[i], '=');
-        if (!eq || eq == tok[i] || !eq[1]) return fail(w, "expected key=value, got '%s'%s", tok[i], "");
+        if (!eq || eq == tok[i] || !eq[1]) return fail(w, "expected key=value, got '%s'", tok[i]);
         *eq = '\0';
         const char *key = tok[i], *val = eq + 1;
         for (int j = 0; j < n_seen; j++)
-            if (!strcmp(seen[j], key)) return fail(w, "key '%s' given twice%s", key, "");
+            if (!strcmp(seen[j], key)) return fail(w, "key '%s' given twice", key);
         snprintf(seen[n_seen++], sizeof seen[0], "%s", key);
         int rc = 0;
         bool known = true;
@@ -190,11 +194,11 @@ static int parse_layer(Where *w, NetConfig *cfg, char **tok, int nt) {
         if (rc) return -1;
     }
     if ((L->kind == LAYER_CONV || L->kind == LAYER_FC) && !seen_out) return fail(w, "%s %s needs out=N", tok[0], L->name);
-    if (L->kind == LAYER_DROPOUT && !seen_p) return fail(w, "dropout %s needs p=P%s", L->name, "");
+    if (L->kind == LAYER_DROPOUT && !seen_p) return fail(w, "dropout %s needs p=P", L->name);
     if (L->kind == LAYER_AUX && (!seen_pool || !L->aux_conv || !L->aux_fc))
-        return fail(w, "aux %s needs pool=KxK/S conv=N fc=N (and optionally dropout=P)%s", L->name, "");
+        return fail(w, "aux %s needs pool=KxK/S conv=N fc=N (and optionally dropout=P)", L->name);
     if (patched && L->pad >= L->k) return fail(w, "%s %s: padding must be smaller than the patch", tok[0], L->name);
-    if (L->kind == LAYER_LRN && L->lrn_size % 2 == 0) return fail(w, "lrn %s: size must be odd%s", L->name, "");
+    if (L->kind == LAYER_LRN && L->lrn_size % 2 == 0) return fail(w, "lrn %s: size must be odd", L->name);
     cfg->n_layers++;
     return 0;
 }
@@ -204,15 +208,15 @@ static int parse_net_key(Where *w, NetConfig *cfg, char *key, char *val, unsigne
     int k = -1;
     for (int i = 0; i < 7; i++)
         if (!strcmp(key, keys[i])) k = i;
-    if (k < 0) return fail(w, "unknown key '%s' in [net] (input, channels, width, classes, channel_order, mean, scale)%s", key, "");
-    if (*seen & (1u << k)) return fail(w, "key '%s' given twice%s", key, "");
+    if (k < 0) return fail(w, "unknown key '%s' in [net] (input, channels, width, classes, channel_order, mean, scale)", key);
+    if (*seen & (1u << k)) return fail(w, "key '%s' given twice", key);
     *seen |= 1u << k;
     switch (k) {
     case 0: return get_int(w, key, val, 1, CONFIG_MAX_INPUT, &cfg->input);
     case 1: return get_int(w, key, val, 1, 3, &cfg->channels);
     case 2: {
         double v;
-        if (!parse_float(val, &v) || v <= 0 || v > 16) return fail(w, "width expects a number in (0, 16], got '%s'%s", val, "");
+        if (!parse_float(val, &v) || v <= 0 || v > 16) return fail(w, "width expects a number in (0, 16], got '%s'", val);
         cfg->width = v;
         return 0;
     }
@@ -220,7 +224,7 @@ static int parse_net_key(Where *w, NetConfig *cfg, char *key, char *val, unsigne
     case 4:
         if (!strcmp(val, "rgb")) cfg->order = CHANNELS_RGB;
         else if (!strcmp(val, "bgr")) cfg->order = CHANNELS_BGR;
-        else return fail(w, "channel_order expects rgb or bgr, got '%s'%s", val, "");
+        else return fail(w, "channel_order expects rgb or bgr, got '%s'", val);
         return 0;
     case 5: {
         char *tok[4];
@@ -228,7 +232,7 @@ static int parse_net_key(Where *w, NetConfig *cfg, char *key, char *val, unsigne
         for (char *t = strtok(val, " \t"); t; t = strtok(NULL, " \t"))
             if (n < 4) tok[n++] = t;
             else n = 5;
-        if (n < 1 || n > 3) return fail(w, "mean expects one to three numbers%s%s", "", "");
+        if (n < 1 || n > 3) return fail(w, "mean expects one to three numbers");
         for (int i = 0; i < n; i++)
             if (get_float(w, "mean", tok[i], -1e4, 1e4, &cfg->mean[i])) return -1;
         for (int i = n; i < 3; i++) cfg->mean[i] = cfg->mean[n - 1];
@@ -258,38 +262,38 @@ int config_parse(const char *text, const char *name, NetConfig *cfg, Err *e) {
         w.line++;
         const char *nl = strchr(p, '\n');
         size_t len = nl ? (size_t)(nl - p) : strlen(p);
-        if (len > MAX_LINE) return fail(&w, "line longer than %s characters%s", "1024", "");
+        if (len > MAX_LINE) return fail(&w, "line longer than %d characters", MAX_LINE);
         memcpy(line, p, len);
         line[len] = '\0';
         p += len + (nl ? 1 : 0);
         for (char *c = line; *c; c++)
             if (*c == '#') *c = '\0';
-            else if ((unsigned char)*c < 32 && *c != '\t' && *c != '\r') return fail(&w, "control character in line%s%s", "", "");
+            else if ((unsigned char)*c < 32 && *c != '\t' && *c != '\r') return fail(&w, "control character in line");
         char *s = trim(line);
         if (!*s) continue;
         if (*s == '[') {
             if (!strcmp(s, "[net]") && !had_net) section = NET, had_net = true;
             else if (!strcmp(s, "[layers]") && !had_layers && had_net) {
-                if (!(seen & 8u)) return fail(&w, "[net] needs classes = N before [layers]%s%s", "", "");
+                if (!(seen & 8u)) return fail(&w, "[net] needs classes = N before [layers]");
                 section = LAYERS, had_layers = true;
             }
-            else return fail(&w, "unexpected section %s (expected [net] once, then [layers] once)%s", s, "");
+            else return fail(&w, "unexpected section %s (expected [net] once, then [layers] once)", s);
             continue;
         }
-        if (section == NONE) return fail(&w, "expected [net] before '%s'%s", s, "");
+        if (section == NONE) return fail(&w, "expected [net] before '%s'", s);
         if (section == NET) {
             char *eq = strchr(s, '=');
-            if (!eq) return fail(&w, "expected key = value, got '%s'%s", s, "");
+            if (!eq) return fail(&w, "expected key = value, got '%s'", s);
             *eq = '\0';
             char *key = trim(s), *val = trim(eq + 1);
-            if (!*val) return fail(&w, "key '%s' has no value%s", key, "");
+            if (!*val) return fail(&w, "key '%s' has no value", key);
             if (parse_net_key(&w, cfg, key, val, &seen)) return -1;
             continue;
         }
         char *tok[MAX_TOKENS];
         int nt = 0;
         for (char *t = strtok(s, " \t\r"); t; t = strtok(NULL, " \t\r")) {
-            if (nt == MAX_TOKENS) return fail(&w, "too many fields%s%s", "", "");
+            if (nt == MAX_TOKENS) return fail(&w, "too many fields");
             tok[nt++] = t;
         }
         if (parse_layer(&w, cfg, tok, nt)) return -1;

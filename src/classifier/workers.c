@@ -26,7 +26,9 @@ struct Workers {
     atomic_int active; // helpers still working on the current job
 };
 
-#define SPIN 1000 // pause instructions before sleeping
+#ifndef WORKERS_SPIN
+#define WORKERS_SPIN 1000 // pause instructions before sleeping
+#endif
 
 static inline void relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -49,7 +51,7 @@ static void *helper_main(void *p) {
     Workers *w = h.w;
     uint64_t seen = 0;
     for (;;) {
-        for (int i = 0; i < SPIN && atomic_load(&w->generation) == seen && !atomic_load(&w->stop); i++) relax();
+        for (int i = 0; i < WORKERS_SPIN && atomic_load(&w->generation) == seen && !atomic_load(&w->stop); i++) relax();
         pthread_mutex_lock(&w->mu);
         while (atomic_load(&w->generation) == seen && !atomic_load(&w->stop)) pthread_cond_wait(&w->start, &w->mu);
         pthread_mutex_unlock(&w->mu);
@@ -106,7 +108,7 @@ void workers_run(Workers *w, int n_tasks, void (*fn)(void *arg, int task, int th
     pthread_cond_broadcast(&w->start);
     pthread_mutex_unlock(&w->mu);
     run_tasks(w, 0);
-    for (int i = 0; i < SPIN && atomic_load(&w->active) > 0; i++) relax();
+    for (int i = 0; i < WORKERS_SPIN && atomic_load(&w->active) > 0; i++) relax();
     pthread_mutex_lock(&w->mu);
     while (atomic_load(&w->active) > 0) pthread_cond_wait(&w->done, &w->mu);
     pthread_mutex_unlock(&w->mu);
