@@ -445,8 +445,6 @@ static const char *match_aux(Importer *im, int li, const char *t) {
     const LayerSpec *L = &im->net->cfg.layers[li];
     char p[NET_NAME_MAX];
     const Value *pool = named_value(im, L->name, "/pool"), *conv = named_value(im, L->name, "/conv");
-    const Value *in = &im->net->value[im->net->op[net_find_value(im->net, L->name) >= 0 ? 0 : 0].in.v];
-    (void)in;
     snprintf(p, sizeof p, "%s/classifier", L->name);
     if (!(t = match_fc(im, L, "classifier", t, p, false))) return NULL;
     snprintf(p, sizeof p, "%s/fc", L->name);
