@@ -1,8 +1,9 @@
 // Test-time classification as in Section 7 of the paper: the image resized to 4 scales (shorter side 256, 288,
 // 320 and 352 for a 224 input), the left, centre and right squares of each (top, centre, bottom for portrait
 // images), of each square the 4 corner crops, the centre crop and the whole square resized to the input, and
-// the mirror of each: 4 x 3 x 6 x 2 = 144 crops. 10 crops are Krizhevsky's: the shorter side at 256, the 4
-// corners and the centre, and their mirrors; 1 crop is the centre. The softmax outputs are averaged.
+// the mirror of each: 4 x 3 x 6 x 2 = 144 crops. 10 crops are Krizhevsky's: the central 256 x 256 square of the
+// image resized to a shorter side of 256, its 4 corners and centre, and their mirrors; 1 crop is the centre.
+// The softmax outputs are averaged.
 // For another input size the scales keep their ratios to the input (256/224, ...).
 //
 // Input convention: pixels 0..255, reordered to the config's channel_order (BGR for bvlc_googlenet), minus the
@@ -83,11 +84,12 @@ int classify_crops(const NetConfig *cfg, const Image *im, int n_crops, float **x
     Image r = {0};
     int rc = -1;
     if (n_crops == 1 || n_crops == 10) {
-        if (resize_shorter(im, (S * 256 + 112) / 224, &r, e)) goto done;
+        int side = (S * 256 + 112) / 224;
+        if (resize_shorter(im, side, &r, e)) goto done;
         if (n_crops == 1) {
             if (add_crop(&c, &r, (r.w - S) / 2, (r.h - S) / 2, S, e)) goto done;
             c.n = 1; // the centre crop alone, without its mirror
-        } else if (add_five(&c, &r, 0, 0, r.w, r.h, e)) {
+        } else if (add_five(&c, &r, (r.w - side) / 2, (r.h - side) / 2, side, side, e)) {
             goto done;
         }
     } else {

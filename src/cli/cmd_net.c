@@ -200,7 +200,7 @@ int cmd_classify(int argc, char **argv) {
                    "                          [--batch N] [--quiet]\n\n"
                    "Classifies each image with the paper's test-time scheme (Section 7): 144 crops (4 scales with\n"
                    "the shorter side 256/288/320/352, 3 squares, 4 corners + centre + the square resized, mirrors),\n"
-                   "10 (corners and centre at 256, mirrors) or 1 (centre); the softmax outputs are averaged. Prints\n"
+                   "10 (corners and centre of the central 256 square, mirrors) or 1 (centre); softmax averaged. Prints\n"
                    "the top 5 classes with their probabilities, named from FILE (one class a line) when given.\n"
                    "Pixels are put in the config's channel_order and its mean subtracted (configs/googlenet.cfg:\n"
                    "BGR, mean 104 117 123, as bvlc_googlenet was trained).\n");
