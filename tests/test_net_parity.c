@@ -92,8 +92,9 @@ static void test_parity_pytorch_export(void **state) {
     net_free(&net);
 }
 
-// The bvlc_googlenet layout (Caffe names, explicit end padding instead of ceil mode, Reshape, MatMul + Add,
-// Dropout, Softmax, no auxiliary heads) imports to the same network.
+// The layout of the Caffe-converted bvlc_googlenet (IR 3 / opset 4: initializers among the graph inputs, Caffe
+// names, explicit end padding instead of ceil mode, Reshape with a shape attribute, MatMul + Add, float_data
+// biases, Dropout, Softmax, no auxiliary heads) imports to the same network.
 static void test_parity_bvlc_layout(void **state) {
     (void)state;
     Net net;

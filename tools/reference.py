@@ -232,38 +232,39 @@ def export(model, net, path, with_aux):
 # the bvlc_googlenet layout
 
 def to_bvlc(src, dst, net, spec):
-    """Rewrites our PyTorch export into the layout of the public Caffe-converted GoogLeNet: same math."""
+    """Rewrites our PyTorch export into the layout of the public Caffe-converted GoogLeNet (the ONNX model zoo's
+    bvlc_googlenet, opset 3..9): same math, old-style graph. Caffe initializer names, listed among the graph
+    inputs as IR version 3 files do; MaxPool with explicit end padding instead of ceil_mode; no Pad nodes;
+    Reshape with its shape as an attribute (opset < 5) instead of Flatten; MatMul + Add instead of Gemm; biases
+    stored as float_data rather than raw_data; a Dropout (is_test) before the classifier; a final Softmax."""
     import onnx
     from onnx import helper, numpy_helper, TensorProto
     m = onnx.load(src)
     g = m.graph
-    inits = {t.name: t for t in g.initializer}
-    # Caffe-style initializer names, in graph order
-    counter = {}
-    rename = {}
-    for node in g.node:
-        if node.op_type in ('Conv', 'Gemm'):
-            base = node.output[0].replace('/', '_').strip('_') or node.op_type
-            counter[node.op_type] = counter.get(node.op_type, 0) + 1
-            for i, suffix in ((1, 'w_0'), (2, 'b_0')):
-                if len(node.input) > i and node.input[i] in inits:
-                    rename[node.input[i]] = '%s%d/%s' % (node.op_type.lower(), counter[node.op_type], suffix)
-    for t in g.initializer:
-        if t.name in rename:
-            t.name = rename[t.name]
-    for node in g.node:
-        for i, name in enumerate(node.input):
-            if name in rename:
-                node.input[i] = rename[name]
-    inits = {t.name: t for t in g.initializer}
-    # shapes, to turn ceil_mode into explicit end padding
+    # shapes, to turn ceil_mode into explicit end padding and to size the Reshape
     inferred = onnx.shape_inference.infer_shapes(m)
     dims = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         dims[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+    inits = {t.name: t for t in g.initializer}
+    # Caffe-style initializer names, in graph order
+    counter, rename = {}, {}
+    for node in g.node:
+        if node.op_type in ('Conv', 'Gemm'):
+            counter[node.op_type] = counter.get(node.op_type, 0) + 1
+            for i, suffix in ((1, 'w_0'), (2, 'b_0')):
+                if len(node.input) > i and node.input[i] in inits:
+                    rename[node.input[i]] = '%s%d/%s' % (node.op_type.lower(), counter[node.op_type], suffix)
+    inits = {rename.get(k, k): v for k, v in inits.items()}  # by their new names
+    # Pads of zeros (PyTorch's, before AveragePool) go; their readers read what the Pad read
+    bypass = {n.output[0]: n.input[0] for n in g.node if n.op_type == 'Pad'}
     new_nodes = []
     for node in g.node:
+        for i, name in enumerate(node.input):
+            node.input[i] = rename.get(bypass.get(name, name), bypass.get(name, name))
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type in ('Pad', 'Constant'):
+            continue
         if node.op_type == 'MaxPool' and attrs.get('ceil_mode', 0) == 1:
             h = dims[node.input[0]][2]
             k, s = attrs['kernel_shape'][0], attrs['strides'][0]
@@ -273,41 +274,53 @@ def to_bvlc(src, dst, net, spec):
             pads = [pads[0], pads[1], pads[2] + extra, pads[3] + extra]
             new_nodes.append(helper.make_node('MaxPool', node.input, node.output, name=node.name,
                                               kernel_shape=[k, k], strides=[s, s], pads=pads))
+        elif node.op_type == 'AveragePool':
+            new_nodes.append(helper.make_node('AveragePool', node.input, node.output, name=node.name,
+                                              kernel_shape=attrs['kernel_shape'], strides=attrs['strides']))
         elif node.op_type == 'Flatten':
-            shape_name = node.output[0] + '_shape'
-            g.initializer.append(numpy_helper.from_array(np.array([0, -1], dtype=np.int64), shape_name))
-            new_nodes.append(helper.make_node('Reshape', [node.input[0], shape_name], node.output, name=node.name))
+            d = dims[node.input[0]]
+            new_nodes.append(helper.make_node('Reshape', [node.input[0]], node.output, name=node.name,
+                                              shape=[-1, d[1] * d[2] * d[3]]))
         elif node.op_type == 'Gemm':
             w = numpy_helper.to_array(inits[node.input[1]])
             if attrs.get('transB', 0):
                 w = w.T
-            wt = numpy_helper.from_array(np.ascontiguousarray(w), node.input[1])
-            inits[node.input[1]].CopyFrom(wt)
+            inits[node.input[1]].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(w), node.input[1]))
             mid = node.output[0] + '_matmul'
             new_nodes.append(helper.make_node('MatMul', [node.input[0], node.input[1]], [mid]))
-            new_nodes.append(helper.make_node('Add', [mid, node.input[2]], node.output))
+            new_nodes.append(helper.make_node('Add', [mid, node.input[2]], node.output, broadcast=1))
         else:
             new_nodes.append(node)
+    for t in g.initializer:
+        old = t.name
+        t.name = rename.get(old, old)
+        if t.name.endswith('b_0'):  # biases as float_data
+            values = numpy_helper.to_array(t).astype(np.float32).ravel()
+            t.ClearField('raw_data')
+            t.float_data.extend(values.tolist())
     # a Dropout before the main classifier (the last MatMul: the auxiliary heads run earlier), a final Softmax
     last_matmul = [n for n in new_nodes if n.op_type == 'MatMul'][-1]
     final = []
     for node in new_nodes:
         if node is last_matmul:
             dropped = node.input[0] + '_drop'
-            final.append(helper.make_node('Dropout', [node.input[0]], [dropped], ratio=0.4))
+            final.append(helper.make_node('Dropout', [node.input[0]], [dropped, dropped + '_mask'], ratio=0.4,
+                                          is_test=1))
             node.input[0] = dropped
         final.append(node)
-    logits = g.output[0].name
-    prob = 'prob'
-    final.append(helper.make_node('Softmax', [logits], [prob], axis=1))
+    final.append(helper.make_node('Softmax', [g.output[0].name], ['prob'], axis=1))
     del g.node[:]
     g.node.extend(final)
-    out0 = helper.make_tensor_value_info(prob, TensorProto.FLOAT, ['N', net['classes']])
+    out0 = helper.make_tensor_value_info('prob', TensorProto.FLOAT, ['N', net['classes']])
     rest = list(g.output)[1:]
     del g.output[:]
     g.output.extend([out0] + rest)
     del g.value_info[:]
-    onnx.checker.check_model(m)
+    for t in g.initializer:  # IR version 3: initializers are graph inputs too
+        g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    m.ir_version = 3
+    del m.opset_import[:]
+    m.opset_import.append(helper.make_opsetid('', 4))
     onnx.save(m, dst)
 
 
