@@ -184,3 +184,6 @@ void conv_forward_ref(const ConvShape *s, const float *x, const float *w, const 
                     dst[((size_t)n * s->ho + oy) * s->wo + ox] = s->relu && v < 0.0f ? 0.0f : v;
                 }
 }
+
+// conv_backward goes here (issue 5): per tile, dW += dY * columns^T and dcolumns = W^T * dY scattered back by
+// col2im, with dY masked by the ReLU (y > 0) first; the same Tiling and Workers, a gradient arena for dW.

@@ -7,3 +7,6 @@
 void dropout_forward_inference(size_t count, const float *x, float *y) {
     if (x != y) memcpy(y, x, count * sizeof(float));
 }
+
+// dropout_forward_train (a keep mask drawn from an Rng the caller passes, kept for the backward pass) and
+// dropout_backward go here (issue 5).

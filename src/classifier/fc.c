@@ -39,3 +39,6 @@ void flatten_forward(int c, int n, int h, int w, const float *x, float *y) {
             for (size_t p = 0; p < hw; p++) y[((size_t)ci * hw + p) * n + img] = src[p];
         }
 }
+
+// fc_backward (dW = dY x^T, dx = W^T dY, db = sum of dY) and flatten_backward (the inverse permutation) go here
+// (issue 5).

@@ -68,3 +68,6 @@ void lrn_forward_ref(const LrnShape *s, const float *x, float *y) {
             y[c * ld + p] = (float)(x[c * ld + p] / pow(s->k + s->alpha / s->size * sum, s->beta));
         }
 }
+
+// lrn_backward goes here (issue 5): dx = dy * scale^-beta - 2 alpha beta / size * x * sum over the window of
+// (dy * y / scale), with scale = k + alpha/size * sum x^2 recomputed by the same sliding window.

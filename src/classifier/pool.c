@@ -158,3 +158,7 @@ void avgpool_forward_ref(const PoolShape *s, const float *x, float *y) {
                 y[((size_t)c * s->ho + oy) * s->wo + ox] = (float)(sum / count);
             }
 }
+
+// maxpool_backward and avgpool_backward go here (issue 5): the max routes each output gradient to the input that
+// won its window (recomputed from x and y, both kept by a keep_all plan); the average spreads it over the window
+// with the same divisor.

@@ -17,3 +17,5 @@ void softmax_forward(int c, int n, const float *x, float *y) {
         for (int k = 0; k < c; k++) y[(size_t)k * n + i] *= inv;
     }
 }
+
+// The softmax cross-entropy loss and its gradient (p - onehot) / n go here (issue 5).
