@@ -19,7 +19,16 @@ def sh(cmd):
 
 def main():
     work, command = sys.argv[1], sys.argv[2]
-    rows = [json.loads(line) for line in open(os.path.join(work, 'results.jsonl')) if line.strip()]
+    rows, load = [], None
+    for line in open(os.path.join(work, 'results.jsonl')):
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        if r.get('marker'):
+            load = r['load']
+            continue
+        r['load'] = load
+        rows.append(r)
     engines = []
     for r in rows:
         if r['engine'] not in engines:
@@ -34,8 +43,9 @@ def main():
            'disturbed by other work on this shared machine) and the median time per image within it. GFLOP/s counts '
            '2 x 1.583 G multiply-adds per image. CPU ms/image is user + system time of all threads: what the pass '
            'costs whatever else runs. Peak RSS is the process\'s maximum resident memory (model, runtime and '
-           'activations).', '',
-           '| engine | batch | ms/image (median) | images/s | GFLOP/s | CPU ms/image | peak RSS MiB | rounds: images/s |',
+           'activations). The last column lists every round as images/s (load average as the round began): this '
+           'machine is shared, and a load above about 0.5 means another process held a core for part of it.', '',
+           '| engine | batch | ms/image (median) | images/s | GFLOP/s | CPU ms/image | peak RSS MiB | rounds: images/s (load) |',
            '|---|---:|---:|---:|---:|---:|---:|---|']
     for batch in (16, 1):
         for eng in engines:
@@ -45,7 +55,8 @@ def main():
             best = min(rs, key=lambda r: r['ms_per_image'])
             out.append('| %s | %d | %.1f | %.1f | %.0f | %.1f | %.0f | %s |' % (
                 eng, batch, best['ms_per_image'], best['images_per_s'], GFLOP * best['images_per_s'],
-                best['cpu_ms_per_image'], best['peak_rss_mb'], ', '.join('%.1f' % r['images_per_s'] for r in rs)))
+                best['cpu_ms_per_image'], best['peak_rss_mb'],
+                ', '.join('%.1f (%s)' % (r['images_per_s'], r['load']) for r in rs)))
     # agreement of the logits on the same input
     out += ['', '## Outputs', '']
     for batch in (16, 1):

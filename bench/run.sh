@@ -38,6 +38,8 @@ for round in $(seq "$ROUNDS"); do
         reps=$REPS16
         [ "$batch" = 1 ] && reps=$REPS1
         echo "bench: round $round, batch $batch" >&2
+        # the 1-minute load average as the round starts: how much else was running
+        echo "{\"marker\": true, \"round\": $round, \"batch\": $batch, \"load\": $(cut -d' ' -f1 /proc/loadavg)}" >> "$W/results.jsonl"
         x="$W/x$batch.f32"
         OPENBLAS_NUM_THREADS=1 build/bench_forward configs/googlenet.cfg --weights "$W/googlenet.safetensors" \
             --batch "$batch" --reps "$reps" --threads "$THREADS" --input "$x" --output "$W/c$batch.f32" >> "$W/results.jsonl"
