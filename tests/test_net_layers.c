@@ -56,7 +56,8 @@ static void test_conv(void **state) {
         size_t rows1 = (size_t)s.split * s.n * s.ho * s.wo;
         conv_forward_ref(&s, x, w, b, ref, ref + rows1);
         for (int wi = 0; wi < 2; wi++) {
-            float *scratch = malloc((conv_scratch_size(&s, 2) * 2 + 1) * sizeof(float));
+            int threads = workers_count(workers[wi]);
+            float *scratch = malloc((conv_scratch_size(&s, threads) * threads + 1) * sizeof(float));
             memset(fast, 0xff, out * sizeof(float)); // NaN: every output must be written
             conv_forward(&s, x, w, b, fast, fast + rows1, scratch, workers[wi]);
             assert_close(fast, ref, out, 1e-5, "conv");
@@ -65,7 +66,7 @@ static void test_conv(void **state) {
         // ReLU off: negative outputs survive
         s.relu = false;
         conv_forward_ref(&s, x, w, b, ref, ref + rows1);
-        float *scratch = malloc((conv_scratch_size(&s, 2) * 2 + 1) * sizeof(float));
+        float *scratch = malloc((conv_scratch_size(&s, workers_count(workers[1])) * 2 + 1) * sizeof(float));
         conv_forward(&s, x, w, b, fast, fast + rows1, scratch, workers[1]);
         assert_close(fast, ref, out, 1e-5, "conv without relu");
         bool negative = false;
