@@ -43,11 +43,11 @@ static void lrn_chunk(void *arg, int chunk, int thread) {
         float *yc = y + c * ld;
         if (b75)
             for (size_t p = 0; p < np; p++) {
-                float d = s->k + scale * sum[p];
+                float d = s->k + scale * fmaxf(sum[p], 0.0f); // the running sum may round below 0
                 yc[p] = xc[p] / sqrtf(d * sqrtf(d));
             }
         else
-            for (size_t p = 0; p < np; p++) yc[p] = xc[p] * powf(s->k + scale * sum[p], -s->beta);
+            for (size_t p = 0; p < np; p++) yc[p] = xc[p] * powf(s->k + scale * fmaxf(sum[p], 0.0f), -s->beta);
     }
 }
 
