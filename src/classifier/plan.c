@@ -55,7 +55,9 @@ int net_plan(Net *net, int batch, bool keep_all, bool with_aux, Err *e) {
         val->kept = false;
         if (val->aux && !with_aux) continue;
         size_t per_image = (size_t)val->c * (size_t)val->h * (size_t)val->w, size;
-        if (!size_mul_ok(per_image, (size_t)batch, &size) || size > NET_MAX_ACT_BYTES / sizeof(float)) {
+        // (BLAS takes the columns of a layer, batch x h x w, as an int)
+        if (!size_mul_ok(per_image, (size_t)batch, &size) || size > NET_MAX_ACT_BYTES / sizeof(float) ||
+            (size_t)batch * val->h * val->w > INT32_MAX) {
             free(slot);
             return err_set(e, "%s: value %s for a batch of %d is too large", net->cfg.path, val->name, batch);
         }
