@@ -194,7 +194,7 @@ int summary_write_json(const Net *net, const Summary *s, FILE *f, Err *e) {
     json_object_set_new(root, "aux_totals",
                         json_pack("{sIsI}", "params", (json_int_t)s->aux_params, "macs", (json_int_t)s->aux_macs));
     json_object_set_new(root, "notes", notes);
-    int rc = json_dumpf(root, f, JSON_INDENT(2)) ? err_set(e, "cannot write JSON") : 0;
+    int rc = json_dumpf(root, f, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) ? err_set(e, "cannot write JSON") : 0;
     fputc('\n', f);
     json_decref(root);
     return rc;
