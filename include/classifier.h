@@ -111,6 +111,13 @@ typedef struct {
     int v, c0, c;
 } View;
 
+// A named channel slice of a value: the branches of an Inception module ("inception_3a/3x3" is a slice of
+// "inception_3a", "inception_3a/5x5_reduce" of "inception_3a/reduce"), readable like values.
+typedef struct {
+    char name[NET_NAME_MAX];
+    View view;
+} Slice;
+
 typedef enum { OP_CONV, OP_MAXPOOL, OP_AVGPOOL, OP_LRN, OP_FLATTEN, OP_DROPOUT, OP_FC, OP_SOFTMAX } OpKind;
 
 typedef struct {
@@ -141,6 +148,8 @@ typedef struct {
     Value *value;         // [n_values]; value 0 is the input
     int n_ops;
     Op *op;               // [n_ops], in execution order
+    int n_slices;
+    Slice *slice;         // [n_slices]
     int logits;           // value of the main classifier's output (before softmax)
     // the plan (net_plan)
     int batch;            // planned batch size; 0 before the first plan
@@ -162,6 +171,8 @@ void net_free(Net *net);
 // Index of a value / param by name; -1 if absent.
 int net_find_value(const Net *net, const char *name);
 int net_find_param(const Net *net, const char *name);
+// A value (all its channels) or a named slice by name; false if neither exists.
+bool net_find_view(const Net *net, const char *name, View *view);
 
 // Fills parameters with a seeded He-normal initialisation (biases 0.1 on ReLU layers): reproducible demos/tests.
 void net_init_random(Net *net, uint64_t seed);
@@ -176,7 +187,7 @@ int net_plan(Net *net, int batch, bool keep_all, bool with_aux, Err *e);
 // differs from the current plan (keeping keep_all/with_aux). Dropout is the identity (inference).
 int net_forward(Net *net, const float *x, int batch, Err *e);
 
-// Copies a value of the last forward pass into dst as (batch, c, h, w) NCHW. Fails if the value was not kept.
+// Copies a value or slice of the last forward pass into dst as (batch, c, h, w) NCHW. Fails if it was not kept.
 int net_read(const Net *net, const char *name, float *dst, Err *e);
 // Whether the value survives a forward pass under the current plan.
 bool net_value_kept(const Net *net, int v);

@@ -247,6 +247,28 @@ static void test_net_batching(void **state) {
     assert_int_equal(net_forward(&net, x, n, &e), 0);
     assert_int_equal(net_read(&net, "classifier", kept, &e), 0);
     assert_close(kept, batched, n * 10, 1e-6, "keep_all vs reuse");
+    // The branches of a module read by name are its channel slices: 1x1 | 3x3 | 5x5 | pool proj.
+    const Value *m = &net.value[net_find_value(&net, "inception_3b")];
+    size_t plane = (size_t)m->h * m->w;
+    float *whole = malloc((size_t)n * m->c * plane * sizeof(float)), *part = malloc((size_t)n * m->c * plane * sizeof(float));
+    assert_int_equal(net_read(&net, "inception_3b", whole, &e), 0);
+    const char *branches[4] = {"inception_3b/1x1", "inception_3b/3x3", "inception_3b/5x5", "inception_3b/pool_proj"};
+    int c0 = 0;
+    for (int k = 0; k < 4; k++) {
+        View v;
+        assert_true(net_find_view(&net, branches[k], &v));
+        assert_int_equal(net_read(&net, branches[k], part, &e), 0);
+        for (int img = 0; img < n; img++)
+            assert_memory_equal(part + (size_t)img * v.c * plane, whole + ((size_t)img * m->c + c0) * plane,
+                                (size_t)v.c * plane * sizeof(float));
+        c0 += v.c;
+    }
+    assert_int_equal(c0, m->c);
+    View r3, r5;
+    assert_true(net_find_view(&net, "inception_3b/3x3_reduce", &r3) && net_find_view(&net, "inception_3b/5x5_reduce", &r5));
+    assert_true(r3.v == r5.v && r5.c0 == r3.c);
+    assert_false(net_find_view(&net, "inception_3b/7x7", &r3));
+    free(whole), free(part);
     net.threads = 1;
     assert_int_equal(net_plan(&net, n, false, false, &e), 0);
     assert_int_equal(net_forward(&net, x, n, &e), 0);

@@ -82,18 +82,18 @@ int net_forward(Net *net, const float *x, int batch, Err *e) {
 }
 
 int net_read(const Net *net, const char *name, float *dst, Err *e) {
-    int v = net_find_value(net, name);
-    if (v < 0) return err_set(e, "%s: no layer or value named '%s'", net->cfg.path, name);
-    if (!net_value_kept(net, v))
+    View view;
+    if (!net_find_view(net, name, &view)) return err_set(e, "%s: no layer or value named '%s'", net->cfg.path, name);
+    if (!net_value_kept(net, view.v))
         return err_set(e, "%s: value '%s' is not kept by the current plan (plan with keep_all%s)", net->cfg.path,
-                       name, net->value[v].aux ? " and the auxiliary heads" : "");
-    const Value *val = &net->value[v];
+                       name, net->value[view.v].aux ? " and the auxiliary heads" : "");
+    const Value *val = &net->value[view.v];
     const int n = net->batch;
     size_t plane = (size_t)val->h * val->w;
-    const float *src = net->acts + val->offset;
+    const float *src = view_ptr(net, view);
     for (int img = 0; img < n; img++)
-        for (int c = 0; c < val->c; c++)
-            memcpy(dst + ((size_t)img * val->c + c) * plane, src + ((size_t)c * n + img) * plane,
+        for (int c = 0; c < view.c; c++)
+            memcpy(dst + ((size_t)img * view.c + c) * plane, src + ((size_t)c * n + img) * plane,
                    plane * sizeof(float));
     return 0;
 }

@@ -11,8 +11,19 @@
 
 typedef struct {
     Net *net;
-    size_t cap_params, cap_values, cap_ops;
+    size_t cap_params, cap_values, cap_ops, cap_slices;
 } Builder;
+
+static void add_slice(Builder *b, const char *layer, const char *part, View view) {
+    Net *net = b->net;
+    if ((size_t)net->n_slices == b->cap_slices) {
+        b->cap_slices = b->cap_slices ? 2 * b->cap_slices : 64;
+        net->slice = xrealloc(net->slice, b->cap_slices * sizeof *net->slice);
+    }
+    Slice *s = &net->slice[net->n_slices++];
+    snprintf(s->name, sizeof s->name, "%s/%s", layer, part);
+    s->view = view;
+}
 
 static int add_value(Builder *b, const char *name, int c, int h, int w, bool aux) {
     Net *net = b->net;
@@ -164,6 +175,12 @@ static int build(Builder *b, Err *e) {
                      (View){y, L->n1x1 + L->n3x3, L->n5x5}, 5, 1, 2, false);
             add_op(b, (Op){.kind = OP_MAXPOOL, .layer = li, .in = in, .out = whole(net, pooled), .k = 3,
                            .stride = 1, .pad = 1});
+            add_slice(b, L->name, "1x1", (View){y, 0, L->n1x1});
+            add_slice(b, L->name, "3x3", (View){y, L->n1x1, L->n3x3});
+            add_slice(b, L->name, "5x5", (View){y, L->n1x1 + L->n3x3, L->n5x5});
+            add_slice(b, L->name, "pool_proj", (View){y, L->n1x1 + L->n3x3 + L->n5x5, L->npool});
+            add_slice(b, L->name, "3x3_reduce", (View){f, 0, L->n3x3r});
+            add_slice(b, L->name, "5x5_reduce", (View){f, L->n3x3r, L->n5x5r});
             snprintf(name, sizeof name, "%s/pool_proj", L->name);
             add_conv(b, li, name, whole(net, pooled), (View){y, L->n1x1 + L->n3x3 + L->n5x5, L->npool}, 1, 1, 0,
                      false);
@@ -293,6 +310,7 @@ void net_free(Net *net) {
     free(net->params);
     free(net->value);
     free(net->op);
+    free(net->slice);
     free(net->acts);
     free(net->scratch);
     workers_free(net->workers);
@@ -303,6 +321,20 @@ int net_find_value(const Net *net, const char *name) {
     for (int i = 0; i < net->n_values; i++)
         if (!strcmp(net->value[i].name, name)) return i;
     return -1;
+}
+
+bool net_find_view(const Net *net, const char *name, View *view) {
+    int v = net_find_value(net, name);
+    if (v >= 0) {
+        *view = (View){v, 0, net->value[v].c};
+        return true;
+    }
+    for (int i = 0; i < net->n_slices; i++)
+        if (!strcmp(net->slice[i].name, name)) {
+            *view = net->slice[i].view;
+            return true;
+        }
+    return false;
 }
 
 int net_find_param(const Net *net, const char *name) {

@@ -45,7 +45,7 @@ int cmd_forward(int argc, char **argv) {
                    "Runs the network of config C with weights W (safetensors) on X: float32 (N, C, H, W) or\n"
                    "(C, H, W), already mean-subtracted in the config's channel order. Writes the logits (N, classes)\n"
                    "to Y, or with --layer the output of that layer or value (e.g. conv1, inception_4a,\n"
-                   "inception_4a/reduce, loss1, prob) as (N, c, h, w) or (N, c). Images run N at a time (default 16);\n"
+                   "inception_4a/3x3, loss1, prob) as (N, c, h, w) or (N, c). Images run N at a time (default 16);\n"
                    "--threads sets the threads (default: one per CPU).\n");
             return 0;
         default: return cli_usage_error("forward", "unknown option");
@@ -64,12 +64,13 @@ int cmd_forward(int argc, char **argv) {
     bool has_aux = false;
     if (weights_load(&net, weights, &has_aux, &e)) goto fail;
     const NetConfig *cfg = &net.cfg;
-    int v = layer ? net_find_value(&net, layer) : net.logits;
-    if (v < 0) {
+    View view = {net.logits, 0, net.value[net.logits].c};
+    if (layer && !net_find_view(&net, layer, &view)) {
         err_set(&e, "no layer or value named '%s' in %s", layer, config);
         goto fail;
     }
-    const Value *val = &net.value[v];
+    const Value *val = &net.value[view.v];
+    const char *name = layer ? layer : val->name;
     if (val->aux && !has_aux) {
         err_set(&e, "%s: '%s' belongs to an auxiliary head, and these weights have none", weights, layer);
         goto fail;
@@ -84,7 +85,7 @@ int cmd_forward(int argc, char **argv) {
                 cfg->input, config);
         goto fail;
     }
-    size_t out_per_image = (size_t)val->c * val->h * val->w;
+    size_t out_per_image = (size_t)view.c * val->h * val->w;
     out = xmalloc((size_t)n * out_per_image * sizeof(float));
     int b = (int)(batch < n ? batch : n);
     if (net_plan(&net, b, layer != NULL, val->aux, &e)) goto fail;
@@ -94,11 +95,11 @@ int cmd_forward(int argc, char **argv) {
         int m = (int)(n - i < b ? n - i : b);
         if (m != net.batch && net_plan(&net, m, layer != NULL, val->aux, &e)) goto fail;
         if (net_forward(&net, x.data + (size_t)i * per_image, m, &e)) goto fail;
-        if (net_read(&net, val->name, out + (size_t)i * out_per_image, &e)) goto fail;
+        if (net_read(&net, name, out + (size_t)i * out_per_image, &e)) goto fail;
         progress_add(&pr, m);
     }
     progress_finish(&pr);
-    int64_t shape[4] = {n, val->c, val->h, val->w};
+    int64_t shape[4] = {n, view.c, val->h, val->w};
     if (npy_save(output, out, val->flat ? 2 : 4, shape, &e)) goto fail;
     rc = 0;
 fail:
