@@ -76,7 +76,7 @@ int cmd_forward(int argc, char **argv) {
         goto fail;
     }
     size_t per_image = (size_t)cfg->channels * cfg->input * cfg->input;
-    if (npy_load(input, (size_t)1 << 32, &x, &e)) goto fail;
+    if (npy_load(input, (size_t)2 << 30, &x, &e)) goto fail; // 8 GiB of input at most
     int64_t n = x.ndim == 4 ? x.shape[0] : 1;
     bool shape_ok = (x.ndim == 4 || x.ndim == 3) && x.shape[x.ndim - 3] == cfg->channels &&
                     x.shape[x.ndim - 2] == cfg->input && x.shape[x.ndim - 1] == cfg->input && n > 0;
@@ -85,8 +85,13 @@ int cmd_forward(int argc, char **argv) {
                 cfg->input, config);
         goto fail;
     }
-    size_t out_per_image = (size_t)view.c * val->h * val->w;
-    out = xmalloc((size_t)n * out_per_image * sizeof(float));
+    size_t out_per_image = (size_t)view.c * val->h * val->w, out_floats;
+    if (!size_mul_ok(out_per_image, (size_t)n, &out_floats) || out_floats > ((size_t)2 << 30)) {
+        err_set(&e, "%s: the output, %lld x %zu floats, is over the 8 GiB limit (run fewer images at a time)", output,
+                (long long)n, out_per_image);
+        goto fail;
+    }
+    out = xmalloc(out_floats * sizeof(float));
     int b = (int)(batch < n ? batch : n);
     if (net_plan(&net, b, layer != NULL, val->aux, &e)) goto fail;
     Progress pr;
