@@ -43,8 +43,9 @@ def main():
            'disturbed by other work on this shared machine) and the median time per image within it. GFLOP/s counts '
            '2 x 1.583 G multiply-adds per image. CPU ms/image is user + system time of all threads: what the pass '
            'costs whatever else runs. Peak RSS is the process\'s maximum resident memory (model, runtime and '
-           'activations). The last column lists every round as images/s (load average as the round began): this '
-           'machine is shared, and a load above about 0.5 means another process held a core for part of it.', '',
+           'activations). The last column lists every round as images/s (1-minute load average as the round '
+           'began; it counts this benchmark\'s own engines too, about 1 to 2 while they run, so only values well '
+           'above 2 mean other work shared the machine).', '',
            '| engine | batch | ms/image (median) | images/s | GFLOP/s | CPU ms/image | peak RSS MiB | rounds: images/s (load) |',
            '|---|---:|---:|---:|---:|---:|---:|---|']
     for batch in (16, 1):
