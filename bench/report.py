@@ -58,6 +58,16 @@ def main():
                 eng, batch, best['ms_per_image'], best['images_per_s'], GFLOP * best['images_per_s'],
                 best['cpu_ms_per_image'], best['peak_rss_mb'],
                 ', '.join('%.1f (%s)' % (r['images_per_s'], r['load']) for r in rs)))
+    # the target of issue 3: at least ONNX Runtime's throughput at batch 16
+    def best_of(prefix, batch):
+        rs = [r for r in rows if r['engine'].startswith(prefix) and r['batch'] == batch]
+        return max(r['images_per_s'] for r in rs) if rs else None
+    out += ['']
+    for batch in (16, 1):
+        ours, ort = best_of('inception', batch), best_of('ONNX Runtime', batch)
+        if ours and ort:
+            out.append('- batch %d: this project %.1f images/s (%.0f GFLOP/s), ONNX Runtime %.1f: %s%.0f%%.' % (
+                batch, ours, GFLOP * ours, ort, '+' if ours >= ort else '', 100.0 * (ours / ort - 1)))
     # agreement of the logits on the same input
     out += ['', '## Outputs', '']
     for batch in (16, 1):
@@ -72,7 +82,8 @@ def main():
         out.append('- batch %d: max |logit difference| from ours (logits up to %.0f): %s' % (
             batch, float(np.abs(ours).max()), ', '.join(parts)))
     out += ['', '## Machine and versions', '', '```',
-            sh("lscpu | grep -E '^(Architecture|Model name|CPU\\(s\\)|Thread|Core|Socket|L1d|L2|L3|Flags)' | cut -c1-160"),
+            sh("lscpu | grep -E '^(Architecture|Model name|CPU\\(s\\)|Thread|Core|Socket|L1d|L2|L3)'"),
+            'vector extensions: ' + sh("grep -o -w -E 'avx2|fma|avx512f|avx512_bf16|amx_tile' /proc/cpuinfo | sort -u | tr '\\n' ' '"),
             'memory: ' + sh("free -g | awk '/Mem/ {print $2 \" GiB\"}'"),
             'load average after the run: ' + sh('cut -d" " -f1-3 /proc/loadavg'),
             sh('uname -srm'),
