@@ -27,7 +27,7 @@ struct Workers {
 };
 
 #ifndef WORKERS_SPIN
-#define WORKERS_SPIN 1000 // pause instructions before sleeping
+#define WORKERS_SPIN 2500 // pause instructions before sleeping (tens of microseconds)
 #endif
 
 static inline void relax(void) {
