@@ -1,5 +1,5 @@
 // Forward throughput of the C network: images/s at a batch size, median of several timed passes after a warm-up,
-// and the process's peak resident memory. Prints one JSON line (bench/run.sh collects them).
+// and the process's peak resident memory. Prints one JSON line (bench/forward.sh collects them).
 // Usage: bench_forward CONFIG [--weights W] [--batch N] [--reps R] [--threads T] [--input X.f32 --output Y.f32]
 // X.f32: raw float32 (N, C, S, S) to run instead of random images; Y.f32 gets the logits of the last pass.
 #include <getopt.h>

@@ -1,5 +1,5 @@
-// ONNX Runtime (npm onnxruntime-node) forward throughput on an ONNX model, for bench/run.sh.
-// Usage: node ort_bench.js MODEL.onnx INPUT.f32 BATCH REPS THREADS OUT.f32
+// ONNX Runtime (npm onnxruntime-node) forward throughput on an ONNX model, for bench/forward.sh.
+// Usage: node forward_ort.js MODEL.onnx INPUT.f32 BATCH REPS THREADS OUT.f32
 // INPUT.f32: raw little-endian float32 (BATCH, 3, S, S); OUT.f32 gets the first output for that input.
 'use strict';
 const fs = require('fs');

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Formats bench/run.sh's measurements as results/forward.md. Usage: report.py WORKDIR COMMAND"""
+"""Formats bench/forward.sh's measurements as results/forward.md. Usage: forward_report.py WORKDIR COMMAND"""
 import json
 import os
 import subprocess

@@ -5,7 +5,7 @@
 # weights), exports the ONNX model that ONNX Runtime and OpenCV read, and `inception import` turns that same file
 # into our weights. Engines run interleaved, ROUNDS times each; every engine runs in its own process (its peak
 # memory is its own). Writes results/forward.md.
-# Usage: bench/run.sh   (ROUNDS=3 REPS16=8 REPS1=30 THREADS=2 to change the defaults)
+# Usage: bench/forward.sh   (ROUNDS=3 REPS16=8 REPS1=30 THREADS=2 to change the defaults)
 set -eu
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -43,14 +43,14 @@ for round in $(seq "$ROUNDS"); do
         x="$W/x$batch.f32"
         OPENBLAS_NUM_THREADS=1 build/bench_forward configs/googlenet.cfg --weights "$W/googlenet.safetensors" \
             --batch "$batch" --reps "$reps" --threads "$THREADS" --input "$x" --output "$W/c$batch.f32" >> "$W/results.jsonl"
-        node bench/ort_bench.js "$W/googlenet.onnx" "$x" "$batch" "$reps" "$THREADS" "$W/ort$batch.f32" >> "$W/results.jsonl"
-        $PY bench/py_bench.py torch configs/googlenet.cfg 2014 "$x" "$batch" "$reps" "$THREADS" "$W/torch$batch.f32" \
+        node bench/forward_ort.js "$W/googlenet.onnx" "$x" "$batch" "$reps" "$THREADS" "$W/ort$batch.f32" >> "$W/results.jsonl"
+        $PY bench/forward_py.py torch configs/googlenet.cfg 2014 "$x" "$batch" "$reps" "$THREADS" "$W/torch$batch.f32" \
             >> "$W/results.jsonl" 2>/dev/null
-        $PY bench/py_bench.py opencv "$W/googlenet.onnx" "$x" "$batch" "$reps" "$THREADS" "$W/cv$batch.f32" \
+        $PY bench/forward_py.py opencv "$W/googlenet.onnx" "$x" "$batch" "$reps" "$THREADS" "$W/cv$batch.f32" \
             >> "$W/results.jsonl" 2>/dev/null
     done
 done
 mkdir -p results
-$PY bench/report.py "$W" "bench/run.sh (ROUNDS=$ROUNDS REPS16=$REPS16 REPS1=$REPS1 THREADS=$THREADS)" > results/forward.md.tmp
+$PY bench/forward_report.py "$W" "bench/forward.sh (ROUNDS=$ROUNDS REPS16=$REPS16 REPS1=$REPS1 THREADS=$THREADS)" > results/forward.md.tmp
 mv results/forward.md.tmp results/forward.md
 echo "bench: wrote results/forward.md" >&2

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""PyTorch (Debian python3-torch) and OpenCV DNN (python3-opencv) forward throughput, for bench/run.sh.
+"""PyTorch (Debian python3-torch) and OpenCV DNN (python3-opencv) forward throughput, for bench/forward.sh.
 
-Usage: py_bench.py torch CONFIG SEED INPUT.f32 BATCH REPS THREADS OUT.f32
-       py_bench.py opencv MODEL.onnx INPUT.f32 BATCH REPS THREADS OUT.f32
+Usage: forward_py.py torch CONFIG SEED INPUT.f32 BATCH REPS THREADS OUT.f32
+       forward_py.py opencv MODEL.onnx INPUT.f32 BATCH REPS THREADS OUT.f32
 PyTorch runs the network that was exported to the ONNX file (tools/reference.py, same config and seed) in eager
 mode under inference_mode; OpenCV reads the ONNX file itself.
 """
