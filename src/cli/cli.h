@@ -7,6 +7,10 @@
 
 int cmd_eval(int argc, char **argv);
 int cmd_proposals(int argc, char **argv);
+int cmd_summary(int argc, char **argv);
+int cmd_forward(int argc, char **argv);
+int cmd_import(int argc, char **argv);
+int cmd_classify(int argc, char **argv);
 
 // Prints "inception <cmd>: <message>" on stderr and returns 1.
 int cli_fail(const char *cmd, const Err *e);

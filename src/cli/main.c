@@ -14,6 +14,10 @@ typedef struct {
 static const Command COMMANDS[] = {
     {"eval", cmd_eval, "mean average precision of detections against ILSVRC DET / VOC ground truth"},
     {"proposals", cmd_proposals, "Selective Search region proposals (JSON), and their recall against ground truth"},
+    {"classify", cmd_classify, "top-5 classes of images with the paper's 1/10/144-crop test-time scheme"},
+    {"forward", cmd_forward, "run the network on a .npy tensor (logits or any layer's output)"},
+    {"import", cmd_import, "import pretrained GoogLeNet weights from ONNX into safetensors"},
+    {"summary", cmd_summary, "Table 1 of the paper (output sizes, params, multiply-adds) for a network config"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 

@@ -1,0 +1,281 @@
+// classifier.h: the Inception (GoogLeNet) network of the paper's Table 1, built from a config file.
+//   config      NetConfig, config_load: the strict text format of configs/*.cfg (one row per Table 1 row)
+//   net         Net, net_create: parameters and a flat list of ops compiled from a config
+//   plan        net_plan: activation memory laid out once per batch size (reused between ops at inference,
+//               kept whole for backward passes and debugging)
+//   forward     net_forward: a batch of NCHW images in, every value of the graph out (net_read)
+//   layers      one file per layer, fast kernel beside its plain reference (layers.h, internal)
+//   weights     safetensors load/save, checked against the config
+//   npy         NumPy .npy float32 read/write
+//   onnx        onnx_import: pretrained GoogLeNet weights from an ONNX graph of the same topology
+//   classify    the paper's Section 7 test-time crops (1, 10 or 144) averaged over softmax outputs
+//
+// Memory layout. Activations live as (C, N, H, W): channels outermost, then the batch. A 1x1 convolution over a
+// whole batch is then one GEMM, W (Cout x Cin) * X (Cin x N*H*W), and an Inception module's concat is free: each
+// branch writes its own channel rows of the module's output. Inputs and outputs at the API are NCHW.
+#ifndef INCEPTION_CLASSIFIER_H
+#define INCEPTION_CLASSIFIER_H
+
+#include "common.h"
+#include "image.h"
+
+// ---------------------------------------------------------------------------------------------------------------
+// config
+
+#define CONFIG_MAX_LAYERS 128
+#define CONFIG_NAME_MAX 48
+#define CONFIG_MAX_CHANNELS 65536 // per layer, after the width multiplier
+#define CONFIG_MAX_INPUT 4096     // input side in pixels
+#define CONFIG_MAX_CLASSES 1000000
+
+typedef enum {
+    LAYER_CONV,      // convolution + bias + ReLU
+    LAYER_MAXPOOL,   // Caffe pooling: output size rounded up
+    LAYER_AVGPOOL,
+    LAYER_LRN,       // local response normalisation across channels
+    LAYER_INCEPTION, // the module of Figure 2(b): 1x1 | 1x1 -> 3x3 | 1x1 -> 5x5 | 3x3 max pool -> 1x1, concatenated
+    LAYER_AUX,       // auxiliary classifier on the previous layer's output (training only)
+    LAYER_DROPOUT,
+    LAYER_FC,        // fully connected (the paper's "linear"); no ReLU
+    LAYER_SOFTMAX,
+} LayerKind;
+
+typedef struct {
+    LayerKind kind;
+    char name[CONFIG_NAME_MAX];
+    int line;          // line in the config file, for messages
+    int k, stride, pad; // conv, pools: square patch k x k
+    int out;           // conv, fc: output channels (after the width multiplier)
+    // inception: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj (after the width multiplier)
+    int n1x1, n3x3r, n3x3, n5x5r, n5x5, npool;
+    int lrn_size;      // lrn
+    float alpha, beta, lrn_k;
+    float p;           // dropout: probability of dropping
+    // aux: average pool k/stride, 1x1 conv channels, fc units (with ReLU), dropout, then a linear to the classes
+    int aux_k, aux_stride, aux_conv, aux_fc;
+    float aux_p;
+} LayerSpec;
+
+typedef enum { CHANNELS_RGB, CHANNELS_BGR } ChannelOrder;
+
+typedef struct {
+    char path[256];      // where it was read from, for messages
+    int input;           // input images are input x input
+    int channels;        // input channels (3)
+    double width;        // multiplier applied to every channel count written in the file, except the classes
+    int classes;
+    ChannelOrder order;  // channel order the first convolution expects
+    float mean[3];       // subtracted from 0..255 pixels, in `order`
+    float scale;         // then multiplied by this
+    int n_layers;
+    LayerSpec layers[CONFIG_MAX_LAYERS];
+} NetConfig;
+
+// Reads and checks a config; errors name the file and line.
+int config_load(const char *path, NetConfig *cfg, Err *e);
+// The same from text in memory (`name` is used in messages).
+int config_parse(const char *text, const char *name, NetConfig *cfg, Err *e);
+
+// ---------------------------------------------------------------------------------------------------------------
+// net
+
+#define NET_NAME_MAX 96
+
+// A learnable tensor. All parameters live in one arena (net->params) in creation order; the three 1x1
+// convolutions of an Inception module that read the same input are adjacent there (weights, then biases), so
+// together they form one stacked matrix for one GEMM. Training adds a gradient arena with the same offsets.
+typedef struct {
+    char name[NET_NAME_MAX]; // "inception_3a/3x3_reduce.weight"
+    int ndim;
+    int shape[4];            // conv weight (out, in, k, k); fc weight (out, in); bias (out)
+    size_t size;             // number of floats
+    size_t offset;           // into net->params (and a gradient arena, later)
+    bool aux;                // belongs to an auxiliary head: optional in weight files, unused at inference
+    int layer;               // config layer it belongs to
+} Param;
+
+// A named activation of the graph: (c, N, h, w) floats at `offset` in the activation arena.
+typedef struct {
+    char name[NET_NAME_MAX]; // config layer names ("conv1", "inception_3a", "loss1", "classifier", "prob") and
+                             // the insides of modules ("inception_3a/reduce", "inception_3a/pool", ...)
+    int c, h, w;
+    int first, last;         // op that writes it, last op that reads it (liveness, for the planner)
+    size_t offset;           // floats, into net->acts; set by net_plan
+    bool kept;               // survives the forward pass under the current plan; set by net_plan
+    bool aux;                // computed only when the auxiliary heads run
+    bool flat;               // a vector per image (fully connected, softmax): (N, c) rather than (N, c, h, w)
+} Value;
+
+// Channels [c0, c0 + c) of a value; in (C, N, H, W) layout a contiguous block.
+typedef struct {
+    int v, c0, c;
+} View;
+
+// A named channel slice of a value: the branches of an Inception module ("inception_3a/3x3" is a slice of
+// "inception_3a", "inception_3a/5x5_reduce" of "inception_3a/reduce"), readable like values.
+typedef struct {
+    char name[NET_NAME_MAX];
+    View view;
+} Slice;
+
+typedef enum { OP_CONV, OP_MAXPOOL, OP_AVGPOOL, OP_LRN, OP_FLATTEN, OP_DROPOUT, OP_FC, OP_SOFTMAX } OpKind;
+
+typedef struct {
+    OpKind kind;
+    int layer;            // config layer
+    View in, out;
+    View out2;            // conv: output channels from out.c on go here (c = 0: none)
+    int k, stride, pad;   // conv, pools
+    bool relu;            // conv, fc
+    int weight, bias;     // param indices (conv, fc); a fused conv uses the first of its adjacent params
+    int lrn_size;
+    float alpha, beta, lrn_k;
+    float p;              // dropout
+    bool aux;             // part of an auxiliary head
+} Op;
+
+typedef struct Workers Workers; // the net's threads (src/classifier/workers.c)
+
+typedef struct {
+    NetConfig cfg;
+    int n_params;
+    Param *param;         // [n_params]
+    float *params;        // the parameter arena
+    size_t params_size;   // floats
+    // Training (issue 5) adds a gradient arena of params_size floats (each Param's gradient at its offset) and
+    // runs the ops backwards over a keep_all plan, whose values hold every activation the backward passes read.
+    int n_values;
+    Value *value;         // [n_values]; value 0 is the input
+    int n_ops;
+    Op *op;               // [n_ops], in execution order
+    int n_slices;
+    Slice *slice;         // [n_slices]
+    int logits;           // value of the main classifier's output (before softmax)
+    // the plan (net_plan)
+    int batch;            // planned batch size; 0 before the first plan
+    bool keep_all;        // every value kept to the end (training, debugging); otherwise memory is reused
+    bool with_aux;        // auxiliary heads computed
+    float *acts;          // activation arena
+    size_t acts_size;     // floats
+    float *scratch;       // im2col columns, scratch_size floats for each thread
+    size_t scratch_size;  // floats per thread
+    int threads;          // threads the kernels use (default: the online CPUs); set before planning
+    Workers *workers;     // created by net_plan
+    bool reference;       // use the plain reference kernels (tests)
+} Net;
+
+// Compiles a config: allocates parameters (zeroed) and the op list; checks that every shape is possible.
+int net_create(Net *net, const NetConfig *cfg, Err *e);
+void net_free(Net *net);
+
+// Index of a value / param by name; -1 if absent.
+int net_find_value(const Net *net, const char *name);
+int net_find_param(const Net *net, const char *name);
+// A value (all its channels) or a named slice by name; false if neither exists.
+bool net_find_view(const Net *net, const char *name, View *view);
+
+// Fills parameters with a seeded He-normal initialisation (biases 0.1 on ReLU layers): reproducible demos/tests.
+void net_init_random(Net *net, uint64_t seed);
+
+// Lays out activation memory for `batch` images and starts the net's threads (BLAS is set to one thread: the
+// kernels split their work across the net's own threads). keep_all keeps every value (needed for backward passes and for
+// reading intermediate layers); otherwise buffers whose lifetimes do not overlap share memory and only the logits
+// and the probabilities survive. with_aux also computes the auxiliary heads. Sizes are checked before allocating.
+int net_plan(Net *net, int batch, bool keep_all, bool with_aux, Err *e);
+
+// Runs the network on x: (batch, C, input, input) NCHW, already mean-subtracted. Plans memory first if the batch
+// differs from the current plan (keeping keep_all/with_aux). Dropout is the identity (inference).
+int net_forward(Net *net, const float *x, int batch, Err *e);
+
+// Copies a value or slice of the last forward pass into dst as (batch, c, h, w) NCHW. Fails if it was not kept.
+int net_read(const Net *net, const char *name, float *dst, Err *e);
+// Whether the value survives a forward pass under the current plan.
+bool net_value_kept(const Net *net, int v);
+
+// ---------------------------------------------------------------------------------------------------------------
+// summary: the paper's Table 1 from a config
+
+typedef struct {
+    char type[24];         // "convolution", "max pool", "inception", "avg pool", "dropout (40%)", "linear", ...
+    char name[CONFIG_NAME_MAX];
+    char patch[16];        // "7x7/2", "" for inception rows
+    int out_h, out_w, out_c;
+    int depth;             // layers with parameters along the path (Table 1's column)
+    int n1x1, n3x3r, n3x3, n5x5r, n5x5, npool; // inception; conv rows reuse n3x3r (reduce) and n3x3 like Table 1
+    long long params;      // weights + biases
+    long long weights;     // weights alone
+    long long macs;        // multiply-adds for one image
+    bool aux;
+} SummaryRow;
+
+typedef struct {
+    int n_rows;
+    SummaryRow row[CONFIG_MAX_LAYERS];
+    long long params, macs;         // inference network (no auxiliary heads)
+    long long aux_params, aux_macs; // the auxiliary heads
+} Summary;
+
+void net_summary(const Net *net, Summary *s);
+// Table 1 as text (with the paper's figures and notes where they differ) or as JSON.
+void summary_print(const Net *net, const Summary *s, FILE *f);
+int summary_write_json(const Net *net, const Summary *s, FILE *f, Err *e);
+
+// ---------------------------------------------------------------------------------------------------------------
+// weights: safetensors (8-byte LE header length, JSON header, raw little-endian float32)
+
+#define WEIGHTS_MAX_HEADER (16u << 20)
+
+// Loads every parameter of the config by name; each must be present with its exact shape, dtype F32, inside the
+// file and finite. Auxiliary-head tensors may be absent (inference-only files, e.g. imported from ONNX) but are
+// then all absent; *has_aux tells (may be NULL). Unknown tensors are refused.
+int weights_load(Net *net, const char *path, bool *has_aux, Err *e);
+// Writes all parameters (auxiliary heads included when with_aux) atomically, with metadata naming the format.
+int weights_save(const Net *net, const char *path, bool with_aux, Err *e);
+
+// ---------------------------------------------------------------------------------------------------------------
+// npy: NumPy's format, float32 little-endian, C order
+
+#define NPY_MAX_DIMS 8
+
+typedef struct {
+    int ndim;
+    int64_t shape[NPY_MAX_DIMS];
+    size_t size;  // number of floats
+    float *data;
+} NpyArray;
+
+// Reads a '<f4' C-order array; refuses other dtypes, Fortran order, malformed headers, truncation and sizes over
+// max_floats.
+int npy_load(const char *path, size_t max_floats, NpyArray *a, Err *e);
+int npy_save(const char *path, const float *data, int ndim, const int64_t *shape, Err *e);
+void npy_free(NpyArray *a);
+
+// ---------------------------------------------------------------------------------------------------------------
+// onnx import
+
+// Reads an ONNX model, matches its graph to the config's layers (Conv+Relu, MaxPool, LRN, Concat of the four
+// Inception branches, AveragePool, Dropout/Identity, Flatten/Reshape, Gemm or MatMul+Add, Softmax) and copies the
+// weights into net. Refuses graphs of another topology, naming the first node that does not fit. The auxiliary
+// heads are imported when the graph has them as extra outputs; *has_aux tells (may be NULL).
+int onnx_import(Net *net, const char *path, bool *has_aux, Err *e);
+
+// ---------------------------------------------------------------------------------------------------------------
+// classify: Section 7 of the paper
+
+#define CLASSIFY_TOPK 5
+
+// Turns an RGB 0..255 image (already input x input) into one (C, H, W) network input: channel order, mean, scale.
+void classify_preprocess(const NetConfig *cfg, const Image *im, float *dst);
+
+// Crops for one image: 1 (centre crop of the shorter side resized to 256/224 of the input), 10 (4 corners and
+// centre at that scale, and mirrors) or 144 (4 scales x 3 squares x 6 crops x 2 mirrors). Returns the crops as
+// (n, C, input, input) network inputs; the caller frees *x.
+int classify_crops(const NetConfig *cfg, const Image *im, int n_crops, float **x, int *n, Err *e);
+
+// Averages the softmax outputs over the crops (run in batches of `batch`); probs has cfg.classes entries.
+int classify_image(Net *net, const Image *im, int n_crops, int batch, float *probs, bool quiet, Err *e);
+
+// Indices of the k largest entries, largest first.
+void topk(const float *x, int n, int k, int *idx);
+
+#endif

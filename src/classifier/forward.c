@@ -1,0 +1,99 @@
+// The forward pass: NCHW images in, each op run in order on the planned activation arena.
+#include "classifier.h"
+
+#include <string.h>
+
+#include "layers.h"
+
+static float *view_ptr(const Net *net, View v) {
+    const Value *val = &net->value[v.v];
+    return net->acts + val->offset + (size_t)v.c0 * net->batch * val->h * val->w;
+}
+
+static void run_op(Net *net, const Op *op) {
+    const int n = net->batch;
+    const Value *in = &net->value[op->in.v], *out = &net->value[op->out.v];
+    const float *x = view_ptr(net, op->in);
+    float *y = view_ptr(net, op->out);
+    const float *w = op->kind == OP_CONV || op->kind == OP_FC ? net->params + net->param[op->weight].offset : NULL;
+    const float *b = op->kind == OP_CONV || op->kind == OP_FC ? net->params + net->param[op->bias].offset : NULL;
+    switch (op->kind) {
+    case OP_CONV: {
+        ConvShape s = {.cin = op->in.c, .cout = op->out.c + op->out2.c, .n = n, .h = in->h, .w = in->w,
+                       .k = op->k, .stride = op->stride, .pad = op->pad, .ho = out->h, .wo = out->w,
+                       .relu = op->relu, .split = op->out.c};
+        float *y2 = op->out2.c ? view_ptr(net, op->out2) : NULL;
+        if (net->reference) conv_forward_ref(&s, x, w, b, y, y2);
+        else conv_forward(&s, x, w, b, y, y2, net->scratch, net->workers);
+        break;
+    }
+    case OP_MAXPOOL:
+    case OP_AVGPOOL: {
+        PoolShape s = {.c = op->in.c, .n = n, .h = in->h, .w = in->w, .k = op->k, .stride = op->stride,
+                       .pad = op->pad, .ho = out->h, .wo = out->w};
+        if (op->kind == OP_MAXPOOL) {
+            if (net->reference) maxpool_forward_ref(&s, x, y);
+            else maxpool_forward(&s, x, y, net->workers);
+        } else {
+            if (net->reference) avgpool_forward_ref(&s, x, y);
+            else avgpool_forward(&s, x, y, net->workers);
+        }
+        break;
+    }
+    case OP_LRN: {
+        LrnShape s = {.c = op->in.c, .n = n, .h = in->h, .w = in->w, .size = op->lrn_size, .alpha = op->alpha,
+                      .beta = op->beta, .k = op->lrn_k};
+        if (net->reference) lrn_forward_ref(&s, x, y);
+        else lrn_forward(&s, x, y, net->workers);
+        break;
+    }
+    case OP_FLATTEN:
+        flatten_forward(op->in.c, n, in->h, in->w, x, y);
+        break;
+    case OP_DROPOUT:
+        dropout_forward_inference((size_t)op->in.c * n * in->h * in->w, x, y);
+        break;
+    case OP_FC:
+        if (net->reference) fc_forward_ref(op->in.c, op->out.c, n, op->relu, x, w, b, y);
+        else fc_forward(op->in.c, op->out.c, n, op->relu, x, w, b, y, net->scratch, net->workers);
+        break;
+    case OP_SOFTMAX:
+        softmax_forward(op->in.c, n, x, y);
+        break;
+    }
+}
+
+int net_forward(Net *net, const float *x, int batch, Err *e) {
+    if (batch != net->batch && net_plan(net, batch, net->keep_all, net->with_aux, e)) return -1;
+    // NCHW -> (C, N, H, W)
+    const Value *in = &net->value[0];
+    size_t plane = (size_t)in->h * in->w;
+    float *dst = net->acts + in->offset;
+    for (int img = 0; img < batch; img++)
+        for (int c = 0; c < in->c; c++)
+            memcpy(dst + ((size_t)c * batch + img) * plane, x + ((size_t)img * in->c + c) * plane,
+                   plane * sizeof(float));
+    for (int i = 0; i < net->n_ops; i++) {
+        const Op *op = &net->op[i];
+        if (op->aux && !net->with_aux) continue;
+        run_op(net, op);
+    }
+    return 0;
+}
+
+int net_read(const Net *net, const char *name, float *dst, Err *e) {
+    View view;
+    if (!net_find_view(net, name, &view)) return err_set(e, "%s: no layer or value named '%s'", net->cfg.path, name);
+    if (!net_value_kept(net, view.v))
+        return err_set(e, "%s: value '%s' is not kept by the current plan (plan with keep_all%s)", net->cfg.path,
+                       name, net->value[view.v].aux ? " and the auxiliary heads" : "");
+    const Value *val = &net->value[view.v];
+    const int n = net->batch;
+    size_t plane = (size_t)val->h * val->w;
+    const float *src = view_ptr(net, view);
+    for (int img = 0; img < n; img++)
+        for (int c = 0; c < view.c; c++)
+            memcpy(dst + ((size_t)img * view.c + c) * plane, src + ((size_t)c * n + img) * plane,
+                   plane * sizeof(float));
+    return 0;
+}

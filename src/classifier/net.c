@@ -1,0 +1,360 @@
+// Compiling a config into a net: parameters, named values and a flat list of ops in execution order. Every
+// layer's shape is checked here, so that an impossible config fails with its file:line before anything runs.
+#include "classifier.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "layers.h"
+
+typedef struct {
+    Net *net;
+    size_t cap_params, cap_values, cap_ops, cap_slices;
+} Builder;
+
+static void add_slice(Builder *b, const char *layer, const char *part, View view) {
+    Net *net = b->net;
+    if ((size_t)net->n_slices == b->cap_slices) {
+        b->cap_slices = b->cap_slices ? 2 * b->cap_slices : 64;
+        net->slice = xrealloc(net->slice, b->cap_slices * sizeof *net->slice);
+    }
+    Slice *s = &net->slice[net->n_slices++];
+    snprintf(s->name, sizeof s->name, "%s/%s", layer, part);
+    s->view = view;
+}
+
+static int add_value(Builder *b, const char *name, int c, int h, int w, bool aux) {
+    Net *net = b->net;
+    if ((size_t)net->n_values == b->cap_values) {
+        b->cap_values = b->cap_values ? 2 * b->cap_values : 64;
+        net->value = xrealloc(net->value, b->cap_values * sizeof *net->value);
+    }
+    Value *v = &net->value[net->n_values];
+    *v = (Value){.c = c, .h = h, .w = w, .first = -1, .last = -1, .aux = aux};
+    snprintf(v->name, sizeof v->name, "%s", name);
+    return net->n_values++;
+}
+
+static int add_param(Builder *b, const char *name, const char *suffix, int ndim, const int *shape, int layer,
+                     bool aux) {
+    Net *net = b->net;
+    if ((size_t)net->n_params == b->cap_params) {
+        b->cap_params = b->cap_params ? 2 * b->cap_params : 64;
+        net->param = xrealloc(net->param, b->cap_params * sizeof *net->param);
+    }
+    Param *p = &net->param[net->n_params];
+    *p = (Param){.ndim = ndim, .layer = layer, .aux = aux, .offset = net->params_size};
+    snprintf(p->name, sizeof p->name, "%s%s", name, suffix);
+    p->size = 1;
+    for (int i = 0; i < ndim; i++) p->shape[i] = shape[i], p->size *= (size_t)shape[i];
+    net->params_size += p->size;
+    return net->n_params++;
+}
+
+static int add_op(Builder *b, Op op) {
+    Net *net = b->net;
+    if ((size_t)net->n_ops == b->cap_ops) {
+        b->cap_ops = b->cap_ops ? 2 * b->cap_ops : 64;
+        net->op = xrealloc(net->op, b->cap_ops * sizeof *net->op);
+    }
+    net->op[net->n_ops] = op;
+    return net->n_ops++;
+}
+
+static View whole(const Net *net, int v) {
+    return (View){.v = v, .c0 = 0, .c = net->value[v].c};
+}
+
+// A convolution with its weight (cout, cin, k, k) and bias; writes into `out` (a view: concat slices).
+static void add_conv(Builder *b, int layer, const char *name, View in, View out, int k, int stride, int pad,
+                     bool aux) {
+    int ws[4] = {out.c, in.c, k, k}, bs[1] = {out.c};
+    int w = add_param(b, name, ".weight", 4, ws, layer, aux);
+    int bias = add_param(b, name, ".bias", 1, bs, layer, aux);
+    add_op(b, (Op){.kind = OP_CONV, .layer = layer, .in = in, .out = out, .k = k, .stride = stride, .pad = pad,
+                   .relu = true, .weight = w, .bias = bias, .aux = aux});
+}
+
+// Whether a patch fits: for messages naming the layer and the config line.
+static int check_fit(const Net *net, const LayerSpec *L, const char *what, int in, int k, int stride, int pad,
+                     bool ceil_mode, int *out, Err *e) {
+    *out = ceil_mode ? pool_out_size(in, k, stride, pad) : conv_out_size(in, k, stride, pad);
+    if (*out < 1)
+        return err_set(e, "%s:%d: %s: a %dx%d/%d %s (pad %d) does not fit its %dx%d input", net->cfg.path, L->line,
+                       L->name, k, k, stride, what, pad, in, in);
+    return 0;
+}
+
+static int build(Builder *b, Err *e) {
+    Net *net = b->net;
+    const NetConfig *cfg = &net->cfg;
+    char name[NET_NAME_MAX];
+    int cur = add_value(b, "input", cfg->channels, cfg->input, cfg->input, false);
+    bool finished = false; // after softmax nothing may follow
+    net->logits = -1;
+    for (int li = 0; li < cfg->n_layers; li++) {
+        const LayerSpec *L = &cfg->layers[li];
+        const Value cv = net->value[cur];
+        View in = whole(net, cur);
+        if (finished)
+            return err_set(e, "%s:%d: %s: nothing may follow the softmax", cfg->path, L->line, L->name);
+        bool spatial = L->kind == LAYER_CONV || L->kind == LAYER_MAXPOOL || L->kind == LAYER_AVGPOOL ||
+                       L->kind == LAYER_LRN || L->kind == LAYER_INCEPTION || L->kind == LAYER_AUX;
+        if (spatial && net->logits >= 0)
+            return err_set(e, "%s:%d: %s: a %s layer cannot follow the fully connected classifier", cfg->path,
+                           L->line, L->name, L->kind == LAYER_AUX ? "aux" : "spatial");
+        switch (L->kind) {
+        case LAYER_CONV: {
+            if (L->n3x3r) { // Table 1's "#3x3 reduce": a 1x1 convolution before this one
+                snprintf(name, sizeof name, "%s/reduce", L->name);
+                int r = add_value(b, name, L->n3x3r, cv.h, cv.w, false);
+                add_conv(b, li, name, in, whole(net, r), 1, 1, 0, false);
+                in = whole(net, r);
+            }
+            int ho, wo;
+            if (check_fit(net, L, "convolution", cv.h, L->k, L->stride, L->pad, false, &ho, e)) return -1;
+            if (check_fit(net, L, "convolution", cv.w, L->k, L->stride, L->pad, false, &wo, e)) return -1;
+            int y = add_value(b, L->name, L->out, ho, wo, false);
+            add_conv(b, li, L->name, in, whole(net, y), L->k, L->stride, L->pad, false);
+            cur = y;
+            break;
+        }
+        case LAYER_MAXPOOL:
+        case LAYER_AVGPOOL: {
+            int ho, wo;
+            if (check_fit(net, L, "pooling", cv.h, L->k, L->stride, L->pad, true, &ho, e)) return -1;
+            if (check_fit(net, L, "pooling", cv.w, L->k, L->stride, L->pad, true, &wo, e)) return -1;
+            int y = add_value(b, L->name, cv.c, ho, wo, false);
+            add_op(b, (Op){.kind = L->kind == LAYER_MAXPOOL ? OP_MAXPOOL : OP_AVGPOOL, .layer = li, .in = in,
+                           .out = whole(net, y), .k = L->k, .stride = L->stride, .pad = L->pad});
+            cur = y;
+            break;
+        }
+        case LAYER_LRN: {
+            int y = add_value(b, L->name, cv.c, cv.h, cv.w, false);
+            add_op(b, (Op){.kind = OP_LRN, .layer = li, .in = in, .out = whole(net, y), .lrn_size = L->lrn_size,
+                           .alpha = L->alpha, .beta = L->beta, .lrn_k = L->lrn_k});
+            cur = y;
+            break;
+        }
+        case LAYER_INCEPTION: {
+            // Values: the 3x3 and 5x5 reduce convolutions ([3x3 reduce | 5x5 reduce]), the pooled input, and the
+            // module's output into which each branch writes its channel slice (so the concat costs nothing).
+            int nr = L->n3x3r + L->n5x5r;
+            int nout = L->n1x1 + L->n3x3 + L->n5x5 + L->npool;
+            if (nout > CONFIG_MAX_CHANNELS || nr + L->n1x1 > CONFIG_MAX_CHANNELS)
+                return err_set(e, "%s:%d: %s: too many channels", cfg->path, L->line, L->name);
+            snprintf(name, sizeof name, "%s/reduce", L->name);
+            int f = add_value(b, name, nr, cv.h, cv.w, false);
+            snprintf(name, sizeof name, "%s/pool", L->name);
+            int pooled = add_value(b, name, cv.c, cv.h, cv.w, false);
+            int y = add_value(b, L->name, nout, cv.h, cv.w, false);
+            // The three 1x1 convolutions reading the input are one GEMM: their weights are adjacent in the arena,
+            // one (1x1 + 3x3r + 5x5r, cin) matrix, and so are their biases. Its first n1x1 output channels go
+            // straight into the module's output, the others into the reduce value.
+            const char *fused[3] = {"1x1", "3x3_reduce", "5x5_reduce"};
+            int fc[3] = {L->n1x1, L->n3x3r, L->n5x5r}, fw[3], fb[3];
+            for (int i = 0; i < 3; i++) {
+                int ws[4] = {fc[i], cv.c, 1, 1};
+                snprintf(name, sizeof name, "%s/%s", L->name, fused[i]);
+                fw[i] = add_param(b, name, ".weight", 4, ws, li, false);
+            }
+            for (int i = 0; i < 3; i++) {
+                int bs[1] = {fc[i]};
+                snprintf(name, sizeof name, "%s/%s", L->name, fused[i]);
+                fb[i] = add_param(b, name, ".bias", 1, bs, li, false);
+            }
+            add_op(b, (Op){.kind = OP_CONV, .layer = li, .in = in, .out = {y, 0, L->n1x1}, .out2 = whole(net, f),
+                           .k = 1, .stride = 1, .relu = true, .weight = fw[0], .bias = fb[0]});
+            snprintf(name, sizeof name, "%s/3x3", L->name);
+            add_conv(b, li, name, (View){f, 0, L->n3x3r}, (View){y, L->n1x1, L->n3x3}, 3, 1, 1, false);
+            snprintf(name, sizeof name, "%s/5x5", L->name);
+            add_conv(b, li, name, (View){f, L->n3x3r, L->n5x5r},
+                     (View){y, L->n1x1 + L->n3x3, L->n5x5}, 5, 1, 2, false);
+            add_op(b, (Op){.kind = OP_MAXPOOL, .layer = li, .in = in, .out = whole(net, pooled), .k = 3,
+                           .stride = 1, .pad = 1});
+            add_slice(b, L->name, "1x1", (View){y, 0, L->n1x1});
+            add_slice(b, L->name, "3x3", (View){y, L->n1x1, L->n3x3});
+            add_slice(b, L->name, "5x5", (View){y, L->n1x1 + L->n3x3, L->n5x5});
+            add_slice(b, L->name, "pool_proj", (View){y, L->n1x1 + L->n3x3 + L->n5x5, L->npool});
+            add_slice(b, L->name, "3x3_reduce", (View){f, 0, L->n3x3r});
+            add_slice(b, L->name, "5x5_reduce", (View){f, L->n3x3r, L->n5x5r});
+            snprintf(name, sizeof name, "%s/pool_proj", L->name);
+            add_conv(b, li, name, whole(net, pooled), (View){y, L->n1x1 + L->n3x3 + L->n5x5, L->npool}, 1, 1, 0,
+                     false);
+            cur = y;
+            break;
+        }
+        case LAYER_AUX: {
+            // avg pool -> 1x1 conv -> flatten -> fc + ReLU -> dropout -> linear; reads `cur`, leaves it as is.
+            int ho, wo;
+            if (check_fit(net, L, "average pooling", cv.h, L->aux_k, L->aux_stride, 0, true, &ho, e)) return -1;
+            if (check_fit(net, L, "average pooling", cv.w, L->aux_k, L->aux_stride, 0, true, &wo, e)) return -1;
+            snprintf(name, sizeof name, "%s/pool", L->name);
+            int pooled = add_value(b, name, cv.c, ho, wo, true);
+            add_op(b, (Op){.kind = OP_AVGPOOL, .layer = li, .in = in, .out = whole(net, pooled), .k = L->aux_k,
+                           .stride = L->aux_stride, .aux = true});
+            snprintf(name, sizeof name, "%s/conv", L->name);
+            int conv = add_value(b, name, L->aux_conv, ho, wo, true);
+            add_conv(b, li, name, whole(net, pooled), whole(net, conv), 1, 1, 0, true);
+            long flat_c = (long)L->aux_conv * ho * wo;
+            if (flat_c > CONFIG_MAX_CHANNELS * 64L)
+                return err_set(e, "%s:%d: %s: %ld inputs to the fully connected layer is too many", cfg->path,
+                               L->line, L->name, flat_c);
+            snprintf(name, sizeof name, "%s/flat", L->name);
+            int flat = add_value(b, name, (int)flat_c, 1, 1, true);
+            add_op(b, (Op){.kind = OP_FLATTEN, .layer = li, .in = whole(net, conv), .out = whole(net, flat),
+                           .aux = true});
+            int ws[2] = {L->aux_fc, (int)flat_c}, bs[1] = {L->aux_fc};
+            snprintf(name, sizeof name, "%s/fc", L->name);
+            int fcv = add_value(b, name, L->aux_fc, 1, 1, true);
+            int w = add_param(b, name, ".weight", 2, ws, li, true), bias = add_param(b, name, ".bias", 1, bs, li, true);
+            add_op(b, (Op){.kind = OP_FC, .layer = li, .in = whole(net, flat), .out = whole(net, fcv), .relu = true,
+                           .weight = w, .bias = bias, .aux = true});
+            snprintf(name, sizeof name, "%s/drop", L->name);
+            int drop = add_value(b, name, L->aux_fc, 1, 1, true);
+            add_op(b, (Op){.kind = OP_DROPOUT, .layer = li, .in = whole(net, fcv), .out = whole(net, drop),
+                           .p = L->aux_p, .aux = true});
+            int ws2[2] = {cfg->classes, L->aux_fc}, bs2[1] = {cfg->classes};
+            snprintf(name, sizeof name, "%s/classifier", L->name);
+            int y = add_value(b, L->name, cfg->classes, 1, 1, true);
+            w = add_param(b, name, ".weight", 2, ws2, li, true), bias = add_param(b, name, ".bias", 1, bs2, li, true);
+            add_op(b, (Op){.kind = OP_FC, .layer = li, .in = whole(net, drop), .out = whole(net, y), .weight = w,
+                           .bias = bias, .aux = true});
+            break;
+        }
+        case LAYER_DROPOUT: {
+            int y = add_value(b, L->name, cv.c, cv.h, cv.w, false);
+            add_op(b, (Op){.kind = OP_DROPOUT, .layer = li, .in = in, .out = whole(net, y), .p = L->p});
+            cur = y;
+            break;
+        }
+        case LAYER_FC: {
+            long cin = (long)cv.c * cv.h * cv.w;
+            if (cin > CONFIG_MAX_CHANNELS * 64L)
+                return err_set(e, "%s:%d: %s: %ld inputs to a fully connected layer is too many (pool first)",
+                               cfg->path, L->line, L->name, cin);
+            if (cv.h * cv.w > 1) {
+                snprintf(name, sizeof name, "%s/flat", L->name);
+                int flat = add_value(b, name, (int)cin, 1, 1, false);
+                add_op(b, (Op){.kind = OP_FLATTEN, .layer = li, .in = in, .out = whole(net, flat)});
+                in = whole(net, flat);
+            }
+            int ws[2] = {L->out, (int)cin}, bs[1] = {L->out};
+            int w = add_param(b, L->name, ".weight", 2, ws, li, false);
+            int bias = add_param(b, L->name, ".bias", 1, bs, li, false);
+            int y = add_value(b, L->name, L->out, 1, 1, false);
+            add_op(b, (Op){.kind = OP_FC, .layer = li, .in = in, .out = whole(net, y), .weight = w, .bias = bias});
+            cur = y;
+            net->logits = y;
+            break;
+        }
+        case LAYER_SOFTMAX: {
+            if (cur != net->logits)
+                return err_set(e, "%s:%d: %s: softmax must directly follow the fully connected classifier",
+                               cfg->path, L->line, L->name);
+            int y = add_value(b, L->name, cv.c, 1, 1, false);
+            add_op(b, (Op){.kind = OP_SOFTMAX, .layer = li, .in = in, .out = whole(net, y)});
+            cur = y;
+            finished = true;
+            break;
+        }
+        }
+    }
+    if (net->logits < 0)
+        return err_set(e, "%s: the network needs a final fully connected layer (fc NAME out=classes)", cfg->path);
+    if (net->value[net->logits].c != cfg->classes)
+        return err_set(e, "%s: the last fully connected layer has %d outputs, but classes = %d", cfg->path,
+                       net->value[net->logits].c, cfg->classes);
+    // Liveness: the op that writes each value and the last op that reads it.
+    for (int i = 0; i < net->n_ops; i++) {
+        Op *op = &net->op[i];
+        Value *out = &net->value[op->out.v];
+        if (out->first < 0) out->first = i;
+        out->last = i > out->last ? i : out->last;
+        if (op->out2.c) {
+            Value *o2 = &net->value[op->out2.v];
+            if (o2->first < 0) o2->first = i;
+            o2->last = i > o2->last ? i : o2->last;
+        }
+        Value *in = &net->value[op->in.v];
+        in->last = i > in->last ? i : in->last;
+        out->flat = op->kind == OP_FC || op->kind == OP_FLATTEN || op->kind == OP_SOFTMAX ||
+                    (op->kind == OP_DROPOUT && in->flat);
+    }
+    return 0;
+}
+
+int net_create(Net *net, const NetConfig *cfg, Err *e) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    *net = (Net){.cfg = *cfg, .threads = cpus < 1 ? 1 : cpus > 64 ? 64 : (int)cpus};
+    Builder b = {.net = net};
+    if (build(&b, e)) {
+        net_free(net);
+        return -1;
+    }
+    size_t bytes;
+    if (!size_mul_ok(net->params_size, sizeof(float), &bytes) || bytes > (8ull << 30)) {
+        err_set(e, "%s: %zu parameters is too many", cfg->path, net->params_size);
+        net_free(net);
+        return -1;
+    }
+    net->params = xcalloc(net->params_size ? net->params_size : 1, sizeof(float));
+    return 0;
+}
+
+void net_free(Net *net) {
+    free(net->param);
+    free(net->params);
+    free(net->value);
+    free(net->op);
+    free(net->slice);
+    free(net->acts);
+    free(net->scratch);
+    workers_free(net->workers);
+    *net = (Net){0};
+}
+
+int net_find_value(const Net *net, const char *name) {
+    for (int i = 0; i < net->n_values; i++)
+        if (!strcmp(net->value[i].name, name)) return i;
+    return -1;
+}
+
+bool net_find_view(const Net *net, const char *name, View *view) {
+    int v = net_find_value(net, name);
+    if (v >= 0) {
+        *view = (View){v, 0, net->value[v].c};
+        return true;
+    }
+    for (int i = 0; i < net->n_slices; i++)
+        if (!strcmp(net->slice[i].name, name)) {
+            *view = net->slice[i].view;
+            return true;
+        }
+    return false;
+}
+
+int net_find_param(const Net *net, const char *name) {
+    for (int i = 0; i < net->n_params; i++)
+        if (!strcmp(net->param[i].name, name)) return i;
+    return -1;
+}
+
+void net_init_random(Net *net, uint64_t seed) {
+    Rng r;
+    rng_seed(&r, seed);
+    for (int i = 0; i < net->n_params; i++) {
+        Param *p = &net->param[i];
+        float *d = net->params + p->offset;
+        if (p->ndim == 1) {
+            for (size_t j = 0; j < p->size; j++) d[j] = 0.1f * (float)rng_uniform(&r);
+        } else {
+            size_t fan_in = p->size / (size_t)p->shape[0];
+            double sd = sqrt(2.0 / (double)fan_in);
+            for (size_t j = 0; j < p->size; j++) d[j] = (float)(sd * rng_normal(&r));
+        }
+    }
+}

@@ -1,0 +1,164 @@
+// Max and average pooling with Caffe's rules: the output size is rounded up (ceil mode) and the last window
+// must start inside the image or its left padding; windows are clipped to the image. The average divides by
+// the window clipped to the padded image (Caffe, and PyTorch/ONNX with count_include_pad), which equals the
+// number of pixels summed whenever there is no padding, as in GoogLeNet.
+#include <math.h>
+
+#include "layers.h"
+
+int pool_out_size(int in, int k, int stride, int pad) {
+    if (in + 2 * pad < k) return 0;
+    int out = (in + 2 * pad - k + stride - 1) / stride + 1;
+    if (pad > 0 && (out - 1) * stride >= in + pad) out--;
+    return out;
+}
+
+typedef struct {
+    const PoolShape *s;
+    const float *x;
+    float *y;
+    int planes_per_task;
+} PoolJob;
+
+#define POOL_MAX_W 8192 // widths beyond this take the reference path (a row buffer lives on the stack)
+
+// One output row of a max pooling, separably: the maximum down the window's rows for every column, then across
+// the window's columns. rows[0..nr) are the input rows of the window, already clipped to the image.
+static void maxpool_row(const PoolShape *s, const float *const *rows, int nr, float *out) {
+    float col[POOL_MAX_W];
+    for (int x = 0; x < s->w; x++) col[x] = rows[0][x];
+    for (int r = 1; r < nr; r++)
+        for (int x = 0; x < s->w; x++) col[x] = rows[r][x] > col[x] ? rows[r][x] : col[x];
+    // Outputs whose window lies inside the row: [a, b). Their loop runs tap by tap, which vectorises.
+    int a = (s->pad + s->stride - 1) / s->stride, b = (s->w + s->pad - s->k) / s->stride + 1;
+    if (b > s->wo) b = s->wo;
+    if (a > b) a = b;
+    for (int ox = 0; ox < s->wo; ox++) {
+        if (ox == a) ox = b; // the interior is done below
+        if (ox >= s->wo) break;
+        int x0 = ox * s->stride - s->pad, x1 = x0 + s->k;
+        if (x0 < 0) x0 = 0;
+        if (x1 > s->w) x1 = s->w;
+        float m = col[x0];
+        for (int x = x0 + 1; x < x1; x++) m = col[x] > m ? col[x] : m;
+        out[ox] = m;
+    }
+    const float *base = col - s->pad;
+    const int st = s->stride;
+    for (int ox = a; ox < b; ox++) out[ox] = base[ox * st];
+    for (int t = 1; t < s->k; t++)
+        for (int ox = a; ox < b; ox++) {
+            float v = base[ox * st + t];
+            out[ox] = v > out[ox] ? v : out[ox];
+        }
+}
+
+// The same with sums; the divisor is the window clipped to the padded image (Caffe).
+static void avgpool_row(const PoolShape *s, const float *const *rows, int nr, int wy, float *out) {
+    float col[POOL_MAX_W];
+    for (int x = 0; x < s->w; x++) col[x] = rows[0][x];
+    for (int r = 1; r < nr; r++)
+        for (int x = 0; x < s->w; x++) col[x] += rows[r][x];
+    for (int ox = 0; ox < s->wo; ox++) {
+        int x0 = ox * s->stride - s->pad, x1 = x0 + s->k;
+        if (x1 > s->w + s->pad) x1 = s->w + s->pad;
+        int wx = x1 - x0;
+        if (x0 < 0) x0 = 0;
+        if (x1 > s->w) x1 = s->w;
+        float sum = 0.0f;
+        for (int x = x0; x < x1; x++) sum += col[x];
+        out[ox] = sum / (float)(wy * wx);
+    }
+}
+
+static void pool_task(void *arg, int task, bool max) {
+    const PoolJob *j = arg;
+    const PoolShape *s = j->s;
+    int planes = s->c * s->n, p0 = task * j->planes_per_task, p1 = p0 + j->planes_per_task;
+    if (p1 > planes) p1 = planes;
+    const float *rows[64];
+    for (int plane = p0; plane < p1; plane++) {
+        const float *x = j->x + (size_t)plane * s->h * s->w;
+        float *y = j->y + (size_t)plane * s->ho * s->wo;
+        for (int oy = 0; oy < s->ho; oy++) {
+            int y0 = oy * s->stride - s->pad, y1 = y0 + s->k;
+            int wy = (y1 > s->h + s->pad ? s->h + s->pad : y1) - y0;
+            if (y0 < 0) y0 = 0;
+            if (y1 > s->h) y1 = s->h;
+            for (int r = y0; r < y1; r++) rows[r - y0] = x + (size_t)r * s->w;
+            if (max) maxpool_row(s, rows, y1 - y0, y + (size_t)oy * s->wo);
+            else avgpool_row(s, rows, y1 - y0, wy, y + (size_t)oy * s->wo);
+        }
+    }
+}
+
+static void maxpool_task(void *arg, int task, int thread) {
+    (void)thread;
+    pool_task(arg, task, true);
+}
+
+static void avgpool_task(void *arg, int task, int thread) {
+    (void)thread;
+    pool_task(arg, task, false);
+}
+
+// Planes per task: a few tasks per thread, so that uneven planes balance out.
+static int pool_tasks(const PoolShape *s, Workers *w, PoolJob *j) {
+    int planes = s->c * s->n, want = 4 * workers_count(w);
+    j->planes_per_task = (planes + want - 1) / want;
+    return (planes + j->planes_per_task - 1) / j->planes_per_task;
+}
+
+void maxpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers) {
+    if (s->w > POOL_MAX_W || s->k > 64) {
+        maxpool_forward_ref(s, x, y);
+        return;
+    }
+    PoolJob j = {s, x, y, 1};
+    workers_run(workers, pool_tasks(s, workers, &j), maxpool_task, &j);
+}
+
+void avgpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers) {
+    if (s->w > POOL_MAX_W || s->k > 64) {
+        avgpool_forward_ref(s, x, y);
+        return;
+    }
+    PoolJob j = {s, x, y, 1};
+    workers_run(workers, pool_tasks(s, workers, &j), avgpool_task, &j);
+}
+
+// The definitions, with every tap of every window tested against the image bounds.
+void maxpool_forward_ref(const PoolShape *s, const float *x, float *y) {
+    for (int c = 0; c < s->c * s->n; c++)
+        for (int oy = 0; oy < s->ho; oy++)
+            for (int ox = 0; ox < s->wo; ox++) {
+                float m = -INFINITY;
+                for (int ky = 0; ky < s->k; ky++)
+                    for (int kx = 0; kx < s->k; kx++) {
+                        int iy = oy * s->stride - s->pad + ky, ix = ox * s->stride - s->pad + kx;
+                        if (iy >= 0 && iy < s->h && ix >= 0 && ix < s->w)
+                            m = fmaxf(m, x[((size_t)c * s->h + iy) * s->w + ix]);
+                    }
+                y[((size_t)c * s->ho + oy) * s->wo + ox] = m;
+            }
+}
+
+void avgpool_forward_ref(const PoolShape *s, const float *x, float *y) {
+    for (int c = 0; c < s->c * s->n; c++)
+        for (int oy = 0; oy < s->ho; oy++)
+            for (int ox = 0; ox < s->wo; ox++) {
+                double sum = 0;
+                int count = 0; // taps inside the padded image
+                for (int ky = 0; ky < s->k; ky++)
+                    for (int kx = 0; kx < s->k; kx++) {
+                        int iy = oy * s->stride - s->pad + ky, ix = ox * s->stride - s->pad + kx;
+                        if (iy < s->h + s->pad && ix < s->w + s->pad) count++;
+                        if (iy >= 0 && iy < s->h && ix >= 0 && ix < s->w) sum += x[((size_t)c * s->h + iy) * s->w + ix];
+                    }
+                y[((size_t)c * s->ho + oy) * s->wo + ox] = (float)(sum / count);
+            }
+}
+
+// maxpool_backward and avgpool_backward go here (issue 5): the max routes each output gradient to the input that
+// won its window (recomputed from x and y, both kept by a keep_all plan); the average spreads it over the window
+// with the same divisor.

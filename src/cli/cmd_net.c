@@ -1,0 +1,252 @@
+// inception forward / import: the raw network on .npy tensors, and pretrained weights from ONNX.
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "classifier.h"
+#include "cli.h"
+
+// Loads a config and builds its net; the error names the file.
+static int load_net(const char *config, Net *net, Err *e) {
+    NetConfig *cfg = xmalloc(sizeof *cfg);
+    int rc = config_load(config, cfg, e) || net_create(net, cfg, e) ? -1 : 0;
+    free(cfg);
+    return rc;
+}
+
+int cmd_forward(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"weights", required_argument, NULL, 'w'},
+        {"input", required_argument, NULL, 'i'},  {"output", required_argument, NULL, 'o'},
+        {"batch", required_argument, NULL, 'b'},  {"layer", required_argument, NULL, 'l'},
+        {"threads", required_argument, NULL, 't'}, {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},          {0}};
+    const char *config = NULL, *weights = NULL, *input = NULL, *output = NULL, *layer = NULL;
+    long batch = 16, threads = 0;
+    bool quiet = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:w:i:o:b:l:t:qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config = optarg; break;
+        case 'w': weights = optarg; break;
+        case 'i': input = optarg; break;
+        case 'o': output = optarg; break;
+        case 'l': layer = optarg; break;
+        case 'q': quiet = true; break;
+        case 'b':
+            if (!cli_parse_int("forward", "--batch", optarg, 1, 4096, &batch)) return 2;
+            break;
+        case 't':
+            if (!cli_parse_int("forward", "--threads", optarg, 1, 64, &threads)) return 2;
+            break;
+        case 'h':
+            printf("usage: inception forward --config C --weights W --input X.npy --output Y.npy [--batch N]\n"
+                   "                         [--layer NAME] [--threads T] [--quiet]\n\n"
+                   "Runs the network of config C with weights W (safetensors) on X: float32 (N, C, H, W) or\n"
+                   "(C, H, W), already mean-subtracted in the config's channel order. Writes the logits (N, classes)\n"
+                   "to Y, or with --layer the output of that layer or value (e.g. conv1, inception_4a,\n"
+                   "inception_4a/3x3, loss1, prob) as (N, c, h, w) or (N, c). Images run N at a time (default 16);\n"
+                   "--threads sets the threads (default: one per CPU).\n");
+            return 0;
+        default: return cli_usage_error("forward", "unknown option");
+        }
+    }
+    if (optind != argc) return cli_usage_error("forward", "unexpected argument '%s'", argv[optind]);
+    if (!config || !weights || !input || !output)
+        return cli_usage_error("forward", "--config, --weights, --input and --output are required");
+    Err e;
+    Net net;
+    if (load_net(config, &net, &e)) return cli_fail("forward", &e);
+    if (threads) net.threads = (int)threads;
+    NpyArray x = {0};
+    float *out = NULL;
+    int rc = 1;
+    bool has_aux = false;
+    if (weights_load(&net, weights, &has_aux, &e)) goto fail;
+    const NetConfig *cfg = &net.cfg;
+    View view = {net.logits, 0, net.value[net.logits].c};
+    if (layer && !net_find_view(&net, layer, &view)) {
+        err_set(&e, "no layer or value named '%s' in %s", layer, config);
+        goto fail;
+    }
+    const Value *val = &net.value[view.v];
+    const char *name = layer ? layer : val->name;
+    if (val->aux && !has_aux) {
+        err_set(&e, "%s: '%s' belongs to an auxiliary head, and these weights have none", weights, layer);
+        goto fail;
+    }
+    size_t per_image = (size_t)cfg->channels * cfg->input * cfg->input;
+    if (npy_load(input, (size_t)2 << 30, &x, &e)) goto fail; // 8 GiB of input at most
+    int64_t n = x.ndim == 4 ? x.shape[0] : 1;
+    bool shape_ok = (x.ndim == 4 || x.ndim == 3) && x.shape[x.ndim - 3] == cfg->channels &&
+                    x.shape[x.ndim - 2] == cfg->input && x.shape[x.ndim - 1] == cfg->input && n > 0;
+    if (!shape_ok) {
+        err_set(&e, "%s: expected a float32 array (N, %d, %d, %d) for config %s", input, cfg->channels, cfg->input,
+                cfg->input, config);
+        goto fail;
+    }
+    size_t out_per_image = (size_t)view.c * val->h * val->w, out_floats;
+    if (!size_mul_ok(out_per_image, (size_t)n, &out_floats) || out_floats > ((size_t)2 << 30)) {
+        err_set(&e, "%s: the output, %lld x %zu floats, is over the 8 GiB limit (run fewer images at a time)", output,
+                (long long)n, out_per_image);
+        goto fail;
+    }
+    out = xmalloc(out_floats * sizeof(float));
+    int b = (int)(batch < n ? batch : n);
+    if (net_plan(&net, b, layer != NULL, val->aux, &e)) goto fail;
+    Progress pr;
+    progress_init(&pr, "forward", n, "img", quiet);
+    for (int64_t i = 0; i < n; i += b) {
+        int m = (int)(n - i < b ? n - i : b);
+        if (m != net.batch && net_plan(&net, m, layer != NULL, val->aux, &e)) goto fail;
+        if (net_forward(&net, x.data + (size_t)i * per_image, m, &e)) goto fail;
+        if (net_read(&net, name, out + (size_t)i * out_per_image, &e)) goto fail;
+        progress_add(&pr, m);
+    }
+    progress_finish(&pr);
+    int64_t shape[4] = {n, view.c, val->h, val->w};
+    if (npy_save(output, out, val->flat ? 2 : 4, shape, &e)) goto fail;
+    rc = 0;
+fail:
+    if (rc) cli_fail("forward", &e);
+    free(out);
+    npy_free(&x);
+    net_free(&net);
+    return rc;
+}
+
+int cmd_import(int argc, char **argv) {
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"output", required_argument, NULL, 'o'},
+                                         {"quiet", no_argument, NULL, 'q'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    const char *config = NULL, *output = NULL;
+    bool quiet = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:o:qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config = optarg; break;
+        case 'o': output = optarg; break;
+        case 'q': quiet = true; break;
+        case 'h':
+            printf("usage: inception import MODEL.onnx --config C -o MODEL.safetensors [--quiet]\n\n"
+                   "Imports the weights of an ONNX GoogLeNet (the public bvlc_googlenet export, or the PyTorch\n"
+                   "export of tools/reference.py) whose graph matches config C layer for layer; graphs of another\n"
+                   "topology are refused, naming the first node that does not fit. Auxiliary heads are imported\n"
+                   "when the graph has them as extra outputs. Writes safetensors atomically.\n");
+            return 0;
+        default: return cli_usage_error("import", "unknown option");
+        }
+    }
+    if (optind != argc - 1) return cli_usage_error("import", "expected one MODEL.onnx");
+    if (!config || !output) return cli_usage_error("import", "--config and -o are required");
+    Err e;
+    Net net;
+    if (load_net(config, &net, &e)) return cli_fail("import", &e);
+    bool aux = false;
+    int rc = onnx_import(&net, argv[optind], &aux, &e) || weights_save(&net, output, aux, &e) ? 1 : 0;
+    if (rc) cli_fail("import", &e);
+    else if (!quiet)
+        fprintf(stderr, "imported %s: %zu parameters%s -> %s\n", argv[optind], net.params_size,
+                aux ? " (with the auxiliary heads)" : "", output);
+    net_free(&net);
+    return rc;
+}
+
+// Class names, one a line, exactly `classes` of them. *names points into *text.
+static int load_labels(const char *path, int classes, char **text, char ***names, Err *e) {
+    size_t n;
+    if (read_file_all(path, 64u << 20, text, &n, e)) return -1;
+    *names = xcalloc((size_t)classes, sizeof **names);
+    int k = 0; // lines seen
+    for (char *line = *text, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        size_t len = strlen(line);
+        if (len && line[len - 1] == '\r') line[--len] = '\0';
+        if (k < classes) (*names)[k] = line;
+        k++;
+    }
+    if (k != classes) {
+        free(*names);
+        free(*text);
+        *names = NULL, *text = NULL;
+        return err_set(e, "%s: %d labels for a network of %d classes (one class name a line)", path, k, classes);
+    }
+    return 0;
+}
+
+int cmd_classify(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"weights", required_argument, NULL, 'w'},
+        {"crops", required_argument, NULL, 'n'},  {"labels", required_argument, NULL, 'l'},
+        {"batch", required_argument, NULL, 'b'},  {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},          {0}};
+    const char *config = NULL, *weights = NULL, *labels = NULL;
+    long crops = 144, batch = 16;
+    bool quiet = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:w:n:l:b:qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config = optarg; break;
+        case 'w': weights = optarg; break;
+        case 'l': labels = optarg; break;
+        case 'q': quiet = true; break;
+        case 'n':
+            if (!cli_parse_int("classify", "--crops", optarg, 1, 144, &crops)) return 2;
+            if (crops != 1 && crops != 10 && crops != 144)
+                return cli_usage_error("classify", "--crops must be 1, 10 or 144");
+            break;
+        case 'b':
+            if (!cli_parse_int("classify", "--batch", optarg, 1, 1024, &batch)) return 2;
+            break;
+        case 'h':
+            printf("usage: inception classify IMAGE... --config C --weights W [--crops 1|10|144] [--labels FILE]\n"
+                   "                          [--batch N] [--quiet]\n\n"
+                   "Classifies each image with the paper's test-time scheme (Section 7): 144 crops (4 scales with\n"
+                   "the shorter side 256/288/320/352, 3 squares, 4 corners + centre + the square resized, mirrors),\n"
+                   "10 (corners and centre of the central 256 square, mirrors) or 1 (centre); softmax averaged. Prints\n"
+                   "the top 5 classes with their probabilities, named from FILE (one class a line) when given.\n"
+                   "Pixels are put in the config's channel_order and its mean subtracted (configs/googlenet.cfg:\n"
+                   "BGR, mean 104 117 123, as bvlc_googlenet was trained).\n");
+            return 0;
+        default: return cli_usage_error("classify", "unknown option");
+        }
+    }
+    if (optind >= argc) return cli_usage_error("classify", "expected at least one IMAGE");
+    if (!config || !weights) return cli_usage_error("classify", "--config and --weights are required");
+    Err e;
+    Net net;
+    if (load_net(config, &net, &e)) return cli_fail("classify", &e);
+    char *label_text = NULL, **names = NULL;
+    float *probs = xmalloc((size_t)net.cfg.classes * sizeof(float));
+    int rc = 0;
+    if (weights_load(&net, weights, NULL, &e) ||
+        (labels && load_labels(labels, net.cfg.classes, &label_text, &names, &e))) {
+        rc = cli_fail("classify", &e);
+        goto done;
+    }
+    for (int i = optind; i < argc; i++) {
+        Image im = {0};
+        if (image_load(argv[i], &im, &e) || classify_image(&net, &im, (int)crops, (int)batch, probs, quiet, &e)) {
+            rc = cli_fail("classify", &e); // the other images still run
+            image_free(&im);
+            continue;
+        }
+        image_free(&im);
+        int k = net.cfg.classes < CLASSIFY_TOPK ? net.cfg.classes : CLASSIFY_TOPK, idx[CLASSIFY_TOPK];
+        topk(probs, net.cfg.classes, k, idx);
+        printf("%s (%ld crops)\n", argv[i], crops);
+        for (int j = 0; j < k; j++) {
+            if (names) printf("  %d  %.4f  %s\n", j + 1, probs[idx[j]], names[idx[j]]);
+            else printf("  %d  %.4f  class %d\n", j + 1, probs[idx[j]], idx[j]);
+        }
+    }
+done:
+    free(probs);
+    free(names);
+    free(label_text);
+    net_free(&net);
+    return rc;
+}

@@ -1,0 +1,291 @@
+// Each fast kernel against its plain reference implementation (convolution, pooling, LRN, fully connected) over
+// shapes that reach their edge cases, and the whole network fast against reference, batched against single
+// images, memory-reusing against keep-everything.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/classifier/layers.h"
+#include "classifier.h"
+
+static float *random_floats(Rng *r, size_t n, double scale) {
+    float *x = malloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = (float)(scale * rng_normal(r));
+    return x;
+}
+
+// max |a - b| <= tol * max(1, max |b|)
+static void assert_close(const float *a, const float *b, size_t n, double tol, const char *what) {
+    double worst = 0, scale = 1;
+    for (size_t i = 0; i < n; i++) {
+        worst = fmax(worst, fabs((double)a[i] - b[i]));
+        scale = fmax(scale, fabs((double)b[i]));
+    }
+    if (worst > tol * scale) fail_msg("%s: max difference %g over scale %g (tolerance %g)", what, worst, scale, tol);
+}
+
+static void test_conv(void **state) {
+    (void)state;
+    // cin, cout, n, h, w, k, stride, pad, split: 7x7/2 as conv1, odd sizes, 1x1 (no im2col), 3x3 and 5x5 'same',
+    // a stride that leaves pixels unused, column blocks that cross images (K = 1600 -> 327 columns a block),
+    // few columns (rows split across threads), and a fused output split in two.
+    static const int shapes[][9] = {
+        {3, 8, 2, 23, 21, 7, 2, 3, 8},   {5, 7, 3, 9, 9, 1, 1, 0, 7},   {6, 9, 2, 11, 13, 3, 1, 1, 9},
+        {4, 6, 1, 10, 10, 5, 1, 2, 6},   {3, 5, 2, 14, 14, 5, 3, 0, 5}, {64, 12, 3, 15, 15, 5, 1, 2, 12},
+        {16, 40, 1, 3, 3, 3, 1, 1, 40},  {12, 20, 4, 7, 7, 1, 1, 0, 8}, {2, 3, 1, 1, 1, 1, 1, 0, 3},
+    };
+    Rng r;
+    rng_seed(&r, 1);
+    Workers *workers[2] = {workers_create(1), workers_create(2)};
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        const int *q = shapes[t];
+        ConvShape s = {.cin = q[0], .cout = q[1], .n = q[2], .h = q[3], .w = q[4], .k = q[5], .stride = q[6],
+                       .pad = q[7], .relu = true, .split = q[8]};
+        s.ho = conv_out_size(s.h, s.k, s.stride, s.pad);
+        s.wo = conv_out_size(s.w, s.k, s.stride, s.pad);
+        size_t in = (size_t)s.cin * s.n * s.h * s.w, out = (size_t)s.cout * s.n * s.ho * s.wo;
+        float *x = random_floats(&r, in, 1.0), *w = random_floats(&r, (size_t)s.cout * s.cin * s.k * s.k, 0.3);
+        float *b = random_floats(&r, (size_t)s.cout, 0.5);
+        float *ref = calloc(out, sizeof(float)), *fast = calloc(out, sizeof(float));
+        size_t rows1 = (size_t)s.split * s.n * s.ho * s.wo;
+        conv_forward_ref(&s, x, w, b, ref, ref + rows1);
+        for (int wi = 0; wi < 2; wi++) {
+            int threads = workers_count(workers[wi]);
+            float *scratch = malloc((conv_scratch_size(&s, threads) * threads + 1) * sizeof(float));
+            memset(fast, 0xff, out * sizeof(float)); // NaN: every output must be written
+            conv_forward(&s, x, w, b, fast, fast + rows1, scratch, workers[wi]);
+            assert_close(fast, ref, out, 1e-5, "conv");
+            free(scratch);
+        }
+        // ReLU off: negative outputs survive
+        s.relu = false;
+        conv_forward_ref(&s, x, w, b, ref, ref + rows1);
+        float *scratch = malloc((conv_scratch_size(&s, workers_count(workers[1])) * 2 + 1) * sizeof(float));
+        conv_forward(&s, x, w, b, fast, fast + rows1, scratch, workers[1]);
+        assert_close(fast, ref, out, 1e-5, "conv without relu");
+        bool negative = false;
+        for (size_t i = 0; i < out; i++) negative |= fast[i] < 0;
+        assert_true(negative);
+        free(scratch);
+        free(x), free(w), free(b), free(ref), free(fast);
+    }
+    workers_free(workers[0]);
+    workers_free(workers[1]);
+}
+
+static void test_pool(void **state) {
+    (void)state;
+    // h, w, k, stride, pad: Caffe ceil mode leaves partial windows at the end (112 -> 56, 7 -> 3, 14 -> 4 with
+    // 5x5/3), a padded 'same' pooling as in the Inception modules, and a padded strided one whose last window
+    // would start in the padding (Caffe drops it).
+    static const int shapes[][5] = {{112, 112, 3, 2, 0}, {7, 7, 3, 2, 0}, {14, 14, 5, 3, 0}, {9, 11, 3, 1, 1},
+                                    {10, 10, 3, 2, 1},   {7, 7, 7, 1, 0}, {5, 6, 2, 2, 1},  {1, 1, 1, 1, 0},
+                                    {4, 4, 3, 3, 2}};
+    Rng r;
+    rng_seed(&r, 2);
+    Workers *w2 = workers_create(2);
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        const int *q = shapes[t];
+        PoolShape s = {.c = 5, .n = 2, .h = q[0], .w = q[1], .k = q[2], .stride = q[3], .pad = q[4]};
+        s.ho = pool_out_size(s.h, s.k, s.stride, s.pad);
+        s.wo = pool_out_size(s.w, s.k, s.stride, s.pad);
+        assert_true(s.ho > 0 && s.wo > 0);
+        size_t in = (size_t)s.c * s.n * s.h * s.w, out = (size_t)s.c * s.n * s.ho * s.wo;
+        float *x = random_floats(&r, in, 10.0), *ref = malloc(out * 4), *fast = malloc(out * 4);
+        maxpool_forward_ref(&s, x, ref);
+        maxpool_forward(&s, x, fast, w2);
+        assert_memory_equal(fast, ref, out * sizeof(float)); // a maximum is exact
+        avgpool_forward_ref(&s, x, ref);
+        avgpool_forward(&s, x, fast, NULL);
+        assert_close(fast, ref, out, 1e-6, "avgpool");
+        free(x), free(ref), free(fast);
+    }
+    assert_int_equal(pool_out_size(112, 3, 2, 0), 56); // Table 1: 112 -> 56 (floor would give 55)
+    assert_int_equal(pool_out_size(14, 5, 3, 0), 4);   // the auxiliary heads: 14 -> 4
+    assert_int_equal(pool_out_size(10, 3, 2, 1), 6);
+    assert_int_equal(pool_out_size(4, 3, 3, 2), 2);    // ceil gives 3, whose window would start in the padding
+    assert_int_equal(conv_out_size(224, 7, 2, 3), 112);
+    // Known values: the average divides by the window inside the image (no padding: by the pixels summed)
+    PoolShape s = {.c = 1, .n = 1, .h = 3, .w = 3, .k = 2, .stride = 2, .ho = 2, .wo = 2};
+    float x[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, y[4];
+    avgpool_forward(&s, x, y, w2);
+    assert_true(y[0] == 3.0f && y[1] == 4.5f && y[2] == 7.5f && y[3] == 9.0f);
+    maxpool_forward(&s, x, y, w2);
+    assert_true(y[0] == 5.0f && y[1] == 6.0f && y[2] == 8.0f && y[3] == 9.0f);
+    workers_free(w2);
+}
+
+static void test_lrn(void **state) {
+    (void)state;
+    static const struct {
+        int c, size;
+        float alpha, beta, k;
+    } cases[] = {{7, 5, 1e-4f, 0.75f, 1.0f}, {16, 5, 1e-4f, 0.75f, 1.0f}, {4, 3, 1e-3f, 0.5f, 2.0f}, {1, 5, 1e-4f, 0.75f, 1.0f}};
+    Rng r;
+    rng_seed(&r, 3);
+    Workers *w2 = workers_create(2);
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        LrnShape s = {.c = cases[t].c, .n = 3, .h = 17, .w = 31, .size = cases[t].size, .alpha = cases[t].alpha,
+                      .beta = cases[t].beta, .k = cases[t].k};
+        size_t n = (size_t)s.c * s.n * s.h * s.w;
+        float *x = random_floats(&r, n, 200.0), *ref = malloc(n * 4), *fast = malloc(n * 4);
+        lrn_forward_ref(&s, x, ref);
+        lrn_forward(&s, x, fast, w2);
+        assert_close(fast, ref, n, 1e-5, "lrn");
+        // the normalisation matters at this scale: outputs are visibly smaller than inputs
+        double ratio = 0;
+        for (size_t i = 0; i < n; i++) ratio += fabs(ref[i]) / fmax(fabs(x[i]), 1e-3);
+        if (s.c > 1) assert_true(ratio / n < 0.97);
+        free(x), free(ref), free(fast);
+    }
+    // One pixel, one channel: y = x / (1 + 1e-4/5 * x^2)^0.75
+    LrnShape s = {.c = 1, .n = 1, .h = 1, .w = 1, .size = 5, .alpha = 1e-4f, .beta = 0.75f, .k = 1.0f};
+    float x = 100.0f, y;
+    lrn_forward(&s, &x, &y, NULL);
+    assert_true(fabs(y - 100.0 / pow(1.0 + 1e-4 / 5 * 1e4, 0.75)) < 1e-4);
+    workers_free(w2);
+}
+
+static void test_fc_softmax_flatten(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 4);
+    Workers *w2 = workers_create(2);
+    int cin = 70, cout = 33, n = 5;
+    float *x = random_floats(&r, (size_t)cin * n, 1.0), *w = random_floats(&r, (size_t)cout * cin, 0.2);
+    float *b = random_floats(&r, (size_t)cout, 1.0), *ref = malloc((size_t)cout * n * 4), *fast = malloc((size_t)cout * n * 4);
+    float *scratch = malloc(fc_scratch_size(cin, cout, n, 2) * 2 * sizeof(float));
+    for (int relu = 0; relu < 2; relu++) {
+        fc_forward_ref(cin, cout, n, relu, x, w, b, ref);
+        fc_forward(cin, cout, n, relu, x, w, b, fast, scratch, w2);
+        assert_close(fast, ref, (size_t)cout * n, 1e-5, "fc");
+    }
+    // softmax: sums to one per image, order kept
+    softmax_forward(cout, n, ref, fast);
+    for (int i = 0; i < n; i++) {
+        double sum = 0;
+        for (int k = 0; k < cout; k++) sum += fast[k * n + i];
+        assert_true(fabs(sum - 1.0) < 1e-5);
+    }
+    // flatten: (c, n, h, w) -> (c*h*w, n) in each image's (c, h, w) order
+    float cnhw[2 * 2 * 3], flat[12];
+    for (int i = 0; i < 12; i++) cnhw[i] = (float)i; // c = 2, n = 2, hw = 3: value = (c*2 + img)*3 + p
+    flatten_forward(2, 2, 1, 3, cnhw, flat);
+    for (int c = 0; c < 2; c++)
+        for (int img = 0; img < 2; img++)
+            for (int p = 0; p < 3; p++) assert_true(flat[(c * 3 + p) * 2 + img] == (float)((c * 2 + img) * 3 + p));
+    free(x), free(w), free(b), free(ref), free(fast), free(scratch);
+    workers_free(w2);
+}
+
+static void load_tiny(Net *net) {
+    NetConfig *cfg = malloc(sizeof *cfg);
+    Err e;
+    assert_int_equal(config_load("../configs/googlenet-tiny.cfg", cfg, &e), 0);
+    assert_int_equal(net_create(net, cfg, &e), 0);
+    free(cfg);
+    net_init_random(net, 42);
+}
+
+// The whole tiny network: fast kernels against the reference ones on every value, auxiliary heads included.
+static void test_net_fast_vs_reference(void **state) {
+    (void)state;
+    Net fast, ref;
+    load_tiny(&fast);
+    load_tiny(&ref);
+    ref.reference = true;
+    const int n = 3;
+    size_t per = 3 * 96 * 96;
+    Rng r;
+    rng_seed(&r, 5);
+    float *x = random_floats(&r, n * per, 50.0);
+    Err e;
+    assert_int_equal(net_plan(&fast, n, true, true, &e), 0);
+    assert_int_equal(net_plan(&ref, n, true, true, &e), 0);
+    assert_int_equal(net_forward(&fast, x, n, &e), 0);
+    assert_int_equal(net_forward(&ref, x, n, &e), 0);
+    for (int v = 0; v < fast.n_values; v++) {
+        const Value *val = &fast.value[v];
+        size_t count = (size_t)n * val->c * val->h * val->w;
+        float *a = malloc(count * 4), *b = malloc(count * 4);
+        assert_int_equal(net_read(&fast, val->name, a, &e), 0);
+        assert_int_equal(net_read(&ref, val->name, b, &e), 0);
+        assert_close(a, b, count, 1e-4, val->name);
+        free(a), free(b);
+    }
+    net_free(&fast);
+    net_free(&ref);
+    free(x);
+}
+
+// Batched images give what single images give; reusing memory gives what keeping it gives; 1 thread as 2.
+static void test_net_batching(void **state) {
+    (void)state;
+    Net net;
+    load_tiny(&net);
+    const int n = 5;
+    size_t per = 3 * 96 * 96;
+    Rng r;
+    rng_seed(&r, 6);
+    float *x = random_floats(&r, n * per, 50.0);
+    float batched[5 * 10], single[10], kept[5 * 10];
+    Err e;
+    assert_int_equal(net_forward(&net, x, n, &e), 0); // plans on first use: reuse, no aux
+    assert_int_equal(net_read(&net, "classifier", batched, &e), 0);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(net_forward(&net, x + i * per, 1, &e), 0);
+        assert_int_equal(net_read(&net, "classifier", single, &e), 0);
+        assert_close(single, batched + i * 10, 10, 1e-5, "image of a batch vs alone");
+    }
+    assert_int_equal(net_plan(&net, n, true, false, &e), 0);
+    assert_int_equal(net_forward(&net, x, n, &e), 0);
+    assert_int_equal(net_read(&net, "classifier", kept, &e), 0);
+    assert_close(kept, batched, n * 10, 1e-6, "keep_all vs reuse");
+    // The branches of a module read by name are its channel slices: 1x1 | 3x3 | 5x5 | pool proj.
+    const Value *m = &net.value[net_find_value(&net, "inception_3b")];
+    size_t plane = (size_t)m->h * m->w;
+    float *whole = malloc((size_t)n * m->c * plane * sizeof(float)), *part = malloc((size_t)n * m->c * plane * sizeof(float));
+    assert_int_equal(net_read(&net, "inception_3b", whole, &e), 0);
+    const char *branches[4] = {"inception_3b/1x1", "inception_3b/3x3", "inception_3b/5x5", "inception_3b/pool_proj"};
+    int c0 = 0;
+    for (int k = 0; k < 4; k++) {
+        View v;
+        assert_true(net_find_view(&net, branches[k], &v));
+        assert_int_equal(net_read(&net, branches[k], part, &e), 0);
+        for (int img = 0; img < n; img++)
+            assert_memory_equal(part + (size_t)img * v.c * plane, whole + ((size_t)img * m->c + c0) * plane,
+                                (size_t)v.c * plane * sizeof(float));
+        c0 += v.c;
+    }
+    assert_int_equal(c0, m->c);
+    View r3, r5;
+    assert_true(net_find_view(&net, "inception_3b/3x3_reduce", &r3) && net_find_view(&net, "inception_3b/5x5_reduce", &r5));
+    assert_true(r3.v == r5.v && r5.c0 == r3.c);
+    assert_false(net_find_view(&net, "inception_3b/7x7", &r3));
+    free(whole), free(part);
+    net.threads = 1;
+    assert_int_equal(net_plan(&net, n, false, false, &e), 0);
+    assert_int_equal(net_forward(&net, x, n, &e), 0);
+    assert_int_equal(net_read(&net, "classifier", kept, &e), 0);
+    assert_close(kept, batched, n * 10, 1e-5, "one thread vs two");
+    net_free(&net);
+    free(x);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conv),
+        cmocka_unit_test(test_pool),
+        cmocka_unit_test(test_lrn),
+        cmocka_unit_test(test_fc_softmax_flatten),
+        cmocka_unit_test(test_net_fast_vs_reference),
+        cmocka_unit_test(test_net_batching),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
