@@ -229,6 +229,9 @@ int summary_write_json(const Net *net, const Summary *s, FILE *f, Err *e);
 // file and finite. Auxiliary-head tensors may be absent (inference-only files, e.g. imported from ONNX) but are
 // then all absent; *has_aux tells (may be NULL). Unknown tensors are refused.
 int weights_load(Net *net, const char *path, bool *has_aux, Err *e);
+// For fine-tuning: the same checks, except that tensors whose shape differs from the config's (the classifier
+// layers, when the number of classes changed) are skipped, counted in *skipped, and keep the net's values.
+int weights_load_finetune(Net *net, const char *path, int *skipped, Err *e);
 // Writes all parameters (auxiliary heads included when with_aux) atomically, with metadata naming the format.
 int weights_save(const Net *net, const char *path, bool with_aux, Err *e);
 
@@ -266,6 +269,11 @@ int onnx_import(Net *net, const char *path, bool *has_aux, Err *e);
 
 // Turns an RGB 0..255 image (already input x input) into one (C, H, W) network input: channel order, mean, scale.
 void classify_preprocess(const NetConfig *cfg, const Image *im, float *dst);
+
+// Warps a region (1-based inclusive box) to the input size R-CNN style, with `context` pixels of surrounding
+// image at that size and the config's mean outside the image, then preprocesses it: dst is (C, input, input).
+// Detection training and the detector share it, so they see regions the same way.
+int classify_warp_region(const NetConfig *cfg, const Image *im, Box region, int context, float *dst, Err *e);
 
 // Crops for one image: 1 (centre crop of the shorter side resized to 256/224 of the input), 10 (4 corners and
 // centre at that scale, and mirrors) or 144 (4 scales x 3 squares x 6 crops x 2 mirrors). Returns the crops as

@@ -67,6 +67,9 @@ double rng_uniform(Rng *r);             // uniform in [0, 1)
 double rng_normal(Rng *r);              // standard normal (Box-Muller)
 // An independent stream for worker i (jump-free: reseeds from the parent's next output mixed with i).
 Rng rng_split(Rng *r, uint64_t i);
+// The stream named by (seed, a, b), e.g. (run seed, step, sample): randomness that depends only on where it is
+// used, not on what ran before, so that runs resume and parallelise reproducibly.
+void rng_seed_at(Rng *r, uint64_t seed, uint64_t a, uint64_t b);
 
 // ---------------------------------------------------------------------------------------------------------------
 // progress on stderr: "label  1234/20121  6.1%  812.3/s  ETA 0:23", at most a few updates a second
@@ -80,10 +83,12 @@ typedef struct {
     const char *unit;  // "img", "step", ...
     bool quiet;
     bool printed;
+    char note[96];     // shown after the rate ("loss 2.31"); set with progress_note
 } Progress;
 
 void progress_init(Progress *p, const char *label, int64_t total, const char *unit, bool quiet);
 void progress_add(Progress *p, int64_t n);      // n more items done
+void progress_note(Progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void progress_finish(Progress *p);              // final line with totals and elapsed time (if any was shown)
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -58,6 +58,26 @@ void image_draw_text(Image *im, int x, int y, const char *text, const float rgb[
 // Size a text would take when drawn at this scale.
 void image_text_size(const char *text, double scale, int *w, int *h);
 
+// Line charts (precision-recall curves, recall against proposals, training curves): axes with a grid, labelled
+// ticks, one coloured polyline per series, a legend. chart_draw draws into a window of an existing image, so
+// several charts can share one PNG.
+typedef struct {
+    const char *label; // legend entry (NULL: none)
+    const double *x, *y;
+    int n;
+} ChartSeries;
+
+typedef struct {
+    const char *title, *xlabel, *ylabel;
+    double x0, x1, y0, y1; // axis ranges (x0 > 0 when log_x)
+    bool log_x;            // decades on the x axis
+    int x_ticks, y_ticks;  // intervals between grid lines on linear axes (default 10 and 5)
+    bool legend_outside;   // legend to the right of the plot rather than inside its lower right corner
+} Chart;
+
+void chart_draw(Image *canvas, int x, int y, int w, int h, const Chart *c, const ChartSeries *s, int n_series);
+int chart_write_png(const char *path, int w, int h, const Chart *c, const ChartSeries *s, int n_series, Err *e);
+
 // Writes an 8-bit RGB (or grey) PNG atomically; values are rounded and clamped to 0..255.
 int image_write_png(const Image *im, const char *path, Err *e);
 

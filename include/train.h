@@ -3,12 +3,18 @@
 //              averaging of the weights
 //   prefetch   a loader thread that fills the next batch while the current one trains
 //   regions    R-CNN-style region samples for detection training: proposals labelled by their overlap
+//   checkpoint the whole training state in one file (magic, version, checksum), written atomically
+//   dataset    what a run trains or validates on: a classification list or tree, or an annotated detection set
+//              whose proposals become labelled regions; batches made from it reproducibly
 #ifndef INCEPTION_TRAIN_H
 #define INCEPTION_TRAIN_H
 
 #include <pthread.h>
 
+#include "classifier.h"
 #include "common.h"
+#include "data.h"
+#include "proposals.h"
 
 // ---------------------------------------------------------------------------------------------------------------
 // optimiser
@@ -100,5 +106,112 @@ void region_set_add_image(RegionSet *rs, int image, const Box *gt, const int *gt
 // is empty.
 bool region_set_sample(const RegionSet *rs, int n_pos, int n_bg, Rng *rng, Region *out);
 void region_set_free(RegionSet *rs);
+
+// ---------------------------------------------------------------------------------------------------------------
+// dataset
+
+typedef enum { DATASET_CLASSIFY, DATASET_REGIONS } DatasetKind;
+
+// One image of a detection set.
+typedef struct {
+    char *name;          // its name in the set ("raccoon-12")
+    char *path;          // the image file
+    int n_gt;
+    Box *gt;             // (n_gt) annotated objects
+    int *gt_label;       // (n_gt) 0-based object class
+    unsigned char *difficult; // (n_gt) VOC difficult flags
+    int n_props;
+    Box *props;          // (n_props) proposals, best first
+    bool bad;            // failed to decode: skipped
+} DatasetImage;
+
+typedef struct {
+    DatasetKind kind;
+    char *source;              // the list or directory it came from
+    SampleList samples;        // DATASET_CLASSIFY
+    int n_images;              // DATASET_REGIONS
+    DatasetImage *images;      // (n_images)
+    ClassMap classes;          // DATASET_REGIONS: the object classes (network class k + 1; class 0 = background)
+    RegionSet regions;         // DATASET_REGIONS: labelled regions of every image
+    Image *cache;              // (n_images) decoded images kept while under cache_budget bytes
+    size_t cache_bytes, cache_budget;
+    size_t decode_failures;    // images that failed to decode (skipped, counted)
+    uint32_t *perm;            // DATASET_CLASSIFY: the sample order of epoch perm_epoch
+    long perm_epoch;
+    unsigned char *bad_sample; // DATASET_CLASSIFY: samples found not to decode
+} Dataset;
+
+typedef struct {
+    const ProposalParams *proposals; // how to compute proposals of a detection set
+    const char *proposals_file;      // or read them from this `inception proposals` JSON (NULL: compute)
+    const char *proposals_cache;     // save computed proposals here (atomically), and reuse the file next time
+    const ClassMap *classes;         // detection sets: use these classes (e.g. the training set's); NULL: from
+                                     // the annotations, sorted
+    int max_classes;                 // classification labels must be below this
+    double pos_iou;                  // regions: IoU that makes a proposal a positive (0.5)
+    size_t cache_budget;             // bytes of decoded images to keep in memory
+    bool quiet;
+} DatasetOptions;
+
+// Opens a training or validation set:
+//   a file of "path label" lines                -> classification (paths relative to the file)
+//   a directory of class folders                -> classification (classes in name order)
+//   a file of image names (VOC ImageSets/Main/x.txt, in ROOT/ImageSets/Main/) or a VOC-layout directory
+//   (ROOT with Annotations/ and JPEGImages/)   -> detection regions
+int dataset_open(const char *spec, const DatasetOptions *o, Dataset *d, Err *e);
+void dataset_free(Dataset *d);
+// Decoded image i of a detection set (cached); NULL with *e set when it does not decode (it is then marked bad
+// and counted).
+const Image *dataset_image(Dataset *d, int i, Image *scratch, Err *e);
+
+typedef struct {
+    int n;         // images in the batch
+    int c, size;   // channels, input side
+    float *x;      // (n, c, size, size) preprocessed as the config says
+    int *labels;   // (n)
+} Batch;
+
+void batch_alloc(Batch *b, int n, const NetConfig *cfg);
+void batch_free(Batch *b);
+
+// How batches are drawn (the same for every run with the same seed, whatever the timing or thread count).
+typedef struct {
+    uint64_t seed;
+    int batch;             // images a batch
+    int context;           // regions: pixels of context at the input size (16)
+    double pos_fraction;   // regions: share of positives in a batch (R-CNN: 32 of 128)
+    Augment augment;       // classification: Section 6 (regions: flips only)
+} BatchRecipe;
+
+// Steps that make one epoch: every sample once (classification), every positive region about once (regions).
+long dataset_steps_per_epoch(const Dataset *d, const BatchRecipe *r);
+// Batch number `index` of a run (epoch = index / steps_per_epoch): samples in a seeded per-epoch order,
+// augmented with randomness seeded by (seed, index); images that fail to decode are skipped and counted.
+int dataset_batch(Dataset *d, const NetConfig *cfg, const BatchRecipe *r, long index, Batch *b, Err *e);
+
+// ---------------------------------------------------------------------------------------------------------------
+// checkpoint: "INCKPT01" magic, a version, the training state, the parameters, the momentum buffer and the
+// Polyak average, and a checksum of everything before it. The fingerprint identifies the network (parameter
+// names, shapes, classes) so that a checkpoint of another config is refused.
+
+#define CHECKPOINT_VERSION 1
+
+typedef struct {
+    uint64_t fingerprint; // net_fingerprint of the network it belongs to
+    int64_t step;         // optimiser steps done
+    uint64_t seed;        // the run's seed (data order, dropout, augmentation all derive from it and the step)
+    uint64_t n;           // parameters
+    bool has_average;
+} CheckpointHeader;
+
+// FNV-1a over every parameter's name and shape: equal for nets of the same config and number of classes.
+uint64_t net_fingerprint(const Net *net);
+
+int checkpoint_save(const char *path, const CheckpointHeader *h, const float *params, const float *velocity,
+                    const float *average, Err *e);
+// Reads a checkpoint for a net with `fingerprint` and n parameters into params, velocity and (when the file has
+// one and average is not NULL) average; refuses another config, another version, truncation and corruption.
+int checkpoint_load(const char *path, uint64_t fingerprint, uint64_t n, CheckpointHeader *h, float *params,
+                    float *velocity, float *average, Err *e);
 
 #endif

@@ -1,10 +1,11 @@
-// Tests of the detection stage: non-maximum suppression.
+// Tests of the detection stage: non-maximum suppression, region scoring.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdlib.h>
 
 #include "detect.h"
@@ -87,11 +88,60 @@ static void test_nms_matches_reference(void **state) {
     free(s);
 }
 
+// The detector's scoring with the tiny network: softmax rows sum to 1, an ensemble of one net twice equals the
+// net alone, and thresholds and the background class behave.
+static void test_score_regions(void **state) {
+    (void)state;
+    Err e;
+    NetConfig cfg;
+    assert_int_equal(config_load("../configs/googlenet-tiny.cfg", &cfg, &e), 0);
+    Net net;
+    assert_int_equal(net_create(&net, &cfg, &e), 0);
+    net_init_random(&net, 3);
+    Image im;
+    assert_int_equal(image_load("data/proposals/2007_000027.jpg", &im, &e), 0);
+    Box regions[5] = {{1, 1, 100, 100}, {50, 60, 300, 400}, {1, 1, (double)im.w, (double)im.h},
+                      {-20, -20, 40, 40}, {200, 100, 210, 110}};
+    DetectParams p = detect_params_default();
+    p.batch = 2; // several batches, one partial
+    int C = cfg.classes;
+    float *one = xmalloc(5 * (size_t)C * sizeof(float)), *two = xmalloc(5 * (size_t)C * sizeof(float));
+    Net *single[1] = {&net}, *pair[2] = {&net, &net};
+    assert_int_equal(detect_score_regions(single, 1, &im, regions, 5, &p, one, true, &e), 0);
+    assert_int_equal(detect_score_regions(pair, 2, &im, regions, 5, &p, two, true, &e), 0);
+    for (int i = 0; i < 5; i++) {
+        double sum = 0;
+        for (int k = 0; k < C; k++) {
+            sum += one[i * C + k];
+            assert_true(fabsf(one[i * C + k] - two[i * C + k]) < 1e-6f);
+        }
+        assert_true(fabs(sum - 1) < 1e-5);
+    }
+    // Detections: with a zero threshold every (region, object class) pair is a candidate; suppression keeps the
+    // best of overlapping boxes per class; the background class (0) never appears.
+    p.score_min = 0;
+    p.max_per_image = 0;
+    Scored *d;
+    size_t n = detect_from_scores(regions, one, 5, C, &p, &d);
+    assert_true(n > 0 && n <= 5 * (size_t)(C - 1));
+    for (size_t i = 0; i < n; i++) assert_true(d[i].label >= 0 && d[i].label < C - 1);
+    for (size_t i = 1; i < n; i++) assert_true(d[i - 1].score >= d[i].score);
+    free(d);
+    p.score_min = 2; // above any probability
+    assert_int_equal(detect_from_scores(regions, one, 5, C, &p, &d), 0);
+    free(d);
+    free(one);
+    free(two);
+    image_free(&im);
+    net_free(&net);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nms_hand_case),
         cmocka_unit_test(test_nms_threshold_is_strict),
         cmocka_unit_test(test_nms_matches_reference),
+        cmocka_unit_test(test_score_regions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

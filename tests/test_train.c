@@ -144,6 +144,47 @@ static void test_regions(void **state) {
     assert_false(region_set_sample(&rs, 32, 96, &r, out));
 }
 
+static void test_checkpoint_roundtrip_and_refusals(void **state) {
+    (void)state;
+    enum { N = 1000 };
+    float p[N], v[N], a[N], p2[N], v2[N], a2[N];
+    for (int i = 0; i < N; i++) p[i] = (float)i * 0.5f, v[i] = -(float)i, a[i] = (float)i / 3.0f;
+    char path[] = "/tmp/inception_ckpt_XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    Err e;
+    CheckpointHeader h = {.fingerprint = 0x1234, .step = 77, .seed = 5, .n = N, .has_average = true}, got;
+    assert_int_equal(checkpoint_save(path, &h, p, v, a, &e), 0);
+    assert_int_equal(checkpoint_load(path, 0x1234, N, &got, p2, v2, a2, &e), 0);
+    assert_int_equal(got.step, 77);
+    assert_int_equal(got.seed, 5);
+    assert_true(got.has_average);
+    assert_memory_equal(p, p2, sizeof p);
+    assert_memory_equal(v, v2, sizeof v);
+    assert_memory_equal(a, a2, sizeof a);
+    // another network
+    assert_int_equal(checkpoint_load(path, 0x9999, N, &got, p2, v2, a2, &e), -1);
+    assert_non_null(strstr(e.msg, "another network"));
+    assert_int_equal(checkpoint_load(path, 0x1234, N + 1, &got, p2, v2, a2, &e), -1);
+    // a flipped byte, then a truncation
+    char *data;
+    size_t n;
+    assert_int_equal(read_file_all(path, 1 << 20, &data, &n, &e), 0);
+    data[100] ^= 1;
+    assert_int_equal(write_file_atomic(path, data, n, &e), 0);
+    assert_int_equal(checkpoint_load(path, 0x1234, N, &got, p2, v2, a2, &e), -1);
+    assert_non_null(strstr(e.msg, "corrupt"));
+    data[100] ^= 1;
+    assert_int_equal(write_file_atomic(path, data, n - 10, &e), 0);
+    assert_int_equal(checkpoint_load(path, 0x1234, N, &got, p2, v2, a2, &e), -1);
+    assert_non_null(strstr(e.msg, "truncated"));
+    assert_int_equal(write_file_atomic(path, "hello", 5, &e), 0);
+    assert_int_equal(checkpoint_load(path, 0x1234, N, &got, p2, v2, a2, &e), -1);
+    assert_non_null(strstr(e.msg, "not an inception checkpoint"));
+    free(data);
+    unlink(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sgd_momentum_by_hand),
@@ -151,6 +192,7 @@ int main(void) {
         cmocka_unit_test(test_polyak_average),
         cmocka_unit_test(test_prefetch_order_and_errors),
         cmocka_unit_test(test_regions),
+        cmocka_unit_test(test_checkpoint_roundtrip_and_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,6 +26,17 @@ void classify_preprocess(const NetConfig *cfg, const Image *im, float *dst) {
     }
 }
 
+int classify_warp_region(const NetConfig *cfg, const Image *im, Box region, int context, float *dst, Err *e) {
+    // Outside the image the warp shows the mean (in the image's RGB order), which preprocessing turns into 0.
+    float fill[3];
+    for (int c = 0; c < 3; c++) fill[c] = cfg->mean[cfg->order == CHANNELS_BGR ? 2 - c : c];
+    Image w;
+    if (image_warp_region(im, region, cfg->input, cfg->input, context, fill, INTERP_BILINEAR, &w, e)) return -1;
+    classify_preprocess(cfg, &w, dst);
+    image_free(&w);
+    return 0;
+}
+
 // Resizes so that the shorter side is `side`.
 static int resize_shorter(const Image *im, int side, Image *out, Err *e) {
     int w, h;

@@ -59,13 +59,16 @@ static int check_tensor(const Net *net, const char *path, const char *name, json
     return 0;
 }
 
-int weights_load(Net *net, const char *path, bool *has_aux, Err *e) {
+// The loader of both entry points. With `finetune`, tensors whose shape differs from the config's (the layers
+// that depend on the number of classes) are skipped and counted, and keep the net's current values.
+static int load(Net *net, const char *path, bool finetune, bool *has_aux, int *skipped, Err *e) {
     char *buf;
     size_t n;
     if (read_file_all(path, WEIGHTS_MAX_BYTES, &buf, &n, e)) return -1;
     int rc = -1;
     json_t *root = NULL;
     bool *found = xcalloc((size_t)net->n_params + 1, sizeof(bool));
+    bool *staged_ok = xcalloc((size_t)net->n_params + 1, sizeof(bool)); // loaded (not skipped)
     Span *spans = xmalloc(((size_t)net->n_params + 1) * sizeof *spans);
     int n_spans = 0;
     float *staged = xmalloc((net->params_size ? net->params_size : 1) * sizeof(float)); // net untouched on failure
@@ -108,7 +111,14 @@ int weights_load(Net *net, const char *path, bool *has_aux, Err *e) {
         }
         const Param *p = &net->param[pi];
         Span s;
-        if (check_tensor(net, path, name, t, p, e) || get_offsets(path, name, t, data_len, &s, e)) goto done;
+        if (get_offsets(path, name, t, data_len, &s, e)) goto done;
+        if (check_tensor(net, path, name, t, p, e)) {
+            if (!finetune || !json_is_array(json_object_get(t, "shape"))) goto done;
+            (*skipped)++;
+            found[pi] = true; // accounted for: keeps the net's value
+            spans[n_spans++] = s;
+            continue;
+        }
         if (s.end - s.begin != p->size * sizeof(float)) {
             err_set(e, "%s: tensor '%s': %zu bytes of data for %zu floats", path, name, s.end - s.begin, p->size);
             goto done;
@@ -120,7 +130,7 @@ int weights_load(Net *net, const char *path, bool *has_aux, Err *e) {
                 err_set(e, "%s: tensor '%s' holds %s at index %zu", path, name, isnan(dst[i]) ? "NaN" : "infinity", i);
                 goto done;
             }
-        found[pi] = true;
+        found[pi] = staged_ok[pi] = true;
         spans[n_spans++] = s;
     }
     // Every byte of data belongs to exactly one tensor.
@@ -159,15 +169,26 @@ int weights_load(Net *net, const char *path, bool *has_aux, Err *e) {
     }
     if (has_aux) *has_aux = aux_total > 0 && aux_found == aux_total;
     for (int i = 0; i < net->n_params; i++)
-        if (found[i]) memcpy(net->params + net->param[i].offset, staged + net->param[i].offset, net->param[i].size * sizeof(float));
+        if (found[i] && staged_ok[i]) memcpy(net->params + net->param[i].offset, staged + net->param[i].offset, net->param[i].size * sizeof(float));
     rc = 0;
 done:
     free(staged);
     json_decref(root);
     free(found);
+    free(staged_ok);
     free(spans);
     free(buf);
     return rc;
+}
+
+int weights_load(Net *net, const char *path, bool *has_aux, Err *e) {
+    int skipped = 0;
+    return load(net, path, false, has_aux, &skipped, e);
+}
+
+int weights_load_finetune(Net *net, const char *path, int *skipped, Err *e) {
+    *skipped = 0;
+    return load(net, path, true, NULL, skipped, e);
 }
 
 int weights_save(const Net *net, const char *path, bool with_aux, Err *e) {

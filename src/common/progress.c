@@ -13,11 +13,13 @@ static void progress_print(Progress *p, bool final) {
         long s = (long)(elapsed + 0.5);
         snprintf(eta, sizeof eta, "  in %ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
     }
+    const char *sep = p->note[0] ? "  " : "";
     if (p->total > 0)
-        fprintf(stderr, "\r%s %lld/%lld %5.1f%%  %.1f %s/s%s\033[K", p->label, (long long)p->done,
-                (long long)p->total, 100.0 * (double)p->done / (double)p->total, rate, p->unit, eta);
+        fprintf(stderr, "\r%s %lld/%lld %5.1f%%  %.1f %s/s%s%s%s\033[K", p->label, (long long)p->done,
+                (long long)p->total, 100.0 * (double)p->done / (double)p->total, rate, p->unit, sep, p->note, eta);
     else
-        fprintf(stderr, "\r%s %lld  %.1f %s/s%s\033[K", p->label, (long long)p->done, rate, p->unit, eta);
+        fprintf(stderr, "\r%s %lld  %.1f %s/s%s%s%s\033[K", p->label, (long long)p->done, rate, p->unit, sep, p->note,
+                eta);
     if (final) fputc('\n', stderr);
     fflush(stderr);
     p->t_last = t;
@@ -33,6 +35,13 @@ void progress_add(Progress *p, int64_t n) {
     p->done += n;
     if (p->quiet) return;
     if (now_seconds() - p->t_last >= 0.25) progress_print(p, false);
+}
+
+void progress_note(Progress *p, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->note, sizeof p->note, fmt, ap);
+    va_end(ap);
 }
 
 // The closing line appears only when the work lasted long enough to have shown progress at all.

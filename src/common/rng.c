@@ -51,6 +51,15 @@ double rng_normal(Rng *r) {
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
+void rng_seed_at(Rng *r, uint64_t seed, uint64_t a, uint64_t b) {
+    uint64_t x = seed;
+    uint64_t h = splitmix64(&x);
+    x = h ^ a;
+    h = splitmix64(&x);
+    x = h ^ b;
+    rng_seed(r, splitmix64(&x));
+}
+
 Rng rng_split(Rng *r, uint64_t i) {
     uint64_t seed = rng_u64(r) ^ (0xd1b54a32d192ed03ULL * (i + 1));
     Rng child;

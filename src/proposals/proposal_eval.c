@@ -83,86 +83,17 @@ void prop_eval_free(PropEval *ev) {
 // ---------------------------------------------------------------------------------------------------------------
 // the curve
 
-// The title on one line, or on two (split at a space) when it does not fit between x and x_max.
-static void draw_title(Image *im, const char *title, int x, int x_max, const float rgb[3]) {
-    const double scale = 0.45;
-    int tw, th;
-    image_text_size(title, scale, &tw, &th);
-    if (x + tw <= x_max) {
-        image_draw_text(im, x, 8, title, rgb, scale);
-        return;
-    }
-    char line[256];
-    snprintf(line, sizeof line, "%s", title);
-    size_t cut = strlen(line);
-    for (;;) { // the longest prefix ending before a space that fits
-        char *sp = NULL;
-        for (size_t i = 0; i < cut; i++)
-            if (line[i] == ' ') sp = &line[i];
-        if (!sp) break;
-        *sp = '\0';
-        image_text_size(line, scale, &tw, &th);
-        cut = (size_t)(sp - line);
-        if (x + tw <= x_max) break;
-    }
-    image_draw_text(im, x, 4, line, rgb, scale);
-    const char *rest = title + cut + (title[cut] ? 1 : 0);
-    image_draw_text(im, x, 4 + th + 2, rest, rgb, scale);
-}
-
 int prop_eval_plot(const PropEval *ev, const char *title, const char *path, Err *e) {
-    const int W = 720, H = 480, left = 70, right = 20, top = 50, bottom = 60;
-    Image im;
-    if (image_alloc(&im, W, H, 3, e)) return -1;
-    const float white[3] = {255, 255, 255}, black[3] = {0, 0, 0}, grid[3] = {220, 220, 220};
-    const float blue[3] = {31, 119, 180}, orange[3] = {255, 127, 14};
-    image_fill_rect(&im, 0, 0, W - 1, H - 1, white);
-    int pw = W - left - right, ph = H - top - bottom;
     int max_n = ev->max_proposals > 1 ? ev->max_proposals : 2;
-    double lx = log10((double)max_n);
-#define PX(n) (left + pw * log10((double)(n)) / lx)
-#define PY(r) (top + ph * (1.0 - (r)))
-    char label[64];
-    for (int i = 0; i <= 5; i++) { // recall grid every 0.2
-        double y = PY(i * 0.2);
-        image_draw_line(&im, left, y, left + pw, y, grid, 1);
-        snprintf(label, sizeof label, "%.1f", i * 0.2);
-        image_draw_text(&im, left - 38, (int)y - 8, label, black, 0.5);
+    enum { STEPS = 200 };
+    double x[STEPS + 1], y[2][STEPS + 1];
+    for (int s = 0; s <= STEPS; s++) { // log-spaced numbers of proposals
+        int n = (int)lround(pow((double)max_n, (double)s / STEPS));
+        x[s] = n;
+        for (int c = 0; c < 2; c++) y[c][s] = prop_eval_recall_at(ev, c ? 0.7 : 0.5, n);
     }
-    for (double d = 1; d <= max_n; d *= 10) { // decades
-        double x = PX(d);
-        image_draw_line(&im, x, top, x, top + ph, grid, 1);
-        snprintf(label, sizeof label, "%g", d);
-        int tw, th;
-        image_text_size(label, 0.5, &tw, &th);
-        image_draw_text(&im, (int)x - tw / 2, top + ph + 8, label, black, 0.5);
-    }
-    image_draw_line(&im, left, top + ph, left + pw, top + ph, black, 1);
-    image_draw_line(&im, left, top, left, top + ph, black, 1);
-    image_draw_text(&im, left + pw / 2 - 110, H - 26, "proposals per image (log scale)", black, 0.5);
-    image_draw_text(&im, 6, top - 30, "recall", black, 0.5);
-    draw_title(&im, title ? title : "", left + 60, W - 10, black);
-    const double thr[2] = {0.5, 0.7};
-    const float *col[2] = {blue, orange};
-    for (int c = 0; c < 2; c++) {
-        double px = 0, py = 0;
-        const int steps = 200;
-        for (int s = 0; s <= steps; s++) {
-            int n = (int)lround(pow((double)max_n, (double)s / steps));
-            double r = prop_eval_recall_at(ev, thr[c], n);
-            if (!isfinite(r)) r = 0;
-            double x = PX(n), y = PY(r);
-            if (s) image_draw_line(&im, px, py, x, y, col[c], 2);
-            px = x, py = y;
-        }
-        int ly = top + ph - 50 + 22 * c;
-        image_draw_line(&im, left + pw - 150, ly + 7, left + pw - 120, ly + 7, col[c], 2);
-        snprintf(label, sizeof label, "IoU >= %.1f", thr[c]);
-        image_draw_text(&im, left + pw - 112, ly, label, black, 0.5);
-    }
-#undef PX
-#undef PY
-    int rc = image_write_png(&im, path, e);
-    image_free(&im);
-    return rc;
+    ChartSeries series[2] = {{"IoU >= 0.5", x, y[0], STEPS + 1}, {"IoU >= 0.7", x, y[1], STEPS + 1}};
+    Chart chart = {.title = title, .xlabel = "proposals per image (log scale)", .ylabel = "recall", .x0 = 1,
+                   .x1 = max_n, .y0 = 0, .y1 = 1, .log_x = true, .y_ticks = 5};
+    return chart_write_png(path, 720, 480, &chart, series, 2, e);
 }

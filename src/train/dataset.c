@@ -1,0 +1,426 @@
+// Training and validation sets, and the batches made from them. A batch depends only on the run's seed and its
+// index (rng_seed_at), so a resumed run sees exactly the batches the uninterrupted one would have, and the loader
+// thread's timing changes nothing.
+#include "train.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static bool is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static bool is_file(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// detection sets (VOC layout: ROOT/Annotations/NAME.xml, ROOT/JPEGImages/NAME.jpg)
+
+// The image file of an annotation: <filename> when it exists in JPEGImages, else NAME with a usual extension.
+static char *find_image(const char *root, const char *name, const char *filename) {
+    static const char *const exts[] = {".jpg", ".JPEG", ".jpeg", ".png", ".JPG"};
+    char *dir = path_join(root, "JPEGImages");
+    char *path = NULL;
+    if (filename && filename[0]) {
+        path = path_join(dir, filename);
+        if (!is_file(path)) free(path), path = NULL;
+    }
+    for (size_t i = 0; !path && i < sizeof exts / sizeof exts[0]; i++) {
+        size_t n = strlen(name) + strlen(exts[i]) + 1;
+        char *file = xmalloc(n);
+        snprintf(file, n, "%s%s", name, exts[i]);
+        path = path_join(dir, file);
+        free(file);
+        if (!is_file(path)) free(path), path = NULL;
+    }
+    free(dir);
+    return path;
+}
+
+static int load_annotations(Dataset *d, const char *root, const ImageList *list, const DatasetOptions *o, Err *e) {
+    d->n_images = list->n;
+    d->images = xcalloc((size_t)(list->n ? list->n : 1), sizeof(DatasetImage));
+    Annotation *ann = xcalloc((size_t)(list->n ? list->n : 1), sizeof(Annotation));
+    char *ann_dir = path_join(root, "Annotations");
+    int rc = -1;
+    for (int i = 0; i < list->n; i++) {
+        size_t n = strlen(list->names[i]) + 5;
+        char *file = xmalloc(n);
+        snprintf(file, n, "%s.xml", list->names[i]);
+        char *path = path_join(ann_dir, file);
+        free(file);
+        int bad = annotation_load(path, &ann[i], e);
+        free(path);
+        if (bad) goto done;
+        DatasetImage *im = &d->images[i];
+        im->name = xstrdup(list->names[i]);
+        im->path = find_image(root, list->names[i], ann[i].filename);
+        if (!im->path) {
+            err_set(e, "%s/JPEGImages: no image file for '%s'", root, list->names[i]);
+            goto done;
+        }
+    }
+    if (o->classes) {
+        d->classes = (ClassMap){0};
+        char **names = xmalloc((size_t)(o->classes->n ? o->classes->n : 1) * sizeof(char *));
+        for (int k = 0; k < o->classes->n; k++) names[k] = o->classes->name[k];
+        class_map_from_names(&d->classes, names, o->classes->n);
+        free(names);
+    } else {
+        VEC(char *) names = {0};
+        for (int i = 0; i < list->n; i++)
+            for (int j = 0; j < ann[i].n_objects; j++) VEC_PUSH(&names, ann[i].objects[j].name);
+        class_map_from_names(&d->classes, names.data, (int)names.len);
+        free(names.data);
+        if (d->classes.n == 0) {
+            err_set(e, "%s: the annotations contain no objects", d->source);
+            goto done;
+        }
+    }
+    for (int i = 0; i < list->n; i++) {
+        DatasetImage *im = &d->images[i];
+        im->n_gt = ann[i].n_objects;
+        im->gt = xcalloc((size_t)(im->n_gt ? im->n_gt : 1), sizeof(Box));
+        im->gt_label = xcalloc((size_t)(im->n_gt ? im->n_gt : 1), sizeof(int));
+        im->difficult = xcalloc((size_t)(im->n_gt ? im->n_gt : 1), 1);
+        for (int j = 0; j < im->n_gt; j++) {
+            const AnnObject *ob = &ann[i].objects[j];
+            im->gt[j] = ob->box;
+            im->difficult[j] = ob->difficult;
+            im->gt_label[j] = class_map_find(&d->classes, ob->name);
+            if (im->gt_label[j] < 0) {
+                err_set(e, "%s/Annotations/%s.xml:%d: class '%s' is not among the training set's classes", root,
+                        im->name, ob->line, ob->name);
+                goto done;
+            }
+        }
+    }
+    rc = 0;
+done:
+    for (int i = 0; i < list->n; i++) annotation_free(&ann[i]);
+    free(ann);
+    free(ann_dir);
+    return rc;
+}
+
+static const char *base_of(const char *path) {
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+// Proposals from a file: each image of the set must be there (matched by file name).
+static int proposals_from_file(Dataset *d, const char *path, Err *e) {
+    ProposalsSet set = {0};
+    if (proposals_json_read(path, &set, e)) return -1;
+    int rc = 0;
+    for (int i = 0; i < d->n_images && rc == 0; i++) {
+        DatasetImage *im = &d->images[i];
+        int found = -1;
+        for (int k = 0; k < set.n && found < 0; k++)
+            if (!strcmp(base_of(set.image[k].file), base_of(im->path))) found = k;
+        if (found < 0) {
+            rc = err_set(e, "%s: no proposals for %s", path, im->path);
+            break;
+        }
+        im->n_props = set.image[found].p.n;
+        im->props = xmalloc((size_t)(im->n_props ? im->n_props : 1) * sizeof(Box));
+        memcpy(im->props, set.image[found].p.box, (size_t)im->n_props * sizeof(Box));
+    }
+    proposals_set_free(&set);
+    return rc;
+}
+
+// Computes every image's proposals (progress on stderr) and saves them to `cache` when given.
+static int proposals_compute_all(Dataset *d, const DatasetOptions *o, Err *e) {
+    ProposalsWriter w;
+    char setting[256];
+    proposals_params_describe(o->proposals, setting, sizeof setting);
+    if (o->proposals_cache && proposals_json_open(&w, o->proposals_cache, setting, e)) return -1;
+    Progress prog;
+    progress_init(&prog, "proposals", d->n_images, "img", o->quiet);
+    for (int i = 0; i < d->n_images; i++) {
+        DatasetImage *im = &d->images[i];
+        Image img;
+        Err de;
+        Proposals p = {0};
+        if (image_load(im->path, &img, &de)) {
+            fprintf(stderr, "\nwarning: %s (image skipped)\n", de.msg);
+            im->bad = true;
+            d->decode_failures++;
+        } else {
+            int rc = proposals_compute(&img, o->proposals, &p, e);
+            int w_ = img.w, h_ = img.h;
+            image_free(&img);
+            if (rc || (o->proposals_cache && proposals_json_add(&w, im->path, w_, h_, &p, e))) {
+                proposals_free(&p);
+                if (o->proposals_cache) proposals_json_abort(&w);
+                return -1;
+            }
+            im->n_props = p.n;
+            im->props = p.box;
+            p.box = NULL;
+        }
+        progress_add(&prog, 1);
+    }
+    progress_finish(&prog);
+    return o->proposals_cache ? proposals_json_commit(&w, e) : 0;
+}
+
+static int open_detection_set(Dataset *d, const char *root, const ImageList *list, const DatasetOptions *o, Err *e) {
+    d->kind = DATASET_REGIONS;
+    if (load_annotations(d, root, list, o, e)) return -1;
+    int rc;
+    if (o->proposals_file) rc = proposals_from_file(d, o->proposals_file, e);
+    else if (o->proposals_cache && is_file(o->proposals_cache)) rc = proposals_from_file(d, o->proposals_cache, e);
+    else rc = proposals_compute_all(d, o, e);
+    if (rc) return -1;
+    for (int i = 0; i < d->n_images; i++) {
+        const DatasetImage *im = &d->images[i];
+        if (!im->bad)
+            region_set_add_image(&d->regions, i, im->gt, im->gt_label, im->n_gt, im->props, im->n_props,
+                                 o->pos_iou > 0 ? o->pos_iou : 0.5);
+    }
+    if (d->regions.n_pos + d->regions.n_bg == 0) return err_set(e, "%s: no usable regions", d->source);
+    d->cache = xcalloc((size_t)(d->n_images ? d->n_images : 1), sizeof(Image));
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// opening
+
+// A list whose lines end in an integer label is a classification list; otherwise it names images of a VOC-style
+// detection set.
+static bool looks_labelled(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return true; // let sample_list_load report it
+    char line[4096];
+    bool labelled = true;
+    while (fgets(line, sizeof line, f)) {
+        char *p = line;
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p == '#' || *p == '\n' || *p == '\r' || !*p) continue;
+        size_t n = strlen(p);
+        while (n && (p[n - 1] == '\n' || p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t')) p[--n] = '\0';
+        char *last = strrchr(p, ' ');
+        char *tab = strrchr(p, '\t');
+        if (tab > last) last = tab;
+        if (!last) {
+            labelled = false;
+        } else {
+            char *end;
+            strtol(last + 1, &end, 10);
+            labelled = *end == '\0' && end != last + 1;
+        }
+        break;
+    }
+    fclose(f);
+    return labelled;
+}
+
+int dataset_open(const char *spec, const DatasetOptions *o, Dataset *d, Err *e) {
+    *d = (Dataset){0};
+    d->source = xstrdup(spec);
+    d->cache_budget = o->cache_budget;
+    d->perm_epoch = -1;
+    int rc = -1;
+    if (is_dir(spec)) {
+        char *ann = path_join(spec, "Annotations");
+        if (is_dir(ann)) {
+            ImageList list;
+            if (image_list_from_dir(ann, ".xml", &list, e) == 0) {
+                rc = open_detection_set(d, spec, &list, o, e);
+                image_list_free(&list);
+            }
+        } else {
+            d->kind = DATASET_CLASSIFY;
+            rc = sample_list_from_tree(spec, &d->samples, e);
+            if (rc == 0 && d->samples.n_classes > o->max_classes)
+                rc = err_set(e, "%s: %d class folders, but the network has %d classes", spec, d->samples.n_classes,
+                             o->max_classes);
+        }
+        free(ann);
+    } else if (looks_labelled(spec)) {
+        d->kind = DATASET_CLASSIFY;
+        rc = sample_list_load(spec, o->max_classes, &d->samples, e);
+    } else {
+        // ROOT/ImageSets/Main/LIST.txt: the set's root is three levels up.
+        char *a = path_dirname(spec), *b = path_dirname(a), *root = path_dirname(b);
+        char *ann = path_join(root, "Annotations");
+        ImageList list;
+        if (!is_dir(ann))
+            rc = err_set(e, "%s: a list of image names, but %s is not a directory (expected the VOC layout "
+                            "ROOT/ImageSets/Main/LIST.txt with ROOT/Annotations and ROOT/JPEGImages)",
+                         spec, ann);
+        else if (image_list_load(spec, &list, e) == 0) {
+            rc = open_detection_set(d, root, &list, o, e);
+            image_list_free(&list);
+        }
+        free(ann);
+        free(a), free(b), free(root);
+    }
+    if (rc) dataset_free(d);
+    return rc;
+}
+
+void dataset_free(Dataset *d) {
+    sample_list_free(&d->samples);
+    for (int i = 0; i < d->n_images; i++) {
+        DatasetImage *im = &d->images[i];
+        free(im->name), free(im->path), free(im->gt), free(im->gt_label), free(im->difficult), free(im->props);
+        if (d->cache) image_free(&d->cache[i]);
+    }
+    free(d->images);
+    free(d->cache);
+    class_map_free(&d->classes);
+    region_set_free(&d->regions);
+    free(d->perm);
+    free(d->bad_sample);
+    free(d->source);
+    *d = (Dataset){0};
+}
+
+const Image *dataset_image(Dataset *d, int i, Image *scratch, Err *e) {
+    if (d->cache[i].px) return &d->cache[i];
+    DatasetImage *im = &d->images[i];
+    if (im->bad) {
+        err_set(e, "%s: does not decode", im->path);
+        return NULL;
+    }
+    Image img;
+    if (image_load(im->path, &img, e)) {
+        im->bad = true;
+        d->decode_failures++;
+        return NULL;
+    }
+    size_t bytes = (size_t)img.w * img.h * img.c * sizeof(float);
+    if (d->cache_bytes + bytes <= d->cache_budget) {
+        d->cache[i] = img;
+        d->cache_bytes += bytes;
+        return &d->cache[i];
+    }
+    image_free(scratch);
+    *scratch = img;
+    return scratch;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// batches
+
+void batch_alloc(Batch *b, int n, const NetConfig *cfg) {
+    *b = (Batch){.n = n, .c = cfg->channels, .size = cfg->input};
+    b->x = xmalloc((size_t)n * cfg->channels * cfg->input * cfg->input * sizeof(float));
+    b->labels = xmalloc((size_t)n * sizeof(int));
+}
+
+void batch_free(Batch *b) {
+    free(b->x);
+    free(b->labels);
+    *b = (Batch){0};
+}
+
+long dataset_steps_per_epoch(const Dataset *d, const BatchRecipe *r) {
+    bool cls = d->kind == DATASET_CLASSIFY;
+    double per_batch = cls ? r->batch : fmax(1.0, round(r->batch * r->pos_fraction));
+    long steps = (long)ceil((cls ? (double)d->samples.n : (double)d->regions.n_pos) / per_batch);
+    return steps > 0 ? steps : 1;
+}
+
+// Mirrors a (c, s, s) tensor left to right.
+static void flip_tensor(float *x, int c, int s) {
+    for (int k = 0; k < c; k++)
+        for (int y = 0; y < s; y++) {
+            float *row = x + ((size_t)k * s + y) * s;
+            for (int a = 0, b = s - 1; a < b; a++, b--) {
+                float t = row[a];
+                row[a] = row[b], row[b] = t;
+            }
+        }
+}
+
+static int classify_batch(Dataset *d, const NetConfig *cfg, const BatchRecipe *r, long index, Batch *b, Err *e) {
+    long spe = dataset_steps_per_epoch(d, r), epoch = index / spe, within = index % spe;
+    int n = d->samples.n;
+    if (d->perm_epoch != epoch) { // this epoch's order: a seeded Fisher-Yates shuffle
+        if (!d->perm) d->perm = xmalloc((size_t)n * sizeof(uint32_t)), d->bad_sample = xcalloc((size_t)n, 1);
+        for (int i = 0; i < n; i++) d->perm[i] = (uint32_t)i;
+        Rng rng;
+        rng_seed_at(&rng, r->seed, 0x5eed0e9c, (uint64_t)epoch);
+        for (int i = n - 1; i > 0; i--) {
+            uint32_t j = rng_below(&rng, (uint32_t)i + 1), t = d->perm[i];
+            d->perm[i] = d->perm[j], d->perm[j] = t;
+        }
+        d->perm_epoch = epoch;
+    }
+    size_t per = (size_t)cfg->channels * cfg->input * cfg->input;
+    for (int t = 0; t < b->n; t++) {
+        Rng rng;
+        rng_seed_at(&rng, r->seed, (uint64_t)index, (uint64_t)t);
+        Image img, aug;
+        Err de;
+        // An image that does not decode is skipped for the next one in this epoch's order (warned and counted
+        // once).
+        long pos = within * b->n + t;
+        for (int tries = 0;; tries++, pos++) {
+            if (tries == n) return err_set(e, "%s: no image of the set decodes", d->source);
+            uint32_t k = d->perm[pos % n];
+            if (d->bad_sample[k]) continue;
+            if (image_load(d->samples.s[k].path, &img, &de) == 0) {
+                b->labels[t] = d->samples.s[k].label;
+                break;
+            }
+            d->bad_sample[k] = 1;
+            d->decode_failures++;
+            fprintf(stderr, "\nwarning: %s (skipped)\n", de.msg);
+        }
+        int rc = augment_image(&img, &r->augment, cfg->input, cfg->input, &rng, &aug, e);
+        image_free(&img);
+        if (rc) return -1;
+        classify_preprocess(cfg, &aug, b->x + (size_t)t * per);
+        image_free(&aug);
+    }
+    return 0;
+}
+
+static int regions_batch(Dataset *d, const NetConfig *cfg, const BatchRecipe *r, long index, Batch *b, Err *e) {
+    Rng rng;
+    rng_seed_at(&rng, r->seed, (uint64_t)index, 0x7e610115);
+    int n_pos = (int)lround(b->n * r->pos_fraction);
+    Region *regs = xmalloc((size_t)b->n * sizeof(Region));
+    size_t per = (size_t)cfg->channels * cfg->input * cfg->input;
+    Image scratch = {0};
+    int rc = -1;
+    region_set_sample(&d->regions, n_pos, b->n - n_pos, &rng, regs);
+    for (int t = 0; t < b->n; t++) {
+        const Image *img = NULL;
+        Err de;
+        // Regions of an image that does not decode are replaced by fresh draws of the same kind.
+        for (int tries = 0; !(img = dataset_image(d, regs[t].image, &scratch, &de)); tries++) {
+            if (tries > 1000) {
+                err_set(e, "%s: the images do not decode (%s)", d->source, de.msg);
+                goto done;
+            }
+            Region again[1];
+            bool pos = regs[t].label > 0;
+            region_set_sample(&d->regions, pos ? 1 : 0, pos ? 0 : 1, &rng, again);
+            regs[t] = again[0];
+        }
+        float *x = b->x + (size_t)t * per;
+        if (classify_warp_region(cfg, img, regs[t].box, r->context, x, e)) goto done;
+        if (r->augment.flip && rng_below(&rng, 2)) flip_tensor(x, cfg->channels, cfg->input);
+        b->labels[t] = regs[t].label;
+    }
+    rc = 0;
+done:
+    image_free(&scratch);
+    free(regs);
+    return rc;
+}
+
+int dataset_batch(Dataset *d, const NetConfig *cfg, const BatchRecipe *r, long index, Batch *b, Err *e) {
+    return d->kind == DATASET_CLASSIFY ? classify_batch(d, cfg, r, index, b, e) : regions_batch(d, cfg, r, index, b, e);
+}
