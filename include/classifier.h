@@ -4,6 +4,8 @@
 //   plan        net_plan: activation memory laid out once per batch size (reused between ops at inference,
 //               kept whole for backward passes and debugging)
 //   forward     net_forward: a batch of NCHW images in, every value of the graph out (net_read)
+//   training    net_train_begin, net_forward_train, net_loss, net_backward: gradients of the main and auxiliary
+//               losses with respect to every parameter (net->grads)
 //   layers      one file per layer, fast kernel beside its plain reference (layers.h, internal)
 //   weights     safetensors load/save, checked against the config
 //   npy         NumPy .npy float32 read/write
@@ -104,6 +106,9 @@ typedef struct {
     bool kept;               // survives the forward pass under the current plan; set by net_plan
     bool aux;                // computed only when the auxiliary heads run
     bool flat;               // a vector per image (fully connected, softmax): (N, c) rather than (N, c, h, w)
+    // training: the value's gradient, (c, N, h, w) floats at grad_offset in net->dacts (set by net_train_begin)
+    bool has_grad;           // some backward pass writes or reads it
+    size_t grad_offset;
 } Value;
 
 // Channels [c0, c0 + c) of a value; in (C, N, H, W) layout a contiguous block.
@@ -132,6 +137,9 @@ typedef struct {
     float alpha, beta, lrn_k;
     float p;              // dropout
     bool aux;             // part of an auxiliary head
+    // training (net_train_begin)
+    bool dx_accumulate;   // a later op also reads these input channels: add to their gradient, do not overwrite
+    size_t mask;          // dropout: offset of its keep mask in net->masks
 } Op;
 
 typedef struct Workers Workers; // the net's threads (src/classifier/workers.c)
@@ -142,8 +150,6 @@ typedef struct {
     Param *param;         // [n_params]
     float *params;        // the parameter arena
     size_t params_size;   // floats
-    // Training (issue 5) adds a gradient arena of params_size floats (each Param's gradient at its offset) and
-    // runs the ops backwards over a keep_all plan, whose values hold every activation the backward passes read.
     int n_values;
     Value *value;         // [n_values]; value 0 is the input
     int n_ops;
@@ -151,6 +157,8 @@ typedef struct {
     int n_slices;
     Slice *slice;         // [n_slices]
     int logits;           // value of the main classifier's output (before softmax)
+    int n_heads;          // classifiers the training loss sums: the main one, then each auxiliary head in order
+    int head[CONFIG_MAX_LAYERS + 1]; // their logits values (head[0] = logits)
     // the plan (net_plan)
     int batch;            // planned batch size; 0 before the first plan
     bool keep_all;        // every value kept to the end (training, debugging); otherwise memory is reused
@@ -162,6 +170,16 @@ typedef struct {
     int threads;          // threads the kernels use (default: the online CPUs); set before planning
     Workers *workers;     // created by net_plan
     bool reference;       // use the plain reference kernels (tests)
+    // training (net_train_begin): the ops run backwards over a keep_all plan, whose values hold every activation
+    // the backward passes read
+    float *grads;         // params_size floats: each Param's gradient at its offset, as in params
+    float *dacts;         // gradients of the values; memory shared where their backward lifetimes do not overlap
+    size_t dacts_size;    // floats
+    uint8_t *masks;       // the dropout keep masks of the last net_forward_train
+    size_t masks_size;
+    int train_batch;      // batch of the training plan (0: none; net_plan resets it)
+    int train_state;      // 0: nothing to differentiate, 1: net_forward_train ran, 2: net_loss too
+    bool input_grad;      // net_backward also computes the gradient of the input (set before net_train_begin)
 } Net;
 
 // Compiles a config: allocates parameters (zeroed) and the op list; checks that every shape is possible.
@@ -191,6 +209,35 @@ int net_forward(Net *net, const float *x, int batch, Err *e);
 int net_read(const Net *net, const char *name, float *dst, Err *e);
 // Whether the value survives a forward pass under the current plan.
 bool net_value_kept(const Net *net, int v);
+
+// ---------------------------------------------------------------------------------------------------------------
+// training
+
+// Training: plans keep_all + with_aux for `batch`, allocates net->grads (params_size floats, same offsets as
+// net->params, zeroed). Call again to change the batch size. Also lays out the gradients of the values (their
+// memory reused between values whose backward lifetimes do not overlap, as the forward plan reuses activations)
+// and the dropout masks, and sizes the kernels' scratch for the backward passes.
+int net_train_begin(Net *net, int batch, Err *e);
+// Forward pass in training mode: dropout active (masks drawn from rng; inverted dropout scaling 1/(1-p)),
+// auxiliary heads computed. x: (batch, C, input, input) NCHW, preprocessed as for net_forward. Calls
+// net_train_begin first when the net has no training plan for this batch (net_plan, or net_forward at another
+// batch size, drops it).
+int net_forward_train(Net *net, const float *x, int batch, Rng *rng, Err *e);
+// Softmax cross-entropy of the main classifier plus aux_weight times that of each auxiliary head, each averaged
+// over the batch; labels (batch) in [0, classes). Returns the total; head_losses (may be NULL) gets the main,
+// loss1 and loss2 terms unweighted (net->n_heads of them: 1 + the auxiliary heads of the config). Keeps the
+// logit gradients for net_backward. NaN if the logits are not finite, if a label is out of range, or if
+// net_forward_train has not run; net_backward then refuses to run.
+double net_loss(Net *net, const int *labels, float aux_weight, double *head_losses);
+// Backward pass of the last net_forward_train + net_loss: net->grads = d total / d params (overwritten, not
+// accumulated). Consumes the logit gradients: a second call needs a new net_loss.
+int net_backward(Net *net, Err *e);
+// With net->input_grad set before net_train_begin, net_backward also computes d total / d input; this copies it
+// out as (batch, C, input, input) NCHW.
+int net_read_input_grad(const Net *net, float *dst, Err *e);
+// How many images of the last forward pass have their label among the k largest logits of the main classifier
+// (k = 1: top-1 correct). Labels out of range count as wrong.
+int net_count_topk(const Net *net, const int *labels, int k);
 
 // ---------------------------------------------------------------------------------------------------------------
 // summary: the paper's Table 1 from a config

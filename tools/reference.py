@@ -188,7 +188,9 @@ class GoogLeNet(nn.Module):
             elif kind == 'avgpool':
                 x = F.avg_pool2d(x, d['k'], d['stride'], d.get('pad', 0), ceil_mode=True)
             elif kind == 'lrn':
-                x = LRN.apply(x, d.get('size', 5), d.get('alpha', 1e-4), d.get('beta', 0.75), d.get('k', 1.0))
+                # exported as one ONNX LRN node; differentiable (tools/train_reference.py) as PyTorch's own
+                lrn = LRN.apply if torch.onnx.is_in_onnx_export() else F.local_response_norm
+                x = lrn(x, d.get('size', 5), d.get('alpha', 1e-4), d.get('beta', 0.75), d.get('k', 1.0))
             elif kind == 'inception':
                 x = self.mods[key](x)
             elif kind == 'aux':

@@ -3,8 +3,10 @@
 // (C, N, H, W) layout a whole batch is one matrix: the columns run over (n, y, x). A 1x1 stride-1 convolution
 // is a GEMM on the input as it lies. The columns are built in blocks so the scratch stays cache-sized.
 #include <cblas.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "common.h"
 #include "layers.h"
 
 // Columns per block: enough for an efficient GEMM, few enough that a block of K rows stays in cache.
@@ -185,5 +187,258 @@ void conv_forward_ref(const ConvShape *s, const float *x, const float *w, const 
                 }
 }
 
-// conv_backward goes here (issue 5): per tile, dW += dY * columns^T and dcolumns = W^T * dY scattered back by
-// col2im, with dY masked by the ReLU (y > 0) first; the same Tiling and Workers, a gradient arena for dW.
+// ---------------------------------------------------------------------------------------------------------------
+// backward: with g = dy masked by the ReLU (y > 0), db = sum of g over the columns, dw = g . columns^T and
+// dcolumns = w^T . g, which col2im adds back onto the input pixels each column was read from.
+
+// Adds a block of column gradients back to the input: the transpose of im2col_block, for input channels
+// [c0, c1) only. col: ((c1 - c0)*k*k, nb); x: (cin, n, h, w).
+static void col2im_block(const ConvShape *s, const float *col, size_t p0, size_t nb, int c0, int c1, float *x) {
+    const int k = s->k, st = s->stride, pad = s->pad, h = s->h, w = s->w, ho = s->ho, wo = s->wo;
+    const size_t plane = (size_t)h * w, chan = (size_t)s->n * plane;
+    const size_t img0 = p0 / ((size_t)ho * wo);
+    const int rem0 = (int)(p0 % ((size_t)ho * wo)), oy0 = rem0 / wo, ox00 = rem0 % wo;
+    for (int ci = c0; ci < c1; ci++)
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                const float *src = col + ((size_t)((ci - c0) * k + ky) * k + kx) * nb;
+                size_t left = nb, img = img0;
+                int oy = oy0, ox0 = ox00;
+                while (left) {
+                    int run = wo - ox0;
+                    if ((size_t)run > left) run = (int)left;
+                    int iy = oy * st - pad + ky;
+                    if (iy >= 0 && iy < h) {
+                        float *dst = x + ci * chan + img * plane + (size_t)iy * w;
+                        int ix = ox0 * st - pad + kx;
+                        if (st == 1) {
+                            int lo = ix < 0 ? -ix : 0, hi = w - ix;
+                            if (hi > run) hi = run;
+                            for (int j = lo; j < hi; j++) dst[ix + j] += src[j];
+                        } else {
+                            for (int j = 0; j < run; j++, ix += st)
+                                if (ix >= 0 && ix < w) dst[ix] += src[j];
+                        }
+                    }
+                    src += run;
+                    left -= (size_t)run;
+                    ox0 = 0;
+                    if (++oy == ho) oy = 0, img++;
+                }
+            }
+}
+
+// Masks g by y > 0 in place (when relu) and returns its sum. Sixteen partial sums, so that the loop vectorises.
+static float relu_mask_sum(float *g, const float *y, size_t n, bool relu) {
+    float acc[16] = {0};
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) {
+            float v = relu && !(y[i + l] > 0.0f) ? 0.0f : g[i + l];
+            g[i + l] = v;
+            acc[l] += v;
+        }
+    float sum = 0.0f;
+    for (; i < n; i++) {
+        if (relu && !(y[i] > 0.0f)) g[i] = 0.0f;
+        sum += g[i];
+    }
+    for (int l = 0; l < 16; l++) sum += acc[l];
+    return sum;
+}
+
+// How the backward pass cuts its work for `threads` threads. Phase 1 runs over column blocks (a multiple of the
+// threads): each thread adds its blocks' dw and db into its own partial sums, which phase 2 adds up. Phase 2 also
+// computes dx for convolutions that need col2im, one task per image and group of input channels: windows
+// overlap, so blocks of one image's channels must not be shared between threads.
+typedef struct {
+    size_t nb;        // phase 1: columns per block
+    int blocks;
+    int groups;       // phase 2: input channel groups per image
+    size_t nb2;       // phase 2: columns per block of column gradients
+    size_t partial;   // floats of partial dw and db per thread (aligned)
+    size_t cols;      // floats of columns or column gradients per thread
+} ConvBackPlan;
+
+static ConvBackPlan conv_back_plan(const ConvShape *s, int threads) {
+    if (threads < 1) threads = 1;
+    const size_t P = (size_t)s->n * s->ho * s->wo, kk = (size_t)s->k * s->k, K = (size_t)s->cin * kk;
+    ConvBackPlan p = {0};
+    size_t nb = COL_BLOCK_FLOATS / K;
+    if (nb < COL_BLOCK_MIN) nb = COL_BLOCK_MIN;
+    size_t blocks = (P + nb - 1) / nb;
+    blocks = (blocks + (size_t)threads - 1) / (size_t)threads * (size_t)threads;
+    if (blocks > P) blocks = P;
+    p.nb = (P + blocks - 1) / blocks;
+    p.blocks = (int)((P + p.nb - 1) / p.nb);
+    p.partial = ((size_t)s->cout * K + (size_t)s->cout + 15) / 16 * 16;
+    p.cols = conv_is_pointwise(s) ? 0 : K * p.nb;
+    // at least two tasks per thread for dx, from images first, then channel groups
+    int want = threads > 1 ? (2 * threads + s->n - 1) / s->n : 1;
+    p.groups = want > s->cin ? s->cin : want;
+    size_t kg = (size_t)((s->cin + p.groups - 1) / p.groups) * kk, q = (size_t)s->ho * s->wo;
+    p.nb2 = COL_BLOCK_FLOATS / kg;
+    if (p.nb2 < COL_BLOCK_MIN) p.nb2 = COL_BLOCK_MIN;
+    if (p.nb2 > q) p.nb2 = q;
+    if (!conv_is_pointwise(s) && kg * p.nb2 > p.cols) p.cols = kg * p.nb2;
+    return p;
+}
+
+size_t conv_backward_scratch_size(const ConvShape *s, int threads) {
+    ConvBackPlan p = conv_back_plan(s, threads);
+    return p.partial + p.cols;
+}
+
+typedef struct {
+    const ConvShape *s;
+    ConvBackPlan plan;
+    const float *x, *y, *y2, *w;
+    float *dy, *dy2, *dw, *db, *dx;
+    bool accumulate;
+    float *scratch;
+    size_t per_thread; // floats of scratch per thread
+    size_t P, K;
+    int threads, reduce_tasks;
+    bool touched[64]; // per thread: its partial sums hold something (written by that thread alone)
+} ConvBackJob;
+
+// The rows of g (the output gradient) for output channel r: in dy below the split, in dy2 above.
+static float *grad_row(const ConvBackJob *j, int r) {
+    return r < j->s->split ? j->dy + (size_t)r * j->P : j->dy2 + (size_t)(r - j->s->split) * j->P;
+}
+
+// Phase 1, one column block: mask g, then db, dw (partial sums of this thread) and, for 1x1 convolutions, dx.
+static void conv_back_block(void *arg, int task, int thread) {
+    ConvBackJob *j = arg;
+    const ConvShape *s = j->s;
+    const size_t P = j->P, K = j->K, p0 = (size_t)task * j->plan.nb;
+    const size_t cols = P - p0 < j->plan.nb ? P - p0 : j->plan.nb;
+    const int split = s->split, rest = s->cout - split;
+    float *pw = j->scratch + (size_t)thread * j->per_thread, *pb = pw + (size_t)s->cout * K;
+    const bool first = !j->touched[thread];
+    for (int r = 0; r < s->cout; r++) {
+        const float *yr = (r < split ? j->y + (size_t)r * P : j->y2 + (size_t)(r - split) * P) + p0;
+        float sum = relu_mask_sum(grad_row(j, r) + p0, yr, cols, s->relu);
+        pb[r] = first ? sum : pb[r] + sum;
+    }
+    const float *b;
+    int ldb;
+    if (conv_is_pointwise(s)) {
+        b = j->x + p0, ldb = (int)P;
+    } else {
+        float *col = pw + j->plan.partial;
+        im2col_block(s, j->x, p0, cols, col);
+        b = col, ldb = (int)cols;
+    }
+    const float beta = first ? 0.0f : 1.0f;
+    if (split > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, split, (int)K, (int)cols, 1.0f, j->dy + p0, (int)P, b,
+                    ldb, beta, pw, (int)K);
+    if (rest > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rest, (int)K, (int)cols, 1.0f, j->dy2 + p0, (int)P, b,
+                    ldb, beta, pw + (size_t)split * K, (int)K);
+    j->touched[thread] = true;
+    if (conv_is_pointwise(s) && j->dx) {
+        // dx[:, block] (=, +=) w^T g, the two row parts of w one after the other
+        float b0 = j->accumulate ? 1.0f : 0.0f;
+        if (split > 0)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->cin, (int)cols, split, 1.0f, j->w, (int)K,
+                        j->dy + p0, (int)P, b0, j->dx + p0, (int)P);
+        if (rest > 0)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->cin, (int)cols, rest, 1.0f,
+                        j->w + (size_t)split * K, (int)K, j->dy2 + p0, (int)P, split > 0 ? 1.0f : b0, j->dx + p0,
+                        (int)P);
+    }
+}
+
+// Phase 2: tasks [0, reduce_tasks) add the threads' partial sums into dw and db; the others compute dx of one
+// image and channel group through col2im.
+static void conv_back_finish(void *arg, int task, int thread) {
+    ConvBackJob *j = arg;
+    const ConvShape *s = j->s;
+    const size_t K = j->K, nw = (size_t)s->cout * K, total = nw + (size_t)s->cout;
+    if (task < j->reduce_tasks) {
+        const size_t parts = (size_t)j->reduce_tasks;
+        size_t a = total * (size_t)task / parts, b = total * (size_t)(task + 1) / parts;
+        bool any = false;
+        for (int t = 0; t < j->threads; t++) {
+            if (!j->touched[t]) continue;
+            const float *part = j->scratch + (size_t)t * j->per_thread;
+            // [a, b) of the virtual vector (dw | db)
+            for (size_t i = a; i < b && i < nw; i++) j->dw[i] = any ? j->dw[i] + part[i] : part[i];
+            for (size_t i = a > nw ? a : nw; i < b; i++) j->db[i - nw] = any ? j->db[i - nw] + part[i] : part[i];
+            any = true;
+        }
+        return;
+    }
+    task -= j->reduce_tasks;
+    const int groups = j->plan.groups, img = task / groups, g = task % groups;
+    const int c0 = (int)((long)g * s->cin / groups), c1 = (int)((long)(g + 1) * s->cin / groups);
+    if (c1 == c0) return;
+    const size_t plane = (size_t)s->h * s->w, chan = (size_t)s->n * plane, kk = (size_t)s->k * s->k;
+    const size_t q = (size_t)s->ho * s->wo, kg = (size_t)(c1 - c0) * kk;
+    const int split = s->split, rest = s->cout - split;
+    float *dcol = j->scratch + (size_t)thread * j->per_thread + j->plan.partial;
+    if (!j->accumulate)
+        for (int c = c0; c < c1; c++) memset(j->dx + c * chan + (size_t)img * plane, 0, plane * sizeof(float));
+    for (size_t off = 0; off < q; off += j->plan.nb2) {
+        size_t cols = q - off < j->plan.nb2 ? q - off : j->plan.nb2, p0 = (size_t)img * q + off;
+        // dcol = w[:, channels c0..c1]^T g[:, block]
+        if (split > 0)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kg, (int)cols, split, 1.0f,
+                        j->w + (size_t)c0 * kk, (int)K, j->dy + p0, (int)j->P, 0.0f, dcol, (int)cols);
+        if (rest > 0)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kg, (int)cols, rest, 1.0f,
+                        j->w + (size_t)split * K + (size_t)c0 * kk, (int)K, j->dy2 + p0, (int)j->P,
+                        split > 0 ? 1.0f : 0.0f, dcol, (int)cols);
+        col2im_block(s, dcol, p0, cols, c0, c1, j->dx);
+    }
+}
+
+void conv_backward(const ConvShape *s, const float *x, const float *y, const float *y2, float *dy, float *dy2,
+                   const float *w, float *dw, float *db, float *dx, bool accumulate, float *scratch,
+                   Workers *workers) {
+    int threads = workers_count(workers);
+    ConvBackJob j = {.s = s, .plan = conv_back_plan(s, threads), .x = x, .y = y, .y2 = y2, .w = w, .dy = dy,
+                     .dy2 = dy2, .dw = dw, .db = db, .dx = dx, .accumulate = accumulate, .scratch = scratch,
+                     .per_thread = conv_backward_scratch_size(s, threads), .P = (size_t)s->n * s->ho * s->wo,
+                     .K = (size_t)s->cin * s->k * s->k, .threads = threads, .reduce_tasks = 2 * threads};
+    workers_run(workers, j.plan.blocks, conv_back_block, &j);
+    int dx_tasks = dx && !conv_is_pointwise(s) ? s->n * j.plan.groups : 0;
+    workers_run(workers, j.reduce_tasks + dx_tasks, conv_back_finish, &j);
+}
+
+// The definition, loop by loop, summed in double.
+void conv_backward_ref(const ConvShape *s, const float *x, const float *y, const float *y2, float *dy, float *dy2,
+                       const float *w, float *dw, float *db, float *dx, bool accumulate) {
+    const size_t K = (size_t)s->cin * s->k * s->k, P = (size_t)s->n * s->ho * s->wo;
+    const size_t in = (size_t)s->cin * s->n * s->h * s->w;
+    double *gw = xcalloc((size_t)s->cout * K, sizeof(double)), *gb = xcalloc((size_t)s->cout, sizeof(double));
+    double *gx = xcalloc(in ? in : 1, sizeof(double));
+    for (int co = 0; co < s->cout; co++)
+        for (int n = 0; n < s->n; n++)
+            for (int oy = 0; oy < s->ho; oy++)
+                for (int ox = 0; ox < s->wo; ox++) {
+                    size_t o = ((size_t)n * s->ho + oy) * s->wo + ox;
+                    float *g = co < s->split ? dy + (size_t)co * P + o : dy2 + (size_t)(co - s->split) * P + o;
+                    float yv = co < s->split ? y[(size_t)co * P + o] : y2[(size_t)(co - s->split) * P + o];
+                    if (s->relu && !(yv > 0.0f)) *g = 0.0f;
+                    double gv = *g;
+                    gb[co] += gv;
+                    for (int ci = 0; ci < s->cin; ci++)
+                        for (int ky = 0; ky < s->k; ky++)
+                            for (int kx = 0; kx < s->k; kx++) {
+                                int iy = oy * s->stride - s->pad + ky, ix = ox * s->stride - s->pad + kx;
+                                if (iy < 0 || iy >= s->h || ix < 0 || ix >= s->w) continue;
+                                size_t xi = (((size_t)ci * s->n + n) * s->h + iy) * s->w + ix;
+                                size_t wi = ((size_t)(co * s->cin + ci) * s->k + ky) * s->k + kx;
+                                gw[wi] += gv * x[xi];
+                                gx[xi] += gv * w[wi];
+                            }
+                }
+    for (size_t i = 0; i < (size_t)s->cout * K; i++) dw[i] = (float)gw[i];
+    for (int co = 0; co < s->cout; co++) db[co] = (float)gb[co];
+    if (dx)
+        for (size_t i = 0; i < in; i++) dx[i] = accumulate ? dx[i] + (float)gx[i] : (float)gx[i];
+    free(gw), free(gb), free(gx);
+}

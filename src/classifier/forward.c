@@ -1,4 +1,5 @@
-// The forward pass: NCHW images in, each op run in order on the planned activation arena.
+// The forward pass: NCHW images in, each op run in order on the planned activation arena. The training pass is
+// the same with dropout drawing masks (and the auxiliary heads, which the training plan always includes).
 #include "classifier.h"
 
 #include <string.h>
@@ -10,7 +11,8 @@ static float *view_ptr(const Net *net, View v) {
     return net->acts + val->offset + (size_t)v.c0 * net->batch * val->h * val->w;
 }
 
-static void run_op(Net *net, const Op *op) {
+// rng: NULL at inference (dropout is the identity), else the source of the dropout masks.
+static void run_op(Net *net, const Op *op, Rng *rng) {
     const int n = net->batch;
     const Value *in = &net->value[op->in.v], *out = &net->value[op->out.v];
     const float *x = view_ptr(net, op->in);
@@ -51,7 +53,8 @@ static void run_op(Net *net, const Op *op) {
         flatten_forward(op->in.c, n, in->h, in->w, x, y);
         break;
     case OP_DROPOUT:
-        dropout_forward_inference((size_t)op->in.c * n * in->h * in->w, x, y);
+        if (rng) dropout_forward_train((size_t)op->in.c * n * in->h * in->w, op->p, x, y, net->masks + op->mask, rng);
+        else dropout_forward_inference((size_t)op->in.c * n * in->h * in->w, x, y);
         break;
     case OP_FC:
         if (net->reference) fc_forward_ref(op->in.c, op->out.c, n, op->relu, x, w, b, y);
@@ -63,9 +66,8 @@ static void run_op(Net *net, const Op *op) {
     }
 }
 
-int net_forward(Net *net, const float *x, int batch, Err *e) {
-    if (batch != net->batch && net_plan(net, batch, net->keep_all, net->with_aux, e)) return -1;
-    // NCHW -> (C, N, H, W)
+// NCHW -> (C, N, H, W), then every op in order.
+static void forward(Net *net, const float *x, int batch, Rng *rng) {
     const Value *in = &net->value[0];
     size_t plane = (size_t)in->h * in->w;
     float *dst = net->acts + in->offset;
@@ -76,8 +78,22 @@ int net_forward(Net *net, const float *x, int batch, Err *e) {
     for (int i = 0; i < net->n_ops; i++) {
         const Op *op = &net->op[i];
         if (op->aux && !net->with_aux) continue;
-        run_op(net, op);
+        run_op(net, op, rng);
     }
+}
+
+int net_forward(Net *net, const float *x, int batch, Err *e) {
+    if (batch != net->batch && net_plan(net, batch, net->keep_all, net->with_aux, e)) return -1;
+    forward(net, x, batch, NULL);
+    net->train_state = 0; // the activations are no longer those of a training pass
+    return 0;
+}
+
+int net_forward_train(Net *net, const float *x, int batch, Rng *rng, Err *e) {
+    if (!rng) return err_set(e, "%s: net_forward_train needs an Rng for the dropout masks", net->cfg.path);
+    if ((batch != net->train_batch || batch != net->batch) && net_train_begin(net, batch, e)) return -1;
+    forward(net, x, batch, rng);
+    net->train_state = 1;
     return 0;
 }
 

@@ -1,12 +1,20 @@
 // layers.h: the kernels of the network, one file per layer (conv.c, pool.c, lrn.c, fc.c, dropout.c, softmax.c).
 // Internal to src/classifier. Every activation is (C, N, H, W): channels outermost, then the batch, so that one
 // channel of a whole batch is contiguous. Each layer has its fast forward and a plain reference forward that the
-// tests hold it to; its backward pass goes beside them (issue 5: training).
+// tests hold it to, and likewise a fast and a reference backward pass beside them (issue 5: training).
+//
+// Backward conventions: dy is the gradient of the loss with respect to the layer's output, dx the one with
+// respect to its input. dx is overwritten, or added to when `accumulate` is set (a value read by several layers
+// collects the gradient of each), and may be NULL when no input gradient is wanted. Parameter gradients (dw, db)
+// are always overwritten: every parameter belongs to exactly one layer.
 #ifndef INCEPTION_CLASSIFIER_LAYERS_H
 #define INCEPTION_CLASSIFIER_LAYERS_H
 
 #include <stddef.h>
 #include <stdbool.h>
+#include <stdint.h>
+
+#include "common.h"
 
 typedef struct Workers Workers;
 
@@ -44,7 +52,19 @@ size_t conv_scratch_size(const ConvShape *s, int threads);
 void conv_forward(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *y2,
                   float *scratch, Workers *workers);
 void conv_forward_ref(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *y2);
-// conv_backward: issue 5.
+// Floats of scratch the fast backward pass needs per thread on `threads` threads: a partial dw and db per thread,
+// and a block of im2col columns or of their gradients.
+size_t conv_backward_scratch_size(const ConvShape *s, int threads);
+// y, y2: the forward outputs (their sign is the ReLU's mask); dy: (split, n, ho, wo), dy2: (cout - split, ...),
+// both masked by the ReLU in place (they are the layer's own and die with it); dw: (cout, cin, k, k); db: (cout);
+// dx: (cin, n, h, w) or NULL. The fast pass works in column blocks: dw += dy . columns^T per thread (partial sums
+// added at the end), and dx = col2im(w^T . dy) per image and channel group (so that no two threads add to the
+// same pixel); a 1x1 stride-1 convolution needs no columns: dx = w^T . dy per block.
+void conv_backward(const ConvShape *s, const float *x, const float *y, const float *y2, float *dy, float *dy2,
+                   const float *w, float *dw, float *db, float *dx, bool accumulate, float *scratch,
+                   Workers *workers);
+void conv_backward_ref(const ConvShape *s, const float *x, const float *y, const float *y2, float *dy, float *dy2,
+                       const float *w, float *dw, float *db, float *dx, bool accumulate);
 
 // ---------------------------------------------------------------------------------------------------------------
 // pool.c: max and average pooling, Caffe semantics (ceil-mode sizes; the average divides by the window clipped
@@ -61,7 +81,15 @@ void maxpool_forward(const PoolShape *s, const float *x, float *y, Workers *work
 void maxpool_forward_ref(const PoolShape *s, const float *x, float *y);
 void avgpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers);
 void avgpool_forward_ref(const PoolShape *s, const float *x, float *y);
-// maxpool_backward, avgpool_backward: issue 5 (the max routes the gradient to the argmax of each window).
+// The max routes each output's gradient to the input that won its window: the first maximum in row-major order
+// (as PyTorch and Caffe choose). The fast kernel finds it as the first input equal to the forward's output y (the
+// window's maximum), the reference by comparing the inputs again. The average spreads the gradient over the
+// window with the forward's divisor. x: (c, n, h, w); y, dy: (c, n, ho, wo); dx: (c, n, h, w).
+void maxpool_backward(const PoolShape *s, const float *x, const float *y, const float *dy, float *dx,
+                      bool accumulate, Workers *workers);
+void maxpool_backward_ref(const PoolShape *s, const float *x, const float *dy, float *dx, bool accumulate);
+void avgpool_backward(const PoolShape *s, const float *dy, float *dx, bool accumulate, Workers *workers);
+void avgpool_backward_ref(const PoolShape *s, const float *dy, float *dx, bool accumulate);
 
 // ---------------------------------------------------------------------------------------------------------------
 // lrn.c: across channels, y = x / (k + alpha/size * sum over the `size` neighbouring channels of x^2)^beta
@@ -75,7 +103,14 @@ typedef struct {
 // x, y: (c, n, h, w)
 void lrn_forward(const LrnShape *s, const float *x, float *y, Workers *workers);
 void lrn_forward_ref(const LrnShape *s, const float *x, float *y);
-// lrn_backward: issue 5 (needs x and y, both kept by a keep_all plan).
+// Caffe's formula, with d = k + alpha/size * (sum of x^2 over the window of c):
+//   dx[c] = dy[c] d[c]^-beta - 2 alpha beta / size * x[c] * sum over the channels c' whose window holds c of
+//           dy[c'] y[c'] / d[c']
+// x, y (the forward output), dy, dx: (c, n, h, w).
+void lrn_backward(const LrnShape *s, const float *x, const float *y, const float *dy, float *dx, bool accumulate,
+                  Workers *workers);
+void lrn_backward_ref(const LrnShape *s, const float *x, const float *y, const float *dy, float *dx,
+                      bool accumulate);
 
 // ---------------------------------------------------------------------------------------------------------------
 // fc.c: y = w x + b (optionally ReLU); flatten turns (c, n, h, w) into (c*h*w, n) in each image's CHW order,
@@ -89,18 +124,31 @@ void fc_forward(int cin, int cout, int n, bool relu, const float *x, const float
 void fc_forward_ref(int cin, int cout, int n, bool relu, const float *x, const float *w, const float *b, float *y);
 // x: (c, n, h, w); y: (c*h*w, n)
 void flatten_forward(int c, int n, int h, int w, const float *x, float *y);
-// fc_backward (two GEMMs, like conv_backward), flatten_backward: issue 5.
+// y: the forward output (the ReLU's mask); dy: (cout, n), masked in place when relu; dw: (cout, cin); db: (cout);
+// dx: (cin, n) or NULL. dw = dy x^T (rows shared between threads), dx = w^T dy.
+void fc_backward(int cin, int cout, int n, bool relu, const float *x, const float *y, float *dy, const float *w,
+                 float *dw, float *db, float *dx, bool accumulate, Workers *workers);
+void fc_backward_ref(int cin, int cout, int n, bool relu, const float *x, const float *y, float *dy,
+                     const float *w, float *dw, float *db, float *dx, bool accumulate);
+// dy: (c*h*w, n); dx: (c, n, h, w). A permutation: one version.
+void flatten_backward(int c, int n, int h, int w, const float *dy, float *dx, bool accumulate);
 
 // ---------------------------------------------------------------------------------------------------------------
 // softmax.c: over the channels of each image. x, y: (c, n)
 
 void softmax_forward(int c, int n, const float *x, float *y);
-// softmax with the cross-entropy loss, forward and backward: issue 5.
+// The cross-entropy of softmax(x) against labels (n, each in [0, c)), averaged over the batch, in double;
+// dx (may be NULL) = weight * (softmax(x) - onehot(label)) / n. NaN (dx untouched) when a logit is not finite or
+// a label is out of range. O(c n): one plain version, checked against finite differences.
+double softmax_xent(int c, int n, const float *x, const int *labels, float weight, float *dx);
 
 // ---------------------------------------------------------------------------------------------------------------
 // dropout.c: inference is the identity (inverted dropout scales at training time). x, y: `count` floats.
 
 void dropout_forward_inference(size_t count, const float *x, float *y);
-// dropout_forward_train (mask drawn from an Rng passed in) and dropout_backward: issue 5.
+// Each unit kept with probability 1 - p (mask 1) and scaled by 1/(1 - p), or dropped (mask 0, y 0); the mask is
+// drawn from rng, unit by unit, so a seed gives the same masks on any number of threads.
+void dropout_forward_train(size_t count, float p, const float *x, float *y, uint8_t *mask, Rng *rng);
+void dropout_backward(size_t count, float p, const uint8_t *mask, const float *dy, float *dx, bool accumulate);
 
 #endif

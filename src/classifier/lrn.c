@@ -69,5 +69,107 @@ void lrn_forward_ref(const LrnShape *s, const float *x, float *y) {
         }
 }
 
-// lrn_backward goes here (issue 5): dx = dy * scale^-beta - 2 alpha beta / size * x * sum over the window of
-// (dy * y / scale), with scale = k + alpha/size * sum x^2 recomputed by the same sliding window.
+// ---------------------------------------------------------------------------------------------------------------
+// backward: dx[j] = dy[j] d[j]^-beta - 2 alpha beta / size * x[j] * sum over c in [j - after, j + before] of
+// r[c] = dy[c] y[c] / d[c] (the channels whose window holds j). The fast kernel walks down the channels once
+// per stretch of pixels, as the forward does: d[c] from the running sum of squares, then r[c] and d[c]^-beta
+// into rings of `size` rows; channel j is finished when r[j + before] is known.
+
+#define LRN_BACK_CHUNK 256
+#define LRN_MAX_SIZE 31 // the config's limit
+
+typedef struct {
+    const LrnShape *s;
+    const float *x, *y, *dy;
+    float *dx;
+    bool accumulate;
+    size_t pixels;
+} LrnBackJob;
+
+// Channel j of the output: its r window summed afresh from the ring (no running sum to drift).
+static void lrn_back_emit(const LrnBackJob *j, int c, size_t p0, size_t np, float ring_r[][LRN_BACK_CHUNK],
+                          float ring_pw[][LRN_BACK_CHUNK]) {
+    const LrnShape *s = j->s;
+    const int before = (s->size - 1) / 2, after = s->size / 2;
+    const float coef = 2.0f * s->alpha * s->beta / (float)s->size;
+    const size_t ld = j->pixels;
+    int lo = c - after < 0 ? 0 : c - after, hi = c + before >= s->c ? s->c - 1 : c + before;
+    float acc[LRN_BACK_CHUNK];
+    for (size_t p = 0; p < np; p++) acc[p] = ring_r[lo % s->size][p];
+    for (int cc = lo + 1; cc <= hi; cc++)
+        for (size_t p = 0; p < np; p++) acc[p] += ring_r[cc % s->size][p];
+    const float *x = j->x + c * ld + p0, *dy = j->dy + c * ld + p0, *pw = ring_pw[c % s->size];
+    float *dx = j->dx + c * ld + p0;
+    if (j->accumulate)
+        for (size_t p = 0; p < np; p++) dx[p] += dy[p] * pw[p] - coef * x[p] * acc[p];
+    else
+        for (size_t p = 0; p < np; p++) dx[p] = dy[p] * pw[p] - coef * x[p] * acc[p];
+}
+
+static void lrn_back_chunk(void *arg, int chunk, int thread) {
+    (void)thread;
+    const LrnBackJob *j = arg;
+    const LrnShape *s = j->s;
+    const size_t p0 = (size_t)chunk * LRN_BACK_CHUNK;
+    const size_t np = j->pixels - p0 < LRN_BACK_CHUNK ? j->pixels - p0 : LRN_BACK_CHUNK, ld = j->pixels;
+    const float scale = s->alpha / (float)s->size;
+    const int before = (s->size - 1) / 2, after = s->size / 2;
+    float sum[LRN_BACK_CHUNK], ring_r[LRN_MAX_SIZE][LRN_BACK_CHUNK], ring_pw[LRN_MAX_SIZE][LRN_BACK_CHUNK];
+    const float *x = j->x + p0;
+    for (size_t p = 0; p < np; p++) sum[p] = 0.0f;
+    for (int c = 0; c < after && c < s->c; c++)
+        for (size_t p = 0; p < np; p++) sum[p] += x[c * ld + p] * x[c * ld + p];
+    const bool b75 = s->beta == 0.75f;
+    for (int c = 0; c < s->c; c++) {
+        int add = c + after, drop = c - before - 1;
+        if (add < s->c)
+            for (size_t p = 0; p < np; p++) sum[p] += x[add * ld + p] * x[add * ld + p];
+        if (drop >= 0)
+            for (size_t p = 0; p < np; p++) sum[p] -= x[drop * ld + p] * x[drop * ld + p];
+        const float *yc = j->y + c * ld + p0, *dyc = j->dy + c * ld + p0;
+        float *r = ring_r[c % s->size], *pw = ring_pw[c % s->size];
+        for (size_t p = 0; p < np; p++) {
+            float d = s->k + scale * fmaxf(sum[p], 0.0f);
+            pw[p] = b75 ? 1.0f / sqrtf(d * sqrtf(d)) : powf(d, -s->beta);
+            r[p] = dyc[p] * yc[p] / d;
+        }
+        if (c - before >= 0) lrn_back_emit(j, c - before, p0, np, ring_r, ring_pw);
+    }
+    for (int c = s->c - before < 0 ? 0 : s->c - before; c < s->c; c++) lrn_back_emit(j, c, p0, np, ring_r, ring_pw);
+}
+
+void lrn_backward(const LrnShape *s, const float *x, const float *y, const float *dy, float *dx, bool accumulate,
+                  Workers *workers) {
+    if (s->size > LRN_MAX_SIZE) {
+        lrn_backward_ref(s, x, y, dy, dx, accumulate);
+        return;
+    }
+    LrnBackJob j = {s, x, y, dy, dx, accumulate, (size_t)s->n * s->h * s->w};
+    int chunks = (int)((j.pixels + LRN_BACK_CHUNK - 1) / LRN_BACK_CHUNK);
+    workers_run(workers, chunks, lrn_back_chunk, &j);
+}
+
+// The definition, in double: the windows summed afresh, every channel whose window holds c visited.
+void lrn_backward_ref(const LrnShape *s, const float *x, const float *y, const float *dy, float *dx,
+                      bool accumulate) {
+    const size_t ld = (size_t)s->n * s->h * s->w;
+    const int before = (s->size - 1) / 2, after = s->size / 2;
+    double *d = xmalloc((size_t)s->c * (ld ? ld : 1) * sizeof(double));
+    for (int c = 0; c < s->c; c++)
+        for (size_t p = 0; p < ld; p++) {
+            double sum = 0;
+            for (int cc = c - before; cc <= c + after; cc++)
+                if (cc >= 0 && cc < s->c) sum += (double)x[cc * ld + p] * x[cc * ld + p];
+            d[c * ld + p] = s->k + (double)s->alpha / s->size * sum;
+        }
+    for (int c = 0; c < s->c; c++)
+        for (size_t p = 0; p < ld; p++) {
+            double acc = 0;
+            for (int cc = c - after; cc <= c + before; cc++)
+                if (cc >= 0 && cc < s->c) acc += (double)dy[cc * ld + p] * y[cc * ld + p] / d[cc * ld + p];
+            double g = dy[c * ld + p] * pow(d[c * ld + p], -s->beta) -
+                       2.0 * s->alpha * s->beta / s->size * x[c * ld + p] * acc;
+            dx[c * ld + p] = accumulate ? dx[c * ld + p] + (float)g : (float)g;
+        }
+    free(d);
+}

@@ -94,6 +94,7 @@ static int build(Builder *b, Err *e) {
     int cur = add_value(b, "input", cfg->channels, cfg->input, cfg->input, false);
     bool finished = false; // after softmax nothing may follow
     net->logits = -1;
+    net->n_heads = 1; // head[0], the main classifier, is set at the end
     for (int li = 0; li < cfg->n_layers; li++) {
         const LayerSpec *L = &cfg->layers[li];
         const Value cv = net->value[cur];
@@ -223,6 +224,7 @@ static int build(Builder *b, Err *e) {
             w = add_param(b, name, ".weight", 2, ws2, li, true), bias = add_param(b, name, ".bias", 1, bs2, li, true);
             add_op(b, (Op){.kind = OP_FC, .layer = li, .in = whole(net, drop), .out = whole(net, y), .weight = w,
                            .bias = bias, .aux = true});
+            net->head[net->n_heads++] = y;
             break;
         }
         case LAYER_DROPOUT: {
@@ -268,6 +270,7 @@ static int build(Builder *b, Err *e) {
     if (net->value[net->logits].c != cfg->classes)
         return err_set(e, "%s: the last fully connected layer has %d outputs, but classes = %d", cfg->path,
                        net->value[net->logits].c, cfg->classes);
+    net->head[0] = net->logits;
     // Liveness: the op that writes each value and the last op that reads it.
     for (int i = 0; i < net->n_ops; i++) {
         Op *op = &net->op[i];
@@ -313,6 +316,9 @@ void net_free(Net *net) {
     free(net->slice);
     free(net->acts);
     free(net->scratch);
+    free(net->grads);
+    free(net->dacts);
+    free(net->masks);
     workers_free(net->workers);
     *net = (Net){0};
 }

@@ -2,8 +2,10 @@
 // whose lifetimes (first write .. last read) overlap never share memory; the others may. Placement is greedy,
 // largest value first, at the lowest offset that clears every already-placed value alive at the same time.
 // With keep_all every value lives to the end (backward passes need them; so does reading a layer by name).
+// Training adds a second arena for the gradients of the values, planned the same way (net_train_begin).
 #include "classifier.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,8 +16,9 @@
 
 typedef struct {
     int v;
-    size_t size; // floats, aligned
+    size_t size;   // floats, aligned
     int first, last;
+    size_t offset; // set by place_slots
 } Slot;
 
 static int by_size_desc(const void *a, const void *b) {
@@ -45,55 +48,74 @@ static ConvShape op_conv_shape(const Net *net, const Op *op, int batch) {
                        .relu = op->relu, .split = op->out.c};
 }
 
-int net_plan(Net *net, int batch, bool keep_all, bool with_aux, Err *e) {
-    if (batch < 1 || batch > 65536) return err_set(e, "batch size %d out of range [1, 65536]", batch);
-    int nv = net->n_values;
-    Slot *slot = xmalloc((size_t)nv * sizeof *slot);
-    int n = 0;
-    for (int v = 0; v < nv; v++) {
-        Value *val = &net->value[v];
-        val->kept = false;
-        if (val->aux && !with_aux) continue;
-        size_t per_image = (size_t)val->c * (size_t)val->h * (size_t)val->w, size;
-        // (BLAS takes the columns of a layer, batch x h x w, as an int)
-        if (!size_mul_ok(per_image, (size_t)batch, &size) || size > NET_MAX_ACT_BYTES / sizeof(float) ||
-            (size_t)batch * val->h * val->w > INT32_MAX) {
-            free(slot);
-            return err_set(e, "%s: value %s for a batch of %d is too large", net->cfg.path, val->name, batch);
-        }
-        size = (size + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
-        // Outputs (values no op reads: the probabilities, the aux heads' logits), the logits, and with keep_all
-        // everything, survive the pass.
-        bool output = val->last == val->first;
-        val->kept = keep_all || output || v == net->logits;
-        slot[n++] = (Slot){.v = v, .size = size, .first = val->first, .last = val->kept ? net->n_ops : val->last};
-    }
+// Greedy placement of slots: each gets the lowest offset (in floats) that clears every already-placed slot whose
+// lifetime overlaps its own, largest first. Returns the arena size, or SIZE_MAX past `limit` floats.
+static size_t place_slots(Slot *slot, int n, size_t limit) {
     qsort(slot, (size_t)n, sizeof *slot, by_size_desc);
     Range *busy = xmalloc((size_t)(n ? n : 1) * sizeof *busy);
     size_t total = 0;
     for (int i = 0; i < n; i++) {
         int nb = 0;
         for (int j = 0; j < i; j++)
-            if (slot[j].first <= slot[i].last && slot[i].first <= slot[j].last) {
-                size_t lo = net->value[slot[j].v].offset;
-                busy[nb++] = (Range){lo, lo + slot[j].size};
-            }
+            if (slot[j].first <= slot[i].last && slot[i].first <= slot[j].last)
+                busy[nb++] = (Range){slot[j].offset, slot[j].offset + slot[j].size};
         qsort(busy, (size_t)nb, sizeof *busy, by_lo);
         size_t off = 0;
         for (int j = 0; j < nb; j++) {
             if (busy[j].lo >= off + slot[i].size) break;
             if (busy[j].hi > off) off = busy[j].hi;
         }
-        net->value[slot[i].v].offset = off;
+        slot[i].offset = off;
         if (off + slot[i].size > total) total = off + slot[i].size;
-        if (total > NET_MAX_ACT_BYTES / sizeof(float)) {
-            free(busy);
-            free(slot);
-            return err_set(e, "%s: activations for a batch of %d exceed %llu GiB", net->cfg.path, batch,
-                           NET_MAX_ACT_BYTES >> 30);
+        if (total > limit) {
+            total = SIZE_MAX;
+            break;
         }
     }
     free(busy);
+    return total;
+}
+
+// Floats of a value for `batch` images, aligned; false when too large (BLAS takes the columns of a layer, batch x
+// h x w, as an int).
+static bool value_floats(const Value *val, int batch, size_t *size) {
+    size_t per_image = (size_t)val->c * (size_t)val->h * (size_t)val->w;
+    if (!size_mul_ok(per_image, (size_t)batch, size) || *size > NET_MAX_ACT_BYTES / sizeof(float) ||
+        (size_t)batch * val->h * val->w > INT32_MAX)
+        return false;
+    *size = (*size + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
+    return true;
+}
+
+int net_plan(Net *net, int batch, bool keep_all, bool with_aux, Err *e) {
+    if (batch < 1 || batch > 65536) return err_set(e, "batch size %d out of range [1, 65536]", batch);
+    net->train_batch = 0; // a training plan, if any, is gone
+    net->train_state = 0;
+    int nv = net->n_values;
+    Slot *slot = xmalloc((size_t)(nv ? nv : 1) * sizeof *slot);
+    int n = 0;
+    for (int v = 0; v < nv; v++) {
+        Value *val = &net->value[v];
+        val->kept = false;
+        if (val->aux && !with_aux) continue;
+        size_t size;
+        if (!value_floats(val, batch, &size)) {
+            free(slot);
+            return err_set(e, "%s: value %s for a batch of %d is too large", net->cfg.path, val->name, batch);
+        }
+        // Outputs (values no op reads: the probabilities, the aux heads' logits), the logits, and with keep_all
+        // everything, survive the pass.
+        bool output = val->last == val->first;
+        val->kept = keep_all || output || v == net->logits;
+        slot[n++] = (Slot){.v = v, .size = size, .first = val->first, .last = val->kept ? net->n_ops : val->last};
+    }
+    size_t total = place_slots(slot, n, NET_MAX_ACT_BYTES / sizeof(float));
+    if (total == SIZE_MAX) {
+        free(slot);
+        return err_set(e, "%s: activations for a batch of %d exceed %llu GiB", net->cfg.path, batch,
+                       NET_MAX_ACT_BYTES >> 30);
+    }
+    for (int i = 0; i < n; i++) net->value[slot[i].v].offset = slot[i].offset;
     free(slot);
     if (net->threads < 1) net->threads = 1;
     if (!net->workers || workers_count(net->workers) != net->threads) {
@@ -118,5 +140,88 @@ int net_plan(Net *net, int batch, bool keep_all, bool with_aux, Err *e) {
     net->batch = batch;
     net->keep_all = keep_all;
     net->with_aux = with_aux;
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the training plan
+
+// Whether two views of the same value share channels.
+static bool views_overlap(View a, View b) {
+    return a.v == b.v && a.c0 < b.c0 + b.c && b.c0 < a.c0 + a.c;
+}
+
+// Ops that run backwards: all but the softmax (the loss starts from the logits).
+static bool has_backward(const Op *op) {
+    return op->kind != OP_SOFTMAX;
+}
+
+int net_train_begin(Net *net, int batch, Err *e) {
+    if (net_plan(net, batch, true, true, e)) return -1;
+    if (!net->grads) net->grads = xcalloc(net->params_size ? net->params_size : 1, sizeof(float));
+    else memset(net->grads, 0, net->params_size * sizeof(float));
+    const int nv = net->n_values, nops = net->n_ops, threads = workers_count(net->workers);
+    // Which ops add to their input's gradient: those with a later reader of the same channels (whose backward
+    // pass, running earlier, has written them already).
+    for (int i = 0; i < nops; i++) {
+        Op *op = &net->op[i];
+        op->dx_accumulate = false;
+        for (int j = i + 1; j < nops && has_backward(op); j++)
+            if (has_backward(&net->op[j]) && views_overlap(op->in, net->op[j].in)) op->dx_accumulate = true;
+    }
+    // Values with a gradient: the heads' logits (from net_loss) and whatever a backward pass reads; the input
+    // only when asked for. A gradient lives from the backward pass of the value's last reader (or from net_loss,
+    // for a head) to that of its first writer: in op indices [first, last], the forward lifetime again.
+    Slot *slot = xmalloc((size_t)(nv ? nv : 1) * sizeof *slot);
+    int n = 0;
+    for (int v = 0; v < nv; v++) {
+        Value *val = &net->value[v];
+        bool head = false;
+        for (int h = 0; h < net->n_heads; h++) head |= net->head[h] == v;
+        int last = head ? nops : -1;
+        for (int i = 0; i < nops; i++)
+            if (has_backward(&net->op[i]) && net->op[i].in.v == v && i > last) last = i;
+        val->has_grad = last >= 0 && (v != 0 || net->input_grad);
+        if (!val->has_grad) continue;
+        size_t size;
+        value_floats(val, batch, &size); // checked by net_plan
+        slot[n++] = (Slot){.v = v, .size = size, .first = v == 0 ? 0 : val->first, .last = last};
+    }
+    size_t total = place_slots(slot, n, NET_MAX_ACT_BYTES / sizeof(float));
+    if (total == SIZE_MAX) {
+        free(slot);
+        return err_set(e, "%s: activation gradients for a batch of %d exceed %llu GiB", net->cfg.path, batch,
+                       NET_MAX_ACT_BYTES >> 30);
+    }
+    for (int i = 0; i < n; i++) net->value[slot[i].v].grad_offset = slot[i].offset;
+    free(slot);
+    free(net->dacts);
+    net->dacts = xmalloc((total ? total : 1) * sizeof(float));
+    net->dacts_size = total;
+    // Dropout masks, one byte a unit; and scratch for the backward kernels.
+    size_t masks = 0, scratch = net->scratch_size;
+    for (int i = 0; i < nops; i++) {
+        Op *op = &net->op[i];
+        const Value *in = &net->value[op->in.v];
+        if (op->kind == OP_DROPOUT) {
+            op->mask = masks;
+            masks += (size_t)op->in.c * batch * in->h * in->w;
+        }
+        if (op->kind == OP_CONV) {
+            ConvShape s = op_conv_shape(net, op, batch);
+            size_t need = conv_backward_scratch_size(&s, threads);
+            if (need > scratch) scratch = need;
+        }
+    }
+    free(net->masks);
+    net->masks = xmalloc(masks ? masks : 1);
+    net->masks_size = masks;
+    if (scratch > net->scratch_size) {
+        free(net->scratch);
+        net->scratch = xmalloc(scratch * (size_t)threads * sizeof(float));
+        net->scratch_size = scratch;
+    }
+    net->train_batch = batch;
+    net->train_state = 0;
     return 0;
 }

@@ -3,6 +3,8 @@
 // the window clipped to the padded image (Caffe, and PyTorch/ONNX with count_include_pad), which equals the
 // number of pixels summed whenever there is no padding, as in GoogLeNet.
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "layers.h"
 
@@ -159,6 +161,169 @@ void avgpool_forward_ref(const PoolShape *s, const float *x, float *y) {
             }
 }
 
-// maxpool_backward and avgpool_backward go here (issue 5): the max routes each output gradient to the input that
-// won its window (recomputed from x and y, both kept by a keep_all plan); the average spreads it over the window
-// with the same divisor.
+// ---------------------------------------------------------------------------------------------------------------
+// backward
+
+typedef struct {
+    const PoolShape *s;
+    const float *x, *y, *dy;
+    float *dx;
+    bool accumulate;
+    int planes_per_task;
+} PoolBackJob;
+
+// The window of output (oy, ox) clipped to the image: rows [y0, y1), columns [x0, x1).
+static void pool_window(const PoolShape *s, int oy, int ox, int *y0, int *y1, int *x0, int *x1) {
+    *y0 = oy * s->stride - s->pad, *x0 = ox * s->stride - s->pad;
+    *y1 = *y0 + s->k, *x1 = *x0 + s->k;
+    if (*y0 < 0) *y0 = 0;
+    if (*x0 < 0) *x0 = 0;
+    if (*y1 > s->h) *y1 = s->h;
+    if (*x1 > s->w) *x1 = s->w;
+}
+
+// One plane of a max pooling's backward pass. y (the forward's output) is the maximum of each window, exactly, so
+// the first input of the window equal to it is the first maximum in row-major order. Per output row, the interior
+// outputs (windows inside the row) go tap by tap for all columns at once: a tap equal to the maximum takes what
+// remains of the output's gradient (all of it at the first hit, nothing after), which vectorises; the outputs
+// near the edges scan their clipped window.
+static void maxpool_back_plane(const PoolShape *s, const float *x, const float *y, const float *dy, float *dx) {
+    float rem[POOL_MAX_W];
+    const int st = s->stride, pad = s->pad, w = s->w;
+    int a = (pad + st - 1) / st, b = (w + pad - s->k) / st + 1;
+    if (b > s->wo) b = s->wo;
+    if (a > b) a = b;
+    for (int oy = 0; oy < s->ho; oy++) {
+        int y0, y1, x0, x1;
+        const float *g = dy + (size_t)oy * s->wo, *m = y + (size_t)oy * s->wo;
+        for (int ox = 0; ox < s->wo; ox++) {
+            if (ox == a) ox = b;
+            if (ox >= s->wo) break;
+            pool_window(s, oy, ox, &y0, &y1, &x0, &x1);
+            size_t at = (size_t)y0 * w + x0;
+            for (int iy = y0; iy < y1; iy++)
+                for (int ix = x0; ix < x1; ix++)
+                    if (x[(size_t)iy * w + ix] == m[ox]) {
+                        at = (size_t)iy * w + ix;
+                        iy = y1; // found: leave both loops
+                        break;
+                    }
+            dx[at] += g[ox];
+        }
+        if (a == b) continue;
+        pool_window(s, oy, a, &y0, &y1, &x0, &x1);
+        for (int ox = a; ox < b; ox++) rem[ox] = g[ox];
+        for (int iy = y0; iy < y1; iy++) {
+            const float *xr = x + (size_t)iy * w;
+            float *dr = dx + (size_t)iy * w;
+            for (int t = 0; t < s->k; t++)
+                for (int ox = a; ox < b; ox++) {
+                    const int ix = ox * st + t - pad;
+                    const float take = xr[ix] == m[ox] ? rem[ox] : 0.0f;
+                    dr[ix] += take;
+                    rem[ox] -= take;
+                }
+        }
+    }
+}
+
+// One plane of an average pooling's backward pass: each output's gradient, over its divisor, onto its window.
+static void avgpool_back_plane(const PoolShape *s, const float *dy, float *dx) {
+    for (int oy = 0; oy < s->ho; oy++)
+        for (int ox = 0; ox < s->wo; ox++) {
+            int y0 = oy * s->stride - s->pad, x0 = ox * s->stride - s->pad;
+            int wy = (y0 + s->k > s->h + s->pad ? s->h + s->pad : y0 + s->k) - y0;
+            int wx = (x0 + s->k > s->w + s->pad ? s->w + s->pad : x0 + s->k) - x0;
+            int y1, x1;
+            pool_window(s, oy, ox, &y0, &y1, &x0, &x1);
+            float g = dy[(size_t)oy * s->wo + ox] / (float)(wy * wx);
+            for (int iy = y0; iy < y1; iy++)
+                for (int ix = x0; ix < x1; ix++) dx[(size_t)iy * s->w + ix] += g;
+        }
+}
+
+static void pool_back_task(void *arg, int task, bool max) {
+    const PoolBackJob *j = arg;
+    const PoolShape *s = j->s;
+    int planes = s->c * s->n, p0 = task * j->planes_per_task, p1 = p0 + j->planes_per_task;
+    if (p1 > planes) p1 = planes;
+    const size_t in = (size_t)s->h * s->w, out = (size_t)s->ho * s->wo;
+    for (int plane = p0; plane < p1; plane++) {
+        float *dx = j->dx + (size_t)plane * in;
+        if (!j->accumulate) memset(dx, 0, in * sizeof(float));
+        if (max) maxpool_back_plane(s, j->x + (size_t)plane * in, j->y + (size_t)plane * out, j->dy + (size_t)plane * out,
+                                    dx);
+        else avgpool_back_plane(s, j->dy + (size_t)plane * out, dx);
+    }
+}
+
+static void maxpool_back_task(void *arg, int task, int thread) {
+    (void)thread;
+    pool_back_task(arg, task, true);
+}
+
+static void avgpool_back_task(void *arg, int task, int thread) {
+    (void)thread;
+    pool_back_task(arg, task, false);
+}
+
+void maxpool_backward(const PoolShape *s, const float *x, const float *y, const float *dy, float *dx,
+                      bool accumulate, Workers *workers) {
+    if (s->w > POOL_MAX_W) {
+        maxpool_backward_ref(s, x, dy, dx, accumulate);
+        return;
+    }
+    PoolJob sizing = {0};
+    int tasks = pool_tasks(s, workers, &sizing);
+    PoolBackJob j = {s, x, y, dy, dx, accumulate, sizing.planes_per_task};
+    workers_run(workers, tasks, maxpool_back_task, &j);
+}
+
+void avgpool_backward(const PoolShape *s, const float *dy, float *dx, bool accumulate, Workers *workers) {
+    PoolJob sizing = {0};
+    int tasks = pool_tasks(s, workers, &sizing);
+    PoolBackJob j = {s, NULL, NULL, dy, dx, accumulate, sizing.planes_per_task};
+    workers_run(workers, tasks, avgpool_back_task, &j);
+}
+
+// The definitions: every tap of every window tested against the image bounds, the argmax the first maximum met.
+void maxpool_backward_ref(const PoolShape *s, const float *x, const float *dy, float *dx, bool accumulate) {
+    size_t in = (size_t)s->c * s->n * s->h * s->w;
+    if (!accumulate) memset(dx, 0, in * sizeof(float));
+    for (int c = 0; c < s->c * s->n; c++)
+        for (int oy = 0; oy < s->ho; oy++)
+            for (int ox = 0; ox < s->wo; ox++) {
+                float m = 0.0f;
+                size_t at = SIZE_MAX; // every window holds at least one pixel of the image
+                for (int ky = 0; ky < s->k; ky++)
+                    for (int kx = 0; kx < s->k; kx++) {
+                        int iy = oy * s->stride - s->pad + ky, ix = ox * s->stride - s->pad + kx;
+                        if (iy < 0 || iy >= s->h || ix < 0 || ix >= s->w) continue;
+                        size_t i = ((size_t)c * s->h + iy) * s->w + ix;
+                        if (at == SIZE_MAX || x[i] > m) m = x[i], at = i;
+                    }
+                dx[at] += dy[((size_t)c * s->ho + oy) * s->wo + ox];
+            }
+}
+
+void avgpool_backward_ref(const PoolShape *s, const float *dy, float *dx, bool accumulate) {
+    size_t in = (size_t)s->c * s->n * s->h * s->w;
+    if (!accumulate) memset(dx, 0, in * sizeof(float));
+    for (int c = 0; c < s->c * s->n; c++)
+        for (int oy = 0; oy < s->ho; oy++)
+            for (int ox = 0; ox < s->wo; ox++) {
+                int count = 0;
+                for (int ky = 0; ky < s->k; ky++)
+                    for (int kx = 0; kx < s->k; kx++) {
+                        int iy = oy * s->stride - s->pad + ky, ix = ox * s->stride - s->pad + kx;
+                        if (iy < s->h + s->pad && ix < s->w + s->pad) count++;
+                    }
+                double g = (double)dy[((size_t)c * s->ho + oy) * s->wo + ox] / count;
+                for (int ky = 0; ky < s->k; ky++)
+                    for (int kx = 0; kx < s->k; kx++) {
+                        int iy = oy * s->stride - s->pad + ky, ix = ox * s->stride - s->pad + kx;
+                        if (iy >= 0 && iy < s->h && ix >= 0 && ix < s->w)
+                            dx[((size_t)c * s->h + iy) * s->w + ix] += (float)g;
+                    }
+            }
+}

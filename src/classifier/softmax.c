@@ -18,4 +18,24 @@ void softmax_forward(int c, int n, const float *x, float *y) {
     }
 }
 
-// The softmax cross-entropy loss and its gradient (p - onehot) / n go here (issue 5).
+// loss = mean over images of log(sum_k exp(x_k)) - x_label, from the maximum for stability, in double.
+double softmax_xent(int c, int n, const float *x, const int *labels, float weight, float *dx) {
+    for (int i = 0; i < n; i++)
+        if (labels[i] < 0 || labels[i] >= c) return NAN;
+    for (size_t k = 0; k < (size_t)c * n; k++)
+        if (!isfinite(x[k])) return NAN;
+    double total = 0;
+    for (int i = 0; i < n; i++) {
+        double m = x[i], sum = 0;
+        for (int k = 1; k < c; k++) m = fmax(m, x[(size_t)k * n + i]);
+        for (int k = 0; k < c; k++) sum += exp(x[(size_t)k * n + i] - m);
+        total += m + log(sum) - x[(size_t)labels[i] * n + i];
+        if (!dx) continue;
+        double inv = 1.0 / sum, w = (double)weight / n;
+        for (int k = 0; k < c; k++) {
+            double p = exp(x[(size_t)k * n + i] - m) * inv;
+            dx[(size_t)k * n + i] = (float)(w * (p - (k == labels[i])));
+        }
+    }
+    return total / n;
+}
