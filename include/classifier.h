@@ -48,6 +48,7 @@ typedef struct {
     int line;          // line in the config file, for messages
     int k, stride, pad; // conv, pools: square patch k x k
     int out;           // conv, fc: output channels (after the width multiplier)
+    bool out_is_classes; // fc: written as out=classes, so it follows config_set_classes
     // inception: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj (after the width multiplier)
     int n1x1, n3x3r, n3x3, n5x5r, n5x5, npool;
     int lrn_size;      // lrn
@@ -75,6 +76,9 @@ typedef struct {
 
 // Reads and checks a config; errors name the file and line.
 int config_load(const char *path, NetConfig *cfg, Err *e);
+// Another number of classes for the same network (training a config on other data): the layers written as
+// out=classes follow.
+void config_set_classes(NetConfig *cfg, int classes);
 // The same from text in memory (`name` is used in messages).
 int config_parse(const char *text, const char *name, NetConfig *cfg, Err *e);
 

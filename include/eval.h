@@ -46,6 +46,13 @@ int gt_load_mat(const char *path, ClassMap *classes, GroundTruth *gt, Err *e);
 // Progress goes to stderr unless quiet.
 int gt_load_xml(const char *dir, const ImageList *list, ClassMap *classes, double fixed_iou, bool quiet,
                 GroundTruth *gt, Err *e);
+// Ground truth built in memory: n_images images with ids 1..n_images and no boxes yet (gt_set_image adds them);
+// the classes are copied.
+void gt_create(GroundTruth *gt, const ClassMap *classes, int n_images);
+// Sets image i's name (may be NULL) and boxes (copied); fixed_iou > 0 gives each box that threshold, 0 the ILSVRC
+// one; difficult may be NULL.
+void gt_set_image(GroundTruth *gt, int i, const char *name, int n, const Box *box, const int *label,
+                  const unsigned char *difficult, double fixed_iou);
 void gt_free(GroundTruth *gt);
 // Index of the image with this id; -1 when absent.
 int gt_find_id(const GroundTruth *gt, long id);

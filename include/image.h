@@ -75,6 +75,9 @@ typedef struct {
     bool legend_outside;   // legend to the right of the plot rather than inside its lower right corner
 } Chart;
 
+// A round upper end for an axis from 0 to max: *top = *ticks x a step of 1, 2, 2.5 or 5 times a power of ten,
+// with 4 to 8 intervals.
+void chart_nice_range(double max, double *top, int *ticks);
 void chart_draw(Image *canvas, int x, int y, int w, int h, const Chart *c, const ChartSeries *s, int n_series);
 int chart_write_png(const char *path, int w, int h, const Chart *c, const ChartSeries *s, int n_series, Err *e);
 

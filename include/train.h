@@ -4,6 +4,7 @@
 //   prefetch   a loader thread that fills the next batch while the current one trains
 //   regions    R-CNN-style region samples for detection training: proposals labelled by their overlap
 //   checkpoint the whole training state in one file (magic, version, checksum), written atomically
+//   trainer    train_run: the whole run (data, loader thread, SGD, validation, log, checkpoints, resume)
 //   dataset    what a run trains or validates on: a classification list or tree, or an annotated detection set
 //              whose proposals become labelled regions; batches made from it reproducibly
 #ifndef INCEPTION_TRAIN_H
@@ -188,6 +189,48 @@ long dataset_steps_per_epoch(const Dataset *d, const BatchRecipe *r);
 // Batch number `index` of a run (epoch = index / steps_per_epoch): samples in a seeded per-epoch order,
 // augmented with randomness seeded by (seed, index); images that fail to decode are skipped and counted.
 int dataset_batch(Dataset *d, const NetConfig *cfg, const BatchRecipe *r, long index, Batch *b, Err *e);
+
+// ---------------------------------------------------------------------------------------------------------------
+// trainer
+
+typedef struct {
+    const char *config;        // network config
+    const char *data, *val;    // training and validation sets (dataset_open)
+    const char *out;           // output directory: checkpoint.bin, model.safetensors, log.csv, proposals-*.json
+    const char *init;          // start from these weights (every tensor must fit the config)
+    const char *finetune;      // start from these weights, re-initialising the layers whose shape differs (a
+                               // different number of classes)
+    const char *proposals, *val_proposals; // precomputed proposals for detection sets (optional)
+    int classes;               // network outputs (detection sets: object classes + 1 for background)
+    int epochs;
+    long steps;                // stop after this many steps in all (0: epochs decide)
+    int batch;                 // images a step
+    int threads;               // network threads (0: one per core); the loader thread comes on top
+    int context;               // regions: context pixels (16)
+    double pos_fraction;       // regions: positives per batch (0.25: R-CNN's 32 of 128)
+    float aux_weight;          // loss weight of each auxiliary head (0.3)
+    SgdConfig sgd;
+    uint64_t seed;
+    int log_every;             // steps between log rows
+    long checkpoint_every;     // also checkpoint every N steps (0: only at the end of each epoch)
+    int val_limit;             // validate on at most this many images (0: all)
+    bool augment;              // Section 6 augmentation for classification (flips for regions)
+    bool resume;               // continue from out/checkpoint.bin when it exists
+    bool quiet;
+} TrainOptions;
+
+TrainOptions train_options_default(void);
+
+typedef struct {
+    double top1, top5;   // classification: top-1 / top-5 accuracy; regions: accuracy on a balanced set of
+                         // positive and background regions (top5 NaN)
+    double map;          // regions: mean AP of detections (VOC protocol, IoU 0.5); NaN for classification
+    int n;               // images or regions evaluated
+} ValResult;
+
+int train_run(const TrainOptions *o, Err *e);
+// Draws a run's log.csv as a PNG: the training loss against steps, and the validation figures against steps.
+int train_plot_log(const char *log_csv, const char *png, const char *title, Err *e);
 
 // ---------------------------------------------------------------------------------------------------------------
 // checkpoint: "INCKPT01" magic, a version, the training state, the parameters, the momentum buffer and the

@@ -37,27 +37,27 @@ static void remove_tmp(char *path) {
 
 // A ground truth built by hand: classes "a", "b", "c"; image ids 1..n_images.
 static void gt_make(GroundTruth *gt, int n_images) {
-    *gt = (GroundTruth){0};
     char *names[] = {"a", "b", "c"};
-    class_map_from_names(&gt->classes, names, 3);
-    gt->n_images = n_images;
-    gt->images = xcalloc((size_t)n_images, sizeof(GtImage));
-    gt->max_id = n_images;
-    gt->index_of_id = xmalloc(((size_t)n_images + 1) * sizeof(int));
-    gt->index_of_id[0] = -1;
-    for (int i = 0; i < n_images; i++) gt->images[i].image_id = i + 1, gt->index_of_id[i + 1] = i;
+    ClassMap classes;
+    class_map_from_names(&classes, names, 3);
+    gt_create(gt, &classes, n_images);
+    class_map_free(&classes);
 }
 
 // Adds a box to image `i` (0-based), with the ILSVRC threshold unless thr > 0.
 static void gt_add(GroundTruth *gt, int i, int label, Box b, double thr, bool difficult) {
     GtImage *im = &gt->images[i];
-    int k = im->n++;
-    im->label = xrealloc(im->label, (size_t)im->n * sizeof(int));
-    im->box = xrealloc(im->box, (size_t)im->n * sizeof(Box));
-    im->thr = xrealloc(im->thr, (size_t)im->n * sizeof(double));
-    im->difficult = xrealloc(im->difficult, (size_t)im->n);
-    im->label[k] = label, im->box[k] = b, im->difficult[k] = difficult;
-    im->thr[k] = thr > 0 ? thr : eval_ilsvrc_threshold(b);
+    int n = im->n + 1;
+    Box *boxes = xmalloc((size_t)n * sizeof(Box));
+    int *labels = xmalloc((size_t)n * sizeof(int));
+    unsigned char *diff = xmalloc((size_t)n);
+    double *thrs = xmalloc((size_t)n * sizeof(double));
+    for (int k = 0; k < im->n; k++) boxes[k] = im->box[k], labels[k] = im->label[k], diff[k] = im->difficult[k], thrs[k] = im->thr[k];
+    boxes[n - 1] = b, labels[n - 1] = label, diff[n - 1] = difficult;
+    gt_set_image(gt, i, NULL, n, boxes, labels, diff, 0);
+    for (int k = 0; k < n - 1; k++) im->thr[k] = thrs[k];
+    im->thr[n - 1] = thr > 0 ? thr : eval_ilsvrc_threshold(b);
+    free(boxes), free(labels), free(diff), free(thrs);
 }
 
 static void det_add(Detections *d, int image_id, int label, double score, Box b) {

@@ -172,7 +172,10 @@ static int parse_layer(Where *w, NetConfig *cfg, char **tok, int nt) {
             else known = false;
             break;
         case LAYER_FC:
-            if (!strcmp(key, "out")) rc = get_channels(w, cfg, key, val, &L->out), seen_out = true;
+            if (!strcmp(key, "out")) {
+                rc = get_channels(w, cfg, key, val, &L->out), seen_out = true;
+                L->out_is_classes = !strcmp(val, "classes");
+            }
             else known = false;
             break;
         default:
@@ -306,4 +309,10 @@ int config_load(const char *path, NetConfig *cfg, Err *e) {
     int rc = config_parse(text, path, cfg, e);
     free(text);
     return rc;
+}
+
+void config_set_classes(NetConfig *cfg, int classes) {
+    cfg->classes = classes;
+    for (int i = 0; i < cfg->n_layers; i++)
+        if (cfg->layers[i].out_is_classes) cfg->layers[i].out = classes;
 }

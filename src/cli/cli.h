@@ -6,6 +6,7 @@
 #include "common.h"
 
 int cmd_eval(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 int cmd_proposals(int argc, char **argv);
 int cmd_summary(int argc, char **argv);
 int cmd_forward(int argc, char **argv);

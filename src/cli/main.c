@@ -17,6 +17,7 @@ static const Command COMMANDS[] = {
     {"classify", cmd_classify, "top-5 classes of images with the paper's 1/10/144-crop test-time scheme"},
     {"forward", cmd_forward, "run the network on a .npy tensor (logits or any layer's output)"},
     {"import", cmd_import, "import pretrained GoogLeNet weights from ONNX into safetensors"},
+    {"train", cmd_train, "train an Inception network (classification, or regions for detection) with the paper's recipe"},
     {"summary", cmd_summary, "Table 1 of the paper (output sizes, params, multiply-adds) for a network config"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])

@@ -40,6 +40,34 @@ static void gt_image_alloc(GtImage *im, int n) {
     im->difficult = xcalloc((size_t)n, 1);
 }
 
+void gt_create(GroundTruth *gt, const ClassMap *classes, int n_images) {
+    *gt = (GroundTruth){0};
+    gt->classes.n = classes->n;
+    gt->classes.wnid = xcalloc((size_t)(classes->n ? classes->n : 1), sizeof(char *));
+    gt->classes.name = xcalloc((size_t)(classes->n ? classes->n : 1), sizeof(char *));
+    for (int k = 0; k < classes->n; k++)
+        gt->classes.wnid[k] = xstrdup(classes->wnid[k]), gt->classes.name[k] = xstrdup(classes->name[k]);
+    gt->n_images = n_images;
+    gt->images = xcalloc((size_t)(n_images ? n_images : 1), sizeof(GtImage));
+    gt->max_id = n_images;
+    gt->index_of_id = xmalloc(((size_t)n_images + 1) * sizeof(int));
+    gt->index_of_id[0] = -1;
+    for (int i = 0; i < n_images; i++) gt->images[i].image_id = i + 1, gt->index_of_id[i + 1] = i;
+}
+
+void gt_set_image(GroundTruth *gt, int i, const char *name, int n, const Box *box, const int *label,
+                  const unsigned char *difficult, double fixed_iou) {
+    GtImage *im = &gt->images[i];
+    free(im->name), free(im->label), free(im->box), free(im->thr), free(im->difficult);
+    int id = im->image_id;
+    *im = (GtImage){.image_id = id, .name = name ? xstrdup(name) : NULL};
+    gt_image_alloc(im, n);
+    for (int k = 0; k < n; k++) {
+        im->label[k] = label[k], im->box[k] = box[k], im->difficult[k] = difficult ? difficult[k] : 0;
+        im->thr[k] = fixed_iou > 0 ? fixed_iou : eval_ilsvrc_threshold(box[k]);
+    }
+}
+
 // Builds index_of_id; duplicate ids are an error (the devkit would silently merge their detections).
 static int gt_index(GroundTruth *gt, const char *path, Err *e) {
     int max_id = 0;

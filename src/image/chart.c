@@ -56,6 +56,17 @@ static void draw_title(Image *im, const char *title, int x, int y, int width) {
     image_draw_text(im, x, y - 2 + th, title + cut + (title[cut] ? 1 : 0), BLACK, TEXT);
 }
 
+void chart_nice_range(double max, double *top, int *ticks) {
+    if (!(max > 0)) max = 1;
+    double raw = max / 6, unit = pow(10, floor(log10(raw))), step = 10 * unit;
+    static const double NICE[4] = {1, 2, 2.5, 5};
+    for (int i = 3; i >= 0; i--)
+        if (NICE[i] * unit >= raw) step = NICE[i] * unit;
+    *ticks = (int)ceil(max / step - 1e-9);
+    if (*ticks < 1) *ticks = 1;
+    *top = *ticks * step;
+}
+
 void chart_draw(Image *im, int x, int y, int w, int h, const Chart *c, const ChartSeries *s, int n_series) {
     int legend_w = c->legend_outside ? 220 : 0;
     Frame f = {c, x + 70, y + 40, w - 70 - 20 - legend_w, h - 40 - 55};
@@ -95,8 +106,13 @@ void chart_draw(Image *im, int x, int y, int w, int h, const Chart *c, const Cha
         image_text_size(c->xlabel, 0.55, &tw, &th);
         image_draw_text(im, (int)(f.left + f.pw / 2) - tw / 2, y + h - 26, c->xlabel, BLACK, 0.55);
     }
-    if (c->ylabel) image_draw_text(im, x + 6, y + 20, c->ylabel, BLACK, 0.55);
-    if (c->title) draw_title(im, c->title, (int)f.left + 80, y + 8, (int)f.pw - 80 + legend_w);
+    // the title centred above the plot, the y axis's label under it at the left
+    if (c->title) {
+        image_text_size(c->title, TEXT, &tw, &th);
+        int width = (int)f.pw + legend_w;
+        draw_title(im, c->title, tw < width ? (int)f.left + (width - tw) / 2 : (int)f.left, y + 6, width);
+    }
+    if (c->ylabel) image_draw_text(im, x + 6, y + 22, c->ylabel, BLACK, 0.5);
     // series, clipped to the axis ranges
     for (int q = 0; q < n_series; q++) {
         const float *col = PALETTE[q % 10];

@@ -1,0 +1,137 @@
+// inception train: train an Inception network (classification, or R-CNN-style regions for detection).
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "train.h"
+
+static const char *USAGE =
+    "usage: inception train --config C --data LIST --classes N --epochs E --seed S --out DIR [options]\n"
+    "\n"
+    "Trains the network of a config with the paper's recipe (Sections 5 and 6): the main loss plus 0.3 x each\n"
+    "auxiliary head's, SGD with momentum 0.9, the learning rate decreased by 4%% every 8 epochs, Polyak averaging\n"
+    "(the averaged weights are the ones saved for inference), random crops of 8%%-100%% of the area with aspect\n"
+    "ratio in [3/4, 4/3], photometric distortions, random interpolation, flips.\n"
+    "\n"
+    "data (--data and --val):\n"
+    "  a file of 'path label' lines       classification (paths relative to the file, labels 0..N-1)\n"
+    "  a directory of class folders       classification (classes in name order)\n"
+    "  ROOT/ImageSets/Main/LIST.txt, or   detection regions, R-CNN style: proposals (Selective Search, the\n"
+    "  a VOC-layout ROOT directory        detector's setting) with IoU >= 0.5 to an object are positives of its\n"
+    "                                     class, the rest background (class 0); batches of 1/4 positives; each\n"
+    "                                     region warped to the input with --context pixels of context.\n"
+    "                                     N = object classes + 1. Validation: region accuracy and detection mAP.\n"
+    "\n"
+    "  --config C            network config (configs/googlenet.cfg, configs/googlenet-tiny.cfg, ...)\n"
+    "  --data LIST           training set\n"
+    "  --val LIST            validation set, evaluated at the end of each epoch (top-1/top-5, or region\n"
+    "                        accuracy and mAP)\n"
+    "  --classes N           number of network outputs\n"
+    "  --epochs E            epochs (default 1)\n"
+    "  --steps K             stop after K steps in all instead\n"
+    "  --seed S              seed of everything random: initial weights, data order, augmentation, dropout\n"
+    "  --out DIR             log.csv, checkpoint.bin, model.safetensors (the averaged weights), proposals-*.json\n"
+    "  --init W              start from these weights (safetensors; every tensor must fit the config)\n"
+    "  --finetune W          start from these weights with new classifier layers: tensors whose shape differs\n"
+    "                        (a different number of classes) start afresh\n"
+    "  --resume              continue from DIR/checkpoint.bin (exactly: same batches, same result)\n"
+    "  --batch B             images a step (default 32; regions: 128 as R-CNN)\n"
+    "  --lr X                learning rate (default 0.01)\n"
+    "  --momentum X          (default 0.9)\n"
+    "  --weight-decay X      on weights, not biases (default 0.0002)\n"
+    "  --lr-step-epochs X    decrease the rate every X epochs (default 8) ...\n"
+    "  --lr-factor X         ... by this factor (default 0.96)\n"
+    "  --polyak X            decay of the weights' moving average (default 0.999; 0 disables)\n"
+    "  --aux-weight X        loss weight of each auxiliary head (default 0.3)\n"
+    "  --no-augment          no crops or distortions (regions: no flips)\n"
+    "  --context P           regions: context pixels at the input size (default 16)\n"
+    "  --proposals FILE      regions: the training images' proposals (inception proposals JSON); default:\n"
+    "                        computed once and kept in DIR/proposals-train.json\n"
+    "  --val-proposals FILE  the same for --val\n"
+    "  --val-limit N         validate on at most N images\n"
+    "  --log-every K         a log row every K steps (default 10)\n"
+    "  --checkpoint-every K  also checkpoint every K steps (default: at the end of each epoch)\n"
+    "  --threads T           network threads (default: one per core; the loader thread comes on top)\n"
+    "  --quiet               no progress on stderr\n"
+    "  -h, --help            this help\n";
+
+int cmd_train(int argc, char **argv) {
+    TrainOptions o = train_options_default();
+    long v;
+    double x;
+    enum { O_LR = 256, O_MOM, O_WD, O_STEP, O_FACTOR, O_POLYAK, O_AUX, O_NOAUG, O_CONTEXT, O_PROPS, O_VPROPS,
+           O_VLIMIT, O_LOG, O_CKPT, O_THREADS, O_STEPS, O_FINETUNE };
+    static const struct option opts[] = {
+        {"config", required_argument, 0, 'c'},     {"data", required_argument, 0, 'd'},
+        {"val", required_argument, 0, 'v'},        {"classes", required_argument, 0, 'n'},
+        {"epochs", required_argument, 0, 'e'},     {"seed", required_argument, 0, 's'},
+        {"out", required_argument, 0, 'o'},        {"init", required_argument, 0, 'i'},
+        {"resume", no_argument, 0, 'r'},           {"quiet", no_argument, 0, 'q'},
+        {"batch", required_argument, 0, 'b'},      {"help", no_argument, 0, 'h'},
+        {"lr", required_argument, 0, O_LR},        {"momentum", required_argument, 0, O_MOM},
+        {"weight-decay", required_argument, 0, O_WD}, {"lr-step-epochs", required_argument, 0, O_STEP},
+        {"lr-factor", required_argument, 0, O_FACTOR}, {"polyak", required_argument, 0, O_POLYAK},
+        {"aux-weight", required_argument, 0, O_AUX}, {"no-augment", no_argument, 0, O_NOAUG},
+        {"context", required_argument, 0, O_CONTEXT}, {"proposals", required_argument, 0, O_PROPS},
+        {"val-proposals", required_argument, 0, O_VPROPS}, {"val-limit", required_argument, 0, O_VLIMIT},
+        {"log-every", required_argument, 0, O_LOG}, {"checkpoint-every", required_argument, 0, O_CKPT},
+        {"threads", required_argument, 0, O_THREADS}, {"steps", required_argument, 0, O_STEPS},
+        {"finetune", required_argument, 0, O_FINETUNE}, {0, 0, 0, 0},
+    };
+    optind = 1;
+#define INT_ARG(flag, lo, hi, dst)                                                                                 \
+    do {                                                                                                           \
+        if (!cli_parse_int("train", flag, optarg, lo, hi, &v)) return 2;                                           \
+        dst = v;                                                                                                   \
+    } while (0)
+#define NUM_ARG(flag, lo, hi, dst)                                                                                 \
+    do {                                                                                                           \
+        if (!cli_parse_double("train", flag, optarg, &x)) return 2;                                                \
+        if (!(x >= lo && x <= hi)) return cli_usage_error("train", "%s must be in [%g, %g]", flag, (double)lo, (double)hi); \
+        dst = x;                                                                                                   \
+    } while (0)
+    for (int c; (c = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
+        switch (c) {
+        case 'c': o.config = optarg; break;
+        case 'd': o.data = optarg; break;
+        case 'v': o.val = optarg; break;
+        case 'n': INT_ARG("--classes", 1, CONFIG_MAX_CLASSES, o.classes); break;
+        case 'e': INT_ARG("--epochs", 1, 1000000, o.epochs); break;
+        case 's': INT_ARG("--seed", 0, 0x7fffffffL, o.seed); break;
+        case 'o': o.out = optarg; break;
+        case 'i': o.init = optarg; break;
+        case 'r': o.resume = true; break;
+        case 'q': o.quiet = true; break;
+        case 'b': INT_ARG("--batch", 1, 4096, o.batch); break;
+        case O_LR: NUM_ARG("--lr", 0, 100, o.sgd.lr); break;
+        case O_MOM: NUM_ARG("--momentum", 0, 0.9999, o.sgd.momentum); break;
+        case O_WD: NUM_ARG("--weight-decay", 0, 1, o.sgd.weight_decay); break;
+        case O_STEP: NUM_ARG("--lr-step-epochs", 0, 1e9, o.sgd.step_epochs); break;
+        case O_FACTOR: NUM_ARG("--lr-factor", 0, 1, o.sgd.step_factor); break;
+        case O_POLYAK: NUM_ARG("--polyak", 0, 0.999999, o.sgd.polyak); break;
+        case O_AUX: NUM_ARG("--aux-weight", 0, 10, o.aux_weight); break;
+        case O_NOAUG: o.augment = false; break;
+        case O_CONTEXT: INT_ARG("--context", 0, 1000, o.context); break;
+        case O_PROPS: o.proposals = optarg; break;
+        case O_VPROPS: o.val_proposals = optarg; break;
+        case O_VLIMIT: INT_ARG("--val-limit", 0, 100000000, o.val_limit); break;
+        case O_LOG: INT_ARG("--log-every", 1, 1000000, o.log_every); break;
+        case O_CKPT: INT_ARG("--checkpoint-every", 0, 1000000000, o.checkpoint_every); break;
+        case O_THREADS: INT_ARG("--threads", 1, 256, o.threads); break;
+        case O_STEPS: INT_ARG("--steps", 1, 1000000000, o.steps); break;
+        case O_FINETUNE: o.finetune = optarg; break;
+        case 'h': fputs(USAGE, stdout); return 0;
+        default: return cli_usage_error("train", "unknown option");
+        }
+    }
+#undef INT_ARG
+#undef NUM_ARG
+    if (optind < argc) return cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
+    if (!o.config || !o.data || !o.out || !o.classes)
+        return cli_usage_error("train", "--config, --data, --classes and --out are required");
+    if (o.init && o.finetune) return cli_usage_error("train", "--init and --finetune exclude each other");
+    Err e;
+    if (train_run(&o, &e)) return cli_fail("train", &e);
+    return 0;
+}

@@ -1,0 +1,464 @@
+// A training run: the network of a config, a training set feeding a loader thread, SGD with momentum and the
+// paper's schedule, auxiliary heads at 0.3, Polyak averaging, a validation pass each epoch, a CSV log, and
+// checkpoints from which a killed run resumes exactly (batches, augmentation and dropout depend only on the seed
+// and the step).
+#include "train.h"
+
+#include "detect.h"
+#include "eval.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+TrainOptions train_options_default(void) {
+    return (TrainOptions){.epochs = 1, .batch = 0, .context = 16, .pos_fraction = 0.25, .aux_weight = 0.3f,
+                          .sgd = sgd_paper(0.01), .seed = 1, .log_every = 10, .augment = true};
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the loader thread's work
+
+typedef struct {
+    Dataset *data;
+    const NetConfig *cfg;
+    BatchRecipe recipe;
+} Loader;
+
+static int produce_batch(void *ctx, long index, void *slot, Err *e) {
+    Loader *l = ctx;
+    return dataset_batch(l->data, l->cfg, &l->recipe, index, slot, e);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// validation
+
+// Top-1/top-5 of the centre crop of every validation image (the `classify --crops 1` view).
+static int validate_classify(Net *net, Dataset *val, int limit, bool quiet, ValResult *r, Err *e) {
+    const NetConfig *cfg = &net->cfg;
+    int n = val->samples.n < limit || limit <= 0 ? val->samples.n : limit, batch = 32, C = cfg->classes;
+    size_t per = (size_t)cfg->channels * cfg->input * cfg->input;
+    float *x = xmalloc((size_t)batch * per * sizeof(float)), *logits = xmalloc((size_t)batch * C * sizeof(float));
+    int *labels = xmalloc((size_t)batch * sizeof(int)), k = 0, rc = -1, top5[5];
+    long hit1 = 0, hit5 = 0, seen = 0;
+    Progress prog;
+    progress_init(&prog, "validation", n, "img", quiet);
+    for (int i = 0; i <= n; i++) {
+        if (i < n) {
+            Image im;
+            Err de;
+            if (image_load(val->samples.s[i].path, &im, &de)) {
+                fprintf(stderr, "\nwarning: %s (skipped)\n", de.msg);
+                continue;
+            }
+            float *crop;
+            int m;
+            int bad = classify_crops(cfg, &im, 1, &crop, &m, e);
+            image_free(&im);
+            if (bad) goto done;
+            memcpy(x + (size_t)k * per, crop, per * sizeof(float));
+            free(crop);
+            labels[k++] = val->samples.s[i].label;
+            progress_add(&prog, 1);
+        }
+        if (k == batch || (i == n && k > 0)) {
+            if (net_forward(net, x, k, e) || net_read(net, net->value[net->logits].name, logits, e)) goto done;
+            for (int j = 0; j < k; j++) {
+                topk(logits + (size_t)j * C, C, C < 5 ? C : 5, top5);
+                hit1 += top5[0] == labels[j];
+                for (int q = 0; q < (C < 5 ? C : 5); q++) hit5 += top5[q] == labels[j];
+            }
+            seen += k;
+            k = 0;
+        }
+    }
+    progress_finish(&prog);
+    *r = (ValResult){seen ? (double)hit1 / seen : NAN, seen ? (double)hit5 / seen : NAN, NAN, (int)seen};
+    rc = 0;
+done:
+    free(x), free(logits), free(labels);
+    return rc;
+}
+
+// Region accuracy on a balanced set (every positive region of the validation images, up to 2,000, and as many
+// background regions drawn with a fixed seed: chance is 1/2 for one class), then detection mean AP over the
+// validation images' proposals (VOC protocol, IoU 0.5).
+static int validate_regions(Net *net, Dataset *val, int limit, int context, bool quiet, ValResult *r, Err *e) {
+    const NetConfig *cfg = &net->cfg;
+    int n_img = val->n_images < limit || limit <= 0 ? val->n_images : limit, C = cfg->classes;
+    // 1. the balanced region set, restricted to the images validated
+    VEC(Region) set = {0};
+    for (size_t i = 0; i < val->regions.n_pos && set.len < 2000; i++)
+        if (val->regions.pos[i].image < n_img) VEC_PUSH(&set, val->regions.pos[i]);
+    size_t n_pos = set.len;
+    Rng rng;
+    rng_seed(&rng, 0xba1a2ced);
+    for (size_t t = 0; t < 50 * n_pos && set.len < 2 * n_pos && val->regions.n_bg; t++) {
+        const Region *g = &val->regions.bg[rng_below(&rng, (uint32_t)val->regions.n_bg)];
+        if (g->image < n_img) VEC_PUSH(&set, *g);
+    }
+    DetectParams dp = detect_params_default();
+    dp.context = context;
+    dp.score_min = 0.001f;
+    float *probs = NULL;
+    Scored *dets = NULL;
+    Detections all = {0};
+    GroundTruth gt;
+    gt_create(&gt, &val->classes, n_img);
+    EvalResult er = {0};
+    Image scratch = {0};
+    int rc = -1;
+    long correct = 0;
+    Progress prog;
+    progress_init(&prog, "validation", n_img, "img", quiet);
+    for (int i = 0; i < n_img; i++) {
+        const DatasetImage *vi = &val->images[i];
+        gt_set_image(&gt, i, vi->name, vi->n_gt, vi->gt, vi->gt_label, vi->difficult, 0.5);
+        Err de;
+        const Image *im = vi->bad ? NULL : dataset_image(val, i, &scratch, &de);
+        if (!im) continue;
+        // this image's share of the balanced set, then all its proposals for detection
+        VEC(Box) boxes = {0};
+        VEC(int) labels = {0};
+        for (size_t t = 0; t < set.len; t++)
+            if (set.data[t].image == i) {
+                VEC_PUSH(&boxes, set.data[t].box);
+                VEC_PUSH(&labels, set.data[t].label);
+            }
+        int n_set = (int)boxes.len;
+        for (int t = 0; t < vi->n_props; t++) VEC_PUSH(&boxes, vi->props[t]);
+        probs = xrealloc(probs, (boxes.len ? boxes.len : 1) * (size_t)C * sizeof(float));
+        Net *nets[1] = {net};
+        int bad = detect_score_regions(nets, 1, im, boxes.data, (int)boxes.len, &dp, probs, true, e);
+        if (!bad) {
+            for (int t = 0; t < n_set; t++) {
+                const float *pr = probs + (size_t)t * C;
+                int best = 0;
+                for (int k = 1; k < C; k++) best = pr[k] > pr[best] ? k : best;
+                correct += best == labels.data[t];
+            }
+            size_t nd = detect_from_scores(boxes.data + n_set, probs + (size_t)n_set * C, vi->n_props, C, &dp, &dets);
+            for (size_t q = 0; q < nd; q++) {
+                all.d = xrealloc(all.d, (all.n + 1) * sizeof(Detection));
+                all.d[all.n++] = (Detection){i + 1, dets[q].label, dets[q].score, dets[q].box};
+            }
+            free(dets);
+            dets = NULL;
+        }
+        free(boxes.data);
+        free(labels.data);
+        if (bad) goto done;
+        progress_add(&prog, 1);
+    }
+    progress_finish(&prog);
+    if (eval_run(&gt, &all, NULL, EVAL_VOC, &er, e)) goto done;
+    *r = (ValResult){set.len ? (double)correct / (double)set.len : NAN, NAN, er.mean_ap, (int)set.len};
+    rc = 0;
+done:
+    eval_result_free(&er);
+    gt_free(&gt);
+    dets_free(&all);
+    image_free(&scratch);
+    free(probs);
+    free(set.data);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the log
+
+static const char *LOG_HEADER = "epoch,step,lr,loss,val_top1,val_top5,val_map,images_per_s,seconds\n";
+
+static void csv_number(FILE *f, double x, const char *fmt) {
+    if (isfinite(x)) fprintf(f, fmt, x);
+}
+
+static void log_row(FILE *f, double epoch, long step, double lr, double loss, const ValResult *v, double ips,
+                    double seconds) {
+    fprintf(f, "%.4f,%ld,%.6g,", epoch, step, lr);
+    csv_number(f, loss, "%.6f");
+    fputc(',', f);
+    csv_number(f, v ? v->top1 : NAN, "%.4f");
+    fputc(',', f);
+    csv_number(f, v ? v->top5 : NAN, "%.4f");
+    fputc(',', f);
+    csv_number(f, v ? v->map : NAN, "%.4f");
+    fprintf(f, ",%.2f,%.1f\n", ips, seconds);
+    fflush(f);
+}
+
+// Opens DIR/log.csv for appending. A fresh run starts it anew; a resumed run keeps the rows up to the
+// checkpoint's step (later ones describe progress that was lost) and rewrites the file atomically first.
+static FILE *log_open(const char *path, bool resumed, long step, Err *e) {
+    char *old = NULL;
+    size_t n = 0;
+    if (resumed && read_file_all(path, 1u << 30, &old, &n, NULL) == 0) {
+        AtomicFile af;
+        if (atomic_open(&af, path, e)) {
+            free(old);
+            return NULL;
+        }
+        fputs(LOG_HEADER, af.f);
+        char *cursor = old;
+        text_next_line(&cursor); // header
+        for (char *line; (line = text_next_line(&cursor));) {
+            const char *p = strchr(line, ',');
+            long s;
+            if (p && (p++, parse_long(&p, &s)) && s <= step) fprintf(af.f, "%s\n", line);
+        }
+        free(old);
+        if (atomic_commit(&af, e)) return NULL;
+        FILE *f = fopen(path, "a");
+        if (!f) err_set(e, "%s: %s", path, strerror(errno));
+        return f;
+    }
+    free(old);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        err_set(e, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    fputs(LOG_HEADER, f);
+    fflush(f);
+    return f;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the run
+
+typedef struct {
+    const TrainOptions *o;
+    char *ckpt_path, *model_path, *log_path, *plot_path;
+    NetConfig cfg;
+    Net net, eval_net;
+    int batch;   // images a step: --batch, or 32 for classification and 128 for regions (R-CNN)
+    Sgd sgd;
+    ParamGroup *groups;
+    int n_groups;
+    Dataset train, val;
+    bool has_val;
+    FILE *log;
+} Run;
+
+// Weight decay on weights only, not biases (as bvlc_googlenet was trained; PyTorch's default decays both).
+static void make_groups(Run *r) {
+    r->groups = xmalloc((size_t)r->net.n_params * sizeof(ParamGroup));
+    for (int i = 0; i < r->net.n_params; i++) {
+        const Param *p = &r->net.param[i];
+        size_t len = strlen(p->name);
+        bool bias = len >= 5 && !strcmp(p->name + len - 5, ".bias");
+        r->groups[i] = (ParamGroup){p->offset, p->size, bias ? 0.0f : 1.0f};
+    }
+    r->n_groups = r->net.n_params;
+}
+
+// The weights used for inference: the Polyak average when there is one.
+static const float *inference_weights(const Run *r) { return r->sgd.average ? r->sgd.average : r->net.params; }
+
+static int save_model(Run *r, Err *e) {
+    memcpy(r->eval_net.params, inference_weights(r), r->net.params_size * sizeof(float));
+    return weights_save(&r->eval_net, r->model_path, true, e);
+}
+
+static int save_checkpoint(Run *r, long step, Err *e) {
+    CheckpointHeader h = {.fingerprint = net_fingerprint(&r->net), .step = step, .seed = r->o->seed,
+                          .n = r->net.params_size, .has_average = r->sgd.average != NULL};
+    return checkpoint_save(r->ckpt_path, &h, r->net.params, r->sgd.velocity, r->sgd.average, e);
+}
+
+static int validate(Run *r, ValResult *v, Err *e) {
+    memcpy(r->eval_net.params, inference_weights(r), r->net.params_size * sizeof(float));
+    return r->val.kind == DATASET_CLASSIFY
+               ? validate_classify(&r->eval_net, &r->val, r->o->val_limit, r->o->quiet, v, e)
+               : validate_regions(&r->eval_net, &r->val, r->o->val_limit, r->o->context, r->o->quiet, v, e);
+}
+
+static char *out_path(const char *dir, const char *name) { return path_join(dir, name); }
+
+static int open_sets(Run *r, Err *e) {
+    const TrainOptions *o = r->o;
+    ProposalParams pp;
+    proposals_params_default(&pp);
+    char *train_cache = out_path(o->out, "proposals-train.json"), *val_cache = out_path(o->out, "proposals-val.json");
+    DatasetOptions dopt = {.proposals = &pp, .proposals_file = o->proposals, .proposals_cache = train_cache,
+                           .max_classes = o->classes, .pos_iou = 0.5, .cache_budget = (size_t)2 << 30,
+                           .quiet = o->quiet};
+    int rc = dataset_open(o->data, &dopt, &r->train, e);
+    if (rc == 0 && r->train.kind == DATASET_REGIONS && r->train.classes.n + 1 != o->classes)
+        rc = err_set(e, "%s: %d object classes: region training needs --classes %d (the classes and background)",
+                     o->data, r->train.classes.n, r->train.classes.n + 1);
+    if (rc == 0 && o->val) {
+        dopt.proposals_file = o->val_proposals;
+        dopt.proposals_cache = val_cache;
+        dopt.classes = r->train.kind == DATASET_REGIONS ? &r->train.classes : NULL;
+        dopt.cache_budget = (size_t)1 << 30;
+        rc = dataset_open(o->val, &dopt, &r->val, e);
+        if (rc == 0 && r->val.kind != r->train.kind)
+            rc = err_set(e, "%s and %s: one is a classification set, the other a detection set", o->data, o->val);
+        r->has_val = rc == 0;
+    }
+    free(train_cache);
+    free(val_cache);
+    return rc;
+}
+
+// Initial weights for training from scratch: He-normal for the layers followed by a ReLU (the variance of the
+// activations stays put through the depth), N(0, 0.01^2) for the classifiers (the fully connected layers with
+// no ReLU: the main one and the auxiliary heads' last), so that the first loss is about log(classes), and zero
+// biases. net_init_random's demo initialisation (He everywhere, biases up to 0.1) starts from logits large
+// enough to diverge.
+static void init_for_training(Net *net, uint64_t seed) {
+    Rng r;
+    rng_seed(&r, seed);
+    for (int i = 0; i < net->n_params; i++) {
+        const Param *p = &net->param[i];
+        float *d = net->params + p->offset;
+        if (p->ndim == 1) {
+            memset(d, 0, p->size * sizeof(float));
+            continue;
+        }
+        bool classifier = false;
+        for (int k = 0; k < net->n_ops; k++)
+            classifier |= net->op[k].kind == OP_FC && !net->op[k].relu && net->op[k].weight == i;
+        double sd = classifier ? 0.01 : sqrt(2.0 / (double)(p->size / (size_t)p->shape[0]));
+        for (size_t j = 0; j < p->size; j++) d[j] = (float)(sd * rng_normal(&r));
+    }
+}
+
+static int setup_net(Run *r, Err *e) {
+    const TrainOptions *o = r->o;
+    if (config_load(o->config, &r->cfg, e)) return -1;
+    if (o->classes > 0) config_set_classes(&r->cfg, o->classes);
+    if (net_create(&r->net, &r->cfg, e) || net_create(&r->eval_net, &r->cfg, e)) return -1;
+    if (o->threads > 0) r->net.threads = r->eval_net.threads = o->threads;
+    init_for_training(&r->net, o->seed);
+    if (o->init && weights_load(&r->net, o->init, NULL, e)) return err_prefix(e, "--init");
+    if (o->finetune) {
+        int skipped;
+        if (weights_load_finetune(&r->net, o->finetune, &skipped, e)) return err_prefix(e, "--finetune");
+        if (!o->quiet)
+            fprintf(stderr, "fine-tuning from %s: %d tensors of another shape (the classifiers) start afresh\n",
+                    o->finetune, skipped);
+    }
+    if (net_plan(&r->eval_net, 32, false, false, e)) return -1;
+    return net_train_begin(&r->net, r->batch, e);
+}
+
+int train_run(const TrainOptions *o, Err *e) {
+    if (o->batch < 0 || o->epochs < 1 || o->classes < 1)
+        return err_set(e, "batch, epochs and classes must be positive");
+    if (mkdir(o->out, 0755) != 0 && errno != EEXIST) return err_set(e, "%s: %s", o->out, strerror(errno));
+    Run r = {.o = o};
+    r.ckpt_path = out_path(o->out, "checkpoint.bin");
+    r.model_path = out_path(o->out, "model.safetensors");
+    r.log_path = out_path(o->out, "log.csv");
+    r.plot_path = out_path(o->out, "curves.png");
+    Batch slots[2] = {{0}};
+    Prefetch pf;
+    bool prefetching = false;
+    int rc = -1;
+    if (open_sets(&r, e)) goto done;
+    r.batch = o->batch > 0 ? o->batch : r.train.kind == DATASET_REGIONS ? 128 : 32;
+    if (setup_net(&r, e)) goto done;
+    sgd_init(&r.sgd, r.net.params_size, r.net.params, &o->sgd);
+    make_groups(&r);
+
+    // Resume from the checkpoint when asked and present.
+    long step = 0;
+    struct stat st;
+    bool resumed = o->resume && stat(r.ckpt_path, &st) == 0;
+    if (resumed) {
+        CheckpointHeader h;
+        if (checkpoint_load(r.ckpt_path, net_fingerprint(&r.net), r.net.params_size, &h, r.net.params,
+                            r.sgd.velocity, r.sgd.average, e))
+            goto done;
+        if (h.seed != o->seed) {
+            err_set(e, "%s: made with --seed %llu; resume with the same seed", r.ckpt_path, (unsigned long long)h.seed);
+            goto done;
+        }
+        step = h.step;
+        r.sgd.step = h.step;
+        if (!o->quiet) fprintf(stderr, "resuming from %s at step %ld\n", r.ckpt_path, step);
+    }
+    if (!(r.log = log_open(r.log_path, resumed, step, e))) goto done;
+
+    BatchRecipe recipe = {.seed = o->seed, .batch = r.batch, .context = o->context, .pos_fraction = o->pos_fraction,
+                          .augment = o->augment ? augment_paper() : augment_none()};
+    if (r.train.kind == DATASET_REGIONS) recipe.augment = (Augment){.flip = o->augment};
+    long spe = dataset_steps_per_epoch(&r.train, &recipe);
+    long total = o->steps > 0 ? o->steps : (long)o->epochs * spe;
+    if (!o->quiet)
+        fprintf(stderr, "training %s on %s: %ld steps of %d (%ld a epoch), %d classes\n", o->config, o->data, total,
+                r.batch, spe, o->classes);
+    for (int s = 0; s < 2; s++) batch_alloc(&slots[s], r.batch, &r.cfg);
+    Loader loader = {&r.train, &r.cfg, recipe};
+    prefetch_start(&pf, produce_batch, &loader, &slots[0], &slots[1], step, total);
+    prefetching = true;
+
+    Progress prog;
+    progress_init(&prog, "train", (total - step) * r.batch, "img", o->quiet);
+    double t0 = now_seconds(), loss_sum = 0, lr = 0;
+    int loss_n = 0;
+    for (; step < total; step++) {
+        Batch *b = prefetch_get(&pf, step, e);
+        if (!b) goto done;
+        lr = sgd_lr(&o->sgd, (double)step / spe);
+        Rng drop;
+        rng_seed_at(&drop, o->seed, (uint64_t)step, 0xd20f); // dropout masks of this step
+        if (net_forward_train(&r.net, b->x, b->n, &drop, e)) goto done;
+        double loss = net_loss(&r.net, b->labels, o->aux_weight, NULL);
+        if (!isfinite(loss)) {
+            err_set(e, "step %ld: the loss is %s (learning rate %g too high?); stopped. The last good checkpoint "
+                       "is kept: %s",
+                    step + 1, isnan(loss) ? "NaN" : "infinite", lr, r.ckpt_path);
+            goto done;
+        }
+        if (net_backward(&r.net, e)) goto done;
+        sgd_step(&r.sgd, &o->sgd, lr, r.groups, r.n_groups, r.net.params, r.net.grads);
+        prefetch_release(&pf, step);
+        loss_sum += loss, loss_n++;
+        progress_note(&prog, "epoch %.2f loss %.4f lr %.3g", (double)(step + 1) / spe, loss, lr);
+        progress_add(&prog, b->n);
+        double elapsed = now_seconds() - t0, ips = (double)prog.done / (elapsed > 0 ? elapsed : 1);
+        bool epoch_end = (step + 1) % spe == 0 || step + 1 == total;
+        if ((step + 1) % o->log_every == 0 && !epoch_end) {
+            log_row(r.log, (double)(step + 1) / spe, step + 1, lr, loss_sum / loss_n, NULL, ips, elapsed);
+            loss_sum = 0, loss_n = 0;
+        }
+        if (epoch_end) {
+            ValResult v = {NAN, NAN, NAN, 0};
+            if (r.has_val && validate(&r, &v, e)) goto done;
+            log_row(r.log, (double)(step + 1) / spe, step + 1, lr, loss_n ? loss_sum / loss_n : NAN, &v, ips,
+                    now_seconds() - t0);
+            loss_sum = 0, loss_n = 0;
+            if (train_plot_log(r.log_path, r.plot_path, o->data, e)) goto done;
+            if (!o->quiet && r.has_val)
+                fprintf(stderr, "\nepoch %.2f: validation %s %.4f%s%.4f (%d %s)\n", (double)(step + 1) / spe,
+                        r.val.kind == DATASET_CLASSIFY ? "top-1" : "region accuracy", v.top1,
+                        r.val.kind == DATASET_CLASSIFY ? ", top-5 " : ", mAP ",
+                        r.val.kind == DATASET_CLASSIFY ? v.top5 : v.map, v.n,
+                        r.val.kind == DATASET_CLASSIFY ? "images" : "regions");
+        }
+        if (epoch_end || (o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0)) {
+            if (save_checkpoint(&r, step + 1, e) || save_model(&r, e)) goto done;
+        }
+    }
+    progress_finish(&prog);
+    if (r.train.decode_failures)
+        fprintf(stderr, "warning: %zu training images did not decode and were skipped\n", r.train.decode_failures);
+    rc = 0;
+done:
+    if (prefetching) prefetch_stop(&pf);
+    for (int s = 0; s < 2; s++) batch_free(&slots[s]);
+    if (r.log) fclose(r.log);
+    dataset_free(&r.train);
+    dataset_free(&r.val);
+    sgd_free(&r.sgd);
+    free(r.groups);
+    net_free(&r.net);
+    net_free(&r.eval_net);
+    free(r.ckpt_path), free(r.model_path), free(r.log_path), free(r.plot_path);
+    return rc;
+}

@@ -1,0 +1,284 @@
+// Tests of whole training runs on the tiny network: outputs, exact resumption, refusals, bad images, NaN, and
+// region training on a small detection set.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "image.h"
+#include "train.h"
+
+typedef struct {
+    char dir[64];
+    char *list;
+} Fixture;
+
+static char *join(const char *dir, const char *name) { return path_join(dir, name); }
+
+// 12 small images in three colour classes (reddish, greenish, bluish, with noise), and a 'path label' list.
+static int setup(void **state) {
+    Fixture *f = xcalloc(1, sizeof(Fixture));
+    snprintf(f->dir, sizeof f->dir, "/tmp/inception_trainer_XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    Rng r;
+    rng_seed(&r, 8);
+    char text[1024] = "";
+    Err e;
+    for (int i = 0; i < 12; i++) {
+        int label = i % 3;
+        Image im;
+        assert_int_equal(image_alloc(&im, 40, 32, 3, &e), 0);
+        for (int p = 0; p < 40 * 32; p++)
+            for (int c = 0; c < 3; c++)
+                im.px[3 * p + c] = (float)(c == label ? 180 : 60) + (float)(rng_uniform(&r) * 40);
+        char name[32];
+        snprintf(name, sizeof name, "img%02d.png", i);
+        char *path = join(f->dir, name);
+        assert_int_equal(image_write_png(&im, path, &e), 0);
+        free(path);
+        image_free(&im);
+        snprintf(text + strlen(text), sizeof text - strlen(text), "%s %d\n", name, label);
+    }
+    f->list = join(f->dir, "train.txt");
+    assert_int_equal(write_file_atomic(f->list, text, strlen(text), &e), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    Fixture *f = *state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
+    assert_int_equal(system(cmd), 0);
+    free(f->list);
+    free(f);
+    return 0;
+}
+
+static TrainOptions tiny_options(const Fixture *f, const char *out) {
+    TrainOptions o = train_options_default();
+    o.config = "../configs/googlenet-tiny.cfg";
+    o.data = f->list;
+    o.val = f->list;
+    o.out = out;
+    o.classes = 3;
+    o.batch = 4;
+    o.threads = 1;
+    o.log_every = 1;
+    o.seed = 7;
+    o.quiet = true;
+    o.sgd.lr = 0.01;
+    return o;
+}
+
+static char *slurp(const char *path, size_t *n) {
+    char *data;
+    Err e;
+    if (read_file_all(path, 1u << 30, &data, n, &e)) fail_msg("%s", e.msg);
+    return data;
+}
+
+static bool same_file(const char *a, const char *b) {
+    size_t na, nb;
+    char *x = slurp(a, &na), *y = slurp(b, &nb);
+    bool same = na == nb && memcmp(x, y, na) == 0;
+    free(x), free(y);
+    return same;
+}
+
+static void test_run_outputs(void **state) {
+    Fixture *f = *state;
+    char *out = join(f->dir, "run");
+    TrainOptions o = tiny_options(f, out);
+    o.epochs = 2;
+    Err e;
+    if (train_run(&o, &e)) fail_msg("%s", e.msg);
+    char *log = join(out, "log.csv"), *model = join(out, "model.safetensors"), *ckpt = join(out, "checkpoint.bin");
+    char *png = join(out, "curves.png");
+    size_t n;
+    char *text = slurp(log, &n);
+    assert_true(strncmp(text, "epoch,step,lr,loss,val_top1", 27) == 0);
+    int rows = 0, val_rows = 0;
+    for (char *c = text, *line; (line = text_next_line(&c));) {
+        rows++;
+        char *f4 = line;
+        for (int k = 0; k < 4 && f4; k++) f4 = strchr(f4, ','), f4 = f4 ? f4 + 1 : NULL;
+        if (rows > 1 && f4 && *f4 != ',') val_rows++; // val_top1 filled
+    }
+    assert_int_equal(rows, 1 + 6); // header + 3 steps a epoch x 2 epochs
+    assert_int_equal(val_rows, 2);  // one validation per epoch
+    free(text);
+    NetConfig cfg;
+    assert_int_equal(config_load(o.config, &cfg, &e), 0);
+    config_set_classes(&cfg, 3);
+    Net net;
+    assert_int_equal(net_create(&net, &cfg, &e), 0);
+    bool has_aux;
+    assert_int_equal(weights_load(&net, model, &has_aux, &e), 0);
+    assert_true(has_aux);
+    net_free(&net);
+    assert_int_equal(access(ckpt, F_OK), 0);
+    assert_int_equal(access(png, F_OK), 0);
+    free(log), free(model), free(ckpt), free(png), free(out);
+}
+
+// Two epochs straight, or one epoch and then a resumed second: the same bytes.
+static void test_resume_is_exact(void **state) {
+    Fixture *f = *state;
+    char *a = join(f->dir, "straight"), *b = join(f->dir, "resumed");
+    Err e;
+    TrainOptions o = tiny_options(f, a);
+    o.epochs = 2;
+    if (train_run(&o, &e)) fail_msg("%s", e.msg);
+    o = tiny_options(f, b);
+    o.epochs = 1;
+    if (train_run(&o, &e)) fail_msg("%s", e.msg);
+    o.epochs = 2;
+    o.resume = true;
+    if (train_run(&o, &e)) fail_msg("%s", e.msg);
+    char *ca = join(a, "checkpoint.bin"), *cb = join(b, "checkpoint.bin");
+    char *ma = join(a, "model.safetensors"), *mb = join(b, "model.safetensors");
+    assert_true(same_file(ca, cb));
+    assert_true(same_file(ma, mb));
+    // The resumed log holds each step once.
+    char *lb = join(b, "log.csv");
+    size_t n;
+    char *text = slurp(lb, &n);
+    int rows = 0;
+    for (char *c = text; text_next_line(&c);) rows++;
+    assert_int_equal(rows, 7);
+    free(text);
+    // A different seed gives different weights.
+    char *c2 = join(f->dir, "other_seed");
+    o = tiny_options(f, c2);
+    o.epochs = 2;
+    o.seed = 8;
+    if (train_run(&o, &e)) fail_msg("%s", e.msg);
+    char *cc = join(c2, "checkpoint.bin");
+    assert_false(same_file(ca, cc));
+    free(a), free(b), free(ca), free(cb), free(ma), free(mb), free(lb), free(c2), free(cc);
+}
+
+static void test_refusals_and_finetune(void **state) {
+    Fixture *f = *state;
+    char *out = join(f->dir, "base");
+    Err e;
+    TrainOptions o = tiny_options(f, out);
+    if (train_run(&o, &e)) fail_msg("%s", e.msg);
+    // Resuming with another number of classes: refused, naming the checkpoint.
+    o.classes = 4;
+    o.resume = true;
+    o.epochs = 2;
+    assert_int_equal(train_run(&o, &e), -1);
+    assert_non_null(strstr(e.msg, "another network"));
+    // Resuming with another seed: refused.
+    o = tiny_options(f, out);
+    o.resume = true;
+    o.epochs = 2;
+    o.seed = 99;
+    assert_int_equal(train_run(&o, &e), -1);
+    assert_non_null(strstr(e.msg, "--seed"));
+    // --init with weights of 3 classes into a 4-class net: refused; --finetune: accepted.
+    char *model = join(out, "model.safetensors"), *ft = join(f->dir, "finetuned");
+    o = tiny_options(f, ft);
+    o.classes = 4;
+    o.init = model;
+    assert_int_equal(train_run(&o, &e), -1);
+    assert_non_null(strstr(e.msg, "shape"));
+    o.init = NULL;
+    o.finetune = model;
+    if (train_run(&o, &e)) fail_msg("%s", e.msg);
+    free(out), free(model), free(ft);
+}
+
+static void test_bad_images_and_nan(void **state) {
+    Fixture *f = *state;
+    Err e;
+    // A list with a file that is not an image: skipped, the run completes.
+    char *bad = join(f->dir, "broken.png"), *list = join(f->dir, "with_bad.txt"), *out = join(f->dir, "bad");
+    assert_int_equal(write_file_atomic(bad, "not a png", 9, &e), 0);
+    size_t n;
+    char *text = slurp(f->list, &n);
+    text = xrealloc(text, n + 32);
+    strcat(text, "broken.png 1\n");
+    assert_int_equal(write_file_atomic(list, text, strlen(text), &e), 0);
+    free(text);
+    TrainOptions o = tiny_options(f, out);
+    o.data = list;
+    if (train_run(&o, &e)) fail_msg("%s", e.msg);
+    // A learning rate that blows up: stopped with a message, the checkpoint left as it was.
+    char *ckpt = join(out, "checkpoint.bin");
+    size_t n0;
+    char *before = slurp(ckpt, &n0);
+    o.resume = true;
+    o.epochs = 3;
+    o.sgd.lr = 1e30;
+    assert_int_equal(train_run(&o, &e), -1);
+    assert_non_null(strstr(e.msg, "the loss is"));
+    size_t n1;
+    char *after = slurp(ckpt, &n1);
+    assert_true(n0 == n1 && memcmp(before, after, n0) == 0);
+    free(before), free(after), free(ckpt), free(bad), free(list), free(out);
+    // Missing data: a clear error.
+    o = tiny_options(f, "/tmp/inception_never_created");
+    o.data = "/nonexistent/list.txt";
+    assert_int_equal(train_run(&o, &e), -1);
+    assert_non_null(strstr(e.msg, "/nonexistent/list.txt"));
+}
+
+// R-CNN-style region training on four raccoon photos (three to train, one to validate).
+static void test_region_training(void **state) {
+    Fixture *f = *state;
+    char *out = join(f->dir, "regions");
+    TrainOptions o = tiny_options(f, out);
+    o.data = "data/detset/ImageSets/Main/train.txt";
+    o.val = "data/detset/ImageSets/Main/val.txt";
+    o.classes = 2; // background + raccoon
+    o.batch = 8;
+    o.steps = 4;
+    Err e;
+    if (train_run(&o, &e)) fail_msg("%s", e.msg);
+    char *props = join(out, "proposals-train.json"), *log = join(out, "log.csv");
+    assert_int_equal(access(props, F_OK), 0);
+    size_t n;
+    char *text = slurp(log, &n);
+    // The validation row has a region accuracy and an mAP, both in [0, 1].
+    char *last = NULL;
+    for (char *c = text, *line; (line = text_next_line(&c));) last = line;
+    assert_non_null(last);
+    char *fields[9];
+    int k = 0;
+    for (char *p = last; k < 9 && p; k++) {
+        fields[k] = p;
+        p = strchr(p, ',');
+        if (p) *p++ = '\0';
+    }
+    assert_int_equal(k, 9);
+    double acc = atof(fields[4]), map = atof(fields[6]);
+    assert_true(fields[4][0] && acc >= 0 && acc <= 1);
+    assert_true(fields[6][0] && map >= 0 && map <= 1);
+    free(text);
+    // Wrong number of classes for a detection set: the message says what it needs.
+    o.classes = 5;
+    o.out = out;
+    assert_int_equal(train_run(&o, &e), -1);
+    assert_non_null(strstr(e.msg, "--classes 2"));
+    free(props), free(log), free(out);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_run_outputs),
+        cmocka_unit_test(test_resume_is_exact),
+        cmocka_unit_test(test_refusals_and_finetune),
+        cmocka_unit_test(test_bad_images_and_nan),
+        cmocka_unit_test(test_region_training),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
