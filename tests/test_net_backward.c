@@ -220,6 +220,8 @@ static void test_pool_backward(void **state) {
             x[i] = x[j], x[j] = tmp;
         }
         PoolCtx c = {.s = s, .x = x, .y = malloc(out * 4), .r = random_floats(&r, out, 1.0), .out = out};
+        float *ymax = malloc(out * 4); // the forward output the fast backward pass reads
+        maxpool_forward(&s, x, ymax, w2);
         float *ref = malloc(in * 4), *fast = malloc(in * 4), *base = random_floats(&r, in, 1.0), *sum = malloc(in * 4);
         for (int max = 1; max >= 0; max--) {
             c.max = max;
@@ -231,20 +233,22 @@ static void test_pool_backward(void **state) {
             for (int acc = 0; acc < 2; acc++) {
                 if (acc) memcpy(fast, base, in * 4);
                 else memset(fast, 0xff, in * 4);
-                if (max) maxpool_backward(&s, x, c.r, fast, acc, w2);
+                if (max) maxpool_backward(&s, x, ymax, c.r, fast, acc, w2);
                 else avgpool_backward(&s, c.r, fast, acc, acc ? NULL : w2);
                 for (size_t i = 0; i < in; i++) sum[i] = acc ? base[i] + ref[i] : ref[i];
                 assert_close(fast, sum, in, 1e-6, max ? "maxpool fast" : "avgpool fast");
             }
         }
-        free(x), free(c.y), free(c.r), free(ref), free(fast), free(base), free(sum);
+        free(x), free(c.y), free(c.r), free(ref), free(fast), free(base), free(sum), free(ymax);
     }
     // Ties (a window of zeros, as after a ReLU): the first pixel of the window in row-major order takes the
     // gradient, as in PyTorch; and every window of a max pooling hands on exactly its gradient.
     PoolShape s = {.c = 1, .n = 1, .h = 4, .w = 4, .k = 3, .stride = 1, .pad = 1, .ho = 4, .wo = 4};
     float x[16] = {0}, dy[16], dx[16], dx_ref[16];
     for (int i = 0; i < 16; i++) dy[i] = (float)(i + 1);
-    maxpool_backward(&s, x, dy, dx, false, w2);
+    float y[16];
+    maxpool_forward(&s, x, y, w2);
+    maxpool_backward(&s, x, y, dy, dx, false, w2);
     maxpool_backward_ref(&s, x, dy, dx_ref, false);
     assert_memory_equal(dx, dx_ref, sizeof dx);
     // output (oy, ox)'s window starts at pixel (max(oy-1, 0), max(ox-1, 0))

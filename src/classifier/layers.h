@@ -82,10 +82,11 @@ void maxpool_forward_ref(const PoolShape *s, const float *x, float *y);
 void avgpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers);
 void avgpool_forward_ref(const PoolShape *s, const float *x, float *y);
 // The max routes each output's gradient to the input that won its window: the first maximum in row-major order
-// (as PyTorch and Caffe choose), found again from x. The average spreads it over the window with the forward's
-// divisor. x: (c, n, h, w); dy: (c, n, ho, wo); dx: (c, n, h, w).
-void maxpool_backward(const PoolShape *s, const float *x, const float *dy, float *dx, bool accumulate,
-                      Workers *workers);
+// (as PyTorch and Caffe choose). The fast kernel finds it as the first input equal to the forward's output y (the
+// window's maximum), the reference by comparing the inputs again. The average spreads the gradient over the
+// window with the forward's divisor. x: (c, n, h, w); y, dy: (c, n, ho, wo); dx: (c, n, h, w).
+void maxpool_backward(const PoolShape *s, const float *x, const float *y, const float *dy, float *dx,
+                      bool accumulate, Workers *workers);
 void maxpool_backward_ref(const PoolShape *s, const float *x, const float *dy, float *dx, bool accumulate);
 void avgpool_backward(const PoolShape *s, const float *dy, float *dx, bool accumulate, Workers *workers);
 void avgpool_backward_ref(const PoolShape *s, const float *dy, float *dx, bool accumulate);

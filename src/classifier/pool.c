@@ -166,7 +166,7 @@ void avgpool_forward_ref(const PoolShape *s, const float *x, float *y) {
 
 typedef struct {
     const PoolShape *s;
-    const float *x, *dy;
+    const float *x, *y, *dy;
     float *dx;
     bool accumulate;
     int planes_per_task;
@@ -182,51 +182,48 @@ static void pool_window(const PoolShape *s, int oy, int ox, int *y0, int *y1, in
     if (*x1 > s->w) *x1 = s->w;
 }
 
-// One plane of a max pooling's backward pass. Per output row, the interior outputs (windows inside the row) find
-// their argmax tap by tap for all columns at once, which vectorises; the outputs near the edges scan their
-// clipped window. Both keep the first maximum in row-major order.
-static void maxpool_back_plane(const PoolShape *s, const float *x, const float *dy, float *dx) {
-    float best[POOL_MAX_W];
-    int arg[POOL_MAX_W];
-    const int st = s->stride;
-    int a = (s->pad + st - 1) / st, b = (s->w + s->pad - s->k) / st + 1;
+// One plane of a max pooling's backward pass. y (the forward's output) is the maximum of each window, exactly, so
+// the first input of the window equal to it is the first maximum in row-major order. Per output row, the interior
+// outputs (windows inside the row) go tap by tap for all columns at once: a tap equal to the maximum takes what
+// remains of the output's gradient (all of it at the first hit, nothing after), which vectorises; the outputs
+// near the edges scan their clipped window.
+static void maxpool_back_plane(const PoolShape *s, const float *x, const float *y, const float *dy, float *dx) {
+    float rem[POOL_MAX_W];
+    const int st = s->stride, pad = s->pad, w = s->w;
+    int a = (pad + st - 1) / st, b = (w + pad - s->k) / st + 1;
     if (b > s->wo) b = s->wo;
     if (a > b) a = b;
     for (int oy = 0; oy < s->ho; oy++) {
         int y0, y1, x0, x1;
-        pool_window(s, oy, 0, &y0, &y1, &x0, &x1);
-        const float *g = dy + (size_t)oy * s->wo;
+        const float *g = dy + (size_t)oy * s->wo, *m = y + (size_t)oy * s->wo;
         for (int ox = 0; ox < s->wo; ox++) {
             if (ox == a) ox = b;
             if (ox >= s->wo) break;
             pool_window(s, oy, ox, &y0, &y1, &x0, &x1);
-            size_t at = (size_t)y0 * s->w + x0;
-            float m = x[at];
+            size_t at = (size_t)y0 * w + x0;
             for (int iy = y0; iy < y1; iy++)
                 for (int ix = x0; ix < x1; ix++)
-                    if (x[(size_t)iy * s->w + ix] > m) m = x[(size_t)iy * s->w + ix], at = (size_t)iy * s->w + ix;
+                    if (x[(size_t)iy * w + ix] == m[ox]) {
+                        at = (size_t)iy * w + ix;
+                        iy = y1; // found: leave both loops
+                        break;
+                    }
             dx[at] += g[ox];
         }
         if (a == b) continue;
-        // interior: arg holds the input offset of the best tap so far
-        const float *base = x - s->pad;
-        for (int ox = a; ox < b; ox++) {
-            best[ox] = base[(size_t)y0 * s->w + ox * st];
-            arg[ox] = y0 * s->w + ox * st - s->pad;
-        }
-        for (int iy = y0; iy < y1; iy++)
-            for (int t = 0; t < s->k; t++) {
-                if (iy == y0 && t == 0) continue;
-                const float *row = base + (size_t)iy * s->w + t;
-                const int off = iy * s->w + t - s->pad;
+        pool_window(s, oy, a, &y0, &y1, &x0, &x1);
+        for (int ox = a; ox < b; ox++) rem[ox] = g[ox];
+        for (int iy = y0; iy < y1; iy++) {
+            const float *xr = x + (size_t)iy * w;
+            float *dr = dx + (size_t)iy * w;
+            for (int t = 0; t < s->k; t++)
                 for (int ox = a; ox < b; ox++) {
-                    float v = row[ox * st];
-                    bool up = v > best[ox];
-                    best[ox] = up ? v : best[ox];
-                    arg[ox] = up ? off + ox * st : arg[ox];
+                    const int ix = ox * st + t - pad;
+                    const float take = xr[ix] == m[ox] ? rem[ox] : 0.0f;
+                    dr[ix] += take;
+                    rem[ox] -= take;
                 }
-            }
-        for (int ox = a; ox < b; ox++) dx[arg[ox]] += g[ox];
+        }
     }
 }
 
@@ -254,7 +251,8 @@ static void pool_back_task(void *arg, int task, bool max) {
     for (int plane = p0; plane < p1; plane++) {
         float *dx = j->dx + (size_t)plane * in;
         if (!j->accumulate) memset(dx, 0, in * sizeof(float));
-        if (max) maxpool_back_plane(s, j->x + (size_t)plane * in, j->dy + (size_t)plane * out, dx);
+        if (max) maxpool_back_plane(s, j->x + (size_t)plane * in, j->y + (size_t)plane * out, j->dy + (size_t)plane * out,
+                                    dx);
         else avgpool_back_plane(s, j->dy + (size_t)plane * out, dx);
     }
 }
@@ -269,22 +267,22 @@ static void avgpool_back_task(void *arg, int task, int thread) {
     pool_back_task(arg, task, false);
 }
 
-void maxpool_backward(const PoolShape *s, const float *x, const float *dy, float *dx, bool accumulate,
-                      Workers *workers) {
+void maxpool_backward(const PoolShape *s, const float *x, const float *y, const float *dy, float *dx,
+                      bool accumulate, Workers *workers) {
     if (s->w > POOL_MAX_W) {
         maxpool_backward_ref(s, x, dy, dx, accumulate);
         return;
     }
     PoolJob sizing = {0};
     int tasks = pool_tasks(s, workers, &sizing);
-    PoolBackJob j = {s, x, dy, dx, accumulate, sizing.planes_per_task};
+    PoolBackJob j = {s, x, y, dy, dx, accumulate, sizing.planes_per_task};
     workers_run(workers, tasks, maxpool_back_task, &j);
 }
 
 void avgpool_backward(const PoolShape *s, const float *dy, float *dx, bool accumulate, Workers *workers) {
     PoolJob sizing = {0};
     int tasks = pool_tasks(s, workers, &sizing);
-    PoolBackJob j = {s, NULL, dy, dx, accumulate, sizing.planes_per_task};
+    PoolBackJob j = {s, NULL, NULL, dy, dx, accumulate, sizing.planes_per_task};
     workers_run(workers, tasks, avgpool_back_task, &j);
 }
 
