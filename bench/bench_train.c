@@ -2,8 +2,9 @@
 // heads at 0.3, net_backward, sgd_step with momentum 0.9 and weight decay), median of several timed steps after
 // a warm-up, the time of each phase, and the process's peak resident memory. Prints one JSON line
 // (bench/train.sh collects them).
-// Usage: bench_train CONFIG [--batch N] [--reps R] [--threads T] [--input X.f32] [--labels L.i32]
-// X.f32: raw float32 (N, C, S, S) images instead of random ones; L.i32: int32 labels.
+// Usage: bench_train CONFIG [--weights W] [--batch N] [--reps R] [--threads T] [--input X.f32] [--labels L.i32]
+// W: safetensors with the auxiliary heads (else random weights); X.f32: raw float32 (N, C, S, S) images instead of
+// random ones; L.i32: int32 labels.
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
@@ -30,16 +31,18 @@ static void *read_exact(const char *path, size_t bytes) {
 }
 
 int main(int argc, char **argv) {
-    static const struct option opts[] = {{"batch", required_argument, NULL, 'b'},
+    static const struct option opts[] = {{"weights", required_argument, NULL, 'w'},
+                                         {"batch", required_argument, NULL, 'b'},
                                          {"reps", required_argument, NULL, 'r'},
                                          {"threads", required_argument, NULL, 't'},
                                          {"input", required_argument, NULL, 'i'},
                                          {"labels", required_argument, NULL, 'l'},
                                          {0}};
-    const char *input = NULL, *label_path = NULL;
+    const char *weights = NULL, *input = NULL, *label_path = NULL;
     int batch = 16, reps = 5, threads = 2, c;
-    while ((c = getopt_long(argc, argv, "b:r:t:", opts, NULL)) != -1) {
-        if (c == 'b') batch = atoi(optarg);
+    while ((c = getopt_long(argc, argv, "w:b:r:t:", opts, NULL)) != -1) {
+        if (c == 'w') weights = optarg;
+        else if (c == 'b') batch = atoi(optarg);
         else if (c == 'r') reps = atoi(optarg);
         else if (c == 't') threads = atoi(optarg);
         else if (c == 'i') input = optarg;
@@ -47,7 +50,8 @@ int main(int argc, char **argv) {
         else return 2;
     }
     if (optind != argc - 1 || batch < 1 || reps < 1 || threads < 1) {
-        fprintf(stderr, "usage: bench_train CONFIG [--batch N] [--reps R] [--threads T] [--input X] [--labels L]\n");
+        fprintf(stderr, "usage: bench_train CONFIG [--weights W] [--batch N] [--reps R] [--threads T] [--input X] "
+                        "[--labels L]\n");
         return 2;
     }
     Err e;
@@ -59,7 +63,12 @@ int main(int argc, char **argv) {
     }
     free(cfg);
     net.threads = threads;
-    net_init_random(&net, 1);
+    bool aux = false;
+    if (weights ? weights_load(&net, weights, &aux, &e) || (!aux && err_set(&e, "%s: no auxiliary heads", weights))
+                : (net_init_random(&net, 1), 0)) {
+        fprintf(stderr, "bench_train: %s\n", e.msg);
+        return 1;
+    }
     size_t per = (size_t)net.cfg.channels * net.cfg.input * net.cfg.input;
     float *x;
     int *labels;
@@ -111,12 +120,13 @@ int main(int argc, char **argv) {
     double med = t[reps / 2], best = t[0];
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"engine\": \"inception (C)\", \"batch\": %d, \"reps\": %d, \"ms_per_image\": %.2f, \"images_per_s\": %.2f, "
-           "\"best_images_per_s\": %.2f, \"cpu_ms_per_image\": %.2f, \"peak_rss_mb\": %.1f, \"forward_ms\": %.1f, "
-           "\"backward_ms\": %.1f, \"update_ms\": %.1f, \"loss\": %.4f, \"activation_mb\": %.1f, \"gradient_mb\": %.1f}\n",
-           batch, reps, 1e3 * med / batch, batch / med, batch / best, 1e3 * cpu / (reps * batch), ru.ru_maxrss / 1024.0,
-           1e3 * phase[0] / reps, 1e3 * phase[1] / reps, 1e3 * phase[2] / reps, loss, net.acts_size * 4.0 / 1048576.0,
-           net.dacts_size * 4.0 / 1048576.0);
+    printf("{\"engine\": \"inception (C)\", \"threads\": %d, \"batch\": %d, \"reps\": %d, \"ms_per_image\": %.2f, "
+           "\"images_per_s\": %.2f, \"best_images_per_s\": %.2f, \"cpu_ms_per_image\": %.2f, \"peak_rss_mb\": %.1f, "
+           "\"forward_ms\": %.1f, \"backward_ms\": %.1f, \"update_ms\": %.1f, \"loss\": %.4f, \"activation_mb\": %.1f, "
+           "\"gradient_mb\": %.1f}\n",
+           net.threads, batch, reps, 1e3 * med / batch, batch / med, batch / best, 1e3 * cpu / (reps * batch),
+           ru.ru_maxrss / 1024.0, 1e3 * phase[0] / reps, 1e3 * phase[1] / reps, 1e3 * phase[2] / reps, loss,
+           net.acts_size * 4.0 / 1048576.0, net.dacts_size * 4.0 / 1048576.0);
     free(t);
     free(x);
     free(labels);
