@@ -139,7 +139,7 @@ typedef struct {
     bool aux;             // part of an auxiliary head
     // training (net_train_begin)
     bool dx_accumulate;   // a later op also reads these input channels: add to their gradient, do not overwrite
-    size_t mask;          // dropout: offset of its keep mask in net->masks
+    size_t mask;          // offset in net->masks of dropout's keep mask, or of max pooling's argmaxes (uint16)
 } Op;
 
 typedef struct Workers Workers; // the net's threads (src/classifier/workers.c)
@@ -175,7 +175,7 @@ typedef struct {
     float *grads;         // params_size floats: each Param's gradient at its offset, as in params
     float *dacts;         // gradients of the values; memory shared where their backward lifetimes do not overlap
     size_t dacts_size;    // floats
-    uint8_t *masks;       // the dropout keep masks of the last net_forward_train
+    uint8_t *masks;       // what the last net_forward_train recorded: dropout masks, max-pooling argmaxes
     size_t masks_size;
     int train_batch;      // batch of the training plan (0: none; net_plan resets it)
     int train_state;      // 0: nothing to differentiate, 1: net_forward_train ran, 2: net_loss too

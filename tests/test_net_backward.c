@@ -220,8 +220,12 @@ static void test_pool_backward(void **state) {
             x[i] = x[j], x[j] = tmp;
         }
         PoolCtx c = {.s = s, .x = x, .y = malloc(out * 4), .r = random_floats(&r, out, 1.0), .out = out};
-        float *ymax = malloc(out * 4); // the forward output the fast backward pass reads
-        maxpool_forward(&s, x, ymax, w2);
+        // the training forward: the same maxima as inference, and the argmaxes the fast backward pass reads
+        float *ymax = malloc(out * 4), *yinf = malloc(out * 4);
+        uint16_t *arg = malloc(out * sizeof *arg);
+        maxpool_forward_train(&s, x, ymax, arg, w2);
+        maxpool_forward(&s, x, yinf, w2);
+        assert_memory_equal(ymax, yinf, out * 4);
         float *ref = malloc(in * 4), *fast = malloc(in * 4), *base = random_floats(&r, in, 1.0), *sum = malloc(in * 4);
         for (int max = 1; max >= 0; max--) {
             c.max = max;
@@ -233,13 +237,20 @@ static void test_pool_backward(void **state) {
             for (int acc = 0; acc < 2; acc++) {
                 if (acc) memcpy(fast, base, in * 4);
                 else memset(fast, 0xff, in * 4);
-                if (max) maxpool_backward(&s, x, ymax, c.r, fast, acc, w2);
+                if (max) maxpool_backward(&s, arg, c.r, fast, acc, w2);
                 else avgpool_backward(&s, c.r, fast, acc, acc ? NULL : w2);
                 for (size_t i = 0; i < in; i++) sum[i] = acc ? base[i] + ref[i] : ref[i];
                 assert_close(fast, sum, in, 1e-6, max ? "maxpool fast" : "avgpool fast");
             }
         }
-        free(x), free(c.y), free(c.r), free(ref), free(fast), free(base), free(sum), free(ymax);
+        // Ties everywhere (few distinct values, most of them 0, as after a ReLU): the recorded argmax is the
+        // reference's first maximum in row-major order.
+        for (size_t i = 0; i < in; i++) x[i] = fmaxf(0.0f, roundf((float)rng_normal(&r)));
+        maxpool_forward_train(&s, x, ymax, arg, w2);
+        maxpool_backward(&s, arg, c.r, fast, false, w2);
+        maxpool_backward_ref(&s, x, c.r, ref, false);
+        assert_close(fast, ref, in, 1e-6, "maxpool fast, ties");
+        free(x), free(c.y), free(c.r), free(ref), free(fast), free(base), free(sum), free(ymax), free(yinf), free(arg);
     }
     // Ties (a window of zeros, as after a ReLU): the first pixel of the window in row-major order takes the
     // gradient, as in PyTorch; and every window of a max pooling hands on exactly its gradient.
@@ -247,8 +258,9 @@ static void test_pool_backward(void **state) {
     float x[16] = {0}, dy[16], dx[16], dx_ref[16];
     for (int i = 0; i < 16; i++) dy[i] = (float)(i + 1);
     float y[16];
-    maxpool_forward(&s, x, y, w2);
-    maxpool_backward(&s, x, y, dy, dx, false, w2);
+    uint16_t arg[16];
+    maxpool_forward_train(&s, x, y, arg, w2);
+    maxpool_backward(&s, arg, dy, dx, false, w2);
     maxpool_backward_ref(&s, x, dy, dx_ref, false);
     assert_memory_equal(dx, dx_ref, sizeof dx);
     // output (oy, ox)'s window starts at pixel (max(oy-1, 0), max(ox-1, 0))
