@@ -83,6 +83,7 @@ def section(work, command):
                        o.get('activation_mb', 0), o.get('gradient_mb', 0)))
         out.append('- Loss of the last timed step (random weights, random labels; dropout masks differ between the '
                    'engines): ours %.2f, PyTorch %.2f.' % (o['loss'], t['loss']))
+        out.append('- Where our step spends its time: `results/training-profile.md`.')
     out += ['', '### Machine and versions', '', '```',
             sh("lscpu | grep -E '^(Architecture|Model name|CPU\\(s\\)|Thread|Core|Socket|L1d|L2|L3)'"),
             'vector extensions: ' + sh("grep -o -w -E 'avx2|fma|avx512f|avx512_bf16|amx_tile' /proc/cpuinfo | sort -u | tr '\\n' ' '"),
