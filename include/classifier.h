@@ -169,7 +169,8 @@ typedef struct {
     size_t scratch_size;  // floats per thread
     int threads;          // threads the kernels use (default: the online CPUs); set before planning
     Workers *workers;     // created by net_plan
-    bool reference;       // use the plain reference kernels (tests)
+    bool reference;       // use the plain reference kernels (tests; not to be changed between net_forward_train
+                          // and net_backward: the fast max-pooling backward reads what the fast forward recorded)
     // training (net_train_begin): the ops run backwards over a keep_all plan, whose values hold every activation
     // the backward passes read
     float *grads;         // params_size floats: each Param's gradient at its offset, as in params
@@ -216,12 +217,14 @@ bool net_value_kept(const Net *net, int v);
 // Training: plans keep_all + with_aux for `batch`, allocates net->grads (params_size floats, same offsets as
 // net->params, zeroed). Call again to change the batch size. Also lays out the gradients of the values (their
 // memory reused between values whose backward lifetimes do not overlap, as the forward plan reuses activations)
-// and the dropout masks, and sizes the kernels' scratch for the backward passes.
+// and what the training forward records (dropout masks, max-pooling argmaxes), and sizes the kernels' scratch.
+// Sizes are checked before allocating.
 int net_train_begin(Net *net, int batch, Err *e);
 // Forward pass in training mode: dropout active (masks drawn from rng; inverted dropout scaling 1/(1-p)),
-// auxiliary heads computed. x: (batch, C, input, input) NCHW, preprocessed as for net_forward. Calls
-// net_train_begin first when the net has no training plan for this batch (net_plan, or net_forward at another
-// batch size, drops it).
+// auxiliary heads computed. x: (batch, C, input, input) NCHW, preprocessed as for net_forward; rng not NULL.
+// Calls net_train_begin first when the net has no training plan for this batch (net_plan, or net_forward at
+// another batch size, drops it; net_forward at the same batch runs inference on the training plan and keeps it,
+// ending the step in progress).
 int net_forward_train(Net *net, const float *x, int batch, Rng *rng, Err *e);
 // Softmax cross-entropy of the main classifier plus aux_weight times that of each auxiliary head, each averaged
 // over the batch; labels (batch) in [0, classes). Returns the total; head_losses (may be NULL) gets the main,
