@@ -1,5 +1,6 @@
 // The backward pass of every layer: each against central finite differences of its forward pass, and each fast
-// kernel against its plain reference (1 and 2 threads, overwriting and accumulating the input gradient).
+// kernel against its plain reference (1, 2 and 3 threads for the convolution; overwriting and accumulating the
+// input gradient).
 //
 // Finite differences: the objective is L = sum(r . y) in double for a fixed random r, so dL/dy = r is what the
 // backward pass receives. Convolution and fully connected layers with their ReLU, pooling, flatten and dropout are
@@ -121,7 +122,7 @@ static void test_conv_backward(void **state) {
     };
     Rng r;
     rng_seed(&r, 11);
-    Workers *workers[2] = {workers_create(1), workers_create(2)};
+    Workers *workers[3] = {workers_create(1), workers_create(2), workers_create(3)};
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const int *q = shapes[t];
         ConvShape s = {.cin = q[0], .cout = q[1], .n = q[2], .h = q[3], .w = q[4], .k = q[5], .stride = q[6],
@@ -151,7 +152,7 @@ static void test_conv_backward(void **state) {
         float *dy = malloc(out * 4), *dw = malloc(nw * 4), *db = malloc(s.cout * 4), *dx = malloc(in * 4);
         float *base = random_floats(&r, in, 1.0), *sum = malloc(in * 4);
         for (size_t i = 0; i < in; i++) sum[i] = base[i] + dx_ref[i];
-        for (int wi = 0; wi < 2; wi++) {
+        for (int wi = 0; wi < 3; wi++) {
             int threads = workers_count(workers[wi]);
             float *scratch = malloc((conv_backward_scratch_size(&s, threads) * threads + 1) * sizeof(float));
             for (int mode = 0; mode < 3; mode++) {
@@ -174,8 +175,7 @@ static void test_conv_backward(void **state) {
         free(dy_ref), free(dw_ref), free(db_ref), free(dx_ref), free(dy), free(dw), free(db), free(dx), free(base);
         free(sum);
     }
-    workers_free(workers[0]);
-    workers_free(workers[1]);
+    for (int wi = 0; wi < 3; wi++) workers_free(workers[wi]);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
