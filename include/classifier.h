@@ -143,7 +143,7 @@ typedef struct {
     bool aux;             // part of an auxiliary head
     // training (net_train_begin)
     bool dx_accumulate;   // a later op also reads these input channels: add to their gradient, do not overwrite
-    size_t mask;          // dropout: offset of its keep mask in net->masks
+    size_t mask;          // offset in net->masks of dropout's keep mask, or of max pooling's argmaxes (uint16)
 } Op;
 
 typedef struct Workers Workers; // the net's threads (src/classifier/workers.c)
@@ -173,13 +173,14 @@ typedef struct {
     size_t scratch_size;  // floats per thread
     int threads;          // threads the kernels use (default: the online CPUs); set before planning
     Workers *workers;     // created by net_plan
-    bool reference;       // use the plain reference kernels (tests)
+    bool reference;       // use the plain reference kernels (tests; not to be changed between net_forward_train
+                          // and net_backward: the fast max-pooling backward reads what the fast forward recorded)
     // training (net_train_begin): the ops run backwards over a keep_all plan, whose values hold every activation
     // the backward passes read
     float *grads;         // params_size floats: each Param's gradient at its offset, as in params
     float *dacts;         // gradients of the values; memory shared where their backward lifetimes do not overlap
     size_t dacts_size;    // floats
-    uint8_t *masks;       // the dropout keep masks of the last net_forward_train
+    uint8_t *masks;       // what the last net_forward_train recorded: dropout masks, max-pooling argmaxes
     size_t masks_size;
     int train_batch;      // batch of the training plan (0: none; net_plan resets it)
     int train_state;      // 0: nothing to differentiate, 1: net_forward_train ran, 2: net_loss too
@@ -220,12 +221,14 @@ bool net_value_kept(const Net *net, int v);
 // Training: plans keep_all + with_aux for `batch`, allocates net->grads (params_size floats, same offsets as
 // net->params, zeroed). Call again to change the batch size. Also lays out the gradients of the values (their
 // memory reused between values whose backward lifetimes do not overlap, as the forward plan reuses activations)
-// and the dropout masks, and sizes the kernels' scratch for the backward passes.
+// and what the training forward records (dropout masks, max-pooling argmaxes), and sizes the kernels' scratch.
+// Sizes are checked before allocating.
 int net_train_begin(Net *net, int batch, Err *e);
 // Forward pass in training mode: dropout active (masks drawn from rng; inverted dropout scaling 1/(1-p)),
-// auxiliary heads computed. x: (batch, C, input, input) NCHW, preprocessed as for net_forward. Calls
-// net_train_begin first when the net has no training plan for this batch (net_plan, or net_forward at another
-// batch size, drops it).
+// auxiliary heads computed. x: (batch, C, input, input) NCHW, preprocessed as for net_forward; rng not NULL.
+// Calls net_train_begin first when the net has no training plan for this batch (net_plan, or net_forward at
+// another batch size, drops it; net_forward at the same batch runs inference on the training plan and keeps it,
+// ending the step in progress).
 int net_forward_train(Net *net, const float *x, int batch, Rng *rng, Err *e);
 // Softmax cross-entropy of the main classifier plus aux_weight times that of each auxiliary head, each averaged
 // over the batch; labels (batch) in [0, classes). Returns the total; head_losses (may be NULL) gets the main,

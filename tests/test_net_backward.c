@@ -1,5 +1,6 @@
 // The backward pass of every layer: each against central finite differences of its forward pass, and each fast
-// kernel against its plain reference (1 and 2 threads, overwriting and accumulating the input gradient).
+// kernel against its plain reference (1, 2 and 3 threads for the convolution; overwriting and accumulating the
+// input gradient).
 //
 // Finite differences: the objective is L = sum(r . y) in double for a fixed random r, so dL/dy = r is what the
 // backward pass receives. Convolution and fully connected layers with their ReLU, pooling, flatten and dropout are
@@ -121,7 +122,7 @@ static void test_conv_backward(void **state) {
     };
     Rng r;
     rng_seed(&r, 11);
-    Workers *workers[2] = {workers_create(1), workers_create(2)};
+    Workers *workers[3] = {workers_create(1), workers_create(2), workers_create(3)};
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const int *q = shapes[t];
         ConvShape s = {.cin = q[0], .cout = q[1], .n = q[2], .h = q[3], .w = q[4], .k = q[5], .stride = q[6],
@@ -151,7 +152,7 @@ static void test_conv_backward(void **state) {
         float *dy = malloc(out * 4), *dw = malloc(nw * 4), *db = malloc(s.cout * 4), *dx = malloc(in * 4);
         float *base = random_floats(&r, in, 1.0), *sum = malloc(in * 4);
         for (size_t i = 0; i < in; i++) sum[i] = base[i] + dx_ref[i];
-        for (int wi = 0; wi < 2; wi++) {
+        for (int wi = 0; wi < 3; wi++) {
             int threads = workers_count(workers[wi]);
             float *scratch = malloc((conv_backward_scratch_size(&s, threads) * threads + 1) * sizeof(float));
             for (int mode = 0; mode < 3; mode++) {
@@ -174,8 +175,7 @@ static void test_conv_backward(void **state) {
         free(dy_ref), free(dw_ref), free(db_ref), free(dx_ref), free(dy), free(dw), free(db), free(dx), free(base);
         free(sum);
     }
-    workers_free(workers[0]);
-    workers_free(workers[1]);
+    for (int wi = 0; wi < 3; wi++) workers_free(workers[wi]);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -220,8 +220,12 @@ static void test_pool_backward(void **state) {
             x[i] = x[j], x[j] = tmp;
         }
         PoolCtx c = {.s = s, .x = x, .y = malloc(out * 4), .r = random_floats(&r, out, 1.0), .out = out};
-        float *ymax = malloc(out * 4); // the forward output the fast backward pass reads
-        maxpool_forward(&s, x, ymax, w2);
+        // the training forward: the same maxima as inference, and the argmaxes the fast backward pass reads
+        float *ymax = malloc(out * 4), *yinf = malloc(out * 4);
+        uint16_t *arg = malloc(out * sizeof *arg);
+        maxpool_forward_train(&s, x, ymax, arg, w2);
+        maxpool_forward(&s, x, yinf, w2);
+        assert_memory_equal(ymax, yinf, out * 4);
         float *ref = malloc(in * 4), *fast = malloc(in * 4), *base = random_floats(&r, in, 1.0), *sum = malloc(in * 4);
         for (int max = 1; max >= 0; max--) {
             c.max = max;
@@ -233,13 +237,20 @@ static void test_pool_backward(void **state) {
             for (int acc = 0; acc < 2; acc++) {
                 if (acc) memcpy(fast, base, in * 4);
                 else memset(fast, 0xff, in * 4);
-                if (max) maxpool_backward(&s, x, ymax, c.r, fast, acc, w2);
+                if (max) maxpool_backward(&s, arg, c.r, fast, acc, w2);
                 else avgpool_backward(&s, c.r, fast, acc, acc ? NULL : w2);
                 for (size_t i = 0; i < in; i++) sum[i] = acc ? base[i] + ref[i] : ref[i];
                 assert_close(fast, sum, in, 1e-6, max ? "maxpool fast" : "avgpool fast");
             }
         }
-        free(x), free(c.y), free(c.r), free(ref), free(fast), free(base), free(sum), free(ymax);
+        // Ties everywhere (few distinct values, most of them 0, as after a ReLU): the recorded argmax is the
+        // reference's first maximum in row-major order.
+        for (size_t i = 0; i < in; i++) x[i] = fmaxf(0.0f, roundf((float)rng_normal(&r)));
+        maxpool_forward_train(&s, x, ymax, arg, w2);
+        maxpool_backward(&s, arg, c.r, fast, false, w2);
+        maxpool_backward_ref(&s, x, c.r, ref, false);
+        assert_close(fast, ref, in, 1e-6, "maxpool fast, ties");
+        free(x), free(c.y), free(c.r), free(ref), free(fast), free(base), free(sum), free(ymax), free(yinf), free(arg);
     }
     // Ties (a window of zeros, as after a ReLU): the first pixel of the window in row-major order takes the
     // gradient, as in PyTorch; and every window of a max pooling hands on exactly its gradient.
@@ -247,8 +258,9 @@ static void test_pool_backward(void **state) {
     float x[16] = {0}, dy[16], dx[16], dx_ref[16];
     for (int i = 0; i < 16; i++) dy[i] = (float)(i + 1);
     float y[16];
-    maxpool_forward(&s, x, y, w2);
-    maxpool_backward(&s, x, y, dy, dx, false, w2);
+    uint16_t arg[16];
+    maxpool_forward_train(&s, x, y, arg, w2);
+    maxpool_backward(&s, arg, dy, dx, false, w2);
     maxpool_backward_ref(&s, x, dy, dx_ref, false);
     assert_memory_equal(dx, dx_ref, sizeof dx);
     // output (oy, ox)'s window starts at pixel (max(oy-1, 0), max(ox-1, 0))

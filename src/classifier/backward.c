@@ -72,7 +72,7 @@ static void backward_op(Net *net, const Op *op) {
                        .pad = op->pad, .ho = out->h, .wo = out->w};
         if (op->kind == OP_MAXPOOL) {
             if (ref) maxpool_backward_ref(&s, x, dy, dx, acc);
-            else maxpool_backward(&s, x, y, dy, dx, acc, net->workers);
+            else maxpool_backward(&s, (const uint16_t *)(net->masks + op->mask), dy, dx, acc, net->workers);
         } else {
             if (ref) avgpool_backward_ref(&s, dy, dx, acc);
             else avgpool_backward(&s, dy, dx, acc, net->workers);

@@ -1,5 +1,6 @@
 // The forward pass: NCHW images in, each op run in order on the planned activation arena. The training pass is
-// the same with dropout drawing masks (and the auxiliary heads, which the training plan always includes).
+// the same with dropout drawing masks and max pooling recording its argmaxes (and the auxiliary heads, which the
+// training plan always includes).
 #include "classifier.h"
 
 #include <string.h>
@@ -35,6 +36,7 @@ static void run_op(Net *net, const Op *op, Rng *rng) {
                        .pad = op->pad, .ho = out->h, .wo = out->w};
         if (op->kind == OP_MAXPOOL) {
             if (net->reference) maxpool_forward_ref(&s, x, y);
+            else if (rng) maxpool_forward_train(&s, x, y, (uint16_t *)(net->masks + op->mask), net->workers);
             else maxpool_forward(&s, x, y, net->workers);
         } else {
             if (net->reference) avgpool_forward_ref(&s, x, y);

@@ -81,12 +81,15 @@ void maxpool_forward(const PoolShape *s, const float *x, float *y, Workers *work
 void maxpool_forward_ref(const PoolShape *s, const float *x, float *y);
 void avgpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers);
 void avgpool_forward_ref(const PoolShape *s, const float *x, float *y);
-// The max routes each output's gradient to the input that won its window: the first maximum in row-major order
-// (as PyTorch and Caffe choose). The fast kernel finds it as the first input equal to the forward's output y (the
-// window's maximum), the reference by comparing the inputs again. The average spreads the gradient over the
-// window with the forward's divisor. x: (c, n, h, w); y, dy: (c, n, ho, wo); dx: (c, n, h, w).
-void maxpool_backward(const PoolShape *s, const float *x, const float *y, const float *dy, float *dx,
-                      bool accumulate, Workers *workers);
+// Training: the max pooling of maxpool_forward, also recording each window's argmax for the backward pass: the
+// tap (ky << 8 | kx, of the window before clipping) of its first maximum in row-major order, as PyTorch and Caffe
+// choose. arg: (c, n, ho, wo).
+void maxpool_forward_train(const PoolShape *s, const float *x, float *y, uint16_t *arg, Workers *workers);
+// The max routes each output's gradient to the input that won its window: the fast kernel reads it from arg, the
+// reference compares the inputs x again. The average spreads the gradient over the window with the forward's
+// divisor. x: (c, n, h, w); dy: (c, n, ho, wo); dx: (c, n, h, w).
+void maxpool_backward(const PoolShape *s, const uint16_t *arg, const float *dy, float *dx, bool accumulate,
+                      Workers *workers);
 void maxpool_backward_ref(const PoolShape *s, const float *x, const float *dy, float *dx, bool accumulate);
 void avgpool_backward(const PoolShape *s, const float *dy, float *dx, bool accumulate, Workers *workers);
 void avgpool_backward_ref(const PoolShape *s, const float *dy, float *dx, bool accumulate);

@@ -24,7 +24,7 @@ static void lrn_chunk(void *arg, int chunk, int thread) {
     const LrnShape *s = j->s;
     size_t p0 = (size_t)chunk * LRN_CHUNK, np = j->pixels - p0 < LRN_CHUNK ? j->pixels - p0 : LRN_CHUNK;
     float sum[LRN_CHUNK];
-    const float scale = s->alpha / (float)s->size;
+    const float scale = s->alpha / (float)s->size, k = s->k;
     const int before = (s->size - 1) / 2, after = s->size / 2;
     const float *x = j->x + p0;
     float *y = j->y + p0;
@@ -43,11 +43,11 @@ static void lrn_chunk(void *arg, int chunk, int thread) {
         float *yc = y + c * ld;
         if (b75)
             for (size_t p = 0; p < np; p++) {
-                float d = s->k + scale * fmaxf(sum[p], 0.0f); // the running sum may round below 0
+                float d = k + scale * (sum[p] > 0.0f ? sum[p] : 0.0f); // the running sum may round below 0
                 yc[p] = xc[p] / sqrtf(d * sqrtf(d));
             }
         else
-            for (size_t p = 0; p < np; p++) yc[p] = xc[p] * powf(s->k + scale * fmaxf(sum[p], 0.0f), -s->beta);
+            for (size_t p = 0; p < np; p++) yc[p] = xc[p] * powf(k + scale * (sum[p] > 0.0f ? sum[p] : 0.0f), -s->beta);
     }
 }
 
@@ -112,7 +112,7 @@ static void lrn_back_chunk(void *arg, int chunk, int thread) {
     const LrnShape *s = j->s;
     const size_t p0 = (size_t)chunk * LRN_BACK_CHUNK;
     const size_t np = j->pixels - p0 < LRN_BACK_CHUNK ? j->pixels - p0 : LRN_BACK_CHUNK, ld = j->pixels;
-    const float scale = s->alpha / (float)s->size;
+    const float scale = s->alpha / (float)s->size, k = s->k;
     const int before = (s->size - 1) / 2, after = s->size / 2;
     float sum[LRN_BACK_CHUNK], ring_r[LRN_MAX_SIZE][LRN_BACK_CHUNK], ring_pw[LRN_MAX_SIZE][LRN_BACK_CHUNK];
     const float *x = j->x + p0;
@@ -129,10 +129,14 @@ static void lrn_back_chunk(void *arg, int chunk, int thread) {
         const float *yc = j->y + c * ld + p0, *dyc = j->dy + c * ld + p0;
         float *r = ring_r[c % s->size], *pw = ring_pw[c % s->size];
         for (size_t p = 0; p < np; p++) {
-            float d = s->k + scale * fmaxf(sum[p], 0.0f);
-            pw[p] = b75 ? 1.0f / sqrtf(d * sqrtf(d)) : powf(d, -s->beta);
+            float d = k + scale * (sum[p] > 0.0f ? sum[p] : 0.0f);
             r[p] = dyc[p] * yc[p] / d;
+            pw[p] = d;
         }
+        if (b75)
+            for (size_t p = 0; p < np; p++) pw[p] = 1.0f / sqrtf(pw[p] * sqrtf(pw[p]));
+        else
+            for (size_t p = 0; p < np; p++) pw[p] = powf(pw[p], -s->beta);
         if (c - before >= 0) lrn_back_emit(j, c - before, p0, np, ring_r, ring_pw);
     }
     for (int c = s->c - before < 0 ? 0 : s->c - before; c < s->c; c++) lrn_back_emit(j, c, p0, np, ring_r, ring_pw);

@@ -198,14 +198,20 @@ int net_train_begin(Net *net, int batch, Err *e) {
     free(net->dacts);
     net->dacts = xmalloc((total ? total : 1) * sizeof(float));
     net->dacts_size = total;
-    // Dropout masks, one byte a unit; and scratch for the backward kernels.
+    // What the training forward records for the backward pass: dropout masks (a byte a unit) and max-pooling
+    // argmaxes (two bytes an output); and scratch for the backward kernels.
     size_t masks = 0, scratch = net->scratch_size;
     for (int i = 0; i < nops; i++) {
         Op *op = &net->op[i];
-        const Value *in = &net->value[op->in.v];
+        const Value *in = &net->value[op->in.v], *out = &net->value[op->out.v];
         if (op->kind == OP_DROPOUT) {
             op->mask = masks;
             masks += (size_t)op->in.c * batch * in->h * in->w;
+        }
+        if (op->kind == OP_MAXPOOL) {
+            masks = (masks + 15) / 16 * 16;
+            op->mask = masks;
+            masks += 2 * (size_t)op->out.c * batch * out->h * out->w;
         }
         if (op->kind == OP_CONV) {
             ConvShape s = op_conv_shape(net, op, batch);
@@ -214,7 +220,7 @@ int net_train_begin(Net *net, int batch, Err *e) {
         }
     }
     free(net->masks);
-    net->masks = xmalloc(masks ? masks : 1);
+    net->masks = xmalloc(masks ? masks : 1); // malloc's alignment suits the uint16 argmaxes
     net->masks_size = masks;
     if (scratch > net->scratch_size) {
         free(net->scratch);

@@ -19,6 +19,7 @@ typedef struct {
     const PoolShape *s;
     const float *x;
     float *y;
+    uint16_t *arg; // max pooling in training: the argmax of each window (NULL: not wanted)
     int planes_per_task;
 } PoolJob;
 
@@ -55,6 +56,55 @@ static void maxpool_row(const PoolShape *s, const float *const *rows, int nr, fl
         }
 }
 
+// The same, also recording where each window's maximum is for the backward pass: arg = ky << 8 | kx, the tap of
+// the window (unclipped, ky0 being the tap row of rows[0]) holding its first maximum in row-major order, as
+// PyTorch and Caffe route the gradient. Down the rows each column keeps its first row with the maximum; across the
+// columns a tap wins with a larger value, or an equal one from an earlier row (ky << 8 | kx orders taps by row,
+// then column, and columns come in order).
+static void maxpool_row_arg(const PoolShape *s, const float *const *rows, int nr, int ky0, float *out,
+                            uint16_t *arg) {
+    float col[POOL_MAX_W];
+    int tap[POOL_MAX_W], best[POOL_MAX_W]; // per column: ky << 8 of its maximum; per output: the winning tap
+    for (int x = 0; x < s->w; x++) col[x] = rows[0][x], tap[x] = ky0 << 8;
+    for (int r = 1; r < nr; r++) {
+        const float *row = rows[r];
+        const int here = (ky0 + r) << 8;
+        for (int x = 0; x < s->w; x++) {
+            const float v = row[x], m = col[x];
+            const int up = v > m; // (as arithmetic: GCC does not vectorise an int select on a float test here)
+            col[x] = up ? v : m;
+            tap[x] += up * (here - tap[x]);
+        }
+    }
+    const int st = s->stride, pad = s->pad;
+    int a = (pad + st - 1) / st, b = (s->w + pad - s->k) / st + 1;
+    if (b > s->wo) b = s->wo;
+    if (a > b) a = b;
+    for (int ox = 0; ox < s->wo; ox++) {
+        if (ox == a) ox = b;
+        if (ox >= s->wo) break;
+        int x0u = ox * st - pad, x0 = x0u < 0 ? 0 : x0u, x1 = x0u + s->k > s->w ? s->w : x0u + s->k;
+        float m = col[x0];
+        int t = tap[x0] | (x0 - x0u);
+        for (int x = x0 + 1; x < x1; x++) {
+            int tx = tap[x] | (x - x0u);
+            if (col[x] > m || (col[x] == m && tx < t)) m = col[x], t = tx;
+        }
+        out[ox] = m;
+        arg[ox] = (uint16_t)t;
+    }
+    for (int ox = a; ox < b; ox++) out[ox] = col[ox * st - pad], best[ox] = tap[ox * st - pad];
+    for (int kx = 1; kx < s->k; kx++)
+        for (int ox = a; ox < b; ox++) {
+            const int x = ox * st - pad + kx, tx = tap[x] | kx, t = best[ox];
+            const float v = col[x], m = out[ox];
+            const bool win = v > m || (v == m && tx < t);
+            out[ox] = win ? v : m;
+            best[ox] = win ? tx : t;
+        }
+    for (int ox = a; ox < b; ox++) arg[ox] = (uint16_t)best[ox];
+}
+
 // The same with sums; the divisor is the window clipped to the padded image (Caffe).
 static void avgpool_row(const PoolShape *s, const float *const *rows, int nr, int wy, float *out) {
     float col[POOL_MAX_W];
@@ -88,7 +138,10 @@ static void pool_task(void *arg, int task, bool max) {
             if (y0 < 0) y0 = 0;
             if (y1 > s->h) y1 = s->h;
             for (int r = y0; r < y1; r++) rows[r - y0] = x + (size_t)r * s->w;
-            if (max) maxpool_row(s, rows, y1 - y0, y + (size_t)oy * s->wo);
+            if (max && j->arg)
+                maxpool_row_arg(s, rows, y1 - y0, y0 - (oy * s->stride - s->pad), y + (size_t)oy * s->wo,
+                                j->arg + (size_t)plane * s->ho * s->wo + (size_t)oy * s->wo);
+            else if (max) maxpool_row(s, rows, y1 - y0, y + (size_t)oy * s->wo);
             else avgpool_row(s, rows, y1 - y0, wy, y + (size_t)oy * s->wo);
         }
     }
@@ -116,7 +169,30 @@ void maxpool_forward(const PoolShape *s, const float *x, float *y, Workers *work
         maxpool_forward_ref(s, x, y);
         return;
     }
-    PoolJob j = {s, x, y, 1};
+    PoolJob j = {s, x, y, NULL, 1};
+    workers_run(workers, pool_tasks(s, workers, &j), maxpool_task, &j);
+}
+
+void maxpool_forward_train(const PoolShape *s, const float *x, float *y, uint16_t *arg, Workers *workers) {
+    if (s->w > POOL_MAX_W) { // the definition, recording the first maximum of each window
+        for (int c = 0; c < s->c * s->n; c++)
+            for (int oy = 0; oy < s->ho; oy++)
+                for (int ox = 0; ox < s->wo; ox++) {
+                    float m = 0.0f;
+                    int t = -1;
+                    for (int ky = 0; ky < s->k; ky++)
+                        for (int kx = 0; kx < s->k; kx++) {
+                            int iy = oy * s->stride - s->pad + ky, ix = ox * s->stride - s->pad + kx;
+                            if (iy < 0 || iy >= s->h || ix < 0 || ix >= s->w) continue;
+                            float v = x[((size_t)c * s->h + iy) * s->w + ix];
+                            if (t < 0 || v > m) m = v, t = ky << 8 | kx;
+                        }
+                    y[((size_t)c * s->ho + oy) * s->wo + ox] = m;
+                    arg[((size_t)c * s->ho + oy) * s->wo + ox] = (uint16_t)t;
+                }
+        return;
+    }
+    PoolJob j = {s, x, y, arg, 1};
     workers_run(workers, pool_tasks(s, workers, &j), maxpool_task, &j);
 }
 
@@ -125,7 +201,7 @@ void avgpool_forward(const PoolShape *s, const float *x, float *y, Workers *work
         avgpool_forward_ref(s, x, y);
         return;
     }
-    PoolJob j = {s, x, y, 1};
+    PoolJob j = {s, x, y, NULL, 1};
     workers_run(workers, pool_tasks(s, workers, &j), avgpool_task, &j);
 }
 
@@ -166,7 +242,8 @@ void avgpool_forward_ref(const PoolShape *s, const float *x, float *y) {
 
 typedef struct {
     const PoolShape *s;
-    const float *x, *y, *dy;
+    const uint16_t *arg;
+    const float *dy;
     float *dx;
     bool accumulate;
     int planes_per_task;
@@ -182,49 +259,14 @@ static void pool_window(const PoolShape *s, int oy, int ox, int *y0, int *y1, in
     if (*x1 > s->w) *x1 = s->w;
 }
 
-// One plane of a max pooling's backward pass. y (the forward's output) is the maximum of each window, exactly, so
-// the first input of the window equal to it is the first maximum in row-major order. Per output row, the interior
-// outputs (windows inside the row) go tap by tap for all columns at once: a tap equal to the maximum takes what
-// remains of the output's gradient (all of it at the first hit, nothing after), which vectorises; the outputs
-// near the edges scan their clipped window.
-static void maxpool_back_plane(const PoolShape *s, const float *x, const float *y, const float *dy, float *dx) {
-    float rem[POOL_MAX_W];
-    const int st = s->stride, pad = s->pad, w = s->w;
-    int a = (pad + st - 1) / st, b = (w + pad - s->k) / st + 1;
-    if (b > s->wo) b = s->wo;
-    if (a > b) a = b;
-    for (int oy = 0; oy < s->ho; oy++) {
-        int y0, y1, x0, x1;
-        const float *g = dy + (size_t)oy * s->wo, *m = y + (size_t)oy * s->wo;
+// One plane of a max pooling's backward pass: each output's gradient to the input its argmax names.
+static void maxpool_back_plane(const PoolShape *s, const uint16_t *arg, const float *dy, float *dx) {
+    for (int oy = 0; oy < s->ho; oy++)
         for (int ox = 0; ox < s->wo; ox++) {
-            if (ox == a) ox = b;
-            if (ox >= s->wo) break;
-            pool_window(s, oy, ox, &y0, &y1, &x0, &x1);
-            size_t at = (size_t)y0 * w + x0;
-            for (int iy = y0; iy < y1; iy++)
-                for (int ix = x0; ix < x1; ix++)
-                    if (x[(size_t)iy * w + ix] == m[ox]) {
-                        at = (size_t)iy * w + ix;
-                        iy = y1; // found: leave both loops
-                        break;
-                    }
-            dx[at] += g[ox];
+            const int t = arg[(size_t)oy * s->wo + ox];
+            const int iy = oy * s->stride - s->pad + (t >> 8), ix = ox * s->stride - s->pad + (t & 255);
+            dx[(size_t)iy * s->w + ix] += dy[(size_t)oy * s->wo + ox];
         }
-        if (a == b) continue;
-        pool_window(s, oy, a, &y0, &y1, &x0, &x1);
-        for (int ox = a; ox < b; ox++) rem[ox] = g[ox];
-        for (int iy = y0; iy < y1; iy++) {
-            const float *xr = x + (size_t)iy * w;
-            float *dr = dx + (size_t)iy * w;
-            for (int t = 0; t < s->k; t++)
-                for (int ox = a; ox < b; ox++) {
-                    const int ix = ox * st + t - pad;
-                    const float take = xr[ix] == m[ox] ? rem[ox] : 0.0f;
-                    dr[ix] += take;
-                    rem[ox] -= take;
-                }
-        }
-    }
 }
 
 // One plane of an average pooling's backward pass: each output's gradient, over its divisor, onto its window.
@@ -251,8 +293,7 @@ static void pool_back_task(void *arg, int task, bool max) {
     for (int plane = p0; plane < p1; plane++) {
         float *dx = j->dx + (size_t)plane * in;
         if (!j->accumulate) memset(dx, 0, in * sizeof(float));
-        if (max) maxpool_back_plane(s, j->x + (size_t)plane * in, j->y + (size_t)plane * out, j->dy + (size_t)plane * out,
-                                    dx);
+        if (max) maxpool_back_plane(s, j->arg + (size_t)plane * out, j->dy + (size_t)plane * out, dx);
         else avgpool_back_plane(s, j->dy + (size_t)plane * out, dx);
     }
 }
@@ -267,22 +308,18 @@ static void avgpool_back_task(void *arg, int task, int thread) {
     pool_back_task(arg, task, false);
 }
 
-void maxpool_backward(const PoolShape *s, const float *x, const float *y, const float *dy, float *dx,
-                      bool accumulate, Workers *workers) {
-    if (s->w > POOL_MAX_W) {
-        maxpool_backward_ref(s, x, dy, dx, accumulate);
-        return;
-    }
+void maxpool_backward(const PoolShape *s, const uint16_t *arg, const float *dy, float *dx, bool accumulate,
+                      Workers *workers) {
     PoolJob sizing = {0};
     int tasks = pool_tasks(s, workers, &sizing);
-    PoolBackJob j = {s, x, y, dy, dx, accumulate, sizing.planes_per_task};
+    PoolBackJob j = {s, arg, dy, dx, accumulate, sizing.planes_per_task};
     workers_run(workers, tasks, maxpool_back_task, &j);
 }
 
 void avgpool_backward(const PoolShape *s, const float *dy, float *dx, bool accumulate, Workers *workers) {
     PoolJob sizing = {0};
     int tasks = pool_tasks(s, workers, &sizing);
-    PoolBackJob j = {s, NULL, NULL, dy, dx, accumulate, sizing.planes_per_task};
+    PoolBackJob j = {s, NULL, dy, dx, accumulate, sizing.planes_per_task};
     workers_run(workers, tasks, avgpool_back_task, &j);
 }
 
