@@ -154,6 +154,17 @@ static void test_resume_is_exact(void **state) {
     for (char *c = text; text_next_line(&c);) rows++;
     assert_int_equal(rows, 7);
     free(text);
+    // Two threads: the same bits on every run too (each thread count has its own summation order).
+    char *t1 = join(f->dir, "two_threads_1"), *t2 = join(f->dir, "two_threads_2");
+    for (int run = 0; run < 2; run++) {
+        o = tiny_options(f, run ? t2 : t1);
+        o.epochs = 1;
+        o.threads = 2;
+        if (train_run(&o, &e)) fail_msg("%s", e.msg);
+    }
+    char *k1 = join(t1, "checkpoint.bin"), *k2 = join(t2, "checkpoint.bin");
+    assert_true(same_file(k1, k2));
+    free(t1), free(t2), free(k1), free(k2);
     // A different seed gives different weights.
     char *c2 = join(f->dir, "other_seed");
     o = tiny_options(f, c2);

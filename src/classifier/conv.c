@@ -248,7 +248,9 @@ static float relu_mask_sum(float *g, const float *y, size_t n, bool relu) {
 }
 
 // How the backward pass cuts its work for `threads` threads. Phase 1 runs over column blocks (a multiple of the
-// threads): each thread adds its blocks' dw and db into its own partial sums, which phase 2 adds up. Phase 2 also
+// threads) in `threads` chunks of consecutive blocks: each chunk adds its blocks' dw and db, in order, into its
+// own partial sums, which phase 2 adds up in chunk order. Which thread runs a chunk changes nothing, so the
+// gradients are the same bits on every run, however the threads are scheduled. Phase 2 also
 // computes dx for convolutions that need col2im, one task per image and group of input channels: windows
 // overlap, so blocks of one image's channels must not be shared between threads.
 typedef struct {
@@ -256,7 +258,7 @@ typedef struct {
     int blocks;
     int groups;       // phase 2: input channel groups per image
     size_t nb2;       // phase 2: columns per block of column gradients
-    size_t partial;   // floats of partial dw and db per thread (aligned)
+    size_t partial;   // floats of partial dw and db per chunk (aligned)
     size_t cols;      // floats of columns or column gradients per thread
 } ConvBackPlan;
 
@@ -299,7 +301,7 @@ typedef struct {
     size_t per_thread; // floats of scratch per thread
     size_t P, K;
     int threads, reduce_tasks;
-    bool touched[64]; // per thread: its partial sums hold something (written by that thread alone)
+    bool touched[64]; // per chunk: its partial sums hold something
 } ConvBackJob;
 
 // The rows of g (the output gradient) for output channel r: in dy below the split, in dy2 above.
@@ -307,15 +309,15 @@ static float *grad_row(const ConvBackJob *j, int r) {
     return r < j->s->split ? j->dy + (size_t)r * j->P : j->dy2 + (size_t)(r - j->s->split) * j->P;
 }
 
-// Phase 1, one column block: mask g, then db, dw (partial sums of this thread) and, for 1x1 convolutions, dx.
-static void conv_back_block(void *arg, int task, int thread) {
-    ConvBackJob *j = arg;
+// Phase 1, one column block: mask g, then db, dw (the partial sums of its chunk) and, for 1x1 convolutions, dx.
+// The partial sums of chunk c and the columns of thread t live in the scratch of index c and t respectively.
+static void conv_back_block(ConvBackJob *j, int block, int chunk, int thread) {
     const ConvShape *s = j->s;
-    const size_t P = j->P, K = j->K, p0 = (size_t)task * j->plan.nb;
+    const size_t P = j->P, K = j->K, p0 = (size_t)block * j->plan.nb;
     const size_t cols = P - p0 < j->plan.nb ? P - p0 : j->plan.nb;
     const int split = s->split, rest = s->cout - split;
-    float *pw = j->scratch + (size_t)thread * j->per_thread, *pb = pw + (size_t)s->cout * K;
-    const bool first = !j->touched[thread];
+    float *pw = j->scratch + (size_t)chunk * j->per_thread, *pb = pw + (size_t)s->cout * K;
+    const bool first = !j->touched[chunk];
     for (int r = 0; r < s->cout; r++) {
         const float *yr = (r < split ? j->y + (size_t)r * P : j->y2 + (size_t)(r - split) * P) + p0;
         float sum = relu_mask_sum(grad_row(j, r) + p0, yr, cols, s->relu);
@@ -326,7 +328,7 @@ static void conv_back_block(void *arg, int task, int thread) {
     if (conv_is_pointwise(s)) {
         b = j->x + p0, ldb = (int)P;
     } else {
-        float *col = pw + j->plan.partial;
+        float *col = j->scratch + (size_t)thread * j->per_thread + j->plan.partial;
         im2col_block(s, j->x, p0, cols, col);
         b = col, ldb = (int)cols;
     }
@@ -337,7 +339,7 @@ static void conv_back_block(void *arg, int task, int thread) {
     if (rest > 0)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rest, (int)K, (int)cols, 1.0f, j->dy2 + p0, (int)P, b,
                     ldb, beta, pw + (size_t)split * K, (int)K);
-    j->touched[thread] = true;
+    j->touched[chunk] = true;
     if (conv_is_pointwise(s) && j->dx) {
         // dx[:, block] (=, +=) w^T g, the two row parts of w one after the other
         float b0 = j->accumulate ? 1.0f : 0.0f;
@@ -351,7 +353,14 @@ static void conv_back_block(void *arg, int task, int thread) {
     }
 }
 
-// Phase 2: tasks [0, reduce_tasks) add the threads' partial sums into dw and db; the others compute dx of one
+// Phase 1 task: the consecutive blocks of one chunk, in order.
+static void conv_back_chunk(void *arg, int chunk, int thread) {
+    ConvBackJob *j = arg;
+    int b0 = (int)((long)j->plan.blocks * chunk / j->threads), b1 = (int)((long)j->plan.blocks * (chunk + 1) / j->threads);
+    for (int b = b0; b < b1; b++) conv_back_block(j, b, chunk, thread);
+}
+
+// Phase 2: tasks [0, reduce_tasks) add the chunks' partial sums into dw and db; the others compute dx of one
 // image and channel group through col2im.
 static void conv_back_finish(void *arg, int task, int thread) {
     ConvBackJob *j = arg;
@@ -403,7 +412,7 @@ void conv_backward(const ConvShape *s, const float *x, const float *y, const flo
                      .dy2 = dy2, .dw = dw, .db = db, .dx = dx, .accumulate = accumulate, .scratch = scratch,
                      .per_thread = conv_backward_scratch_size(s, threads), .P = (size_t)s->n * s->ho * s->wo,
                      .K = (size_t)s->cin * s->k * s->k, .threads = threads, .reduce_tasks = 2 * threads};
-    workers_run(workers, j.plan.blocks, conv_back_block, &j);
+    workers_run(workers, threads, conv_back_chunk, &j);
     int dx_tasks = dx && !conv_is_pointwise(s) ? s->n * j.plan.groups : 0;
     workers_run(workers, j.reduce_tasks + dx_tasks, conv_back_finish, &j);
 }
