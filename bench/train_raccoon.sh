@@ -1,8 +1,9 @@
 #!/bin/sh
 # Learning for real: the tiny-width GoogLeNet (configs/googlenet-tiny.cfg: 1/16 of the width, 96x96 input)
 # trained from scratch, R-CNN style, to tell raccoon regions from background on the raccoon set's upstream
-# split (data/raccoon: 160 training photos, 40 held out), on the CPU. Writes results/training-raccoon.png and
-# results/training-raccoon.md. Usage: bench/train_raccoon.sh [epochs]
+# split (data/raccoon: 160 training photos, 40 held out), on the CPU. Writes results/training-raccoon.png and the
+# section "## Learning for real" of results/training.md (its other sections are kept).
+# Usage: bench/train_raccoon.sh [epochs]
 set -eu
 cd "$(dirname "$0")/.."
 epochs="${1:-8}"
@@ -41,5 +42,12 @@ first=$(awk -F, 'NR == 2 { print $4 }' "$out/log.csv")
     awk -F, 'NR > 1 && $5 != "" { printf "| %.0f | %d | %s | %.4f | %.3f | %.3f |\n", $1, $2, $3, $4, $5, $7 }' "$out/log.csv"
     echo
     echo "![training curves](training-raccoon.png)"
-} > results/training-raccoon.md
-cat results/training-raccoon.md
+} > "$out/section.md"
+# replace this section of results/training.md, keep the others
+touch results/training.md
+awk -v f="$out/section.md" '
+    /^## / { skip = ($0 ~ /^## Learning for real/) }
+    !skip { print }
+    END { print ""; while ((getline line < f) > 0) print line }' results/training.md | cat -s > "$out/training.md"
+mv "$out/training.md" results/training.md
+cat "$out/section.md"

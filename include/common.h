@@ -122,6 +122,9 @@ bool parse_long(const char **p, long *out);
 // True when only blanks remain.
 bool parse_at_end(const char *p);
 
+// Creates a directory and any missing parents (mkdir -p); existing ones are fine.
+int make_dirs(const char *path, Err *e);
+
 // Joins a directory and a relative path ("dir/rel"; rel as-is when absolute). Caller frees.
 char *path_join(const char *dir, const char *rel);
 // The directory part of a path ("." when none). Caller frees.

@@ -79,6 +79,21 @@ static void test_atomic_write(void **state) {
     assert_int_equal(read_file_all("/nonexistent/x", 3, &data, &n, &e), -1);
     assert_non_null(strstr(e.msg, "/nonexistent/x"));
     unlink(path);
+    // make_dirs creates the missing parents, accepts existing ones, refuses a file in the way.
+    char *deep = path_join(dir, "a/b/c");
+    assert_int_equal(make_dirs(deep, &e), 0);
+    assert_int_equal(make_dirs(deep, &e), 0);
+    char *file = path_join(dir, "a/f");
+    assert_int_equal(write_file_atomic(file, "x", 1, &e), 0);
+    char *under = path_join(dir, "a/f/g");
+    assert_int_equal(make_dirs(under, &e), -1);
+    assert_non_null(strstr(e.msg, "not a directory"));
+    unlink(file);
+    rmdir(deep);
+    char *ab = path_join(dir, "a/b"), *a = path_join(dir, "a");
+    rmdir(ab);
+    rmdir(a);
+    free(deep), free(file), free(under), free(ab), free(a);
     rmdir(dir);
     free(tmp);
     free(path);

@@ -21,6 +21,23 @@ char *path_dirname(const char *path) {
     return d;
 }
 
+int make_dirs(const char *path, Err *e) {
+    char *p = xstrdup(path);
+    int rc = 0;
+    for (char *c = p + 1;; c++) {
+        if (*c != '/' && *c != '\0') continue;
+        char saved = *c;
+        *c = '\0';
+        struct stat st;
+        if (mkdir(p, 0755) != 0 && errno != EEXIST) rc = err_set(e, "%s: cannot create directory: %s", p, strerror(errno));
+        else if (stat(p, &st) != 0 || !S_ISDIR(st.st_mode)) rc = err_set(e, "%s: exists and is not a directory", p);
+        *c = saved;
+        if (rc || saved == '\0') break;
+    }
+    free(p);
+    return rc;
+}
+
 char *path_join(const char *dir, const char *rel) {
     if (rel[0] == '/' || !dir || !dir[0]) return xstrdup(rel);
     size_t a = strlen(dir), b = strlen(rel);

@@ -349,7 +349,7 @@ static int setup_net(Run *r, Err *e) {
 int train_run(const TrainOptions *o, Err *e) {
     if (o->batch < 0 || o->epochs < 1 || o->classes < 1)
         return err_set(e, "batch, epochs and classes must be positive");
-    if (mkdir(o->out, 0755) != 0 && errno != EEXIST) return err_set(e, "%s: %s", o->out, strerror(errno));
+    if (make_dirs(o->out, e)) return -1;
     Run r = {.o = o};
     r.ckpt_path = out_path(o->out, "checkpoint.bin");
     r.model_path = out_path(o->out, "model.safetensors");
