@@ -12,23 +12,12 @@
 #include <unistd.h>
 
 #include "eval.h"
+#include "testutil.h"
 
 #define DEVKIT "../data/ilsvrc-devkit/"
 
 // ---------------------------------------------------------------------------------------------------------------
 // helpers
-
-// Writes text to a fresh temp file with the given suffix; returns its path (caller frees and unlinks).
-static char *tmp_file(const char *suffix, const char *text) {
-    char *path = xmalloc(64);
-    snprintf(path, 64, "/tmp/inception_eval_XXXXXX%s", suffix);
-    int fd = mkstemps(path, (int)strlen(suffix));
-    assert_true(fd >= 0);
-    size_t n = strlen(text);
-    assert_int_equal(write(fd, text, n), (ssize_t)n);
-    close(fd);
-    return path;
-}
 
 static void remove_tmp(char *path) {
     unlink(path);
@@ -368,7 +357,7 @@ static void test_json_detections_match_text(void **state) {
                        " \"box\": [119.976089, 104.969680, 446.638915, 196.629038]}]}]}";
     int c134 = 133;
     assert_string_equal(gt.classes.wnid[c134], "n02346627"); // porcupine: the JSON names it by WNID
-    char *p_txt = tmp_file(".txt", txt), *p_json = tmp_file(".json", json);
+    char *p_txt = test_tmpfile(".txt", txt), *p_json = test_tmpfile(".json", json);
     Detections a, b;
     assert_int_equal(dets_load_txt(p_txt, &gt, false, &a, &e), 0);
     assert_int_equal(dets_load_json(p_json, &gt, false, &b, &e), 0);
@@ -451,7 +440,7 @@ static void test_xml_voc_directory(void **state) {
     const char *json = "{\"images\": [{\"file\": \"/some/dir/img1.jpg\", \"detections\": ["
                        "{\"class\": \"dog\", \"score\": 0.9, \"box\": [48, 240, 195, 371]},"
                        "{\"class\": \"person\", \"score\": 0.8, \"box\": [8, 12, 352, 498]}]}]}";
-    char *p_json = tmp_file(".json", json);
+    char *p_json = test_tmpfile(".json", json);
     Detections d;
     assert_int_equal(dets_load_json(p_json, &gt, false, &d, &e), 0);
     EvalResult r;
@@ -475,7 +464,7 @@ static void test_xml_voc_directory(void **state) {
 // bad input: each an error naming the file (and line), never a crash
 
 static void expect_txt_error(const GroundTruth *gt, const char *text, bool strict, const char *needle) {
-    char *p = tmp_file(".txt", text);
+    char *p = test_tmpfile(".txt", text);
     Detections d;
     Err e = {{0}};
     assert_int_equal(dets_load_txt(p, gt, strict, &d, &e), -1);
@@ -494,7 +483,7 @@ static void test_bad_detection_files(void **state) {
     expect_txt_error(&gt, "1 1 nan 1 1 10 10\n", false, ":1: confidence and coordinates must be finite");
     expect_txt_error(&gt, "\n\n1 1 0.5 10 1 5 10\n", true, ":3: box");
     // Not strict: the inverted box is kept (the devkit keeps it) and counted; unknown images are skipped.
-    char *p = tmp_file(".txt", "1 1 0.5 10 1 5 10\n9 1 0.5 1 1 10 10\n2 2 0.25 1 1 10 10\n");
+    char *p = test_tmpfile(".txt", "1 1 0.5 10 1 5 10\n9 1 0.5 1 1 10 10\n2 2 0.25 1 1 10 10\n");
     Detections d;
     Err e;
     assert_int_equal(dets_load_txt(p, &gt, false, &d, &e), 0);
@@ -514,7 +503,7 @@ static void test_bad_detection_files(void **state) {
         {"{\"images\": [{\"detections\": []}]}", "needs an integer \"image_id\""},
     };
     for (size_t q = 0; q < sizeof bad_json / sizeof bad_json[0]; q++) {
-        p = tmp_file(".json", bad_json[q][0]);
+        p = test_tmpfile(".json", bad_json[q][0]);
         Err je = {{0}};
         assert_int_equal(dets_load_json(p, &gt, false, &d, &je), -1);
         assert_non_null(strstr(je.msg, p));
@@ -538,7 +527,7 @@ static void test_bad_xml(void **state) {
         {"<notes/>", "root element"},
     };
     for (size_t q = 0; q < sizeof cases / sizeof cases[0]; q++) {
-        char *p = tmp_file(".xml", cases[q][0]);
+        char *p = test_tmpfile(".xml", cases[q][0]);
         Annotation a;
         Err e = {{0}};
         assert_int_equal(annotation_load(p, &a, &e), -1);
@@ -593,22 +582,22 @@ static void test_bad_mat_and_lists(void **state) {
     assert_non_null(strstr(e.msg, path));
     unlink(path);
     // Map, blacklist and image list errors name the line.
-    char *p = tmp_file(".txt", "n02672831 1 accordion\nn02691156 x airplane\n");
+    char *p = test_tmpfile(".txt", "n02672831 1 accordion\nn02691156 x airplane\n");
     assert_int_equal(class_map_load(p, &classes, &e), -1);
     assert_non_null(strstr(e.msg, ":2:"));
     remove_tmp(p);
-    p = tmp_file(".txt", "n02672831 1 accordion\nn02691156 3 airplane\n");
+    p = test_tmpfile(".txt", "n02672831 1 accordion\nn02691156 3 airplane\n");
     assert_int_equal(class_map_load(p, &classes, &e), -1);
     assert_non_null(strstr(e.msg, "id 2 is missing"));
     remove_tmp(p);
     assert_int_equal(class_map_load(DEVKIT "map_det.txt", &classes, &e), 0);
-    p = tmp_file(".txt", "46 n00007846\n85 n99999999\n");
+    p = test_tmpfile(".txt", "46 n00007846\n85 n99999999\n");
     Blacklist bl;
     assert_int_equal(blacklist_load(p, &classes, &bl, &e), -1);
     assert_non_null(strstr(e.msg, ":2: unknown class 'n99999999'"));
     remove_tmp(p);
     class_map_free(&classes);
-    p = tmp_file(".txt", "a 1\nb two\n");
+    p = test_tmpfile(".txt", "a 1\nb two\n");
     ImageList list;
     assert_int_equal(image_list_load(p, &list, &e), -1);
     assert_non_null(strstr(e.msg, ":2:"));
@@ -618,27 +607,10 @@ static void test_bad_mat_and_lists(void **state) {
 // ---------------------------------------------------------------------------------------------------------------
 // the command line, end to end
 
-static char *run(const char *args, int *status) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", INCEPTION_BIN, args);
-    FILE *f = popen(cmd, "r");
-    assert_non_null(f);
-    size_t cap = 1 << 16, n = 0;
-    char *out = xmalloc(cap);
-    for (size_t got; (got = fread(out + n, 1, cap - n - 1, f)) > 0;) {
-        n += got;
-        if (n + 1 == cap) out = xrealloc(out, cap *= 2);
-    }
-    out[n] = '\0';
-    int st = pclose(f);
-    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return out;
-}
-
 static void test_cli(void **state) {
     (void)state;
     int status;
-    char *out = run("eval --pred " DEVKIT "demo.val.pred.det.txt --gt " DEVKIT
+    char *out = test_run("eval --pred " DEVKIT "demo.val.pred.det.txt --gt " DEVKIT
                     "ILSVRC2015_det_validation_ground_truth.mat --map " DEVKIT "map_det.txt --blacklist " DEVKIT
                     "ILSVRC2015_det_validation_blacklist.txt --quiet",
                     &status);
@@ -647,16 +619,16 @@ static void test_cli(void **state) {
     assert_non_null(strstr(out, "Mean AP:   0.590"));
     assert_non_null(strstr(out, "Median AP: 0.601"));
     free(out);
-    out = run("eval --pred /nonexistent.txt --gt " DEVKIT "ILSVRC2015_det_validation_ground_truth.mat --map " DEVKIT
+    out = test_run("eval --pred /nonexistent.txt --gt " DEVKIT "ILSVRC2015_det_validation_ground_truth.mat --map " DEVKIT
               "map_det.txt",
               &status);
     assert_int_equal(status, 1);
     assert_non_null(strstr(out, "/nonexistent.txt"));
     free(out);
-    out = run("eval --pred x", &status);
+    out = test_run("eval --pred x", &status);
     assert_int_equal(status, 2);
     free(out);
-    out = run("eval --help", &status);
+    out = test_run("eval --help", &status);
     assert_int_equal(status, 0);
     assert_non_null(strstr(out, "--blacklist"));
     free(out);

@@ -10,26 +10,23 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "classifier.h"
+#include "testutil.h"
 
 #define TINY "../configs/googlenet-tiny.cfg"
 
 // The group's state: a temporary directory for the files the tests write.
 static int setup(void **state) {
-    char *dir = strdup("/tmp/inception_bad_XXXXXX");
-    if (!dir || !mkdtemp(dir)) return -1;
-    *state = dir;
+    *state = test_tmpdir();
     return 0;
 }
 
 static int teardown(void **state) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", (char *)*state);
+    test_rmtree(*state);
     free(*state);
-    return system(cmd) == 0 ? 0 : -1;
+    return 0;
 }
 
 static char *tmp_path(char *buf, const char *dir, const char *name) {
@@ -281,16 +278,11 @@ static void test_npy(void **state) {
 
 // The tool: a clear message on stderr and a non-zero exit for each kind of bad input.
 static void expect_cli(const char *args, int want_rc, const char *want) {
-    char cmd[1024], out[4096] = "";
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", INCEPTION_BIN, args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = '\0';
-    int status = pclose(p);
-    assert_true(WIFEXITED(status));
-    if (WEXITSTATUS(status) != want_rc || !strstr(out, want))
-        fail_msg("inception %s: exit %d (want %d), output '%s' (want '%s')", args, WEXITSTATUS(status), want_rc, out, want);
+    int status;
+    char *out = test_run(args, &status);
+    if (status != want_rc || !strstr(out, want))
+        fail_msg("inception %s: exit %d (want %d), output '%s' (want '%s')", args, status, want_rc, out, want);
+    free(out);
 }
 
 static void test_cli(void **state) {

@@ -16,6 +16,7 @@
 #include "common.h"
 #include "image.h"
 #include "proposals.h"
+#include "testutil.h"
 
 // A w x h RGB image: left of `split` colour a, right of it colour b, plus uniform noise in [-noise, noise].
 static Image two_blocks(int w, int h, int split, const float a[3], const float b[3], float noise, uint64_t seed) {
@@ -410,19 +411,9 @@ static void test_recall_hand(void **state) {
     prop_eval_free(&ev);
 }
 
-static char *temp_file(const char *suffix, const char *text) {
-    char *path = malloc(64);
-    snprintf(path, 64, "/tmp/inception_prop_XXXXXX%s", suffix);
-    int fd = mkstemps(path, (int)strlen(suffix));
-    assert_true(fd >= 0);
-    if (text) assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-    close(fd);
-    return path;
-}
-
 static void test_json_roundtrip(void **state) {
     (void)state;
-    char *path = temp_file(".json", NULL);
+    char *path = test_tmpfile(".json", NULL);
     ProposalsWriter w;
     Err e;
     assert_int_equal(proposals_json_open(&w, path, "test", &e), 0);
@@ -475,7 +466,7 @@ static void test_config(void **state) {
     proposals_params_describe(&p, buf, sizeof buf);
     assert_non_null(strstr(buf, "k=100,200"));
     // Errors point at the line.
-    char *path = temp_file(".cfg", "# comment\n\nmode = quality\nk_scale = 1.5\nbogus = 3\n");
+    char *path = test_tmpfile(".cfg", "# comment\n\nmode = quality\nk_scale = 1.5\nbogus = 3\n");
     assert_int_equal(proposals_params_load(&p, path, &e), -1);
     assert_non_null(strstr(e.msg, ":5:"));
     assert_non_null(strstr(e.msg, "bogus"));
@@ -498,7 +489,7 @@ static void test_config(void **state) {
 // The real thing on a real photo, through the command line: boxes found, the aeroplanes recalled.
 static void test_cli_real_image(void **state) {
     (void)state;
-    char *out = temp_file(".json", NULL), *report = temp_file(".json", NULL), *plot = temp_file(".png", NULL);
+    char *out = test_tmpfile(".json", NULL), *report = test_tmpfile(".json", NULL), *plot = test_tmpfile(".png", NULL);
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
              "%s proposals --quiet --eval --annotations data/proposals --report %s --plot %s -o %s "
@@ -535,7 +526,7 @@ static void test_cli_real_image(void **state) {
     assert_non_null(strstr(text, "nope.jpg"));
     free(text);
     // A JPEG header claiming 8000 x 6000 pixels, at full size: refused from the header, before decoding.
-    char *big = temp_file(".jpg", NULL);
+    char *big = test_tmpfile(".jpg", NULL);
     FILE *f = fopen(big, "wb");
     const unsigned char hdr[] = {0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0x17, 0x70, 0x1F, 0x40, 0x03};
     fwrite(hdr, 1, sizeof hdr, f);

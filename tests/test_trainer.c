@@ -12,10 +12,11 @@
 #include <unistd.h>
 
 #include "image.h"
+#include "testutil.h"
 #include "train.h"
 
 typedef struct {
-    char dir[64];
+    char *dir;
     char *list;
 } Fixture;
 
@@ -24,8 +25,7 @@ static char *join(const char *dir, const char *name) { return path_join(dir, nam
 // 12 small images in three colour classes (reddish, greenish, bluish, with noise), and a 'path label' list.
 static int setup(void **state) {
     Fixture *f = xcalloc(1, sizeof(Fixture));
-    snprintf(f->dir, sizeof f->dir, "/tmp/inception_trainer_XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
+    f->dir = test_tmpdir();
     Rng r;
     rng_seed(&r, 8);
     char text[1024] = "";
@@ -53,9 +53,8 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     Fixture *f = *state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
-    assert_int_equal(system(cmd), 0);
+    test_rmtree(f->dir);
+    free(f->dir);
     free(f->list);
     free(f);
     return 0;
@@ -77,16 +76,9 @@ static TrainOptions tiny_options(const Fixture *f, const char *out) {
     return o;
 }
 
-static char *slurp(const char *path, size_t *n) {
-    char *data;
-    Err e;
-    if (read_file_all(path, 1u << 30, &data, n, &e)) fail_msg("%s", e.msg);
-    return data;
-}
-
 static bool same_file(const char *a, const char *b) {
     size_t na, nb;
-    char *x = slurp(a, &na), *y = slurp(b, &nb);
+    char *x = test_slurp(a, &na), *y = test_slurp(b, &nb);
     bool same = na == nb && memcmp(x, y, na) == 0;
     free(x), free(y);
     return same;
@@ -102,7 +94,7 @@ static void test_run_outputs(void **state) {
     char *log = join(out, "log.csv"), *model = join(out, "model.safetensors"), *ckpt = join(out, "checkpoint.bin");
     char *png = join(out, "curves.png");
     size_t n;
-    char *text = slurp(log, &n);
+    char *text = test_slurp(log, &n);
     assert_true(strncmp(text, "epoch,step,lr,loss,val_top1", 27) == 0);
     int rows = 0, val_rows = 0;
     for (char *c = text, *line; (line = text_next_line(&c));) {
@@ -149,7 +141,7 @@ static void test_resume_is_exact(void **state) {
     // The resumed log holds each step once.
     char *lb = join(b, "log.csv");
     size_t n;
-    char *text = slurp(lb, &n);
+    char *text = test_slurp(lb, &n);
     int rows = 0;
     for (char *c = text; text_next_line(&c);) rows++;
     assert_int_equal(rows, 7);
@@ -215,7 +207,7 @@ static void test_bad_images_and_nan(void **state) {
     char *bad = join(f->dir, "broken.png"), *list = join(f->dir, "with_bad.txt"), *out = join(f->dir, "bad");
     assert_int_equal(write_file_atomic(bad, "not a png", 9, &e), 0);
     size_t n;
-    char *text = slurp(f->list, &n);
+    char *text = test_slurp(f->list, &n);
     text = xrealloc(text, n + 32);
     strcat(text, "broken.png 1\n");
     assert_int_equal(write_file_atomic(list, text, strlen(text), &e), 0);
@@ -226,14 +218,14 @@ static void test_bad_images_and_nan(void **state) {
     // A learning rate that blows up: stopped with a message, the checkpoint left as it was.
     char *ckpt = join(out, "checkpoint.bin");
     size_t n0;
-    char *before = slurp(ckpt, &n0);
+    char *before = test_slurp(ckpt, &n0);
     o.resume = true;
     o.epochs = 3;
     o.sgd.lr = 1e30;
     assert_int_equal(train_run(&o, &e), -1);
     assert_non_null(strstr(e.msg, "the loss is"));
     size_t n1;
-    char *after = slurp(ckpt, &n1);
+    char *after = test_slurp(ckpt, &n1);
     assert_true(n0 == n1 && memcmp(before, after, n0) == 0);
     free(before), free(after), free(ckpt), free(bad), free(list), free(out);
     // Missing data: a clear error.
@@ -258,7 +250,7 @@ static void test_region_training(void **state) {
     char *props = join(out, "proposals-train.json"), *log = join(out, "log.csv");
     assert_int_equal(access(props, F_OK), 0);
     size_t n;
-    char *text = slurp(log, &n);
+    char *text = test_slurp(log, &n);
     // The validation row has a region accuracy and an mAP, both in [0, 1].
     char *last = NULL;
     for (char *c = text, *line; (line = text_next_line(&c));) last = line;

@@ -1,0 +1,67 @@
+// Helpers the tests share (testutil.h).
+#include "testutil.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common.h"
+
+char *test_tmpdir(void) {
+    char *dir = xstrdup("/tmp/inception_test_XXXXXX");
+    if (!mkdtemp(dir)) fail_msg("cannot create a temporary directory");
+    return dir;
+}
+
+void test_rmtree(const char *dir) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fail_msg("cannot remove %s", dir);
+}
+
+char *test_tmpfile(const char *suffix, const char *text) {
+    size_t n = strlen(suffix) + 32;
+    char *path = xmalloc(n);
+    snprintf(path, n, "/tmp/inception_test_XXXXXX%s", suffix);
+    int fd = mkstemps(path, (int)strlen(suffix));
+    if (fd < 0) fail_msg("cannot create a temporary file");
+    size_t len = text ? strlen(text) : 0;
+    if (len && write(fd, text, len) != (ssize_t)len) fail_msg("cannot write %s", path);
+    close(fd);
+    return path;
+}
+
+char *test_slurp(const char *path, size_t *n) {
+    char *data;
+    size_t size;
+    Err e;
+    if (read_file_all(path, (size_t)1 << 30, &data, &size, &e)) fail_msg("%s", e.msg);
+    if (n) *n = size;
+    return data;
+}
+
+char *test_run(const char *args, int *status) {
+    size_t n = strlen(args) + strlen(INCEPTION_BIN) + 16;
+    char *cmd = xmalloc(n);
+    snprintf(cmd, n, "%s %s 2>&1", INCEPTION_BIN, args);
+    FILE *f = popen(cmd, "r");
+    free(cmd);
+    if (!f) fail_msg("cannot run %s", INCEPTION_BIN);
+    size_t cap = 1 << 16, len = 0;
+    char *out = xmalloc(cap);
+    for (size_t got; (got = fread(out + len, 1, cap - len - 1, f)) > 0;) {
+        len += got;
+        if (len + 1 == cap) out = xrealloc(out, cap *= 2);
+    }
+    out[len] = '\0';
+    int st = pclose(f);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return out;
+}

@@ -1,0 +1,19 @@
+// Helpers the tests share: temporary files and directories, whole-file reads, running the tool. Each fails the
+// current cmocka test when something goes wrong, so tests can use the results directly.
+#ifndef INCEPTION_TESTUTIL_H
+#define INCEPTION_TESTUTIL_H
+
+#include <stddef.h>
+
+// A fresh directory under /tmp; remove it with test_rmtree, then free the string.
+char *test_tmpdir(void);
+void test_rmtree(const char *dir);
+// A fresh file under /tmp whose name ends in suffix, holding text (empty when NULL). Caller unlinks and frees.
+char *test_tmpfile(const char *suffix, const char *text);
+// The whole file, NUL-terminated; *n (may be NULL) gets its size.
+char *test_slurp(const char *path, size_t *n);
+// Runs `inception ARGS` (the tool built with the tests) with stdout and stderr captured: returns the output and
+// sets *status to the exit status (-1 when it did not exit normally).
+char *test_run(const char *args, int *status);
+
+#endif
