@@ -9,6 +9,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "image.h"
@@ -275,6 +277,48 @@ static void test_region_training(void **state) {
     free(props), free(log), free(out);
 }
 
+// A real kill: `inception train` killed with SIGKILL once it has written a checkpoint, then resumed from the
+// command line, ends with the same bytes as an uninterrupted run.
+static void test_kill_and_resume(void **state) {
+    Fixture *f = *state;
+    char *straight = join(f->dir, "kill_straight"), *killed = join(f->dir, "kill_resumed");
+    Err e;
+    TrainOptions o = tiny_options(f, straight);
+    o.epochs = 12;
+    o.val = NULL;
+    if (train_run(&o, &e)) fail_msg("%s", e.msg);
+    char args[2048];
+    snprintf(args, sizeof args,
+             "train --config ../configs/googlenet-tiny.cfg --data %s --classes 3 --epochs 12 --seed 7 --out %s "
+             "--batch 4 --threads 1 --log-every 1 --lr 0.01 --checkpoint-every 1 --quiet",
+             f->list, killed);
+    char *ckpt = join(killed, "checkpoint.bin");
+    char cmd[2200];
+    snprintf(cmd, sizeof cmd, "exec %s %s", INCEPTION_BIN, args);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    for (int waited = 0; access(ckpt, F_OK) != 0 && waited < 30000; waited += 5) usleep(5000);
+    usleep(20000); // a few more steps, so the kill lands mid-run
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    assert_true(WIFSIGNALED(status)); // killed, not finished
+    char resume[2100];
+    snprintf(resume, sizeof resume, "%s --resume", args);
+    char *out = test_run(resume, &status);
+    if (status != 0) fail_msg("resume failed: %s", out);
+    free(out);
+    char *a = join(straight, "checkpoint.bin"), *ma = join(straight, "model.safetensors"),
+         *mb = join(killed, "model.safetensors");
+    assert_true(same_file(a, ckpt));
+    assert_true(same_file(ma, mb));
+    free(a), free(ma), free(mb), free(ckpt), free(straight), free(killed);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_run_outputs),
@@ -282,6 +326,7 @@ int main(void) {
         cmocka_unit_test(test_refusals_and_finetune),
         cmocka_unit_test(test_bad_images_and_nan),
         cmocka_unit_test(test_region_training),
+        cmocka_unit_test(test_kill_and_resume),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
