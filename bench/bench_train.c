@@ -90,7 +90,7 @@ int main(int argc, char **argv) {
     SgdConfig sc = {.lr = 1e-5, .momentum = 0.9, .weight_decay = 2e-4};
     Sgd sgd;
     sgd_init(&sgd, net.params_size, net.params, &sc);
-    ParamGroup all = {0, net.params_size, 1.0f};
+    ParamGroup all = {0, net.params_size, 1.0f, 1.0f};
     double *t = xmalloc((size_t)reps * sizeof *t), phase[3] = {0}, loss = 0;
     struct rusage r0, r1;
     for (int i = -1; i < reps; i++) { // step -1: the warm-up (and the plan)

@@ -31,10 +31,12 @@ typedef struct {
 
 SgdConfig sgd_paper(double lr);
 
-// A contiguous range of the parameter arena with its own weight-decay multiplier (biases usually get 0).
+// A contiguous range of the parameter arena with its own multipliers, as Caffe's: weight decay (biases usually
+// get 0) and learning rate (1 for plain SGD; the step of the group is multiplied by it).
 typedef struct {
     size_t offset, size;
     float decay_mult;
+    float lr_mult;
 } ParamGroup;
 
 typedef struct {
@@ -49,7 +51,7 @@ void sgd_free(Sgd *s);
 // The learning rate after `epoch` epochs (fractional): lr * step_factor^floor(epoch / step_epochs).
 double sgd_lr(const SgdConfig *c, double epoch);
 // One update of params (n) from grads (n), PyTorch's SGD: g = grad + wd * decay_mult * w; v = momentum * v + g;
-// w -= lr * v; then average = polyak * average + (1 - polyak) * w.
+// w -= lr * lr_mult * v; then average = polyak * average + (1 - polyak) * w.
 void sgd_step(Sgd *s, const SgdConfig *c, double lr, const ParamGroup *groups, int n_groups, float *params,
               const float *grads);
 

@@ -287,7 +287,7 @@ static void test_train_learns(void **state) {
     SgdConfig c = {.lr = 0.001, .momentum = 0.9, .weight_decay = 1e-4};
     Sgd sgd;
     sgd_init(&sgd, net.params_size, net.params, &c);
-    ParamGroup all = {0, net.params_size, 1.0f};
+    ParamGroup all = {0, net.params_size, 1.0f, 1.0f};
     Rng r;
     rng_seed(&r, 10);
     double before = inference_loss(&net, x);

@@ -81,7 +81,7 @@ static void test_train_parity_pytorch(void **state) {
     SgdConfig c = {.lr = 0.001, .momentum = 0.9, .weight_decay = 2e-4};
     Sgd sgd;
     sgd_init(&sgd, net.params_size, net.params, &c);
-    ParamGroup all = {0, net.params_size, 1.0f};
+    ParamGroup all = {0, net.params_size, 1.0f, 1.0f};
     Rng rng;
     rng_seed(&rng, 1); // dropout is 0: the masks keep everything
     Err e;

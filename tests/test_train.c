@@ -16,7 +16,7 @@ static void test_sgd_momentum_by_hand(void **state) {
     (void)state;
     SgdConfig c = {.lr = 0.1, .momentum = 0.9, .weight_decay = 0.5};
     float w[2] = {1.0f, 2.0f}, g[2] = {0.5f, -1.0f};
-    ParamGroup groups[2] = {{0, 1, 1.0f}, {1, 1, 0.0f}}; // the second gets no weight decay
+    ParamGroup groups[2] = {{0, 1, 1.0f, 1.0f}, {1, 1, 0.0f, 1.0f}}; // the second gets no weight decay
     Sgd s;
     sgd_init(&s, 2, w, &c);
     assert_null(s.average);
@@ -27,6 +27,13 @@ static void test_sgd_momentum_by_hand(void **state) {
     // w0: g = 0.5 + 0.45 = 0.95; v = 0.9 + 0.95 = 1.85; w = 0.9 - 0.185 = 0.715.   w1: v = -1.9; w = 2.29
     assert_true(fabsf(w[0] - 0.715f) < 1e-6f && fabsf(w[1] - 2.29f) < 1e-6f);
     assert_int_equal(s.step, 2);
+    sgd_free(&s);
+    // lr_mult scales the group's step: half the rate, half the first move.
+    float w2[1] = {1.0f}, g2[1] = {0.5f};
+    ParamGroup half = {0, 1, 1.0f, 0.5f};
+    sgd_init(&s, 1, w2, &c);
+    sgd_step(&s, &c, c.lr, &half, 1, w2, g2);
+    assert_true(fabsf(w2[0] - 0.95f) < 1e-7f); // g = 1 as above, step 0.1 x 0.5
     sgd_free(&s);
 }
 
@@ -46,7 +53,7 @@ static void test_polyak_average(void **state) {
     SgdConfig c = {.lr = 1.0, .momentum = 0, .polyak = 0.5};
     float w[1] = {0};
     float g[1] = {-1};
-    ParamGroup all = {0, 1, 1};
+    ParamGroup all = {0, 1, 1, 1};
     Sgd s;
     sgd_init(&s, 1, w, &c);
     assert_non_null(s.average);

@@ -107,6 +107,12 @@ static void test_run_outputs(void **state) {
     }
     assert_int_equal(rows, 1 + 6); // header + 3 steps a epoch x 2 epochs
     assert_int_equal(val_rows, 2);  // one validation per epoch
+    // The training start is sane with Caffe's preprocessing (0..255 minus the mean): the first loss is near
+    // (1 + 2 x 0.3) log 3, not in the hundreds.
+    char *row1 = strchr(text, '\n') + 1, *f3 = row1;
+    for (int k = 0; k < 3; k++) f3 = strchr(f3, ',') + 1;
+    double first_loss = atof(f3);
+    assert_true(first_loss > 1.2 && first_loss < 2.5);
     free(text);
     NetConfig cfg;
     assert_int_equal(config_load(o.config, &cfg, &e), 0);

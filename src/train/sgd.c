@@ -37,9 +37,9 @@ double sgd_lr(const SgdConfig *c, double epoch) {
 
 void sgd_step(Sgd *s, const SgdConfig *c, double lr, const ParamGroup *groups, int n_groups, float *params,
               const float *grads) {
-    const float mu = (float)c->momentum, rate = (float)lr;
+    const float mu = (float)c->momentum;
     for (int g = 0; g < n_groups; g++) {
-        const float wd = (float)c->weight_decay * groups[g].decay_mult;
+        const float wd = (float)c->weight_decay * groups[g].decay_mult, rate = (float)lr * groups[g].lr_mult;
         float *w = params + groups[g].offset, *v = s->velocity + groups[g].offset;
         const float *dw = grads + groups[g].offset;
         // PyTorch initialises the momentum buffer with the first gradient itself (v = g, not mu*0 + g: the same).

@@ -13,6 +13,22 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#define PIXEL_STD 57.5 // of 0..255 RGB over ImageNet (0.226 x 255, averaged over the channels)
+
+// Whether parameter i is the weight of the first convolution (the one reading the input), or of a classifier
+// (a fully connected layer without ReLU: the main one and the auxiliary heads' last).
+static bool is_first_conv_weight(const Net *net, int i) {
+    for (int k = 0; k < net->n_ops; k++)
+        if (net->op[k].kind == OP_CONV && net->op[k].in.v == 0 && net->op[k].weight == i) return true;
+    return false;
+}
+
+static bool is_classifier_weight(const Net *net, int i) {
+    for (int k = 0; k < net->n_ops; k++)
+        if (net->op[k].kind == OP_FC && !net->op[k].relu && net->op[k].weight == i) return true;
+    return false;
+}
+
 TrainOptions train_options_default(void) {
     return (TrainOptions){.epochs = 1, .batch = 0, .context = 16, .pos_fraction = 0.25, .aux_weight = 0.3f,
                           .sgd = sgd_paper(0.01), .seed = 1, .log_every = 10, .augment = true};
@@ -245,14 +261,20 @@ typedef struct {
     FILE *log;
 } Run;
 
-// Weight decay on weights only, not biases (as bvlc_googlenet was trained; PyTorch's default decays both).
+// Weight decay on weights only, not biases (as bvlc_googlenet was trained; PyTorch's default decays both). The
+// first convolution's weights learn at 1/s^2 of the rate, s being the spread of the network's input (pixel
+// std x the config's scale): that is SGD on the weights of a network fed unit-variance inputs, written back in
+// the config's own preprocessing. Caffe's (0..255 minus the mean, scale 1) otherwise makes the first layer's
+// steps ~3,000 times too large, and training from scratch diverges at the paper's rates.
 static void make_groups(Run *r) {
     r->groups = xmalloc((size_t)r->net.n_params * sizeof(ParamGroup));
+    double s = PIXEL_STD * r->net.cfg.scale;
     for (int i = 0; i < r->net.n_params; i++) {
         const Param *p = &r->net.param[i];
         size_t len = strlen(p->name);
         bool bias = len >= 5 && !strcmp(p->name + len - 5, ".bias");
-        r->groups[i] = (ParamGroup){p->offset, p->size, bias ? 0.0f : 1.0f};
+        float lr_mult = is_first_conv_weight(&r->net, i) ? (float)(1.0 / (s * s)) : 1.0f;
+        r->groups[i] = (ParamGroup){p->offset, p->size, bias ? 0.0f : 1.0f, lr_mult};
     }
     r->n_groups = r->net.n_params;
 }
@@ -310,8 +332,10 @@ static int open_sets(Run *r, Err *e) {
 // Initial weights for training from scratch: He-normal for the layers followed by a ReLU (the variance of the
 // activations stays put through the depth), N(0, 0.01^2) for the classifiers (the fully connected layers with
 // no ReLU: the main one and the auxiliary heads' last), so that the first loss is about log(classes), and zero
-// biases. net_init_random's demo initialisation (He everywhere, biases up to 0.1) starts from logits large
-// enough to diverge.
+// biases. The first convolution also divides by the spread of its input, so that its outputs have unit variance
+// whatever the config's preprocessing: with Caffe's (0..255 pixels minus the mean, scale 1) a plain He start
+// has logits in the hundreds and diverges within a few steps. net_init_random's demo initialisation is not for
+// training.
 static void init_for_training(Net *net, uint64_t seed) {
     Rng r;
     rng_seed(&r, seed);
@@ -322,10 +346,10 @@ static void init_for_training(Net *net, uint64_t seed) {
             memset(d, 0, p->size * sizeof(float));
             continue;
         }
-        bool classifier = false;
-        for (int k = 0; k < net->n_ops; k++)
-            classifier |= net->op[k].kind == OP_FC && !net->op[k].relu && net->op[k].weight == i;
-        double sd = classifier ? 0.01 : sqrt(2.0 / (double)(p->size / (size_t)p->shape[0]));
+        double fan_in = (double)(p->size / (size_t)p->shape[0]);
+        double sd = is_classifier_weight(net, i)   ? 0.01
+                    : is_first_conv_weight(net, i) ? sqrt(1.0 / fan_in) / (PIXEL_STD * net->cfg.scale) // input not rectified
+                                                   : sqrt(2.0 / fan_in);
         for (size_t j = 0; j < p->size; j++) d[j] = (float)(sd * rng_normal(&r));
     }
 }
