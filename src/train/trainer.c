@@ -405,6 +405,8 @@ int train_run(const TrainOptions *o, Err *e) {
             err_set(e, "%s: made with --seed %llu; resume with the same seed", r.ckpt_path, (unsigned long long)h.seed);
             goto done;
         }
+        if (r.sgd.average && !h.has_average) // averaging switched on now: start it from the resumed weights
+            memcpy(r.sgd.average, r.net.params, r.net.params_size * sizeof(float));
         step = h.step;
         r.sgd.step = h.step;
         if (!o->quiet) fprintf(stderr, "resuming from %s at step %ld\n", r.ckpt_path, step);
