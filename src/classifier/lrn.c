@@ -18,6 +18,24 @@ typedef struct {
     size_t pixels; // n*h*w: the length of one channel row
 } LrnJob;
 
+// The running sum of squares over the window of channel c, shared by the forward and backward passes: `np`
+// pixels of channel rows `ld` apart. window_start sets it for the channel before 0 (channels 0 .. after-1);
+// window_slide moves it to channel c (adds channel c + after, drops channel c - before - 1).
+static inline void window_start(const LrnShape *s, const float *x, size_t ld, size_t np, float *sum) {
+    const int after = s->size / 2;
+    for (size_t p = 0; p < np; p++) sum[p] = 0.0f;
+    for (int c = 0; c < after && c < s->c; c++)
+        for (size_t p = 0; p < np; p++) sum[p] += x[c * ld + p] * x[c * ld + p];
+}
+
+static inline void window_slide(const LrnShape *s, const float *x, size_t ld, size_t np, int c, float *sum) {
+    const int add = c + s->size / 2, drop = c - (s->size - 1) / 2 - 1;
+    if (add < s->c)
+        for (size_t p = 0; p < np; p++) sum[p] += x[add * ld + p] * x[add * ld + p];
+    if (drop >= 0)
+        for (size_t p = 0; p < np; p++) sum[p] -= x[drop * ld + p] * x[drop * ld + p];
+}
+
 static void lrn_chunk(void *arg, int chunk, int thread) {
     (void)thread;
     const LrnJob *j = arg;
@@ -25,20 +43,13 @@ static void lrn_chunk(void *arg, int chunk, int thread) {
     size_t p0 = (size_t)chunk * LRN_CHUNK, np = j->pixels - p0 < LRN_CHUNK ? j->pixels - p0 : LRN_CHUNK;
     float sum[LRN_CHUNK];
     const float scale = s->alpha / (float)s->size, k = s->k;
-    const int before = (s->size - 1) / 2, after = s->size / 2;
     const float *x = j->x + p0;
     float *y = j->y + p0;
     const size_t ld = j->pixels;
-    for (size_t p = 0; p < np; p++) sum[p] = 0.0f;
-    for (int c = 0; c < after && c < s->c; c++) // the window of channel 0: channels 0 .. after-1, then `after`
-        for (size_t p = 0; p < np; p++) sum[p] += x[c * ld + p] * x[c * ld + p];
+    window_start(s, x, ld, np, sum);
     const bool b75 = s->beta == 0.75f;
     for (int c = 0; c < s->c; c++) {
-        int add = c + after, drop = c - before - 1;
-        if (add < s->c)
-            for (size_t p = 0; p < np; p++) sum[p] += x[add * ld + p] * x[add * ld + p];
-        if (drop >= 0)
-            for (size_t p = 0; p < np; p++) sum[p] -= x[drop * ld + p] * x[drop * ld + p];
+        window_slide(s, x, ld, np, c, sum);
         const float *xc = x + c * ld;
         float *yc = y + c * ld;
         if (b75)
@@ -113,19 +124,13 @@ static void lrn_back_chunk(void *arg, int chunk, int thread) {
     const size_t p0 = (size_t)chunk * LRN_BACK_CHUNK;
     const size_t np = j->pixels - p0 < LRN_BACK_CHUNK ? j->pixels - p0 : LRN_BACK_CHUNK, ld = j->pixels;
     const float scale = s->alpha / (float)s->size, k = s->k;
-    const int before = (s->size - 1) / 2, after = s->size / 2;
+    const int before = (s->size - 1) / 2;
     float sum[LRN_BACK_CHUNK], ring_r[LRN_MAX_SIZE][LRN_BACK_CHUNK], ring_pw[LRN_MAX_SIZE][LRN_BACK_CHUNK];
     const float *x = j->x + p0;
-    for (size_t p = 0; p < np; p++) sum[p] = 0.0f;
-    for (int c = 0; c < after && c < s->c; c++)
-        for (size_t p = 0; p < np; p++) sum[p] += x[c * ld + p] * x[c * ld + p];
+    window_start(s, x, ld, np, sum);
     const bool b75 = s->beta == 0.75f;
     for (int c = 0; c < s->c; c++) {
-        int add = c + after, drop = c - before - 1;
-        if (add < s->c)
-            for (size_t p = 0; p < np; p++) sum[p] += x[add * ld + p] * x[add * ld + p];
-        if (drop >= 0)
-            for (size_t p = 0; p < np; p++) sum[p] -= x[drop * ld + p] * x[drop * ld + p];
+        window_slide(s, x, ld, np, c, sum);
         const float *yc = j->y + c * ld + p0, *dyc = j->dy + c * ld + p0;
         float *r = ring_r[c % s->size], *pw = ring_pw[c % s->size];
         for (size_t p = 0; p < np; p++) {
