@@ -13,6 +13,7 @@
 
 #include "../src/classifier/layers.h"
 #include "classifier.h"
+#include "testutil.h"
 
 static float *random_floats(Rng *r, size_t n, double scale) {
     float *x = malloc((n ? n : 1) * sizeof(float));
@@ -185,11 +186,7 @@ static void test_fc_softmax_flatten(void **state) {
 }
 
 static void load_tiny(Net *net) {
-    NetConfig *cfg = malloc(sizeof *cfg);
-    Err e;
-    assert_int_equal(config_load("../configs/googlenet-tiny.cfg", cfg, &e), 0);
-    assert_int_equal(net_create(net, cfg, &e), 0);
-    free(cfg);
+    test_tiny_net(net);
     net_init_random(net, 42);
 }
 

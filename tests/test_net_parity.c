@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "classifier.h"
+#include "testutil.h"
 
 #define FIXTURES "data/googlenet-tiny/"
 #define TOLERANCE 1e-5
@@ -25,14 +26,6 @@ static const char *const LAYERS[] = {
     "inception_4b", "inception_4c", "inception_4d", "loss2",        "inception_4e", "pool4",
     "inception_5a", "inception_5b", "pool5",        "drop5",        "classifier",   "prob",
 };
-
-static void load_tiny(Net *net) {
-    NetConfig *cfg = malloc(sizeof *cfg);
-    Err e;
-    assert_int_equal(config_load("../configs/googlenet-tiny.cfg", cfg, &e), 0);
-    assert_int_equal(net_create(net, cfg, &e), 0);
-    free(cfg);
-}
 
 // Compares value `name` of the last forward pass with the fixture of the same name.
 static void compare_layer(const Net *net, const char *name, const char *fixture_name) {
@@ -77,7 +70,7 @@ static void run_fixture_input(Net *net, bool keep_all, bool aux) {
 static void test_parity_pytorch_export(void **state) {
     (void)state;
     Net net;
-    load_tiny(&net);
+    test_tiny_net(&net);
     Err e;
     bool aux = false;
     if (onnx_import(&net, FIXTURES "model.onnx", &aux, &e)) fail_msg("%s", e.msg);
@@ -98,7 +91,7 @@ static void test_parity_pytorch_export(void **state) {
 static void test_parity_bvlc_layout(void **state) {
     (void)state;
     Net net;
-    load_tiny(&net);
+    test_tiny_net(&net);
     Err e;
     bool aux = true;
     if (onnx_import(&net, FIXTURES "model-bvlc.onnx", &aux, &e)) fail_msg("%s", e.msg);
@@ -113,8 +106,8 @@ static void test_parity_bvlc_layout(void **state) {
 static void test_safetensors_roundtrip(void **state) {
     (void)state;
     Net a, b;
-    load_tiny(&a);
-    load_tiny(&b);
+    test_tiny_net(&a);
+    test_tiny_net(&b);
     Err e;
     assert_int_equal(onnx_import(&a, FIXTURES "model.onnx", NULL, &e), 0);
     char path[] = "/tmp/inception_weights_XXXXXX";

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "classifier.h"
 #include "common.h"
 
 char *test_tmpdir(void) {
@@ -64,4 +65,11 @@ char *test_run(const char *args, int *status) {
     int st = pclose(f);
     *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
     return out;
+}
+
+void test_tiny_net(Net *net) {
+    NetConfig *cfg = xmalloc(sizeof *cfg); // large: off the stack
+    Err e;
+    if (config_load("../configs/googlenet-tiny.cfg", cfg, &e) || net_create(net, cfg, &e)) fail_msg("%s", e.msg);
+    free(cfg);
 }

@@ -5,6 +5,8 @@
 
 #include <stddef.h>
 
+#include "classifier.h"
+
 // A fresh directory under /tmp; remove it with test_rmtree, then free the string.
 char *test_tmpdir(void);
 void test_rmtree(const char *dir);
@@ -15,5 +17,8 @@ char *test_slurp(const char *path, size_t *n);
 // Runs `inception ARGS` (the tool built with the tests) with stdout and stderr captured: returns the output and
 // sets *status to the exit status (-1 when it did not exit normally).
 char *test_run(const char *args, int *status);
+
+// The tiny network of configs/googlenet-tiny.cfg (paths are relative to tests/), created with zeroed weights.
+void test_tiny_net(Net *net);
 
 #endif
