@@ -129,6 +129,10 @@ int make_dirs(const char *path, Err *e);
 char *path_join(const char *dir, const char *rel);
 // The directory part of a path ("." when none). Caller frees.
 char *path_dirname(const char *path);
+// to_path as seen from the directory from_dir, through the real paths of both (symlinks and "..": resolved), e.g.
+// ("out/viewer", "data/raccoon/a.jpg") -> "../../data/raccoon/a.jpg"; "." when they are the same. NULL when
+// from_dir or the directory of to_path does not exist (to_path itself need not). Caller frees.
+char *path_relative(const char *from_dir, const char *to_path);
 
 // ---------------------------------------------------------------------------------------------------------------
 // boxes: pixel-inclusive corners, 1-based like ILSVRC and VOC annotations (width = x2 - x1 + 1). Double, so

@@ -21,6 +21,52 @@ char *path_dirname(const char *path) {
     return d;
 }
 
+// The real path of a path whose last component need not exist: realpath of its directory, then its base name
+// (a base name of "." or "..", or none, takes realpath of the whole). NULL when that fails.
+static char *real_path_of(const char *path) {
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    if (!*base || !strcmp(base, ".") || !strcmp(base, "..")) return realpath(path, NULL);
+    char *dir = path_dirname(path);
+    char *real_dir = realpath(dir, NULL);
+    free(dir);
+    if (!real_dir) return NULL;
+    char *p = path_join(real_dir, base);
+    free(real_dir);
+    return p;
+}
+
+char *path_relative(const char *from_dir, const char *to_path) {
+    char *from = realpath(from_dir, NULL), *to = real_path_of(to_path);
+    if (!from || !to) {
+        free(from);
+        free(to);
+        return NULL;
+    }
+    // The longest common prefix of whole components: both are absolute, without "." or ".." or doubled slashes.
+    size_t common = 0;
+    for (size_t i = 0;; i++) {
+        bool end_from = from[i] == '\0' || from[i] == '/', end_to = to[i] == '\0' || to[i] == '/';
+        if (end_from && end_to) common = i;
+        if (from[i] != to[i] || from[i] == '\0') break;
+    }
+    size_t ups = 0;
+    for (const char *c = from + common; *c; c++) ups += *c == '/';
+    if (common == 0 && strcmp(from, "/") == 0) ups = 0; // from the root
+    const char *rest = to + common;
+    while (*rest == '/') rest++;
+    char *p = xmalloc(3 * ups + strlen(rest) + 2);
+    size_t k = 0;
+    for (size_t u = 0; u < ups; u++, k += 3) memcpy(p + k, "../", 3);
+    strcpy(p + k, rest);
+    k += strlen(rest);
+    if (k == 0) strcpy(p, ".");
+    else if (p[k - 1] == '/') p[k - 1] = '\0'; // "../" alone: to is an ancestor of from
+    free(from);
+    free(to);
+    return p;
+}
+
 int make_dirs(const char *path, Err *e) {
     char *p = xstrdup(path);
     int rc = 0;
