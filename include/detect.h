@@ -47,4 +47,13 @@ int detect_score_regions(Net **nets, int n_nets, const Image *im, const Box *reg
 size_t detect_from_scores(const Box *regions, const float *probs, int n, int classes, const DetectParams *p,
                           Scored **out);
 
+// ---------------------------------------------------------------------------------------------------------------
+// viewer: a static page (index.html, viewer.js, viewer.css, detections.js) that shows a detections JSON
+
+// Writes the page into dir (created if missing), each file atomically: the page itself, embedded in the binary,
+// and detections.js, the detections JSON at json_path (the form `detect` writes) as a script, with each image's
+// "src": its "file" (relative to the current directory, or absolute) as a path relative to dir. A JSON that is
+// malformed or not of that form is refused, naming the file, before anything is written.
+int viewer_write(const char *dir, const char *json_path, Err *e);
+
 #endif
