@@ -19,6 +19,7 @@
 #define INCEPTION_CLASSIFIER_H
 
 #include "common.h"
+#include "data.h"
 #include "image.h"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -210,6 +211,11 @@ int net_plan(Net *net, int batch, bool keep_all, bool with_aux, Err *e);
 // differs from the current plan (keeping keep_all/with_aux). Dropout is the identity (inference).
 int net_forward(Net *net, const float *x, int batch, Err *e);
 
+// The one "network -> probabilities" call (classification, detection, validation): x, (n, C, input, input) NCHW
+// preprocessed, goes through the net `batch` images at a time (<= 0: the planned batch, or 32), and probs (n,
+// classes) gets the softmax of the main classifier's logits.
+int net_predict(Net *net, const float *x, int n, int batch, float *probs, Err *e);
+
 // Copies a value or slice of the last forward pass into dst as (batch, c, h, w) NCHW. Fails if it was not kept.
 int net_read(const Net *net, const char *name, float *dst, Err *e);
 // Whether the value survives a forward pass under the current plan.
@@ -286,8 +292,22 @@ int weights_load(Net *net, const char *path, bool *has_aux, Err *e);
 // For fine-tuning: the same checks, except that tensors whose shape differs from the config's (the classifier
 // layers, when the number of classes changed) are skipped, counted in *skipped, and keep the net's values.
 int weights_load_finetune(Net *net, const char *path, int *skipped, Err *e);
-// Writes all parameters (auxiliary heads included when with_aux) atomically, with metadata naming the format.
-int weights_save(const Net *net, const char *path, bool with_aux, Err *e);
+// What a model's outputs mean, kept in its weight file's metadata so that a detector can check that the members of
+// an ensemble agree: the object classes (names, and WNIDs where they differ) and whether output 0 is background
+// (R-CNN-style region models: output k + 1 is class k). classes.n == 0: not recorded (imported files).
+typedef struct {
+    ClassMap classes;
+    bool background;
+} ModelClasses;
+
+// Writes all parameters (auxiliary heads included when with_aux) atomically, with metadata naming the format and,
+// when `classes` is not NULL, the classes (safetensors metadata values are strings: the names are a JSON array
+// written as text, "classes": "[\"raccoon\"]", with "wnids" likewise and "background": "true" or "false").
+int weights_save(const Net *net, const char *path, bool with_aux, const ModelClasses *classes, Err *e);
+// Reads the classes a weight file records (only its header is read); mc->classes.n == 0 when it records none.
+// Malformed class metadata is an error naming the file.
+int weights_read_classes(const char *path, ModelClasses *mc, Err *e);
+void model_classes_free(ModelClasses *mc);
 
 // ---------------------------------------------------------------------------------------------------------------
 // npy: NumPy's format, float32 little-endian, C order

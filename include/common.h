@@ -3,7 +3,7 @@
 //   allocation   xmalloc & co.: out of memory is fatal and reported with file:line
 //   rng          Rng: seeded xoshiro256**, state passed explicitly
 //   progress     Progress: "done/total, rate, time left" on stderr, silenced by --quiet
-//   boxes        Box, box_iou: the devkit's +1 pixel convention
+//   boxes        Box, box_iou: the devkit's +1 pixel convention; Detection, a scored box
 //   files        atomic_open/atomic_commit: temp file, fsync, rename; read_file_all
 //   time         now_seconds
 #ifndef INCEPTION_COMMON_H
@@ -144,6 +144,15 @@ typedef struct {
 
 double box_area(Box b);       // (x2 - x1 + 1) * (y2 - y1 + 1); 0 when empty
 double box_iou(Box a, Box b); // intersection over union with the +1 convention; 0 when they do not overlap
+
+// One detection: a scored box of a class in an image. The detector makes them, detection files hold them, the
+// evaluator reads them: one type from end to end.
+typedef struct {
+    int image_id; // the image's index (ILSVRC val.txt's second column; the list position otherwise)
+    int label;    // 0-based class
+    double score;
+    Box box;
+} Detection;
 
 // ---------------------------------------------------------------------------------------------------------------
 // time

@@ -24,6 +24,9 @@ typedef struct {
 } Annotation;
 
 int annotation_load(const char *path, Annotation *a, Err *e);
+// Where an image's annotation is: DIR/<stem>.xml, or without DIR the VOC layout <dir>/../Annotations/<stem>.xml.
+// Caller frees.
+char *annotation_path_for(const char *image, const char *ann_dir);
 void annotation_free(Annotation *a);
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -40,6 +43,10 @@ typedef struct {
 int image_list_load(const char *path, ImageList *l, Err *e);
 // All files in dir ending in `suffix` (e.g. ".xml"), sorted by name, suffix stripped, ids 1..n.
 int image_list_from_dir(const char *dir, const char *suffix, ImageList *l, Err *e);
+// The images of a run: files named on the command line, and a list's entries joined to `root` (may be NULL) with
+// `ext` appended (may be NULL), keeping the list's indices.
+void image_list_add(ImageList *l, const char *name, int id);
+int image_list_append(ImageList *l, const char *list, const char *root, const char *ext, Err *e);
 void image_list_free(ImageList *l);
 
 // ---------------------------------------------------------------------------------------------------------------

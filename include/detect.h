@@ -1,51 +1,166 @@
-// detect.h: from regions to detections, as the GoogLeNet detector does it (paper Sec. 8): each region is warped
-// to the network's input with some context (R-CNN), scored by an ensemble of networks whose softmax outputs are
-// averaged, and each class's boxes are thinned by greedy non-maximum suppression.
-//   score   detect_score_regions: warped regions -> averaged class probabilities
-//   nms     greedy non-maximum suppression, per class
-//   detect  detect_regions: probabilities -> thresholded, suppressed detections
+// detect.h: from images to detections, as the GoogLeNet detector does it (paper Sec. 8): region proposals
+// (Selective Search with the superpixel size doubled), each region warped to the network's input with some
+// context (R-CNN), scored by an ensemble of networks whose softmax outputs are averaged, and each class's boxes
+// thinned by greedy non-maximum suppression.
+//   ensemble   Ensemble, ensemble_load: the members (config + weights each), the classes, the settings; checked
+//              before any image is read
+//   score      ensemble_score: warped regions of one or more images -> averaged class probabilities
+//   nms        greedy non-maximum suppression, per class
+//   detect     detect_propose, detect_from_scores: an image's regions, and its detections from their scores
+//   json       the detections file (JSON, one image a line), its journal (resume), shards, the ILSVRC submission
+//   overlay    an image with its boxes drawn
+//   viewer     a static page that shows a detections file
 #ifndef INCEPTION_DETECT_H
 #define INCEPTION_DETECT_H
 
 #include "classifier.h"
 #include "common.h"
+#include "data.h"
 #include "image.h"
+#include "proposals.h"
 
-typedef struct {
-    Box box;     // 1-based inclusive pixels
-    int label;   // 0-based class
-    float score;
-} Scored;
-
-// Greedy non-maximum suppression within each class: in descending score (ties: input order), keep a box and
-// drop every later box of its class whose IoU with it exceeds `iou` (R-CNN used 0.3). Compacts `s` in place to
-// the kept boxes, in descending score, and returns their number.
-size_t nms_per_class(Scored *s, size_t n, double iou);
+// Greedy non-maximum suppression within each class: in descending score (ties: input order), keep a detection and
+// drop every later one of its class whose IoU with it exceeds `iou` (R-CNN and the paper: 0.3). Compacts d in
+// place to the kept ones, in descending score (ties: input order), and returns their number. image_id is ignored:
+// call it on one image's detections.
+size_t nms_per_class(Detection *d, size_t n, double iou);
 
 // ---------------------------------------------------------------------------------------------------------------
-// scoring
+// ensemble
 
 typedef struct {
-    int context;       // pixels of context around each region at the network's input size (R-CNN: 16)
-    int batch;         // regions per forward pass
-    bool background;   // class 0 of the networks is "background" (R-CNN-style training); it yields no detections
-    float score_min;   // drop detections scoring below this
-    double nms_iou;    // suppress boxes of the same class overlapping a better one by more than this (0.3)
-    int max_per_image; // keep at most this many detections per image after suppression (0: all)
+    int context;          // pixels of context around each region at the network's input size (R-CNN: 16)
+    int batch;            // regions per forward pass
+    double score_min;     // drop detections scoring below this
+    double nms_iou;       // suppress boxes of a class overlapping a better one by more than this (0.3)
+    int max_per_image;    // keep at most this many detections per image after suppression (0: all)
+    double cascade;       // > 0: only regions the first member gives a background probability below this go on to
+                          // the other members (the rest keep the first member's scores); 0: every member scores
+                          // every region (the paper's, and the default)
 } DetectParams;
 
 DetectParams detect_params_default(void);
 
-// Class probabilities of regions (n; 1-based inclusive boxes) of one image, averaged over the nets' softmax
-// outputs: probs is (n, classes). The nets must agree on the number of classes; their input sizes may differ.
-int detect_score_regions(Net **nets, int n_nets, const Image *im, const Box *regions, int n, const DetectParams *p,
-                         float *probs, bool quiet, Err *e);
+#define ENSEMBLE_MAX_MEMBERS 64
 
-// Detections from scored regions: every (region, class) with probability >= score_min, class 0 skipped when
-// p->background, suppressed per class, best first, capped. Labels in the output are network classes minus 1
-// when p->background (so they index the object classes), as is. The caller frees *out.
-size_t detect_from_scores(const Box *regions, const float *probs, int n, int classes, const DetectParams *p,
-                          Scored **out);
+typedef struct {
+    char *config;   // paths as resolved (relative to the ensemble file)
+    char *weights;
+    float weight;   // its share of the average (normalised over the members)
+    int view;       // index of its input geometry in Ensemble.views: members that see regions alike share warps
+    Net *net;
+} Member;
+
+// How a member sees a region: its input size and preprocessing. Regions are warped once per view and batch.
+typedef struct {
+    const NetConfig *cfg; // of the first member with this view
+    int context;
+} EnsembleView;
+
+typedef struct {
+    char *path;
+    int n_members;
+    Member member[ENSEMBLE_MAX_MEMBERS];
+    int n_views;
+    EnsembleView view[ENSEMBLE_MAX_MEMBERS];
+    ClassMap classes;         // the object classes: detections' labels index these
+    bool background;          // network output 0 is background (R-CNN-style training): output k + 1 is class k
+    int outputs;              // network outputs: classes.n + background
+    DetectParams params;
+    ProposalParams proposals; // Selective Search's setting (configs/proposals-detector.cfg by default)
+    char proposals_desc[256];
+    bool borrowed;            // ensemble_of_net: the net and the classes belong to the caller
+} Ensemble;
+
+// Reads an ensemble file (format at the top of src/detect/ensemble.c and in README) and loads every member: its
+// config (with the ensemble's number of outputs), its weights, and the classes its weight file records, which must
+// be the ensemble's. Every error names the file and line (or the weight file) and comes before any image is read.
+// threads: network threads per member (0: one per core).
+int ensemble_load(const char *path, int threads, Ensemble *en, Err *e);
+// An ensemble of one network already in memory (training's validation); the net is borrowed, not freed.
+void ensemble_of_net(Ensemble *en, Net *net, const ClassMap *classes, bool background, const DetectParams *p);
+void ensemble_free(Ensemble *en);
+// The setting as JSON (members, classes, detection settings, proposals) for the output file; caller json_decrefs.
+struct json_t;
+struct json_t *ensemble_setting_json(const Ensemble *en);
+
+// ---------------------------------------------------------------------------------------------------------------
+// score
+
+// A region of some image: regions of several images are scored together, so that batches stay full.
+typedef struct {
+    const Image *image;
+    Box box; // 1-based inclusive pixels
+} RegionRef;
+
+// Class probabilities of n regions, probs (n, en->outputs): the members' softmax outputs averaged with their
+// weights (with params.cascade, as described there). Each region is warped once per view; batches of
+// params.batch go through every member of the view. prog (may be NULL) counts regions.
+int ensemble_score(Ensemble *en, const RegionRef *r, int n, float *probs, Progress *prog, Err *e);
+
+// ---------------------------------------------------------------------------------------------------------------
+// detect
+
+// The regions of an image: Selective Search in the ensemble's setting, duplicate boxes dropped.
+int detect_propose(const Ensemble *en, const Image *im, Proposals *out, Err *e);
+// Boxes without exact duplicates, first occurrence kept, order kept; returns the new count.
+int boxes_unique(Box *b, int n);
+
+// Detections of one image from its scored regions, probs (n, outputs): every (region, class) with probability >=
+// score_min (output 0 skipped when background), suppressed per class, best first, capped at max_per_image; labels
+// index en->classes. Appends to *out (a growable array); returns how many were added.
+typedef VEC(Detection) DetectionVec;
+size_t detect_from_scores(const Ensemble *en, int image_id, const Box *regions, const float *probs, int n,
+                          DetectionVec *out);
+
+// ---------------------------------------------------------------------------------------------------------------
+// json: the detections file
+//   {"setting": {...}, "classes": [{"id", "name", "wnid"}], "images": [{"file", "image_id", "width", "height",
+//    "seconds", "detections": [{"class", "class_id", "wnid", "score", "box"}], "ground_truth": [...]}]}
+// one image a line. While a run goes, images are appended to a journal beside the output (OUT.partial: a header
+// line, then an image a line, flushed as each image ends), so a killed run loses at most the image in flight and
+// --resume continues from it; at the end the output (and the submission) are written atomically from it.
+
+typedef struct {
+    const char *file;        // the image path as given
+    int image_id;            // the list's index (ILSVRC val.txt's second column), or the position 1..n
+    int width, height;
+    double seconds;          // wall time of this image's proposals, warps and scoring
+    const Detection *d;      // labels index the classes
+    size_t n;
+    const Annotation *gt;    // ground truth to show in the viewer (NULL: none)
+} DetectRecord;
+
+typedef struct {
+    char *path, *journal_path;
+    FILE *f;                 // the journal, open for appending
+    char *header;            // the journal's first line: {"setting": ..., "classes": ...}
+    int n_done;
+    char **done;             // (n_done) files already in the journal (resume), sorted
+} DetectWriter;
+
+// Opens OUT's journal: anew, or with `resume` continuing the one there (its header must equal this run's setting
+// and classes; a torn last line is dropped). Fails before any work when the directory is not writable.
+int detect_writer_open(DetectWriter *w, const char *path, struct json_t *setting, const ClassMap *classes,
+                       bool resume, Err *e);
+// Whether the journal already holds this image (resume).
+bool detect_writer_has(const DetectWriter *w, const char *file);
+int detect_writer_add(DetectWriter *w, const ClassMap *classes, const DetectRecord *r, Err *e);
+// Writes OUT (and the ILSVRC submission when `submission` is not NULL) atomically from the journal, then removes it.
+int detect_writer_commit(DetectWriter *w, const char *submission, Err *e);
+void detect_writer_close(DetectWriter *w); // without committing: the journal stays for --resume
+
+// Merges the files of --shard 0/N ... N-1/N runs (any order) into the file one run would have written: their
+// images interleaved back into list order, the setting without the shard. Writes OUT and the submission
+// (may be NULL) atomically.
+int detect_merge(const char *const *parts, int n_parts, const char *out, const char *submission, Err *e);
+
+// ---------------------------------------------------------------------------------------------------------------
+// overlay
+
+// The image with its detections scoring >= score_min drawn: a box and a "name 0.93" label in a colour per class.
+int detect_overlay(const Image *im, const Detection *d, size_t n, const ClassMap *classes, float score_min,
+                   const char *png_path, Err *e);
 
 // ---------------------------------------------------------------------------------------------------------------
 // viewer: a static page (index.html, viewer.js, viewer.css, detections.js) that shows a detections JSON

@@ -61,13 +61,6 @@ int gt_find_id(const GroundTruth *gt, long id);
 // detections
 
 typedef struct {
-    int image_id; // matches GtImage.image_id
-    int label;    // 0-based class
-    double score;
-    Box box;
-} Detection;
-
-typedef struct {
     size_t n;
     Detection *d; // (n) in file order; the order breaks ties in confidence, as in the devkit
     size_t skipped_unknown_image; // dropped: image not in the ground truth (counted, as the devkit would skip)
@@ -82,7 +75,7 @@ typedef struct {
 int dets_load_txt(const char *path, const GroundTruth *gt, bool strict, Detections *out, Err *e);
 // The project's JSON: {"images": [{"file" | "image_id", "detections": [{"class", "score", "box"}]}]}
 // ("class" is the 1-based id or a class name/WNID; "file" is matched to the ground truth's image names by its
-// base name without extension).
+// base name without extension; when the ground truth has no names, a .mat cache, "image_id" is used).
 int dets_load_json(const char *path, const GroundTruth *gt, bool strict, Detections *out, Err *e);
 void dets_free(Detections *d);
 

@@ -134,30 +134,18 @@ int classify_image(Net *net, const Image *im, int n_crops, int batch, float *pro
     if (batch < 1) batch = 1;
     if (batch > n) batch = n;
     const int K = cfg->classes;
-    float *logits = xmalloc((size_t)batch * K * sizeof(float));
-    double *sum = xcalloc((size_t)K, sizeof(double));
-    size_t per = (size_t)3 * cfg->input * cfg->input;
-    int rc = 0;
+    float *p = xmalloc((size_t)n * K * sizeof(float)); // (n, K) each crop's softmax
     Progress pr;
     progress_init(&pr, "crops", n, "crop", quiet || n < 32);
-    for (int i = 0; i < n && rc == 0; i += batch) {
-        int m = n - i < batch ? n - i : batch;
-        rc = net_forward(net, x + (size_t)i * per, m, e);
-        if (!rc) rc = net_read(net, net->value[net->logits].name, logits, e);
-        for (int j = 0; j < m && !rc; j++) { // softmax of each crop, accumulated
-            const float *l = logits + (size_t)j * K;
-            float mx = l[0];
-            for (int k = 1; k < K; k++) mx = fmaxf(mx, l[k]);
-            double z = 0;
-            for (int k = 0; k < K; k++) z += exp((double)l[k] - mx);
-            for (int k = 0; k < K; k++) sum[k] += exp((double)l[k] - mx) / z;
-        }
-        progress_add(&pr, m);
-    }
+    int rc = net_predict(net, x, n, batch, p, e);
+    progress_add(&pr, n);
     progress_finish(&pr);
-    for (int k = 0; k < K && !rc; k++) probs[k] = (float)(sum[k] / n);
-    free(sum);
-    free(logits);
+    for (int k = 0; k < K && !rc; k++) {
+        double sum = 0;
+        for (int j = 0; j < n; j++) sum += p[(size_t)j * K + k];
+        probs[k] = (float)(sum / n);
+    }
+    free(p);
     free(x);
     return rc;
 }

@@ -115,3 +115,17 @@ int net_read(const Net *net, const char *name, float *dst, Err *e) {
                    plane * sizeof(float));
     return 0;
 }
+
+int net_predict(Net *net, const float *x, int n, int batch, float *probs, Err *e) {
+    if (batch <= 0) batch = net->batch > 0 ? net->batch : 32;
+    const int K = net->cfg.classes;
+    const size_t per = (size_t)net->cfg.channels * net->cfg.input * net->cfg.input;
+    for (int i = 0; i < n; i += batch) {
+        int m = n - i < batch ? n - i : batch;
+        float *p = probs + (size_t)i * K; // (m, K)
+        if (net_forward(net, x + (size_t)i * per, m, e) || net_read(net, net->value[net->logits].name, p, e))
+            return -1;
+        for (int j = 0; j < m; j++) softmax_forward(K, 1, p + (size_t)j * K, p + (size_t)j * K); // one row: (K, 1)
+    }
+    return 0;
+}

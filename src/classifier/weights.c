@@ -7,6 +7,7 @@
 // check leaves the net as it was.
 #include "classifier.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -191,11 +192,34 @@ int weights_load_finetune(Net *net, const char *path, int *skipped, Err *e) {
     return load(net, path, true, NULL, skipped, e);
 }
 
-int weights_save(const Net *net, const char *path, bool with_aux, Err *e) {
-    json_t *root = json_object();
+// A list of strings as the text of a JSON array (metadata values must be strings).
+static json_t *string_list(char *const *s, int n) {
+    json_t *a = json_array();
+    for (int k = 0; k < n; k++) json_array_append_new(a, json_string(s[k]));
+    char *text = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    json_t *v = json_string(text);
+    free(text);
+    return v;
+}
+
+static json_t *metadata(const Net *net, const ModelClasses *mc) {
     const char *base = strrchr(net->cfg.path, '/');
-    json_object_set_new(root, "__metadata__", json_pack("{ssssss}", "format", "inception", "version", WEIGHTS_VERSION,
-                                                        "config", base ? base + 1 : net->cfg.path));
+    json_t *m = json_pack("{ssssss}", "format", "inception", "version", WEIGHTS_VERSION, "config",
+                          base ? base + 1 : net->cfg.path);
+    if (mc && mc->classes.n > 0) {
+        json_object_set_new(m, "classes", string_list(mc->classes.name, mc->classes.n));
+        bool same = true;
+        for (int k = 0; k < mc->classes.n; k++) same = same && !strcmp(mc->classes.name[k], mc->classes.wnid[k]);
+        if (!same) json_object_set_new(m, "wnids", string_list(mc->classes.wnid, mc->classes.n));
+        json_object_set_new(m, "background", json_string(mc->background ? "true" : "false"));
+    }
+    return m;
+}
+
+int weights_save(const Net *net, const char *path, bool with_aux, const ModelClasses *classes, Err *e) {
+    json_t *root = json_object();
+    json_object_set_new(root, "__metadata__", metadata(net, classes));
     size_t at = 0;
     for (int i = 0; i < net->n_params; i++) {
         const Param *p = &net->param[i];
@@ -227,4 +251,74 @@ int weights_save(const Net *net, const char *path, bool with_aux, Err *e) {
         fwrite(net->params + p->offset, sizeof(float), p->size, af.f);
     }
     return atomic_commit(&af, e);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// class metadata
+
+void model_classes_free(ModelClasses *mc) {
+    class_map_free(&mc->classes);
+    *mc = (ModelClasses){0};
+}
+
+// A metadata entry holding a JSON array of n strings as text into out (n entries allocated); n < 0: any length.
+static int parse_list(const char *path, json_t *meta, const char *key, int *n, char ***out, Err *e) {
+    const char *text = json_string_value(json_object_get(meta, key));
+    json_error_t je;
+    json_t *a = text ? json_loads(text, 0, &je) : NULL;
+    bool ok = json_is_array(a) && json_array_size(a) > 0 && json_array_size(a) <= CONFIG_MAX_CLASSES &&
+              (*n < 0 || json_array_size(a) == (size_t)*n);
+    for (size_t k = 0; ok && k < json_array_size(a); k++) ok = json_is_string(json_array_get(a, k));
+    if (!ok) {
+        json_decref(a);
+        return err_set(e, "%s: metadata \"%s\" must be a JSON array of %s strings, as text", path, key,
+                       *n < 0 ? "one or more" : "as many");
+    }
+    *n = (int)json_array_size(a);
+    *out = xcalloc((size_t)*n, sizeof(char *));
+    for (int k = 0; k < *n; k++) (*out)[k] = xstrdup(json_string_value(json_array_get(a, (size_t)k)));
+    json_decref(a);
+    return 0;
+}
+
+int weights_read_classes(const char *path, ModelClasses *mc, Err *e) {
+    *mc = (ModelClasses){0};
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_set(e, "%s: %s", path, strerror(errno));
+    unsigned char len[8];
+    uint64_t hlen = 0;
+    bool ok = fread(len, 1, 8, f) == 8;
+    for (int i = 7; ok && i >= 0; i--) hlen = hlen << 8 | len[i];
+    char *header = ok && hlen <= WEIGHTS_MAX_HEADER ? xmalloc((size_t)hlen + 1) : NULL;
+    ok = header && fread(header, 1, (size_t)hlen, f) == hlen;
+    fclose(f);
+    json_error_t je;
+    json_t *root = ok ? json_loadb(header, (size_t)hlen, 0, &je) : NULL;
+    free(header);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return err_set(e, "%s: not a safetensors file, or truncated (no JSON header)", path);
+    }
+    json_t *meta = json_object_get(root, "__metadata__");
+    int rc = 0;
+    if (json_object_get(meta, "classes")) {
+        int n = -1;
+        char **names = NULL, **wnids = NULL;
+        rc = parse_list(path, meta, "classes", &n, &names, e);
+        if (rc == 0 && json_object_get(meta, "wnids")) rc = parse_list(path, meta, "wnids", &n, &wnids, e);
+        const char *bg = json_string_value(json_object_get(meta, "background"));
+        if (rc == 0 && (!bg || (strcmp(bg, "true") && strcmp(bg, "false"))))
+            rc = err_set(e, "%s: metadata \"background\" must be \"true\" or \"false\"", path);
+        if (rc == 0) {
+            mc->classes = (ClassMap){n, wnids ? wnids : xcalloc((size_t)n, sizeof(char *)), names};
+            for (int k = 0; !wnids && k < n; k++) mc->classes.wnid[k] = xstrdup(names[k]);
+            mc->background = !strcmp(bg, "true");
+            names = wnids = NULL;
+        }
+        for (int k = 0; names && k < n; k++) free(names[k]);
+        for (int k = 0; wnids && k < n; k++) free(wnids[k]);
+        free(names), free(wnids);
+    }
+    json_decref(root);
+    return rc;
 }

@@ -12,6 +12,7 @@ int cmd_summary(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
+int cmd_detect(int argc, char **argv);
 
 // Prints "inception <cmd>: <message>" on stderr and returns 1.
 int cli_fail(const char *cmd, const Err *e);
@@ -20,5 +21,7 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 // Parses a whole-string integer/double argument; false (after printing a usage error) when it is not one.
 bool cli_parse_int(const char *cmd, const char *flag, const char *s, long lo, long hi, long *out);
 bool cli_parse_double(const char *cmd, const char *flag, const char *s, double *out);
+// --shard I/N: 0 <= I < N. False (after printing a usage error) when it is not that.
+bool cli_parse_shard(const char *cmd, const char *s, long *i, long *n);
 
 #endif

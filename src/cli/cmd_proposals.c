@@ -66,46 +66,6 @@ static void strvec_free(StrVec *v) {
     *v = (StrVec){0};
 }
 
-// --list: image names ("name [index]" lines, as in ILSVRC and VOC ImageSets), each joined to root and given ext.
-static int read_list(const char *path, const char *root, const char *ext, StrVec *out, Err *e) {
-    ImageList l;
-    if (image_list_load(path, &l, e)) return -1;
-    for (int i = 0; i < l.n; i++) {
-        size_t a = strlen(l.names[i]), b = ext ? strlen(ext) : 0;
-        char *name = xmalloc(a + b + 1);
-        memcpy(name, l.names[i], a);
-        memcpy(name + a, ext ? ext : "", b + 1);
-        VEC_PUSH(out, root ? path_join(root, name) : xstrdup(name));
-        free(name);
-    }
-    image_list_free(&l);
-    return 0;
-}
-
-// The annotation of an image: DIR/<stem>.xml, or by default the VOC layout <dir>/../Annotations/<stem>.xml.
-static char *annotation_path(const char *image, const char *ann_dir) {
-    const char *base = strrchr(image, '/');
-    base = base ? base + 1 : image;
-    const char *dot = strrchr(base, '.');
-    size_t stem = dot && dot != base ? (size_t)(dot - base) : strlen(base);
-    char *name = xmalloc(stem + 5);
-    memcpy(name, base, stem);
-    memcpy(name + stem, ".xml", 5);
-    char *dir;
-    if (ann_dir) {
-        dir = xstrdup(ann_dir);
-    } else {
-        char *d = path_dirname(image);
-        char *ann = path_join(d, "../Annotations");
-        free(d);
-        dir = ann;
-    }
-    char *p = path_join(dir, name);
-    free(dir);
-    free(name);
-    return p;
-}
-
 // Without --max-side, an image over the proposals limit is refused from its header, before decoding it.
 static int too_large(const char *file, const ProposalParams *p, Err *e) {
     int w, h;
@@ -124,7 +84,7 @@ typedef struct {
 } Eval;
 
 static int eval_image(Eval *ev, const char *file, const Proposals *p, Err *e) {
-    char *xml = annotation_path(file, ev->ann_dir);
+    char *xml = annotation_path_for(file, ev->ann_dir);
     Annotation gt;
     int rc = annotation_load(xml, &gt, e);
     free(xml);
@@ -222,17 +182,12 @@ int cmd_proposals(int argc, char **argv) {
         case OPT_LIST: list = optarg; break;
         case OPT_ROOT: root = optarg; break;
         case OPT_EXT: ext = optarg; break;
-        case OPT_SHARD: {
-            char *slash = strchr(optarg, '/');
-            char *end1, *end2;
-            shard_i = slash ? strtol(optarg, &end1, 10) : -1;
-            shard_n = slash ? strtol(slash + 1, &end2, 10) : 0;
-            if (!slash || end1 != slash || *end2 || shard_n < 1 || shard_i < 0 || shard_i >= shard_n) {
+        case OPT_SHARD:
+            if (!cli_parse_shard(CMD, optarg, &shard_i, &shard_n)) {
                 strvec_free(&from);
-                return cli_usage_error(CMD, "--shard expects I/N with 0 <= I < N, got '%s'", optarg);
+                return 2;
             }
             break;
-        }
         case OPT_CONFIG: config = optarg; break;
         case OPT_MODE: mode = optarg; break;
         case OPT_KSCALE: kscale = optarg; break;
@@ -276,18 +231,18 @@ int cmd_proposals(int argc, char **argv) {
     if (!bad && minbox) bad = cli_parse_int(CMD, "--min-box", minbox, 0, IMAGE_MAX_SIDE, &v) ? (p.min_box = (int)v, 0) : 2;
     if (!bad && seed) bad = cli_parse_int(CMD, "--seed", seed, 0, LONG_MAX, &v) ? (p.seed = (uint64_t)v, 0) : 2;
     if (!bad && threads) bad = cli_parse_int(CMD, "--threads", threads, 1, 256, &v) ? (p.threads = (int)v, 0) : 2;
-    StrVec images = {0};
-    for (int i = optind; i < argc; i++) VEC_PUSH(&images, xstrdup(argv[i]));
-    if (!bad && list && read_list(list, root, ext, &images, &e)) bad = cli_fail(CMD, &e);
+    ImageList images = {0};
+    for (int i = optind; i < argc; i++) image_list_add(&images, argv[i], images.n + 1);
+    if (!bad && list && image_list_append(&images, list, root, ext, &e)) bad = cli_fail(CMD, &e);
     if (!bad && from.len && !ev.on) bad = cli_usage_error(CMD, "--from only makes sense with --eval");
-    if (!bad && from.len && images.len) bad = cli_usage_error(CMD, "give images or --from files, not both");
+    if (!bad && from.len && images.n) bad = cli_usage_error(CMD, "give images or --from files, not both");
     if (!bad && from.len && (shard_n > 1 || output)) bad = cli_usage_error(CMD, "--shard and -o need images, not --from");
-    if (!bad && !from.len && !images.len) bad = cli_usage_error(CMD, "no images");
+    if (!bad && !from.len && !images.n) bad = cli_usage_error(CMD, "no images");
     if (!bad && !ev.on && !output) bad = cli_usage_error(CMD, "-o FILE is required (or use --eval)");
     if (!bad && !ev.on && (ev.plot || ev.report || ev.ann_dir || ev.difficult))
         bad = cli_usage_error(CMD, "--annotations, --plot, --report and --difficult need --eval");
     if (bad) {
-        strvec_free(&images);
+        image_list_free(&images);
         strvec_free(&from);
         return bad;
     }
@@ -313,11 +268,11 @@ int cmd_proposals(int argc, char **argv) {
         ProposalsWriter w = {0};
         bool writing = output != NULL;
         if (writing && proposals_json_open(&w, output, setting, &e)) rc = cli_fail(CMD, &e), writing = false;
-        int64_t total = ((int64_t)images.len - shard_i + shard_n - 1) / shard_n;
+        int64_t total = ((int64_t)images.n - shard_i + shard_n - 1) / shard_n;
         Progress pr;
         progress_init(&pr, "proposals", total, "img", quiet);
-        for (size_t i = (size_t)shard_i; i < images.len && !rc; i += (size_t)shard_n) {
-            const char *file = images.data[i];
+        for (int i = (int)shard_i; i < images.n && !rc; i += (int)shard_n) {
+            const char *file = images.names[i];
             Image im = {0};
             Proposals props;
             if (too_large(file, &p, &e) || image_load(file, &im, &e) || proposals_compute(&im, &p, &props, &e)) {
@@ -351,7 +306,7 @@ int cmd_proposals(int argc, char **argv) {
         rc = 1;
     }
     prop_eval_free(&ev.ev);
-    strvec_free(&images);
+    image_list_free(&images);
     strvec_free(&from);
     xmlCleanupParser();
     return rc;

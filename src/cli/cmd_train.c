@@ -46,6 +46,7 @@ static const char *USAGE =
     "  --aux-weight X        loss weight of each auxiliary head (default 0.3)\n"
     "  --no-augment          no crops or distortions (regions: no flips)\n"
     "  --context P           regions: context pixels at the input size (default 16)\n"
+    "  --pos-fraction X      regions: share of positive regions in a batch (default 0.25: R-CNN's 32 of 128)\n"
     "  --proposals FILE      regions: the training images' proposals (inception proposals JSON); default:\n"
     "                        computed once and kept in DIR/proposals-train.json\n"
     "  --val-proposals FILE  the same for --val\n"
@@ -61,7 +62,7 @@ int cmd_train(int argc, char **argv) {
     long v;
     double x;
     enum { O_LR = 256, O_MOM, O_WD, O_STEP, O_FACTOR, O_POLYAK, O_AUX, O_NOAUG, O_CONTEXT, O_PROPS, O_VPROPS,
-           O_VLIMIT, O_LOG, O_CKPT, O_THREADS, O_STEPS, O_FINETUNE };
+           O_VLIMIT, O_LOG, O_CKPT, O_THREADS, O_STEPS, O_FINETUNE, O_POSFRAC };
     static const struct option opts[] = {
         {"config", required_argument, 0, 'c'},     {"data", required_argument, 0, 'd'},
         {"val", required_argument, 0, 'v'},        {"classes", required_argument, 0, 'n'},
@@ -77,7 +78,8 @@ int cmd_train(int argc, char **argv) {
         {"val-proposals", required_argument, 0, O_VPROPS}, {"val-limit", required_argument, 0, O_VLIMIT},
         {"log-every", required_argument, 0, O_LOG}, {"checkpoint-every", required_argument, 0, O_CKPT},
         {"threads", required_argument, 0, O_THREADS}, {"steps", required_argument, 0, O_STEPS},
-        {"finetune", required_argument, 0, O_FINETUNE}, {0, 0, 0, 0},
+        {"finetune", required_argument, 0, O_FINETUNE}, {"pos-fraction", required_argument, 0, O_POSFRAC},
+        {0, 0, 0, 0},
     };
     optind = 1;
 #define INT_ARG(flag, lo, hi, dst)                                                                                 \
@@ -121,6 +123,7 @@ int cmd_train(int argc, char **argv) {
         case O_THREADS: INT_ARG("--threads", 1, 256, o.threads); break;
         case O_STEPS: INT_ARG("--steps", 1, 1000000000, o.steps); break;
         case O_FINETUNE: o.finetune = optarg; break;
+        case O_POSFRAC: NUM_ARG("--pos-fraction", 0, 1, o.pos_fraction); break;
         case 'h': fputs(USAGE, stdout); return 0;
         default: return cli_usage_error("train", "unknown option");
         }

@@ -12,6 +12,7 @@ typedef struct {
 } Command;
 
 static const Command COMMANDS[] = {
+    {"detect", cmd_detect, "detect objects in images: proposals, an ensemble of networks, NMS; JSON, overlays, viewer"},
     {"eval", cmd_eval, "mean average precision of detections against ILSVRC DET / VOC ground truth"},
     {"proposals", cmd_proposals, "Selective Search region proposals (JSON), and their recall against ground truth"},
     {"classify", cmd_classify, "top-5 classes of images with the paper's 1/10/144-crop test-time scheme"},
@@ -81,4 +82,16 @@ int main(int argc, char **argv) {
     fprintf(stderr, "inception: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;
+}
+
+bool cli_parse_shard(const char *cmd, const char *s, long *i, long *n) {
+    const char *slash = strchr(s, '/');
+    char *end1 = NULL, *end2 = NULL;
+    long a = slash ? strtol(s, &end1, 10) : -1, b = slash ? strtol(slash + 1, &end2, 10) : 0;
+    if (!slash || end1 != slash || *end2 || b < 1 || a < 0 || a >= b) {
+        cli_usage_error(cmd, "--shard expects I/N with 0 <= I < N, got '%s'", s);
+        return false;
+    }
+    *i = a, *n = b;
+    return true;
 }

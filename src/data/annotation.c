@@ -126,3 +126,25 @@ void annotation_free(Annotation *a) {
     free(a->filename);
     *a = (Annotation){0};
 }
+
+char *annotation_path_for(const char *image, const char *ann_dir) {
+    const char *base = strrchr(image, '/');
+    base = base ? base + 1 : image;
+    const char *dot = strrchr(base, '.');
+    size_t stem = dot && dot != base ? (size_t)(dot - base) : strlen(base);
+    char *name = xmalloc(stem + 5);
+    memcpy(name, base, stem);
+    memcpy(name + stem, ".xml", 5);
+    char *dir;
+    if (ann_dir) {
+        dir = xstrdup(ann_dir);
+    } else {
+        char *d = path_dirname(image);
+        dir = path_join(d, "../Annotations");
+        free(d);
+    }
+    char *p = path_join(dir, name);
+    free(dir);
+    free(name);
+    return p;
+}

@@ -87,3 +87,28 @@ void image_list_free(ImageList *l) {
     free(l->ids);
     *l = (ImageList){0};
 }
+
+// ImageList does not keep its capacity: each entry added here grows the arrays by one (realloc amortises it).
+static void list_add_owned(ImageList *l, char *name, int id) {
+    l->names = xrealloc(l->names, ((size_t)l->n + 1) * sizeof(char *));
+    l->ids = xrealloc(l->ids, ((size_t)l->n + 1) * sizeof(int));
+    l->names[l->n] = name;
+    l->ids[l->n++] = id;
+}
+
+void image_list_add(ImageList *l, const char *name, int id) { list_add_owned(l, xstrdup(name), id); }
+
+int image_list_append(ImageList *l, const char *list, const char *root, const char *ext, Err *e) {
+    ImageList in;
+    if (image_list_load(list, &in, e)) return -1;
+    for (int i = 0; i < in.n; i++) {
+        size_t a = strlen(in.names[i]), b = ext ? strlen(ext) : 0;
+        char *name = xmalloc(a + b + 1);
+        memcpy(name, in.names[i], a);
+        memcpy(name + a, ext ? ext : "", b + 1);
+        list_add_owned(l, root ? path_join(root, name) : xstrdup(name), in.ids[i]);
+        free(name);
+    }
+    image_list_free(&in);
+    return 0;
+}

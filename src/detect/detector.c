@@ -1,80 +1,146 @@
-// The detector's scoring: R-CNN warping, an ensemble of Inception networks with their softmax outputs averaged
-// (Sec. 8: "we use an ensemble of 6 ConvNets when classifying each region"), then per-class suppression.
+// The detector's scoring (paper Sec. 8): every region warped R-CNN style, scored by an ensemble of Inception networks
+// whose softmax outputs are averaged ("we use an ensemble of 6 ConvNets when classifying each region"), then
+// per-class suppression.
+//
+// The loop is batch-major: a batch of regions (of one image or several) is warped once for each input geometry,
+// and that one tensor goes through every member that sees regions that way. Members differing only in weights (the
+// paper's six, ours) share every warp.
 #include "detect.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-DetectParams detect_params_default(void) {
-    return (DetectParams){.context = 16, .batch = 32, .background = true, .score_min = 0.01f, .nms_iou = 0.3,
-                          .max_per_image = 100};
-}
+typedef struct {
+    float *x[ENSEMBLE_MAX_MEMBERS]; // per view: (batch, C, S, S) warped regions
+    float *p;                       // (batch, outputs) one member's probabilities
+} Scratch;
 
-// Softmax of each row of logits (n, classes), added into acc (n, classes) times `weight`.
-static void softmax_accumulate(const float *logits, int n, int classes, float weight, float *acc) {
-    for (int i = 0; i < n; i++) {
-        const float *z = logits + (size_t)i * classes;
-        float m = z[0];
-        for (int k = 1; k < classes; k++) m = z[k] > m ? z[k] : m;
-        double sum = 0;
-        for (int k = 0; k < classes; k++) sum += exp((double)(z[k] - m));
-        for (int k = 0; k < classes; k++)
-            acc[(size_t)i * classes + k] += weight * (float)(exp((double)(z[k] - m)) / sum);
+static void scratch_alloc(Scratch *s, const Ensemble *en, int batch) {
+    for (int v = 0; v < en->n_views; v++) {
+        const NetConfig *c = en->view[v].cfg;
+        s->x[v] = xmalloc((size_t)batch * c->channels * c->input * c->input * sizeof(float));
     }
+    s->p = xmalloc((size_t)batch * en->outputs * sizeof(float));
 }
 
-// Adds weight x the softmax of one net over all regions into probs.
-static int score_with_net(Net *net, const Image *im, const Box *regions, int n, const DetectParams *p, int batch,
-                          float weight, float *probs, Progress *prog, Err *e) {
-    const NetConfig *cfg = &net->cfg;
-    size_t per = (size_t)cfg->channels * cfg->input * cfg->input;
-    float *x = xmalloc((size_t)batch * per * sizeof(float));             // (batch, C, input, input)
-    float *logits = xmalloc((size_t)batch * cfg->classes * sizeof(float)); // (batch, classes)
-    const char *name = net->value[net->logits].name;
+static void scratch_free(Scratch *s, const Ensemble *en) {
+    for (int v = 0; v < en->n_views; v++) free(s->x[v]);
+    free(s->p);
+}
+
+// Adds weight x members [m0, m1)'s probabilities of regions idx[0..n) (all regions when idx is NULL) into their
+// rows of probs.
+static int score_members(Ensemble *en, int m0, int m1, const RegionRef *r, const int *idx, int n, float *probs,
+                         Progress *prog, Err *e) {
+    const int B = en->params.batch > 0 ? en->params.batch : 64, K = en->outputs;
+    Scratch s;
+    scratch_alloc(&s, en, B);
     int rc = 0;
-    for (int i0 = 0; i0 < n && rc == 0; i0 += batch) {
-        int b = n - i0 < batch ? n - i0 : batch;
-        for (int i = 0; i < b && rc == 0; i++) rc = classify_warp_region(cfg, im, regions[i0 + i], p->context, x + (size_t)i * per, e);
-        if (rc == 0) rc = net_forward(net, x, b, e) || net_read(net, name, logits, e) ? -1 : 0;
-        if (rc == 0) softmax_accumulate(logits, b, cfg->classes, weight, probs + (size_t)i0 * cfg->classes);
-        progress_add(prog, b);
+    for (int i0 = 0; i0 < n && !rc; i0 += B) {
+        int b = n - i0 < B ? n - i0 : B;
+        for (int v = 0; v < en->n_views && !rc; v++) {
+            bool used = false;
+            for (int m = m0; m < m1; m++) used = used || en->member[m].view == v;
+            if (!used) continue;
+            const NetConfig *c = en->view[v].cfg;
+            size_t per = (size_t)c->channels * c->input * c->input;
+            for (int j = 0; j < b && !rc; j++) {
+                const RegionRef *q = &r[idx ? idx[i0 + j] : i0 + j];
+                rc = classify_warp_region(c, q->image, q->box, en->view[v].context, s.x[v] + j * per, e);
+            }
+            for (int m = m0; m < m1 && !rc; m++) {
+                const Member *mb = &en->member[m];
+                if (mb->view != v) continue;
+                rc = net_predict(mb->net, s.x[v], b, b, s.p, e);
+                for (int j = 0; j < b && !rc; j++) {
+                    float *dst = probs + (size_t)(idx ? idx[i0 + j] : i0 + j) * K;
+                    for (int k = 0; k < K; k++) dst[k] += mb->weight * s.p[(size_t)j * K + k];
+                }
+                if (prog) progress_add(prog, b);
+            }
+        }
     }
-    free(x);
-    free(logits);
+    scratch_free(&s, en);
     return rc;
 }
 
-int detect_score_regions(Net **nets, int n_nets, const Image *im, const Box *regions, int n, const DetectParams *p,
-                         float *probs, bool quiet, Err *e) {
-    if (n_nets < 1) return err_set(e, "detect: no networks");
-    int classes = nets[0]->cfg.classes;
-    for (int m = 1; m < n_nets; m++)
-        if (nets[m]->cfg.classes != classes)
-            return err_set(e, "detect: the ensemble's networks disagree on the number of classes (%d and %d)",
-                           classes, nets[m]->cfg.classes);
-    memset(probs, 0, (size_t)n * classes * sizeof(float));
-    Progress prog;
-    progress_init(&prog, "regions", (int64_t)n * n_nets, "region", quiet);
-    for (int m = 0; m < n_nets; m++)
-        if (score_with_net(nets[m], im, regions, n, p, p->batch > 0 ? p->batch : 32, 1.0f / (float)n_nets, probs,
-                           &prog, e))
-            return -1;
-    progress_finish(&prog);
+// The cascade: the first member scores everything on its own; the regions it does not confidently call
+// background get the whole ensemble's average instead.
+static int score_cascade(Ensemble *en, const RegionRef *r, int n, float *probs, Progress *prog, Err *e) {
+    const int K = en->outputs;
+    float w0 = en->member[0].weight;
+    en->member[0].weight = 1;
+    int rc = score_members(en, 0, 1, r, NULL, n, probs, prog, e);
+    en->member[0].weight = w0;
+    if (rc) return -1;
+    int *idx = xmalloc((size_t)(n ? n : 1) * sizeof(int)), m = 0;
+    for (int i = 0; i < n; i++)
+        if (probs[(size_t)i * K] < en->params.cascade) idx[m++] = i;
+    for (int j = 0; j < m; j++)
+        for (int k = 0; k < K; k++) probs[(size_t)idx[j] * K + k] *= w0;
+    if (prog) prog->total -= (int64_t)(n - m) * (en->n_members - 1); // the regions that stop here
+    rc = score_members(en, 1, en->n_members, r, idx, m, probs, prog, e);
+    free(idx);
+    return rc;
+}
+
+int ensemble_score(Ensemble *en, const RegionRef *r, int n, float *probs, Progress *prog, Err *e) {
+    memset(probs, 0, (size_t)n * en->outputs * sizeof(float));
+    if (en->params.cascade > 0 && en->background && en->n_members > 1) return score_cascade(en, r, n, probs, prog, e);
+    return score_members(en, 0, en->n_members, r, NULL, n, probs, prog, e);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// from scores to detections
+
+static int cmp_box(const void *pa, const void *pb) {
+    const Box *a = pa, *b = pb;
+    return memcmp(a, b, sizeof(Box));
+}
+
+typedef struct {
+    Box box;
+    int pos;
+} BoxPos;
+
+static int cmp_box_pos(const void *pa, const void *pb) {
+    const BoxPos *a = pa, *b = pb;
+    int c = cmp_box(&a->box, &b->box);
+    return c ? c : (a->pos > b->pos) - (a->pos < b->pos);
+}
+
+int boxes_unique(Box *b, int n) {
+    BoxPos *s = xmalloc((size_t)(n ? n : 1) * sizeof(BoxPos));
+    for (int i = 0; i < n; i++) s[i] = (BoxPos){b[i], i};
+    qsort(s, (size_t)n, sizeof(BoxPos), cmp_box_pos);
+    bool *dup = xcalloc((size_t)(n ? n : 1), sizeof(bool));
+    for (int i = 1; i < n; i++) dup[s[i].pos] = !cmp_box(&s[i].box, &s[i - 1].box);
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if (!dup[i]) b[m++] = b[i];
+    free(dup);
+    free(s);
+    return m;
+}
+
+int detect_propose(const Ensemble *en, const Image *im, Proposals *out, Err *e) {
+    if (proposals_compute(im, &en->proposals, out, e)) return -1;
+    out->n = boxes_unique(out->box, out->n);
     return 0;
 }
 
-size_t detect_from_scores(const Box *regions, const float *probs, int n, int classes, const DetectParams *p,
-                          Scored **out) {
-    int first = p->background ? 1 : 0;
-    VEC(Scored) v = {0};
+size_t detect_from_scores(const Ensemble *en, int image_id, const Box *regions, const float *probs, int n,
+                          DetectionVec *out) {
+    const DetectParams *p = &en->params;
+    const int K = en->outputs, first = en->background ? 1 : 0;
+    size_t start = out->len;
     for (int i = 0; i < n; i++)
-        for (int k = first; k < classes; k++) {
-            float s = probs[(size_t)i * classes + k];
-            if (s >= p->score_min) VEC_PUSH(&v, ((Scored){regions[i], k - first, s}));
+        for (int k = first; k < K; k++) {
+            float s = probs[(size_t)i * K + k];
+            if (s >= p->score_min) VEC_PUSH(out, ((Detection){image_id, k - first, s, regions[i]}));
         }
-    size_t kept = nms_per_class(v.data, v.len, p->nms_iou);
+    size_t kept = nms_per_class(out->data + start, out->len - start, p->nms_iou);
     if (p->max_per_image > 0 && kept > (size_t)p->max_per_image) kept = (size_t)p->max_per_image;
-    *out = v.data;
+    out->len = start + kept;
     return kept;
 }

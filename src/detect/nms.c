@@ -8,7 +8,7 @@
 
 typedef struct {
     int label;
-    float score;
+    double score;
     uint32_t pos;
 } NmsKey;
 
@@ -25,7 +25,7 @@ static int cmp_score_pos(const void *pa, const void *pb) {
     return (a->pos > b->pos) - (a->pos < b->pos);
 }
 
-size_t nms_per_class(Scored *s, size_t n, double iou) {
+size_t nms_per_class(Detection *s, size_t n, double iou) {
     if (n == 0) return 0;
     NmsKey *key = xmalloc(n * sizeof(NmsKey));
     for (size_t i = 0; i < n; i++) key[i] = (NmsKey){s[i].label, s[i].score, (uint32_t)i};
@@ -45,9 +45,9 @@ size_t nms_per_class(Scored *s, size_t n, double iou) {
     }
     // All classes together in descending score, ties in input order: a deterministic output order.
     qsort(kept, n_kept, sizeof(NmsKey), cmp_score_pos);
-    Scored *out = xmalloc(n_kept ? n_kept * sizeof(Scored) : 1);
+    Detection *out = xmalloc(n_kept ? n_kept * sizeof(Detection) : 1);
     for (size_t k = 0; k < n_kept; k++) out[k] = s[kept[k].pos];
-    memcpy(s, out, n_kept * sizeof(Scored));
+    memcpy(s, out, n_kept * sizeof(Detection));
     free(out);
     free(kept);
     free(key);

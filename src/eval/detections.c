@@ -145,20 +145,20 @@ int dets_load_json(const char *path, const GroundTruth *gt, bool strict, Detecti
     json_t *img, *det;
     json_array_foreach(images, i, img) {
         json_t *id = json_object_get(img, "image_id"), *file = json_object_get(img, "file");
+        // By name when the ground truth has names (an image list's ids need not be the run's), else by id.
         int index = -1;
-        if (json_is_integer(id)) {
-            index = gt_find_id(gt, (long)json_integer_value(id));
-        } else if (json_is_string(file)) {
-            if (n_names == 0) {
-                err_set(e, "%s: images[%zu]: the ground truth has no image names (a .mat cache); give \"image_id\"",
-                        path, i);
-                goto fail;
-            }
+        if (json_is_string(file) && n_names > 0) {
             char *b = base_name(json_string_value(file));
             NameIndex key = {b, 0};
             NameIndex *hit = bsearch(&key, names, (size_t)n_names, sizeof(NameIndex), cmp_name);
             free(b);
             index = hit ? hit->index : -1;
+        } else if (json_is_integer(id)) {
+            index = gt_find_id(gt, (long)json_integer_value(id));
+        } else if (json_is_string(file)) {
+            err_set(e, "%s: images[%zu]: the ground truth has no image names (a .mat cache); give \"image_id\"",
+                    path, i);
+            goto fail;
         } else {
             err_set(e, "%s: images[%zu] needs an integer \"image_id\" or a string \"file\"", path, i);
             goto fail;

@@ -56,7 +56,7 @@ static int validate_classify(Net *net, Dataset *val, int limit, bool quiet, ValR
     const NetConfig *cfg = &net->cfg;
     int n = val->samples.n < limit || limit <= 0 ? val->samples.n : limit, batch = 32, C = cfg->classes;
     size_t per = (size_t)cfg->channels * cfg->input * cfg->input;
-    float *x = xmalloc((size_t)batch * per * sizeof(float)), *logits = xmalloc((size_t)batch * C * sizeof(float));
+    float *x = xmalloc((size_t)batch * per * sizeof(float)), *probs = xmalloc((size_t)batch * C * sizeof(float));
     int *labels = xmalloc((size_t)batch * sizeof(int)), k = 0, rc = -1, top5[5];
     long hit1 = 0, hit5 = 0, seen = 0;
     Progress prog;
@@ -80,9 +80,9 @@ static int validate_classify(Net *net, Dataset *val, int limit, bool quiet, ValR
             progress_add(&prog, 1);
         }
         if (k == batch || (i == n && k > 0)) {
-            if (net_forward(net, x, k, e) || net_read(net, net->value[net->logits].name, logits, e)) goto done;
+            if (net_predict(net, x, k, batch, probs, e)) goto done;
             for (int j = 0; j < k; j++) {
-                topk(logits + (size_t)j * C, C, C < 5 ? C : 5, top5);
+                topk(probs + (size_t)j * C, C, C < 5 ? C : 5, top5);
                 hit1 += top5[0] == labels[j];
                 for (int q = 0; q < (C < 5 ? C : 5); q++) hit5 += top5[q] == labels[j];
             }
@@ -94,7 +94,7 @@ static int validate_classify(Net *net, Dataset *val, int limit, bool quiet, ValR
     *r = (ValResult){seen ? (double)hit1 / seen : NAN, seen ? (double)hit5 / seen : NAN, NAN, (int)seen};
     rc = 0;
 done:
-    free(x), free(logits), free(labels);
+    free(x), free(probs), free(labels);
     return rc;
 }
 
@@ -120,10 +120,11 @@ static int validate_regions(Net *net, Dataset *val, int limit, int context, bool
     }
     DetectParams dp = detect_params_default();
     dp.context = context;
-    dp.score_min = 0.001f;
+    dp.score_min = 0.001;
+    Ensemble en;
+    ensemble_of_net(&en, net, &val->classes, true, &dp);
     float *probs = NULL;
-    Scored *dets = NULL;
-    Detections all = {0};
+    DetectionVec all = {0};
     GroundTruth gt;
     gt_create(&gt, &val->classes, n_img);
     EvalResult er = {0};
@@ -139,18 +140,17 @@ static int validate_regions(Net *net, Dataset *val, int limit, int context, bool
         const Image *im = vi->bad ? NULL : dataset_image(val, i, &scratch, &de);
         if (!im) continue;
         // this image's share of the balanced set, then all its proposals for detection
-        VEC(Box) boxes = {0};
+        VEC(RegionRef) regs = {0};
         VEC(int) labels = {0};
         for (size_t t = 0; t < set.len; t++)
             if (set.data[t].image == i) {
-                VEC_PUSH(&boxes, set.data[t].box);
+                VEC_PUSH(&regs, ((RegionRef){im, set.data[t].box}));
                 VEC_PUSH(&labels, set.data[t].label);
             }
-        int n_set = (int)boxes.len;
-        for (int t = 0; t < vi->n_props; t++) VEC_PUSH(&boxes, vi->props[t]);
-        probs = xrealloc(probs, (boxes.len ? boxes.len : 1) * (size_t)C * sizeof(float));
-        Net *nets[1] = {net};
-        int bad = detect_score_regions(nets, 1, im, boxes.data, (int)boxes.len, &dp, probs, true, e);
+        int n_set = (int)regs.len;
+        for (int t = 0; t < vi->n_props; t++) VEC_PUSH(&regs, ((RegionRef){im, vi->props[t]}));
+        probs = xrealloc(probs, (regs.len ? regs.len : 1) * (size_t)C * sizeof(float));
+        int bad = ensemble_score(&en, regs.data, (int)regs.len, probs, NULL, e);
         if (!bad) {
             for (int t = 0; t < n_set; t++) {
                 const float *pr = probs + (size_t)t * C;
@@ -158,27 +158,22 @@ static int validate_regions(Net *net, Dataset *val, int limit, int context, bool
                 for (int k = 1; k < C; k++) best = pr[k] > pr[best] ? k : best;
                 correct += best == labels.data[t];
             }
-            size_t nd = detect_from_scores(boxes.data + n_set, probs + (size_t)n_set * C, vi->n_props, C, &dp, &dets);
-            for (size_t q = 0; q < nd; q++) {
-                all.d = xrealloc(all.d, (all.n + 1) * sizeof(Detection));
-                all.d[all.n++] = (Detection){i + 1, dets[q].label, dets[q].score, dets[q].box};
-            }
-            free(dets);
-            dets = NULL;
+            detect_from_scores(&en, i + 1, vi->props, probs + (size_t)n_set * C, vi->n_props, &all);
         }
-        free(boxes.data);
+        free(regs.data);
         free(labels.data);
         if (bad) goto done;
         progress_add(&prog, 1);
     }
     progress_finish(&prog);
-    if (eval_run(&gt, &all, NULL, EVAL_VOC, &er, e)) goto done;
+    Detections dets = {.n = all.len, .d = all.data};
+    if (eval_run(&gt, &dets, NULL, EVAL_VOC, &er, e)) goto done;
     *r = (ValResult){set.len ? (double)correct / (double)set.len : NAN, NAN, er.mean_ap, (int)set.len};
     rc = 0;
 done:
     eval_result_free(&er);
     gt_free(&gt);
-    dets_free(&all);
+    free(all.data);
     image_free(&scratch);
     free(probs);
     free(set.data);
@@ -282,9 +277,18 @@ static void make_groups(Run *r) {
 // The weights used for inference: the Polyak average when there is one.
 static const float *inference_weights(const Run *r) { return r->sgd.average ? r->sgd.average : r->net.params; }
 
+// The classes the model's outputs stand for, recorded in its weight file: the detection set's object classes
+// (output 0 being background), or a class tree's folder names; a list of numeric labels records none.
+static ModelClasses model_classes(const Dataset *d) {
+    if (d->kind == DATASET_REGIONS) return (ModelClasses){d->classes, true};
+    const SampleList *s = &d->samples;
+    return (ModelClasses){{s->class_names ? s->n_classes : 0, s->class_names, s->class_names}, false};
+}
+
 static int save_model(Run *r, Err *e) {
     memcpy(r->eval_net.params, inference_weights(r), r->net.params_size * sizeof(float));
-    return weights_save(&r->eval_net, r->model_path, true, e);
+    ModelClasses mc = model_classes(&r->train);
+    return weights_save(&r->eval_net, r->model_path, true, &mc, e);
 }
 
 static int save_checkpoint(Run *r, long step, Err *e) {

@@ -1,0 +1,348 @@
+// inception detect: the paper's detector over a set of images. Per image: proposals, every region warped and
+// scored by the ensemble, per-class suppression; then the detections JSON (streamed through a journal so that a
+// killed run resumes), the ILSVRC submission, overlays and a viewer page.
+#include <getopt.h>
+#include <jansson.h>
+#include <libxml/parser.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "data.h"
+#include "detect.h"
+
+static const char *CMD = "detect";
+
+static void usage(FILE *f) {
+    fprintf(f,
+        "usage: inception detect IMAGES... --ensemble FILE -o OUT.json [options]\n"
+        "       inception detect --list LIST --root DIR --ext EXT --ensemble FILE --shard I/N -o PART.json\n"
+        "       inception detect --merge PART0.json PART1.json ... -o OUT.json [--submission OUT.txt]\n"
+        "\n"
+        "The GoogLeNet detector (paper Sec. 8): Selective Search proposals in the detector's setting (superpixels x2),\n"
+        "each region warped with context (R-CNN) and scored by every network of the ensemble, their softmax outputs\n"
+        "averaged, greedy non-maximum suppression per class. Boxes are [x1, y1, x2, y2], 1-based inclusive pixels of\n"
+        "the original image. MultiBox proposals are not built yet: the output's setting says \"multibox\": null.\n"
+        "\n"
+        "input:\n"
+        "  IMAGES...             image files (image ids 1, 2, ... in order)\n"
+        "  --list FILE           more images, 'name [index]' lines (ILSVRC val.txt, VOC ImageSets); the index is\n"
+        "                        the submission's image_index (default: the line's position)\n"
+        "  --root DIR, --ext EXT the list's names are DIR/name + EXT\n"
+        "  --shard I/N           only images I, I+N, I+2N, ... (0 <= I < N); --merge joins the parts\n"
+        "  --proposals FILE      use saved proposals (inception proposals JSON; repeatable), matched by file name\n"
+        "  --keep-going          skip unreadable images (reported; exit status 1) instead of stopping\n"
+        "  --resume              continue an interrupted run from OUT.json.partial (or a finished OUT.json)\n"
+        "\n"
+        "ensemble:\n"
+        "  --ensemble FILE       members, classes and settings (models/raccoon/ensemble.cfg; format in README)\n"
+        "  --score-min X         drop detections scoring below X (default: the ensemble file's, else 0.01)\n"
+        "  --max-per-image N     keep the best N per image (0: all; default 100)\n"
+        "  --nms X               suppression IoU (default 0.3)\n"
+        "  --cascade[=X]         the first member scores every region; only those it gives a background\n"
+        "                        probability below X (default 0.95) go on to the others (faster, not exact)\n"
+        "  --batch N             regions a forward pass (default 64)\n"
+        "  --threads N           network threads (default: one per core)\n"
+        "\n"
+        "output:\n"
+        "  -o, --output FILE     detections JSON (inception eval --pred reads it), written atomically at the end\n"
+        "  --submission FILE     ILSVRC DET lines: image_index DET_ID confidence xmin ymin xmax ymax\n"
+        "  --overlays DIR        DIR/<image>.png: the image with its boxes scoring >= --overlay-min drawn\n"
+        "  --overlay-min X       (default 0.5)\n"
+        "  --viewer DIR          a static page, DIR/index.html, that shows the JSON and the images\n"
+        "  --gt DIR              add each image's ground truth (DIR/<image>.xml, VOC or ILSVRC) to the JSON, for\n"
+        "                        the viewer\n"
+        "  --quiet               no progress on stderr\n");
+}
+
+typedef struct {
+    ImageList images;
+    long shard_i, shard_n;
+    const char *ensemble, *output, *submission, *overlays, *viewer, *gt_dir;
+    VEC(const char *) proposals, merge;
+    bool keep_going, resume, quiet, merging;
+    double score_min, nms, cascade, overlay_min; // NaN: the ensemble file's
+    long max_per_image, batch, threads;          // -1: the ensemble file's
+} Options;
+
+enum { O_LIST = 256, O_ROOT, O_EXT, O_SHARD, O_PROPS, O_KEEP, O_RESUME, O_ENS, O_SMIN, O_MAXPI, O_NMS, O_CASCADE,
+       O_BATCH, O_THREADS, O_SUB, O_OVER, O_OVERMIN, O_VIEWER, O_GT, O_QUIET, O_MERGE };
+
+static const struct option OPTS[] = {
+    {"list", required_argument, 0, O_LIST},         {"root", required_argument, 0, O_ROOT},
+    {"ext", required_argument, 0, O_EXT},           {"shard", required_argument, 0, O_SHARD},
+    {"proposals", required_argument, 0, O_PROPS},   {"keep-going", no_argument, 0, O_KEEP},
+    {"resume", no_argument, 0, O_RESUME},           {"ensemble", required_argument, 0, O_ENS},
+    {"score-min", required_argument, 0, O_SMIN},    {"max-per-image", required_argument, 0, O_MAXPI},
+    {"nms", required_argument, 0, O_NMS},           {"cascade", optional_argument, 0, O_CASCADE},
+    {"batch", required_argument, 0, O_BATCH},       {"threads", required_argument, 0, O_THREADS},
+    {"output", required_argument, 0, 'o'},          {"submission", required_argument, 0, O_SUB},
+    {"overlays", required_argument, 0, O_OVER},     {"overlay-min", required_argument, 0, O_OVERMIN},
+    {"viewer", required_argument, 0, O_VIEWER},     {"gt", required_argument, 0, O_GT},
+    {"quiet", no_argument, 0, O_QUIET},             {"merge", no_argument, 0, O_MERGE},
+    {"help", no_argument, 0, 'h'},                  {0, 0, 0, 0},
+};
+
+static bool number_in(const char *flag, double lo, double hi, double *out) {
+    if (!cli_parse_double(CMD, flag, optarg, out)) return false;
+    if (*out >= lo && *out <= hi) return true;
+    cli_usage_error(CMD, "%s must be in [%g, %g]", flag, lo, hi);
+    return false;
+}
+
+// Returns 0 to run, 2 on a usage error, 1 when --help was printed.
+static int parse_args(int argc, char **argv, Options *o) {
+    const char *list = NULL, *root = NULL, *ext = NULL;
+    *o = (Options){.shard_n = 1, .score_min = NAN, .nms = NAN, .cascade = NAN, .overlay_min = 0.5,
+                   .max_per_image = -1, .batch = -1, .threads = 0};
+    optind = 1;
+    for (int c; (c = getopt_long(argc, argv, "o:h", OPTS, NULL)) != -1;) {
+        bool ok = true;
+        switch (c) {
+        case O_LIST: list = optarg; break;
+        case O_ROOT: root = optarg; break;
+        case O_EXT: ext = optarg; break;
+        case O_SHARD: ok = cli_parse_shard(CMD, optarg, &o->shard_i, &o->shard_n); break;
+        case O_PROPS: VEC_PUSH(&o->proposals, optarg); break;
+        case O_KEEP: o->keep_going = true; break;
+        case O_RESUME: o->resume = true; break;
+        case O_ENS: o->ensemble = optarg; break;
+        case O_SMIN: ok = number_in("--score-min", 0, 1, &o->score_min); break;
+        case O_MAXPI: ok = cli_parse_int(CMD, "--max-per-image", optarg, 0, 1000000000, &o->max_per_image); break;
+        case O_NMS: ok = number_in("--nms", 0, 1, &o->nms); break;
+        case O_CASCADE: o->cascade = 0.95; ok = !optarg || number_in("--cascade", 0, 1, &o->cascade); break;
+        case O_BATCH: ok = cli_parse_int(CMD, "--batch", optarg, 1, 4096, &o->batch); break;
+        case O_THREADS: ok = cli_parse_int(CMD, "--threads", optarg, 1, 256, &o->threads); break;
+        case 'o': o->output = optarg; break;
+        case O_SUB: o->submission = optarg; break;
+        case O_OVER: o->overlays = optarg; break;
+        case O_OVERMIN: ok = number_in("--overlay-min", 0, 1, &o->overlay_min); break;
+        case O_VIEWER: o->viewer = optarg; break;
+        case O_GT: o->gt_dir = optarg; break;
+        case O_QUIET: o->quiet = true; break;
+        case O_MERGE: o->merging = true; break;
+        case 'h': usage(stdout); return 1;
+        default: return cli_usage_error(CMD, "unknown option");
+        }
+        if (!ok) return 2;
+    }
+    if (!o->output) return cli_usage_error(CMD, "-o OUT.json is required");
+    if (o->merging) {
+        for (int i = optind; i < argc; i++) VEC_PUSH(&o->merge, argv[i]);
+        if (!o->merge.len) return cli_usage_error(CMD, "--merge needs the shards' files");
+        return 0;
+    }
+    if (!o->ensemble) return cli_usage_error(CMD, "--ensemble FILE is required");
+    for (int i = optind; i < argc; i++) image_list_add(&o->images, argv[i], o->images.n + 1);
+    Err e;
+    if (list && image_list_append(&o->images, list, root, ext, &e)) return cli_fail(CMD, &e) + 1;
+    if (!o->images.n) return cli_usage_error(CMD, "no images (give files or --list)");
+    return 0;
+}
+
+static void options_free(Options *o) {
+    image_list_free(&o->images);
+    free(o->proposals.data);
+    free(o->merge.data);
+}
+
+// The command line's settings over the ensemble file's.
+static void apply_overrides(const Options *o, Ensemble *en) {
+    DetectParams *p = &en->params;
+    if (!isnan(o->score_min)) p->score_min = o->score_min;
+    if (!isnan(o->nms)) p->nms_iou = o->nms;
+    if (!isnan(o->cascade)) p->cascade = o->cascade;
+    if (o->max_per_image >= 0) p->max_per_image = (int)o->max_per_image;
+    if (o->batch > 0) p->batch = (int)o->batch;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// saved proposals, found by the image's file name (as given, else its base name)
+
+typedef struct {
+    const char *base; // the file's base name
+    int index;        // into set.image
+} NamedIndex;
+
+typedef struct {
+    ProposalsSet set;
+    NamedIndex *order; // (set.n) by base name
+} SavedProposals;
+
+static const char *base_name(const char *p) {
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+static int cmp_named(const void *a, const void *b) {
+    return strcmp(((const NamedIndex *)a)->base, ((const NamedIndex *)b)->base);
+}
+
+static const Proposals *saved_find(const SavedProposals *s, const char *file) {
+    NamedIndex key = {base_name(file), 0};
+    const NamedIndex *hit = bsearch(&key, s->order, (size_t)s->set.n, sizeof(NamedIndex), cmp_named);
+    return hit ? &s->set.image[hit->index].p : NULL;
+}
+
+static int saved_load(SavedProposals *s, const Options *o, Err *e) {
+    for (size_t i = 0; i < o->proposals.len; i++)
+        if (proposals_json_read(o->proposals.data[i], &s->set, e)) return -1;
+    s->order = xmalloc((size_t)(s->set.n ? s->set.n : 1) * sizeof(NamedIndex));
+    for (int i = 0; i < s->set.n; i++) s->order[i] = (NamedIndex){base_name(s->set.image[i].file), i};
+    qsort(s->order, (size_t)s->set.n, sizeof(NamedIndex), cmp_named);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the run
+
+typedef struct {
+    const Options *o;
+    Ensemble en;
+    SavedProposals saved;
+    DetectWriter w;
+    Progress prog;
+    int64_t regions;  // scored so far, for the rate
+    int skipped;      // unreadable images (--keep-going)
+} Run;
+
+// The image's regions: saved ones when given, else the ensemble's proposals.
+static int regions_of(Run *r, const char *file, const Image *im, Proposals *out, Err *e) {
+    if (!r->o->proposals.len) return detect_propose(&r->en, im, out, e);
+    const Proposals *p = saved_find(&r->saved, file);
+    if (!p) return err_set(e, "%s: not in the --proposals files", file);
+    *out = (Proposals){p->n, xmalloc((size_t)(p->n ? p->n : 1) * sizeof(Box)), p->seconds};
+    memcpy(out->box, p->box, (size_t)p->n * sizeof(Box));
+    out->n = boxes_unique(out->box, out->n);
+    return 0;
+}
+
+static char *overlay_path(const char *dir, const char *file) {
+    const char *base = base_name(file), *dot = strrchr(base, '.');
+    size_t stem = dot && dot != base ? (size_t)(dot - base) : strlen(base);
+    char *name = xmalloc(stem + 5);
+    memcpy(name, base, stem);
+    memcpy(name + stem, ".png", 5);
+    char *p = path_join(dir, name);
+    free(name);
+    return p;
+}
+
+// One image, start to end: decode, regions, scores, detections, then its line in the journal and its overlay.
+static int detect_image(Run *r, const char *file, int image_id, Err *e) {
+    double t0 = now_seconds();
+    Image im = {0};
+    Proposals props = {0};
+    if (image_load(file, &im, e) || regions_of(r, file, &im, &props, e)) {
+        image_free(&im);
+        return -1;
+    }
+    RegionRef *refs = xmalloc((size_t)(props.n ? props.n : 1) * sizeof(RegionRef));
+    for (int i = 0; i < props.n; i++) refs[i] = (RegionRef){&im, props.box[i]};
+    float *probs = xmalloc((size_t)(props.n ? props.n : 1) * r->en.outputs * sizeof(float)); // (n, outputs)
+    DetectionVec d = {0};
+    Annotation gt = {0};
+    char *gt_path = r->o->gt_dir ? annotation_path_for(file, r->o->gt_dir) : NULL;
+    int rc = ensemble_score(&r->en, refs, props.n, probs, NULL, e);
+    if (!rc) detect_from_scores(&r->en, image_id, props.box, probs, props.n, &d);
+    if (!rc && gt_path) rc = annotation_load(gt_path, &gt, e);
+    if (!rc && r->o->overlays) {
+        char *png = overlay_path(r->o->overlays, file);
+        rc = detect_overlay(&im, d.data, d.len, &r->en.classes, (float)r->o->overlay_min, png, e);
+        free(png);
+    }
+    DetectRecord rec = {file, image_id, im.w, im.h, now_seconds() - t0, d.data, d.len, gt_path ? &gt : NULL};
+    if (!rc) rc = detect_writer_add(&r->w, &r->en.classes, &rec, e);
+    r->regions += props.n;
+    if (gt_path) annotation_free(&gt);
+    free(gt_path);
+    free(d.data);
+    free(probs);
+    free(refs);
+    proposals_free(&props);
+    image_free(&im);
+    return rc;
+}
+
+// Every image of the shard that the journal does not hold yet. Unreadable images stop the run, or with
+// --keep-going are reported and counted.
+static int detect_all(Run *r, Err *e) {
+    const Options *o = r->o;
+    int64_t total = 0;
+    for (int i = (int)o->shard_i; i < o->images.n; i += (int)o->shard_n) total++;
+    progress_init(&r->prog, "detect", total, "img", o->quiet);
+    double t0 = now_seconds();
+    for (int i = (int)o->shard_i; i < o->images.n; i += (int)o->shard_n) {
+        const char *file = o->images.names[i];
+        if (!detect_writer_has(&r->w, file)) {
+            if (detect_image(r, file, o->images.ids[i], e)) {
+                if (strstr(e->msg, file) != e->msg) err_prefix(e, "%s", file);
+                if (!o->keep_going || strstr(e->msg, r->w.journal_path)) return -1;
+                fprintf(stderr, "%sinception detect: skipped: %s\n", o->quiet ? "" : "\n", e->msg);
+                r->skipped++;
+            }
+        }
+        double dt = now_seconds() - t0;
+        progress_note(&r->prog, "%.0f regions/s", dt > 0 ? (double)r->regions / dt : 0);
+        progress_add(&r->prog, 1);
+    }
+    progress_finish(&r->prog);
+    return 0;
+}
+
+// Everything that could fail before the work starts: the ensemble, saved proposals, the output directories, the
+// journal.
+static int run_open(Run *r, Err *e) {
+    const Options *o = r->o;
+    if (ensemble_load(o->ensemble, (int)o->threads, &r->en, e)) return -1;
+    apply_overrides(o, &r->en);
+    if (saved_load(&r->saved, o, e)) return -1;
+    if ((o->overlays && make_dirs(o->overlays, e)) || (o->viewer && make_dirs(o->viewer, e))) return -1;
+    json_t *setting = ensemble_setting_json(&r->en);
+    if (o->proposals.len) json_object_set_new(setting, "proposals", json_string("saved (--proposals)"));
+    if (o->shard_n > 1) {
+        char shard[64];
+        snprintf(shard, sizeof shard, "%ld/%ld", o->shard_i, o->shard_n);
+        json_object_set_new(setting, "shard", json_string(shard));
+    }
+    int rc = detect_writer_open(&r->w, o->output, setting, &r->en.classes, o->resume, e);
+    json_decref(setting);
+    return rc;
+}
+
+static void run_close(Run *r) {
+    detect_writer_close(&r->w);
+    proposals_set_free(&r->saved.set);
+    free(r->saved.order);
+    ensemble_free(&r->en);
+}
+
+int cmd_detect(int argc, char **argv) {
+    Options o;
+    int status = parse_args(argc, argv, &o);
+    if (status) {
+        options_free(&o);
+        return status == 1 ? 0 : status;
+    }
+    Err e;
+    int rc = 0;
+    if (o.merging) {
+        rc = detect_merge(o.merge.data, (int)o.merge.len, o.output, o.submission, &e) ? cli_fail(CMD, &e) : 0;
+        options_free(&o);
+        return rc;
+    }
+    Run r = {.o = &o};
+    if (run_open(&r, &e) || detect_all(&r, &e) || detect_writer_commit(&r.w, o.submission, &e) ||
+        (o.viewer && viewer_write(o.viewer, o.output, &e)))
+        rc = cli_fail(CMD, &e);
+    if (!rc && r.skipped) {
+        fprintf(stderr, "inception detect: %d image(s) skipped\n", r.skipped);
+        rc = 1;
+    }
+    if (!rc && !o.quiet) fprintf(stderr, "wrote %s\n", o.output);
+    run_close(&r);
+    options_free(&o);
+    xmlCleanupParser();
+    return rc;
+}
