@@ -87,7 +87,15 @@ static void im2col_block(const ConvShape *s, const float *x, size_t p0, size_t n
                             if (hi > lo) memcpy(dst + lo, src + ix + lo, (size_t)(hi - lo) * sizeof(float));
                             memset(dst + hi, 0, (size_t)(run - hi) * sizeof(float));
                         } else {
-                            for (int j = 0; j < run; j++, ix += st) dst[j] = (ix >= 0 && ix < w) ? src[ix] : 0.0f;
+                            // the same with a stride: zeros, a strided gather without tests, zeros
+                            int lo = ix < 0 ? (-ix + st - 1) / st : 0; // first j with ix + j*st >= 0
+                            if (lo > run) lo = run;
+                            int hi = ix < w ? (w - ix + st - 1) / st : 0; // first j with ix + j*st >= w
+                            if (hi > run) hi = run;
+                            if (hi < lo) hi = lo;
+                            memset(dst, 0, (size_t)lo * sizeof(float));
+                            for (int j = lo; j < hi; j++) dst[j] = src[ix + j * st];
+                            memset(dst + hi, 0, (size_t)(run - hi) * sizeof(float));
                         }
                     }
                     dst += run;
