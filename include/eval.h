@@ -74,7 +74,7 @@ typedef struct {
 // keeps it.
 int dets_load_txt(const char *path, const GroundTruth *gt, bool strict, Detections *out, Err *e);
 // The project's JSON: {"images": [{"file" | "image_id", "detections": [{"class", "score", "box"}]}]}
-// ("class" is the 1-based id or a class name/WNID; "file" is matched to the ground truth's image names by its
+// ("class" is the 1-based id or a class name/WNID, "wnid" when present wins; "file" is matched to the ground truth's image names by its
 // base name without extension; when the ground truth has no names, a .mat cache, "image_id" is used).
 int dets_load_json(const char *path, const GroundTruth *gt, bool strict, Detections *out, Err *e);
 void dets_free(Detections *d);

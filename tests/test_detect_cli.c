@@ -16,7 +16,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "classifier.h"
 #include "common.h"
+#include "data.h"
+#include "image.h"
 #include "testutil.h"
 
 #define PHOTOS "../data/raccoon/JPEGImages/"
@@ -113,13 +116,19 @@ static double mean_ap(const char *eval_output) {
     return atof(m + 8);
 }
 
-// Detect then eval, on VOC-layout data: the JSON goes to eval as it is; the submission holds the same boxes.
+// Detect then eval, on VOC-layout data: the JSON goes to eval as it is; the submission holds the same boxes; the
+// overlays and the viewer page are there for each photo.
 static void test_detect_then_eval(void **state) {
     Fixture *f = *state;
-    char *out = join(f->dir, "det.json"), *sub = join(f->dir, "det.txt");
-    run_ok("detect --list %s --root " PHOTOS " --ext .jpg --ensemble %s -o %s --submission %s --quiet", f->list,
-           f->ensemble, out, sub);
+    char *out = join(f->dir, "det.json"), *sub = join(f->dir, "det.txt"), *view = join(f->dir, "view");
+    char *over = join(f->dir, "over"), more[2048];
+    snprintf(more, sizeof more, "--overlays %s --viewer %s --gt ../data/raccoon/Annotations", over, view);
     int status;
+    char *o = run(&status, "detect --list %s --root " PHOTOS " --ext .jpg --ensemble %s -o %s --submission %s --quiet %s",
+                  f->list, f->ensemble, out, sub, more);
+    if (status) fprintf(stderr, "%s\n", o);
+    assert_int_equal(status, 0);
+    free(o);
     char *ev = run(&status, "eval --pred %s --gt ../data/raccoon/Annotations --list %s --iou 0.5", out, f->list);
     assert_int_equal(status, 0);
     double map = mean_ap(ev);
@@ -133,10 +142,26 @@ static void test_detect_then_eval(void **state) {
     assert_non_null(strstr(json, "\"multibox\":null"));
     assert_non_null(strstr(json, "\"classes\": [{\"id\":1,\"name\":\"raccoon\"}]"));
     assert_non_null(strstr(json, "\"file\":\"" PHOTOS "raccoon-110.jpg\",\"image_id\":3,\"width\":"));
-    char *partial = xmalloc(strlen(out) + 16);
-    sprintf(partial, "%s.partial", out);
-    assert_int_equal(access(partial, F_OK), -1); // the journal is gone once the output is written
-    free(partial), free(json), free(ev), free(ev2), free(out), free(sub);
+    assert_non_null(strstr(json, "\"ground_truth\":[{\"class\":\"raccoon\",\"class_id\":1,\"box\":["));
+    char path[1024];
+    snprintf(path, sizeof path, "%s.partial", out);
+    assert_int_equal(access(path, F_OK), -1); // the journal is gone once the output is written
+    for (int i = 0; i < 4; i++) { // an overlay per photo, the photo's size
+        Image a, b;
+        Err e;
+        snprintf(path, sizeof path, "%s/%s.png", over, NAMES[i]);
+        assert_int_equal(image_load(path, &a, &e), 0);
+        snprintf(path, sizeof path, PHOTOS "%s.jpg", NAMES[i]);
+        assert_int_equal(image_load(path, &b, &e), 0);
+        assert_true(a.w == b.w && a.h == b.h);
+        image_free(&a), image_free(&b);
+    }
+    snprintf(path, sizeof path, "%s/detections.js", view);
+    char *js = test_slurp(path, NULL);
+    assert_non_null(strstr(js, "raccoon-114.jpg"));
+    snprintf(path, sizeof path, "%s/index.html", view);
+    assert_int_equal(access(path, R_OK), 0);
+    free(js), free(json), free(ev), free(ev2), free(out), free(sub), free(view), free(over);
 }
 
 // --shard 0/2 and 1/2, merged, equal one run over all the images (and so does its submission).
@@ -284,6 +309,60 @@ static void test_ilsvrc_layout(void **state) {
     free(dir), free(ann), free(img), free(map), free(list), free(ens), free(out), free(sub);
 }
 
+// The devkit's ground-truth cache has no image names: eval matches the JSON's images by "image_id", the --list
+// file's second column, as it matches the submission's lines. A tiny network with random weights and the 200
+// ILSVRC classes (+ background) scores two photos listed as validation images 7 and 9.
+static void test_ilsvrc_mat_cache(void **state) {
+    Fixture *f = *state;
+    Err e;
+    ClassMap map;
+    assert_int_equal(class_map_load("../data/ilsvrc-devkit/map_det.txt", &map, &e), 0);
+    NetConfig *cfg = xmalloc(sizeof *cfg);
+    assert_int_equal(config_load("../configs/googlenet-tiny.cfg", cfg, &e), 0);
+    config_set_classes(cfg, map.n + 1);
+    Net net;
+    assert_int_equal(net_create(&net, cfg, &e), 0);
+    net_init_random(&net, 9);
+    const Param *c1 = &net.param[net_find_param(&net, "conv1.weight")];
+    for (size_t i = 0; i < c1->size; i++) net.params[c1->offset + i] /= 60; // inputs span +-128: unsaturated softmax
+    ModelClasses mc = {map, true};
+    char *w = join(f->dir, "ilsvrc.safetensors"), *ens = join(f->dir, "ilsvrc.cfg"), *list = join(f->dir, "val7.txt");
+    assert_int_equal(weights_save(&net, w, false, &mc, &e), 0);
+    char *root = realpath("..", NULL), text[2048];
+    snprintf(text, sizeof text, "[detector]\nclass_map = %s/data/ilsvrc-devkit/map_det.txt\nbackground = true\n"
+             "proposals = proposals.cfg\nscore_min = 0.001\n[member]\nconfig = %s/configs/googlenet-tiny.cfg\n"
+             "weights = ilsvrc.safetensors\n", root, root);
+    write_text(ens, text);
+    snprintf(text, sizeof text, "%s 7\n%s 9\n", NAMES[0], NAMES[1]);
+    write_text(list, text);
+    char *out = join(f->dir, "mat.json"), *sub = join(f->dir, "mat.txt");
+    int status;
+    char *o = run(&status, "detect --list %s --root " PHOTOS " --ext .jpg --ensemble %s -o %s --submission %s --quiet",
+                  list, ens, out, sub);
+    if (status) fprintf(stderr, "%s\n", o);
+    assert_int_equal(status, 0);
+    free(o);
+    char *lines = test_slurp(sub, NULL);
+    int n = 0;
+    for (char *c = lines; *c; c++) n += *c == '\n';
+    assert_true(n > 0 && strncmp(lines, "7 ", 2) == 0 && strstr(lines, "\n9 "));
+    const char *gt = "--gt ../data/ilsvrc-devkit/ILSVRC2015_det_validation_ground_truth.mat "
+                     "--map ../data/ilsvrc-devkit/meta_det.mat";
+    char *ev1 = run(&status, "eval --pred %s %s", out, gt);
+    if (status) fprintf(stderr, "%s\n", ev1);
+    assert_int_equal(status, 0);
+    char *ev2 = run(&status, "eval --pred %s %s", sub, gt);
+    assert_int_equal(status, 0);
+    char count[64];
+    snprintf(count, sizeof count, "%d detections", n); // every detection found its image by id
+    assert_non_null(strstr(ev1, count));
+    assert_non_null(strstr(ev2, count));
+    assert_true(mean_ap(ev1) == mean_ap(ev2));
+    free(ev1), free(ev2), free(lines), free(out), free(sub), free(root), free(w), free(ens), free(list), free(cfg);
+    net_free(&net);
+    class_map_free(&map);
+}
+
 // Bad input: each refused with a message naming the file, a non-zero exit, and nothing written.
 static void test_refused(void **state) {
     Fixture *f = *state;
@@ -300,6 +379,12 @@ static void test_refused(void **state) {
     assert_int_equal(status, 1);
     assert_non_null(strstr(o, "/proc/no/such/dir/x.json"));
     free(o);
+    o = run(&status, "detect " PHOTOS "raccoon-105.jpg --ensemble %s -o %s --submission /proc/nowhere/s.txt", f->ensemble,
+            out);
+    assert_int_equal(status, 1);
+    assert_non_null(strstr(o, "/proc/nowhere/s.txt: cannot write there"));
+    assert_int_equal(access(out, F_OK), -1);
+    free(o);
     // A corrupt image: an error naming it; with --keep-going the others are detected and the exit status is 1.
     char *corrupt = join(f->dir, "corrupt.jpg");
     write_text(corrupt, "\xff\xd8\xff\xe0 not really a jpeg");
@@ -308,7 +393,16 @@ static void test_refused(void **state) {
     assert_non_null(strstr(o, "corrupt.jpg"));
     assert_int_equal(access(out, F_OK), -1);
     free(o);
-    o = run(&status, "detect %s " PHOTOS "raccoon-105.jpg --ensemble %s -o %s --quiet --keep-going", corrupt,
+    // The failed run's journal (empty: the corrupt image came first) is kept: a new run without --resume is
+    // refused rather than throwing it away; with --resume and --keep-going it goes on past the bad image.
+    char journal[1024];
+    snprintf(journal, sizeof journal, "%s.partial", out);
+    assert_int_equal(access(journal, F_OK), 0);
+    o = run(&status, "detect " PHOTOS "raccoon-105.jpg --ensemble %s -o %s --quiet", f->ensemble, out);
+    assert_int_equal(status, 1);
+    assert_non_null(strstr(o, "--resume to continue it"));
+    free(o);
+    o = run(&status, "detect %s " PHOTOS "raccoon-105.jpg --ensemble %s -o %s --quiet --keep-going --resume", corrupt,
             f->ensemble, out);
     assert_int_equal(status, 1);
     assert_non_null(strstr(o, "1 image(s) skipped"));
@@ -330,6 +424,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_detect_then_eval), cmocka_unit_test(test_shards_equal_one_run),
         cmocka_unit_test(test_resume_after_kill), cmocka_unit_test(test_ilsvrc_layout),
+        cmocka_unit_test(test_ilsvrc_mat_cache),
         cmocka_unit_test(test_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -237,16 +237,8 @@ static char *chromium(const char *bin, const char *tmp, const char *what, const 
              "timeout 60 %s --headless --no-sandbox --disable-gpu --hide-scrollbars --force-device-scale-factor=1 "
              "--window-size=1280,800 --user-data-dir='%s/profile' --virtual-time-budget=5000 %s '%s' 2>/dev/null",
              bin, tmp, what, url);
-    FILE *f = popen(cmd, "r");
-    assert_non_null(f);
-    size_t cap = 1 << 16, len = 0;
-    char *out = xmalloc(cap);
-    for (size_t got; (got = fread(out + len, 1, cap - len - 1, f)) > 0;) {
-        len += got;
-        if (len + 1 == cap) out = xrealloc(out, cap *= 2);
-    }
-    out[len] = '\0';
-    int st = pclose(f);
+    int st;
+    char *out = test_shell(cmd, &st);
     if (st != 0) fail_msg("chromium failed (status %d): %s", st, cmd);
     return out;
 }

@@ -48,13 +48,9 @@ char *test_slurp(const char *path, size_t *n) {
     return data;
 }
 
-char *test_run(const char *args, int *status) {
-    size_t n = strlen(args) + strlen(INCEPTION_BIN) + 16;
-    char *cmd = xmalloc(n);
-    snprintf(cmd, n, "%s %s 2>&1", INCEPTION_BIN, args);
+char *test_shell(const char *cmd, int *status) {
     FILE *f = popen(cmd, "r");
-    free(cmd);
-    if (!f) fail_msg("cannot run %s", INCEPTION_BIN);
+    if (!f) fail_msg("cannot run %s", cmd);
     size_t cap = 1 << 16, len = 0;
     char *out = xmalloc(cap);
     for (size_t got; (got = fread(out + len, 1, cap - len - 1, f)) > 0;) {
@@ -64,6 +60,15 @@ char *test_run(const char *args, int *status) {
     out[len] = '\0';
     int st = pclose(f);
     *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return out;
+}
+
+char *test_run(const char *args, int *status) {
+    size_t n = strlen(args) + strlen(INCEPTION_BIN) + 16;
+    char *cmd = xmalloc(n);
+    snprintf(cmd, n, "%s %s 2>&1", INCEPTION_BIN, args);
+    char *out = test_shell(cmd, status);
+    free(cmd);
     return out;
 }
 

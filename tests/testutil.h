@@ -17,6 +17,8 @@ char *test_slurp(const char *path, size_t *n);
 // Runs `inception ARGS` (the tool built with the tests) with stdout and stderr captured: returns the output and
 // sets *status to the exit status (-1 when it did not exit normally).
 char *test_run(const char *args, int *status);
+// Runs a shell command and returns its standard output; *status gets the exit status (-1: did not exit normally).
+char *test_shell(const char *cmd, int *status);
 
 // The tiny network of configs/googlenet-tiny.cfg (paths are relative to tests/), created with zeroed weights.
 void test_tiny_net(Net *net);

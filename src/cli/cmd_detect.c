@@ -1,12 +1,14 @@
 // inception detect: the paper's detector over a set of images. Per image: proposals, every region warped and
 // scored by the ensemble, per-class suppression; then the detections JSON (streamed through a journal so that a
 // killed run resumes), the ILSVRC submission, overlays and a viewer page.
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <libxml/parser.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "data.h"
@@ -41,7 +43,8 @@ static void usage(FILE *f) {
         "  --max-per-image N     keep the best N per image (0: all; default 100)\n"
         "  --nms X               suppression IoU (default 0.3)\n"
         "  --cascade[=X]         the first member scores every region; only those it gives a background\n"
-        "                        probability below X (default 0.95) go on to the others (faster, not exact)\n"
+        "                        probability below X go on to the others (faster, not exact; X: the ensemble\n"
+        "                        file's cascade, else 0.5: where the first member thinks background likelier)\n"
         "  --batch N             regions a forward pass (default 64)\n"
         "  --threads N           network threads (default: one per core)\n"
         "\n"
@@ -62,7 +65,7 @@ typedef struct {
     const char *ensemble, *output, *submission, *overlays, *viewer, *gt_dir;
     VEC(const char *) proposals, merge;
     bool keep_going, resume, quiet, merging;
-    double score_min, nms, cascade, overlay_min; // NaN: the ensemble file's
+    double score_min, nms, cascade, overlay_min; // NaN: the ensemble file's; cascade -1: --cascade alone
     long max_per_image, batch, threads;          // -1: the ensemble file's
 } Options;
 
@@ -111,7 +114,7 @@ static int parse_args(int argc, char **argv, Options *o) {
         case O_SMIN: ok = number_in("--score-min", 0, 1, &o->score_min); break;
         case O_MAXPI: ok = cli_parse_int(CMD, "--max-per-image", optarg, 0, 1000000000, &o->max_per_image); break;
         case O_NMS: ok = number_in("--nms", 0, 1, &o->nms); break;
-        case O_CASCADE: o->cascade = 0.95; ok = !optarg || number_in("--cascade", 0, 1, &o->cascade); break;
+        case O_CASCADE: o->cascade = -1; ok = !optarg || number_in("--cascade", 0, 1, &o->cascade); break;
         case O_BATCH: ok = cli_parse_int(CMD, "--batch", optarg, 1, 4096, &o->batch); break;
         case O_THREADS: ok = cli_parse_int(CMD, "--threads", optarg, 1, 256, &o->threads); break;
         case 'o': o->output = optarg; break;
@@ -152,7 +155,8 @@ static void apply_overrides(const Options *o, Ensemble *en) {
     DetectParams *p = &en->params;
     if (!isnan(o->score_min)) p->score_min = o->score_min;
     if (!isnan(o->nms)) p->nms_iou = o->nms;
-    if (!isnan(o->cascade)) p->cascade = o->cascade;
+    if (o->cascade == -1) p->cascade = p->cascade > 0 ? p->cascade : CASCADE_DEFAULT; // --cascade alone
+    else if (!isnan(o->cascade)) p->cascade = o->cascade;
     if (o->max_per_image >= 0) p->max_per_image = (int)o->max_per_image;
     if (o->batch > 0) p->batch = (int)o->batch;
 }
@@ -299,6 +303,12 @@ static int run_open(Run *r, Err *e) {
     apply_overrides(o, &r->en);
     if (saved_load(&r->saved, o, e)) return -1;
     if ((o->overlays && make_dirs(o->overlays, e)) || (o->viewer && make_dirs(o->viewer, e))) return -1;
+    if (o->submission) { // written at the end: make sure now that it can be
+        char *dir = path_dirname(o->submission);
+        bool ok = access(dir, W_OK) == 0;
+        free(dir);
+        if (!ok) return err_set(e, "%s: cannot write there: %s", o->submission, strerror(errno));
+    }
     json_t *setting = ensemble_setting_json(&r->en);
     if (o->proposals.len) json_object_set_new(setting, "proposals", json_string("saved (--proposals)"));
     if (o->shard_n > 1) {

@@ -112,29 +112,43 @@ static int journal_read(DetectWriter *w, Err *e) {
     return 0;
 }
 
-// Resuming after a run that finished: its images become the journal.
+// A finished output read an image at a time (its layout is ours: one image a line).
+typedef struct {
+    const char *path;
+    FILE *f;
+    json_t *setting, *classes;
+    char *line;
+    size_t cap;
+    long line_no;
+} OutputReader;
+
+static int reader_open(OutputReader *r, const char *path, Err *e);
+static json_t *reader_next(OutputReader *r, bool *bad, Err *e);
+static void reader_close(OutputReader *r);
+
+// Resuming after a run that finished: its images become the journal, an image at a time.
 static int journal_from_output(DetectWriter *w, Err *e) {
-    json_error_t je;
-    json_t *root = json_load_file(w->path, 0, &je);
-    json_t *images = json_object_get(root, "images");
-    if (!json_is_array(images)) {
-        json_decref(root);
-        return err_set(e, "%s: not a detections file (%s)", w->path, root ? "no \"images\" array" : je.text);
-    }
+    OutputReader r;
     AtomicFile af;
-    if (atomic_open(&af, w->journal_path, e)) return json_decref(root), -1;
-    json_t *head = json_pack("{sOsO}", "setting", json_object_get(root, "setting"), "classes",
-                             json_object_get(root, "classes"));
+    if (reader_open(&r, w->path, e)) return reader_close(&r), -1;
+    if (atomic_open(&af, w->journal_path, e)) return reader_close(&r), -1;
+    json_t *head = json_pack("{sOsO}", "setting", r.setting, "classes", r.classes);
     json_dumpf(head, af.f, JSON_FLAGS);
     fputc('\n', af.f);
     json_decref(head);
-    size_t i;
-    json_t *img;
-    json_array_foreach(images, i, img) {
+    int rc = 0;
+    for (json_t *img; !rc;) {
+        bool bad;
+        if (!(img = reader_next(&r, &bad, e))) {
+            rc = bad ? -1 : 0;
+            break;
+        }
         json_dumpf(img, af.f, JSON_FLAGS);
         fputc('\n', af.f);
+        json_decref(img);
     }
-    json_decref(root);
+    reader_close(&r);
+    if (rc) return atomic_abort(&af), -1;
     return atomic_commit(&af, e);
 }
 
@@ -148,7 +162,10 @@ int detect_writer_open(DetectWriter *w, const char *path, json_t *setting, const
     json_decref(head);
     bool have_journal = access(w->journal_path, F_OK) == 0;
     int rc = 0;
-    if (resume && !have_journal && access(path, F_OK) == 0) rc = journal_from_output(w, e), have_journal = rc == 0;
+    if (have_journal && !resume) // an interrupted run's work: kept unless the user says what to do with it
+        rc = err_set(e, "%s: an interrupted run's detections are here; --resume to continue it, or remove it to "
+                        "start afresh", w->journal_path);
+    if (!rc && resume && !have_journal && access(path, F_OK) == 0) rc = journal_from_output(w, e), have_journal = rc == 0;
     if (!rc && resume && have_journal) rc = journal_read(w, e);
     if (!rc) {
         w->f = fopen(w->journal_path, resume && have_journal ? "a" : "w");
@@ -187,133 +204,205 @@ void detect_writer_close(DetectWriter *w) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// the output and the submission
+// the output and the submission, written as the images stream by: neither the journal nor the shards are ever held
+// in memory whole, so finishing a run of 20,000 images takes no more memory than one image does
 
-// {"setting": S, "classes": C,\n"images": [\n...\n]}: one image a line, atomically.
-static int write_output(const char *path, json_t *setting, json_t *classes, json_t *const *images, size_t n,
-                        Err *e) {
-    AtomicFile af;
-    if (atomic_open(&af, path, e)) return -1;
-    fputs("{\"setting\": ", af.f);
-    json_dumpf(setting, af.f, JSON_FLAGS);
-    fputs(", \"classes\": ", af.f);
-    json_dumpf(classes, af.f, JSON_FLAGS);
-    fputs(",\n\"images\": [", af.f);
-    for (size_t i = 0; i < n; i++) {
-        fputs(i ? ",\n" : "\n", af.f);
-        json_dumpf(images[i], af.f, JSON_FLAGS);
-    }
-    fputs("\n]}\n", af.f);
-    return atomic_commit(&af, e);
+typedef struct {
+    AtomicFile out, sub; // sub.f NULL: no submission
+    size_t n;            // images written
+} Output;
+
+// {"setting": S, "classes": C,\n"images": [\n ... \n]}: one image a line.
+static int output_open(Output *o, const char *path, const char *submission, json_t *setting, json_t *classes,
+                       Err *e) {
+    *o = (Output){0};
+    if (atomic_open(&o->out, path, e)) return -1;
+    if (submission && atomic_open(&o->sub, submission, e)) return atomic_abort(&o->out), -1;
+    fputs("{\"setting\": ", o->out.f);
+    json_dumpf(setting, o->out.f, JSON_FLAGS);
+    fputs(", \"classes\": ", o->out.f);
+    json_dumpf(classes, o->out.f, JSON_FLAGS);
+    fputs(",\n\"images\": [", o->out.f);
+    return 0;
 }
 
-// ILSVRC DET lines, "image_index DET_ID confidence xmin ymin xmax ymax", in the file's order.
-static int write_submission(const char *path, json_t *const *images, size_t n, Err *e) {
-    AtomicFile af;
-    if (atomic_open(&af, path, e)) return -1;
-    for (size_t i = 0; i < n; i++) {
-        json_int_t id = json_integer_value(json_object_get(images[i], "image_id"));
-        size_t j;
-        json_t *d;
-        json_array_foreach(json_object_get(images[i], "detections"), j, d) {
-            json_t *b = json_object_get(d, "box");
-            fprintf(af.f, "%lld %lld %.9g %.9g %.9g %.9g %.9g\n", (long long)id,
-                    (long long)json_integer_value(json_object_get(d, "class_id")),
-                    json_number_value(json_object_get(d, "score")), json_number_value(json_array_get(b, 0)),
-                    json_number_value(json_array_get(b, 1)), json_number_value(json_array_get(b, 2)),
-                    json_number_value(json_array_get(b, 3)));
-        }
+// ILSVRC DET lines of one image, "image_index DET_ID confidence xmin ymin xmax ymax".
+static void submission_lines(FILE *f, json_t *img) {
+    json_int_t id = json_integer_value(json_object_get(img, "image_id"));
+    size_t j;
+    json_t *d;
+    json_array_foreach(json_object_get(img, "detections"), j, d) {
+        json_t *b = json_object_get(d, "box");
+        fprintf(f, "%lld %lld %.9g %.9g %.9g %.9g %.9g\n", (long long)id,
+                (long long)json_integer_value(json_object_get(d, "class_id")),
+                json_number_value(json_object_get(d, "score")), json_number_value(json_array_get(b, 0)),
+                json_number_value(json_array_get(b, 1)), json_number_value(json_array_get(b, 2)),
+                json_number_value(json_array_get(b, 3)));
     }
-    return atomic_commit(&af, e);
+}
+
+static void output_add(Output *o, json_t *img) {
+    fputs(o->n++ ? ",\n" : "\n", o->out.f);
+    json_dumpf(img, o->out.f, JSON_FLAGS);
+    if (o->sub.f) submission_lines(o->sub.f, img);
+}
+
+static int output_commit(Output *o, Err *e) {
+    fputs("\n]}\n", o->out.f);
+    if (o->sub.f && atomic_commit(&o->sub, e)) return atomic_abort(&o->out), -1;
+    return atomic_commit(&o->out, e);
+}
+
+static void output_abort(Output *o) {
+    if (o->sub.f) atomic_abort(&o->sub);
+    atomic_abort(&o->out);
+}
+
+// Reads the next line of f into *line (getline's buffer); false at the end.
+static bool next_line(FILE *f, char **line, size_t *cap) {
+    ssize_t n = getline(line, cap, f);
+    if (n <= 0) return false;
+    if ((*line)[n - 1] == '\n') (*line)[n - 1] = '\0';
+    return true;
 }
 
 int detect_writer_commit(DetectWriter *w, const char *submission, Err *e) {
     fclose(w->f);
     w->f = NULL;
-    char *text;
-    size_t n;
-    if (read_file_all(w->journal_path, DETECT_MAX_FILE, &text, &n, e)) return -1;
-    VEC(json_t *) images = {0};
-    json_t *head = NULL;
-    int rc = 0;
-    char *cursor = text;
-    for (char *line; !rc && (line = text_next_line(&cursor));) {
-        if (!*line) continue;
-        json_error_t je;
-        json_t *o = json_loads(line, 0, &je);
-        if (!o) rc = err_set(e, "%s: %s", w->journal_path, je.text);
-        else if (!head) head = o;
-        else VEC_PUSH(&images, o);
+    FILE *f = fopen(w->journal_path, "r");
+    if (!f) return err_set(e, "%s: %s", w->journal_path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    json_error_t je;
+    json_t *head = next_line(f, &line, &cap) ? json_loads(line, 0, &je) : NULL;
+    Output o;
+    int rc = head ? output_open(&o, w->path, submission, json_object_get(head, "setting"),
+                                json_object_get(head, "classes"), e)
+                  : err_set(e, "%s: no header line", w->journal_path);
+    for (long no = 2; !rc && next_line(f, &line, &cap); no++) {
+        json_t *img = json_loads(line, 0, &je);
+        if (!img) rc = err_set(e, "%s:%ld: %s", w->journal_path, no, je.text);
+        else output_add(&o, img);
+        json_decref(img);
     }
-    free(text);
-    if (!rc && !head) rc = err_set(e, "%s: empty journal", w->journal_path);
-    if (!rc)
-        rc = write_output(w->path, json_object_get(head, "setting"), json_object_get(head, "classes"), images.data,
-                          images.len, e);
-    if (!rc && submission) rc = write_submission(submission, images.data, images.len, e);
+    if (head && rc) output_abort(&o);
+    if (!rc) rc = output_commit(&o, e);
     if (!rc) unlink(w->journal_path);
-    for (size_t i = 0; i < images.len; i++) json_decref(images.data[i]);
-    free(images.data);
     json_decref(head);
+    free(line);
+    fclose(f);
     return rc;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// reading a finished output
+
+static int reader_open(OutputReader *r, const char *path, Err *e) {
+    *r = (OutputReader){.path = path, .f = fopen(path, "r")};
+    if (!r->f) return err_set(e, "%s: %s", path, strerror(errno));
+    // line 1: {"setting": S, "classes": C,   line 2: "images": [
+    bool ok = next_line(r->f, &r->line, &r->cap);
+    size_t n = ok ? strlen(r->line) : 0;
+    json_t *head = NULL;
+    if (ok && n > 1 && r->line[n - 1] == ',') {
+        r->line[n - 1] = '}';
+        json_error_t je;
+        head = json_loads(r->line, 0, &je);
+    }
+    ok = head && next_line(r->f, &r->line, &r->cap) && !strcmp(r->line, "\"images\": [");
+    r->setting = json_incref(json_object_get(head, "setting"));
+    r->classes = json_incref(json_object_get(head, "classes"));
+    json_decref(head);
+    r->line_no = 2;
+    if (!ok || !r->setting || !json_is_array(r->classes))
+        return err_set(e, "%s: not a file written by inception detect (one image a line)", path);
+    return 0;
+}
+
+// The next image, or NULL at the end (*e set when the file is malformed there).
+static json_t *reader_next(OutputReader *r, bool *bad, Err *e) {
+    *bad = false;
+    if (!next_line(r->f, &r->line, &r->cap)) return *bad = true, err_set(e, "%s: truncated", r->path), NULL;
+    r->line_no++;
+    size_t n = strlen(r->line);
+    if (!strcmp(r->line, "]}")) return NULL;
+    if (n && r->line[n - 1] == ',') r->line[--n] = '\0';
+    json_error_t je;
+    json_t *img = json_loads(r->line, 0, &je);
+    if (!json_is_object(img)) {
+        json_decref(img);
+        *bad = true;
+        err_set(e, "%s:%ld: %s", r->path, r->line_no, json_is_object(img) ? "not an image" : je.text);
+    }
+    return img;
+}
+
+static void reader_close(OutputReader *r) {
+    if (r->f) fclose(r->f);
+    json_decref(r->setting);
+    json_decref(r->classes);
+    free(r->line);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // merging shards
 
-typedef struct {
-    json_t *root;
-    int index, count; // "shard": "I/N"
-} Part;
+static int shard_of(const OutputReader *r, int *index, int *count, Err *e) {
+    const char *shard = json_string_value(json_object_get(r->setting, "shard"));
+    if (!shard || sscanf(shard, "%d/%d", index, count) != 2 || *count < 1 || *index < 0 || *index >= *count)
+        return err_set(e, "%s: not the output of a --shard I/N run (no \"shard\" in its setting)", r->path);
+    return 0;
+}
 
-static int read_part(const char *path, Part *p, Err *e) {
-    json_error_t je;
-    p->root = json_load_file(path, 0, &je);
-    if (!p->root) return err_set(e, "%s:%d: %s", path, je.line, je.text);
-    const char *shard = json_string_value(json_object_get(json_object_get(p->root, "setting"), "shard"));
-    if (!json_is_array(json_object_get(p->root, "images")) || !json_object_get(p->root, "classes"))
-        return err_set(e, "%s: not a detections file", path);
-    if (!shard || sscanf(shard, "%d/%d", &p->index, &p->count) != 2 || p->count < 1 || p->index < 0 ||
-        p->index >= p->count)
-        return err_set(e, "%s: not the output of a --shard I/N run (no \"shard\" in its setting)", path);
+// Opens every part in shard order; checks that they are one run's shards: the same setting (but the shard) and
+// classes, each shard once.
+static int parts_open(const char *const *parts, int n, OutputReader *by_index, json_t **setting, Err *e) {
+    for (int i = 0; i < n; i++) {
+        OutputReader r;
+        int index, count;
+        if (reader_open(&r, parts[i], e) || shard_of(&r, &index, &count, e)) return reader_close(&r), -1;
+        if (count != n) return reader_close(&r), err_set(e, "%s: shard %d/%d, but %d files to merge", parts[i], index, count, n);
+        if (by_index[index].f) return reader_close(&r), err_set(e, "%s: shard %d/%d given twice", parts[i], index, count);
+        json_t *s = json_deep_copy(r.setting);
+        json_object_del(s, "shard");
+        bool same = !*setting || json_equal(s, *setting);
+        for (int k = 0; k < n && same; k++)
+            if (by_index[k].f) same = json_equal(r.classes, by_index[k].classes);
+        by_index[index] = r;
+        if (!*setting) *setting = s;
+        else json_decref(s);
+        if (!same) return err_set(e, "%s: made with another setting or classes than %s", parts[i], parts[0]);
+    }
     return 0;
 }
 
 int detect_merge(const char *const *parts, int n_parts, const char *out, const char *submission, Err *e) {
-    Part *p = xcalloc((size_t)n_parts, sizeof(Part)), **by_index = xcalloc((size_t)n_parts, sizeof(Part *));
+    OutputReader *r = xcalloc((size_t)n_parts, sizeof(OutputReader));
     json_t *setting = NULL;
-    int rc = 0;
-    size_t total = 0;
-    for (int i = 0; i < n_parts && !rc; i++) {
-        rc = read_part(parts[i], &p[i], e);
-        if (rc) break;
-        json_t *s = json_deep_copy(json_object_get(p[i].root, "setting"));
-        json_object_del(s, "shard");
-        if (p[i].count != n_parts)
-            rc = err_set(e, "%s: shard %d/%d, but %d files to merge", parts[i], p[i].index, p[i].count, n_parts);
-        else if (by_index[p[i].index])
-            rc = err_set(e, "%s: shard %d/%d given twice", parts[i], p[i].index, p[i].count);
-        else if (setting && (!json_equal(s, setting) ||
-                             !json_equal(json_object_get(p[i].root, "classes"), json_object_get(p[0].root, "classes"))))
-            rc = err_set(e, "%s: made with another setting or classes than %s", parts[i], parts[0]);
-        by_index[p[i].index] = &p[i];
-        if (setting) json_decref(s);
-        else setting = s;
-        total += json_array_size(json_object_get(p[i].root, "images"));
+    int rc = parts_open(parts, n_parts, r, &setting, e);
+    Output o;
+    bool opened = false;
+    if (!rc) rc = output_open(&o, out, submission, setting, r[0].classes, e), opened = rc == 0;
+    // list position j was image j / N of shard j % N: one image from each shard in turn, until one ends
+    int ended = -1;
+    for (long j = 0; !rc && ended < 0; j++) {
+        bool bad;
+        json_t *img = reader_next(&r[j % n_parts], &bad, e);
+        if (bad) rc = -1;
+        else if (!img) ended = (int)(j % n_parts);
+        else output_add(&o, img);
+        json_decref(img);
     }
-    if (!rc) { // list position j was image j / N of shard j % N
-        json_t **images = xmalloc((total ? total : 1) * sizeof(json_t *));
-        for (size_t j = 0; j < total && !rc; j++) {
-            images[j] = json_array_get(json_object_get(by_index[j % n_parts]->root, "images"), j / n_parts);
-            if (!images[j]) rc = err_set(e, "shard %zu/%d has too few images to interleave", j % n_parts, n_parts);
-        }
-        if (!rc) rc = write_output(out, setting, json_object_get(p[0].root, "classes"), images, total, e);
-        if (!rc && submission) rc = write_submission(submission, images, total, e);
-        free(images);
+    for (int k = 0; !rc && k < n_parts; k++) { // then every other shard must be at its end too
+        if (k == ended) continue;
+        bool bad;
+        json_t *img = reader_next(&r[k], &bad, e);
+        if (img || bad) rc = img ? err_set(e, "%s: more images than its share of the list", r[k].path) : -1;
+        json_decref(img);
     }
+    if (opened) rc = rc ? (output_abort(&o), -1) : output_commit(&o, e);
     json_decref(setting);
-    for (int i = 0; i < n_parts; i++) json_decref(p[i].root);
-    free(p);
-    free(by_index);
+    for (int i = 0; i < n_parts; i++) reader_close(&r[i]);
+    free(r);
     return rc;
 }

@@ -172,7 +172,11 @@ int dets_load_json(const char *path, const GroundTruth *gt, bool strict, Detecti
             snprintf(where, sizeof where, "%s: images[%zu].detections[%zu]", path, i, j);
             json_t *box = json_object_get(det, "box"), *score = json_object_get(det, "score");
             Detection x = {0};
-            if (json_class(json_object_get(det, "class"), &gt->classes, where, &x.label, e)) goto fail;
+            // the WNID when given: class names differ between the devkit's map_det.txt and meta_det.mat
+            json_t *wnid = json_object_get(det, "wnid");
+            if (json_class(json_is_string(wnid) ? wnid : json_object_get(det, "class"), &gt->classes, where, &x.label,
+                           e))
+                goto fail;
             double b[4];
             bool ok = json_is_array(box) && json_array_size(box) == 4 && json_is_number(score);
             for (size_t q = 0; ok && q < 4; q++) {

@@ -31,18 +31,21 @@ Image image_clone(const Image *im) {
 
 int image_crop(const Image *src, int x, int y, int w, int h, const float *fill, Image *dst, Err *e) {
     if (image_alloc(dst, w, h, src->c, e)) return -1;
-    int c = src->c;
+    const int c = src->c;
+    // columns [lo, hi) of every row inside the image lie inside it: one copy a row, fill on either side
+    int lo = x < 0 ? -x : 0, hi = src->w - x < w ? src->w - x : w;
+    if (lo > w) lo = w;
+    if (hi < lo) hi = lo;
     for (int j = 0; j < h; j++) {
         int sy = y + j;
         float *row = dst->px + (size_t)j * w * c;
-        for (int i = 0; i < w; i++) {
-            int sx = x + i;
-            float *d = row + (size_t)i * c;
-            if (sx >= 0 && sx < src->w && sy >= 0 && sy < src->h)
-                memcpy(d, src->px + ((size_t)sy * src->w + sx) * c, (size_t)c * sizeof(float));
-            else
-                for (int k = 0; k < c; k++) d[k] = fill ? fill[k] : 0.0f;
-        }
+        bool inside = sy >= 0 && sy < src->h;
+        int a = inside ? lo : w, b = inside ? hi : w; // an outside row is all fill
+        for (int i = 0; i < a; i++)
+            for (int k = 0; k < c; k++) row[(size_t)i * c + k] = fill ? fill[k] : 0.0f;
+        if (b > a) memcpy(row + (size_t)a * c, src->px + ((size_t)sy * src->w + x + a) * c, (size_t)(b - a) * c * sizeof(float));
+        for (int i = b; i < w; i++)
+            for (int k = 0; k < c; k++) row[(size_t)i * c + k] = fill ? fill[k] : 0.0f;
     }
     return 0;
 }
