@@ -141,6 +141,7 @@ typedef struct {
     char *header;            // the journal's first line: {"setting": ..., "classes": ...}
     int n_done;
     char **done;             // (n_done) files already in the journal (resume), sorted
+    int n_added;             // images added by this run
 } DetectWriter;
 
 // Opens OUT's journal: anew, or with `resume` continuing the one there (its header must equal this run's setting
@@ -153,7 +154,8 @@ bool detect_writer_has(const DetectWriter *w, const char *file);
 int detect_writer_add(DetectWriter *w, const ClassMap *classes, const DetectRecord *r, Err *e);
 // Writes OUT (and the ILSVRC submission when `submission` is not NULL) atomically from the journal, then removes it.
 int detect_writer_commit(DetectWriter *w, const char *submission, Err *e);
-void detect_writer_close(DetectWriter *w); // without committing: the journal stays for --resume
+// Without committing: the journal stays for --resume (unless it holds no image at all).
+void detect_writer_close(DetectWriter *w);
 
 // Merges the files of --shard 0/N ... N-1/N runs (any order) into the file one run would have written: their
 // images interleaved back into list order, the setting without the shard. Writes OUT and the submission

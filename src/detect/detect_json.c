@@ -106,7 +106,7 @@ static int journal_read(DetectWriter *w, Err *e) {
     free(text);
     if (good < n && truncate(w->journal_path, (off_t)good))
         return err_set(e, "%s: %s", w->journal_path, strerror(errno));
-    qsort(done.data, done.len, sizeof(char *), cmp_str);
+    if (done.len) qsort(done.data, done.len, sizeof(char *), cmp_str);
     w->done = done.data;
     w->n_done = (int)done.len;
     return 0;
@@ -190,11 +190,15 @@ int detect_writer_add(DetectWriter *w, const ClassMap *classes, const DetectReco
     json_decref(img);
     fputc('\n', w->f);
     if (rc || fflush(w->f)) return err_set(e, "%s: write failed: %s", w->journal_path, strerror(errno));
+    w->n_added++;
     return 0;
 }
 
 void detect_writer_close(DetectWriter *w) {
-    if (w->f) fclose(w->f);
+    if (w->f) {
+        fclose(w->f);
+        if (w->n_done == 0 && w->n_added == 0) unlink(w->journal_path); // a journal of nothing keeps nothing
+    }
     for (int i = 0; i < w->n_done; i++) free(w->done[i]);
     free(w->done);
     free(w->header);

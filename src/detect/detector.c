@@ -139,6 +139,7 @@ size_t detect_from_scores(const Ensemble *en, int image_id, const Box *regions, 
             float s = probs[(size_t)i * K + k];
             if (s >= p->score_min) VEC_PUSH(out, ((Detection){image_id, k - first, s, regions[i]}));
         }
+    if (out->len == start) return 0;
     size_t kept = nms_per_class(out->data + start, out->len - start, p->nms_iou);
     if (p->max_per_image > 0 && kept > (size_t)p->max_per_image) kept = (size_t)p->max_per_image;
     out->len = start + kept;
