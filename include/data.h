@@ -112,6 +112,12 @@ void augment_crop_window(int w, int h, const Augment *a, Rng *rng, int *x, int *
 void augment_photometric(Image *im, const Augment *a, Rng *rng);
 // Crop, resize to out_w x out_h, flip, distort: one training sample from one image.
 int augment_image(const Image *src, const Augment *a, int out_w, int out_h, Rng *rng, Image *dst, Err *e);
+// The same for detection (MultiBox): the image's boxes (1-based inclusive pixels) follow the crop and the flip.
+// out gets each box that keeps at least half its area inside the crop, clipped to it, in normalised corner
+// coordinates of the output (x1, y1, x2, y2 in [0, 1]; pixel box b of a w-wide crop: (b.x1 - 1) / w .. b.x2 / w);
+// at most max_out of them (the first ones), *n_out their number. Draws from rng as augment_image does.
+int augment_with_boxes(const Image *src, const Augment *a, int out_w, int out_h, const Box *boxes, int n_boxes,
+                       Rng *rng, Image *dst, float *out, int max_out, int *n_out, Err *e);
 
 // ---------------------------------------------------------------------------------------------------------------
 // MATLAB v5 files (libmatio): numeric element i of a variable, whatever its numeric class, as a double; false

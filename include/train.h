@@ -113,7 +113,11 @@ void region_set_free(RegionSet *rs);
 // ---------------------------------------------------------------------------------------------------------------
 // dataset
 
-typedef enum { DATASET_CLASSIFY, DATASET_REGIONS } DatasetKind;
+typedef enum {
+    DATASET_CLASSIFY, // labelled images
+    DATASET_REGIONS,  // a detection set's proposals labelled R-CNN style (classifiers of regions)
+    DATASET_BOXES,    // a detection set's images and their boxes, class-agnostic (MultiBox)
+} DatasetKind;
 
 // One image of a detection set.
 typedef struct {
@@ -153,6 +157,7 @@ typedef struct {
     int max_classes;                 // classification labels must be below this
     double pos_iou;                  // regions: IoU that makes a proposal a positive (0.5)
     size_t cache_budget;             // bytes of decoded images to keep in memory
+    bool boxes;                      // detection sets: images and their boxes (DATASET_BOXES), no proposals
     bool quiet;
 } DatasetOptions;
 
@@ -167,11 +172,15 @@ void dataset_free(Dataset *d);
 // and counted).
 const Image *dataset_image(Dataset *d, int i, Image *scratch, Err *e);
 
+#define BATCH_MAX_BOXES 64 // boxes of one image in a DATASET_BOXES batch (more are dropped, the first kept)
+
 typedef struct {
     int n;         // images in the batch
     int c, size;   // channels, input side
     float *x;      // (n, c, size, size) preprocessed as the config says
     int *labels;   // (n)
+    int *n_boxes;  // (n) DATASET_BOXES: each image's boxes after augmentation
+    float *boxes;  // (n, BATCH_MAX_BOXES, 4) their normalised corners (x1, y1, x2, y2 in [0, 1] of the input)
 } Batch;
 
 void batch_alloc(Batch *b, int n, const NetConfig *cfg);
@@ -186,10 +195,12 @@ typedef struct {
     Augment augment;       // classification: Section 6 (regions: flips only)
 } BatchRecipe;
 
-// Steps that make one epoch: every sample once (classification), every positive region about once (regions).
+// Steps that make one epoch: every sample once (classification), every positive region about once (regions),
+// every image once (boxes).
 long dataset_steps_per_epoch(const Dataset *d, const BatchRecipe *r);
 // Batch number `index` of a run (epoch = index / steps_per_epoch): samples in a seeded per-epoch order,
-// augmented with randomness seeded by (seed, index); images that fail to decode are skipped and counted.
+// augmented with randomness seeded by (seed, index); images that fail to decode are skipped and counted. Boxes:
+// each image cropped, flipped and distorted as classification's, its boxes following (augment_with_boxes).
 int dataset_batch(Dataset *d, const NetConfig *cfg, const BatchRecipe *r, long index, Batch *b, Err *e);
 
 // ---------------------------------------------------------------------------------------------------------------

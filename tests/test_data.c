@@ -111,6 +111,45 @@ static void test_augment_reproducible(void **state) {
 }
 
 // A red 40x40 square at pixels 31..70 (1-based) of a grey image.
+// Boxes follow the crop and the flip: a white rectangle drawn on black is where its augmented box says, whatever
+// the crop and flip drawn; a box mostly cut away is dropped.
+static void test_augment_with_boxes(void **state) {
+    (void)state;
+    Err e;
+    Image im;
+    assert_int_equal(image_alloc(&im, 200, 120, 3, &e), 0);
+    Box boxes[2] = {{61, 31, 140, 90}, {1, 1, 12, 12}}; // pixels 60..139 x 30..89 (0-based), and a corner box
+    static const float WHITE[3] = {255, 255, 255};
+    image_fill_rect(&im, 60, 30, 139, 89, WHITE);
+    Augment a = augment_paper();
+    a.brightness = a.contrast = a.saturation = a.lighting = 0; // geometry only
+    a.random_interp = false;
+    a.area_min = 0.5;
+    int kept_corner = 0;
+    for (int seed = 0; seed < 40; seed++) {
+        Rng rng;
+        rng_seed(&rng, (uint64_t)seed);
+        Image out;
+        float nb[8];
+        int n;
+        assert_int_equal(augment_with_boxes(&im, &a, 64, 64, boxes, 2, &rng, &out, nb, 2, &n, &e), 0);
+        assert_true(n >= 1 && n <= 2);
+        kept_corner += n == 2;
+        const float *b = nb; // the big box: these 40 crops all keep more than half of it, so it comes first
+        assert_true(b[0] >= 0 && b[2] <= 1 && b[0] < b[2] && b[1] >= 0 && b[3] <= 1 && b[1] < b[3]);
+        // inside the box (2 px in from its edges): white; just outside (where inside the image): black
+        int x1 = (int)lround(b[0] * 64), y1 = (int)lround(b[1] * 64), x2 = (int)lround(b[2] * 64) - 1,
+            y2 = (int)lround(b[3] * 64) - 1;
+        for (int y = y1 + 2; y <= y2 - 2; y++)
+            for (int x = x1 + 2; x <= x2 - 2; x++) assert_true(out.px[((size_t)y * 64 + x) * 3] > 200);
+        if (x1 >= 3) assert_true(out.px[((size_t)((y1 + y2) / 2) * 64 + x1 - 3) * 3] < 50);
+        if (x2 <= 60) assert_true(out.px[((size_t)((y1 + y2) / 2) * 64 + x2 + 3) * 3] < 50);
+        image_free(&out);
+    }
+    assert_true(kept_corner > 0 && kept_corner < 40); // the corner box is sometimes cut away, sometimes kept
+    image_free(&im);
+}
+
 static void test_warp_region(void **state) {
     (void)state;
     Image im;
@@ -210,6 +249,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crop_window_distribution), cmocka_unit_test(test_photometric),
         cmocka_unit_test(test_augment_reproducible),     cmocka_unit_test(test_warp_region),
+        cmocka_unit_test(test_augment_with_boxes),
         cmocka_unit_test(test_sample_lists),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

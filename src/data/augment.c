@@ -101,16 +101,52 @@ void augment_photometric(Image *im, const Augment *a, Rng *rng) {
     if (a->lighting > 0) lighting(im, a->lighting, rng);
 }
 
-int augment_image(const Image *src, const Augment *a, int out_w, int out_h, Rng *rng, Image *dst, Err *e) {
-    int x, y, cw, ch;
-    augment_crop_window(src->w, src->h, a, rng, &x, &y, &cw, &ch);
+// The sample's geometry: the crop window (0-based x, y, width, height) and whether it was flipped.
+typedef struct {
+    int x, y, w, h;
+    bool flip;
+} Window;
+
+static int augment(const Image *src, const Augment *a, int out_w, int out_h, Rng *rng, Image *dst, Window *win,
+                   Err *e) {
+    augment_crop_window(src->w, src->h, a, rng, &win->x, &win->y, &win->w, &win->h);
     Interp interp = a->random_interp ? (Interp)rng_below(rng, INTERP_COUNT) : INTERP_BILINEAR;
     Image crop;
-    if (image_crop(src, x, y, cw, ch, NULL, &crop, e)) return -1;
+    if (image_crop(src, win->x, win->y, win->w, win->h, NULL, &crop, e)) return -1;
     int rc = image_resize(&crop, out_w, out_h, interp, dst, e);
     image_free(&crop);
     if (rc) return -1;
-    if (a->flip && rng_below(rng, 2)) image_flip_horizontal(dst);
+    win->flip = a->flip && rng_below(rng, 2);
+    if (win->flip) image_flip_horizontal(dst);
     augment_photometric(dst, a, rng);
+    return 0;
+}
+
+int augment_image(const Image *src, const Augment *a, int out_w, int out_h, Rng *rng, Image *dst, Err *e) {
+    Window win;
+    return augment(src, a, out_w, out_h, rng, dst, &win, e);
+}
+
+// A pixel box in the window's normalised coordinates, clipped; false when less than half of it is inside.
+static bool box_in_window(Box b, const Window *w, float out[4]) {
+    double x1 = b.x1 - 1 - w->x, y1 = b.y1 - 1 - w->y, x2 = b.x2 - w->x, y2 = b.y2 - w->y; // 0-based edges
+    double area = (x2 - x1) * (y2 - y1);
+    double cx1 = fmax(x1, 0), cy1 = fmax(y1, 0), cx2 = fmin(x2, w->w), cy2 = fmin(y2, w->h);
+    if (!(area > 0) || cx2 <= cx1 || cy2 <= cy1 || (cx2 - cx1) * (cy2 - cy1) < 0.5 * area) return false;
+    double u1 = cx1 / w->w, u2 = cx2 / w->w;
+    out[0] = (float)(w->flip ? 1 - u2 : u1);
+    out[1] = (float)(cy1 / w->h);
+    out[2] = (float)(w->flip ? 1 - u1 : u2);
+    out[3] = (float)(cy2 / w->h);
+    return true;
+}
+
+int augment_with_boxes(const Image *src, const Augment *a, int out_w, int out_h, const Box *boxes, int n_boxes,
+                       Rng *rng, Image *dst, float *out, int max_out, int *n_out, Err *e) {
+    Window win;
+    if (augment(src, a, out_w, out_h, rng, dst, &win, e)) return -1;
+    *n_out = 0;
+    for (int i = 0; i < n_boxes && *n_out < max_out; i++)
+        if (box_in_window(boxes[i], &win, out + (size_t)*n_out * 4)) (*n_out)++;
     return 0;
 }

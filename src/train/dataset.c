@@ -172,8 +172,13 @@ static int proposals_compute_all(Dataset *d, const DatasetOptions *o, Err *e) {
 }
 
 static int open_detection_set(Dataset *d, const char *root, const ImageList *list, const DatasetOptions *o, Err *e) {
-    d->kind = DATASET_REGIONS;
+    d->kind = o->boxes ? DATASET_BOXES : DATASET_REGIONS;
     if (load_annotations(d, root, list, o, e)) return -1;
+    if (o->boxes) { // MultiBox learns the boxes themselves: no proposals
+        d->cache = xcalloc((size_t)(d->n_images ? d->n_images : 1), sizeof(Image));
+        if (d->n_images == 0) return err_set(e, "%s: no images", d->source);
+        return 0;
+    }
     int rc;
     if (o->proposals_file) rc = proposals_from_file(d, o->proposals_file, e);
     else if (o->proposals_cache && is_file(o->proposals_cache)) rc = proposals_from_file(d, o->proposals_cache, e);
@@ -315,19 +320,39 @@ void batch_alloc(Batch *b, int n, const NetConfig *cfg) {
     *b = (Batch){.n = n, .c = cfg->channels, .size = cfg->input};
     b->x = xmalloc((size_t)n * cfg->channels * cfg->input * cfg->input * sizeof(float));
     b->labels = xmalloc((size_t)n * sizeof(int));
+    b->n_boxes = xcalloc((size_t)n, sizeof(int));
+    b->boxes = xmalloc((size_t)n * BATCH_MAX_BOXES * 4 * sizeof(float));
 }
 
 void batch_free(Batch *b) {
     free(b->x);
     free(b->labels);
+    free(b->n_boxes);
+    free(b->boxes);
     *b = (Batch){0};
 }
 
 long dataset_steps_per_epoch(const Dataset *d, const BatchRecipe *r) {
-    bool cls = d->kind == DATASET_CLASSIFY;
-    double per_batch = cls ? r->batch : fmax(1.0, round(r->batch * r->pos_fraction));
-    long steps = (long)ceil((cls ? (double)d->samples.n : (double)d->regions.n_pos) / per_batch);
+    double items = d->kind == DATASET_CLASSIFY ? (double)d->samples.n
+                   : d->kind == DATASET_BOXES  ? (double)d->n_images
+                                               : (double)d->regions.n_pos;
+    double per_batch = d->kind == DATASET_REGIONS ? fmax(1.0, round(r->batch * r->pos_fraction)) : r->batch;
+    long steps = (long)ceil(items / per_batch);
     return steps > 0 ? steps : 1;
+}
+
+// The order of the n items (samples or images) in an epoch: a seeded Fisher-Yates shuffle, kept in d->perm.
+static void epoch_order(Dataset *d, const BatchRecipe *r, long epoch, int n) {
+    if (d->perm_epoch == epoch) return;
+    if (!d->perm) d->perm = xmalloc((size_t)(n ? n : 1) * sizeof(uint32_t)), d->bad_sample = xcalloc((size_t)(n ? n : 1), 1);
+    for (int i = 0; i < n; i++) d->perm[i] = (uint32_t)i;
+    Rng rng;
+    rng_seed_at(&rng, r->seed, 0x5eed0e9c, (uint64_t)epoch);
+    for (int i = n - 1; i > 0; i--) {
+        uint32_t j = rng_below(&rng, (uint32_t)i + 1), t = d->perm[i];
+        d->perm[i] = d->perm[j], d->perm[j] = t;
+    }
+    d->perm_epoch = epoch;
 }
 
 // Mirrors a (c, s, s) tensor left to right.
@@ -345,17 +370,7 @@ static void flip_tensor(float *x, int c, int s) {
 static int classify_batch(Dataset *d, const NetConfig *cfg, const BatchRecipe *r, long index, Batch *b, Err *e) {
     long spe = dataset_steps_per_epoch(d, r), epoch = index / spe, within = index % spe;
     int n = d->samples.n;
-    if (d->perm_epoch != epoch) { // this epoch's order: a seeded Fisher-Yates shuffle
-        if (!d->perm) d->perm = xmalloc((size_t)n * sizeof(uint32_t)), d->bad_sample = xcalloc((size_t)n, 1);
-        for (int i = 0; i < n; i++) d->perm[i] = (uint32_t)i;
-        Rng rng;
-        rng_seed_at(&rng, r->seed, 0x5eed0e9c, (uint64_t)epoch);
-        for (int i = n - 1; i > 0; i--) {
-            uint32_t j = rng_below(&rng, (uint32_t)i + 1), t = d->perm[i];
-            d->perm[i] = d->perm[j], d->perm[j] = t;
-        }
-        d->perm_epoch = epoch;
-    }
+    epoch_order(d, r, epoch, n);
     size_t per = (size_t)cfg->channels * cfg->input * cfg->input;
     for (int t = 0; t < b->n; t++) {
         Rng rng;
@@ -421,6 +436,43 @@ done:
     return rc;
 }
 
+// Images in this epoch's order, each augmented with its boxes; one that does not decode gives way to the next.
+static int boxes_batch(Dataset *d, const NetConfig *cfg, const BatchRecipe *r, long index, Batch *b, Err *e) {
+    long spe = dataset_steps_per_epoch(d, r), within = index % spe;
+    int n = d->n_images;
+    epoch_order(d, r, index / spe, n);
+    size_t per = (size_t)cfg->channels * cfg->input * cfg->input;
+    Image scratch = {0};
+    int rc = 0;
+    for (int t = 0; t < b->n && !rc; t++) {
+        Rng rng;
+        rng_seed_at(&rng, r->seed, (uint64_t)index, (uint64_t)t);
+        const Image *img = NULL;
+        uint32_t k = 0;
+        Err de = {""};
+        for (long pos = within * b->n + t, tries = 0; !img; pos++, tries++) {
+            if (tries == n) return image_free(&scratch), err_set(e, "%s: no image of the set decodes (%s)", d->source, de.msg);
+            k = d->perm[pos % n];
+            img = d->images[k].bad ? NULL : dataset_image(d, (int)k, &scratch, &de);
+        }
+        const DatasetImage *di = &d->images[k];
+        Image aug;
+        rc = augment_with_boxes(img, &r->augment, cfg->input, cfg->input, di->gt, di->n_gt, &rng, &aug,
+                                b->boxes + (size_t)t * BATCH_MAX_BOXES * 4, BATCH_MAX_BOXES, &b->n_boxes[t], e);
+        if (rc) break;
+        classify_preprocess(cfg, &aug, b->x + (size_t)t * per);
+        b->labels[t] = (int)k; // the image, for messages and tests
+        image_free(&aug);
+    }
+    image_free(&scratch);
+    return rc;
+}
+
 int dataset_batch(Dataset *d, const NetConfig *cfg, const BatchRecipe *r, long index, Batch *b, Err *e) {
-    return d->kind == DATASET_CLASSIFY ? classify_batch(d, cfg, r, index, b, e) : regions_batch(d, cfg, r, index, b, e);
+    switch (d->kind) {
+    case DATASET_CLASSIFY: return classify_batch(d, cfg, r, index, b, e);
+    case DATASET_REGIONS: return regions_batch(d, cfg, r, index, b, e);
+    case DATASET_BOXES: return boxes_batch(d, cfg, r, index, b, e);
+    }
+    return err_set(e, "dataset of an unknown kind");
 }
