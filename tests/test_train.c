@@ -151,6 +151,43 @@ static void test_regions(void **state) {
     assert_false(region_set_sample(&rs, 32, 96, &r, out));
 }
 
+// MultiBox's data: a detection set opened for boxes has no proposals; its batches hold every image once an
+// epoch with its boxes normalised to the input, and the same index gives the same bytes.
+static void test_box_batches(void **state) {
+    (void)state;
+    NetConfig cfg;
+    Err e;
+    assert_int_equal(config_load("../configs/googlenet-tiny.cfg", &cfg, &e), 0);
+    DatasetOptions o = {.boxes = true, .cache_budget = 1u << 26, .quiet = true};
+    Dataset d;
+    assert_int_equal(dataset_open("data/detset", &o, &d, &e), 0);
+    assert_int_equal(d.kind, DATASET_BOXES);
+    assert_int_equal(d.n_images, 4);
+    BatchRecipe r = {.seed = 5, .batch = 2, .augment = augment_paper()};
+    assert_int_equal(dataset_steps_per_epoch(&d, &r), 2);
+    Batch a, b;
+    batch_alloc(&a, 2, &cfg);
+    batch_alloc(&b, 2, &cfg);
+    int seen[4] = {0};
+    for (long i = 0; i < 2; i++) {
+        assert_int_equal(dataset_batch(&d, &cfg, &r, i, &a, &e), 0);
+        assert_int_equal(dataset_batch(&d, &cfg, &r, i, &b, &e), 0);
+        assert_memory_equal(a.x, b.x, 2 * 3 * 96 * 96 * sizeof(float));
+        for (int t = 0; t < 2; t++) {
+            seen[a.labels[t]]++;
+            assert_int_equal(a.n_boxes[t], b.n_boxes[t]);
+            for (int q = 0; q < 4 * a.n_boxes[t]; q++) {
+                float v = a.boxes[(size_t)t * BATCH_MAX_BOXES * 4 + q];
+                assert_true(v >= 0 && v <= 1 && v == b.boxes[(size_t)t * BATCH_MAX_BOXES * 4 + q]);
+            }
+        }
+    }
+    for (int k = 0; k < 4; k++) assert_int_equal(seen[k], 1); // an epoch: every image once
+    batch_free(&a);
+    batch_free(&b);
+    dataset_free(&d);
+}
+
 static void test_checkpoint_roundtrip_and_refusals(void **state) {
     (void)state;
     enum { N = 1000 };
@@ -199,6 +236,7 @@ int main(void) {
         cmocka_unit_test(test_polyak_average),
         cmocka_unit_test(test_prefetch_order_and_errors),
         cmocka_unit_test(test_regions),
+        cmocka_unit_test(test_box_batches),
         cmocka_unit_test(test_checkpoint_roundtrip_and_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
