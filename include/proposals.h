@@ -8,6 +8,8 @@
 //   proposals    proposals_compute: every strategy (in parallel), pseudo-random ranking, de-duplication
 //   json         {"images": [{"file", "width", "height", "boxes": [[x1, y1, x2, y2], ...]}]}
 //   eval         against ground truth (data.h annotations): recall at IoU 0.5 / 0.7, ABO, MABO, recall-vs-count
+//   multibox     MultiBox (Erhan et al. 2014; Szegedy et al. 2014): priors by k-means of training boxes, network
+//                outputs decoded to boxes, their merge with Selective Search's
 //
 // Boxes leave this room in the devkit convention of common.h: 1-based, inclusive pixel corners, in the
 // coordinates of the image as given, best-ranked first.
@@ -241,5 +243,69 @@ double prop_eval_recall_at(const PropEval *ev, double thr, int n_top);
 // The recall-vs-number-of-proposals curve at IoU 0.5 and 0.7 as a PNG (log x axis).
 int prop_eval_plot(const PropEval *ev, const char *title, const char *path, Err *e);
 void prop_eval_free(PropEval *ev);
+
+// ---------------------------------------------------------------------------------------------------------------
+// multibox
+//
+// A MultiBox network predicts K boxes for an image: its output is 5K floats, [0, 4K) the offsets (prediction k at
+// 4k..4k+3 as x1, y1, x2, y2) and [4K, 5K) the K objectness logits. Predicted box k = prior k + offset k, in
+// normalised corner coordinates: u1 = (x1 - 1) / W, v1 = (y1 - 1) / H, u2 = x2 / W, v2 = y2 / H of a 1-based
+// inclusive pixel box in a W x H image, so that [0, 1] spans the whole image. The priors are the centres of a
+// k-means clustering of the training set's boxes in those coordinates.
+
+typedef struct {
+    int k;                // priors
+    float *box;           // (k, 4) x1, y1, x2, y2 in [0, 1], sorted by area, then x1, y1, x2, y2
+    uint64_t seed;        // of the k-means++ seeding
+    char *source;         // where the training boxes came from ("" when unknown)
+    int n_boxes;          // training boxes clustered
+    double mean_best_iou; // mean over the training boxes of their best IoU with a prior; NaN when unknown
+} MultiboxPriors;
+
+typedef struct {
+    int k_requested;      // k asked for; the priors have fewer when the boxes have fewer distinct values
+    int iterations;       // Lloyd iterations run
+    bool converged;       // the last iteration changed no assignment (false: stopped at max_iter)
+    int reseeded;         // empty clusters re-seeded, over all iterations
+} MultiboxFitStats;
+
+// k-means of n normalised boxes (n, 4) into k priors: k-means++ seeding from a seeded Rng, then Lloyd iterations
+// (squared Euclidean distance in (x1, y1, x2, y2), ties to the lower centre) until no assignment changes or
+// max_iter; a cluster left empty is re-seeded at the box farthest from its centre. The boxes are sorted first,
+// so the priors depend only on the set of boxes and the seed, not on their order. With fewer than k distinct
+// boxes every distinct box becomes a prior and out->k is their number (st->k_requested keeps k): k-means++ then
+// runs out of boxes at distance > 0, and duplicate priors would be outputs that no box ever prefers.
+// Progress (one step an iteration) on stderr unless quiet. Fills out (seed, n_boxes, mean_best_iou; source "").
+int multibox_priors_fit(const float *boxes /*(n, 4)*/, int n, int k, uint64_t seed, int max_iter, bool quiet,
+                        MultiboxPriors *out, MultiboxFitStats *st, Err *e);
+// IoU of two normalised boxes (continuous: area = (x2 - x1)(y2 - y1)); 0 when they do not overlap.
+double multibox_iou(const float a[4], const float b[4]);
+// Mean over boxes (n, 4) of the best IoU with any of priors (k, 4): how well k priors cover the data.
+double multibox_mean_best_iou(const float *boxes, int n, const float *priors, int k);
+
+// {"k": K, "seed": S, "source": "...", "boxes": N, "mean_best_iou": x, "priors": [[x1, y1, x2, y2], ...]},
+// written atomically. The reader needs "k" > 0 and K priors of 4 finite numbers in [0, 1] with x1 <= x2 and
+// y1 <= y2; the other fields are optional (checked when present).
+int multibox_priors_write(const char *path, const MultiboxPriors *p, Err *e);
+int multibox_priors_read(const char *path, MultiboxPriors *p, Err *e);
+void multibox_priors_free(MultiboxPriors *p);
+
+// A 1-based inclusive pixel box of a W x H image in normalised coordinates (training targets), and back:
+// x1 = clamp(round(u1 W) + 1, 1, W), x2 = clamp(round(u2 W), x1, W), y likewise (at least one pixel, inside the
+// image; a NaN coordinate clamps to its lower bound). Integer boxes inside the image round-trip exactly.
+void multibox_normalise(Box b, int W, int H, float out[4]);
+Box multibox_denormalise(const float u[4], int W, int H);
+
+// The network's output for one image (5K floats) as boxes: the `top` most confident predictions (confidence =
+// sigmoid(logit), ranked by the logit so that saturated sigmoids still order; ties to the lower k; NaN logits
+// last), each prior + offset in pixels of the W x H image. boxes and scores (may be NULL) hold min(top, K)
+// entries, best first. Returns how many.
+int multibox_decode(const float *out /*(5K)*/, const float *priors /*(K, 4)*/, int K, int top, int W, int H,
+                    Box *boxes /*(min(top, K))*/, float *scores /*(min(top, K)) or NULL*/);
+
+// The detector's proposals: Selective Search's boxes, then the MultiBox ones, exact duplicates dropped (the first
+// occurrence kept), order kept. source (optional, room for ss->n + n_mb) gets 0 for a Selective Search box, 1 for
+// a MultiBox one. out->seconds is ss's. Returns out->n; free out with proposals_free.
+int proposals_merge(const Proposals *ss, const Box *mb, int n_mb, Proposals *out, unsigned char *source);
 
 #endif

@@ -8,6 +8,7 @@
 int cmd_eval(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_proposals(int argc, char **argv);
+int cmd_multibox(int argc, char **argv);
 int cmd_summary(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
 int cmd_import(int argc, char **argv);

@@ -15,6 +15,7 @@ static const Command COMMANDS[] = {
     {"detect", cmd_detect, "detect objects in images: proposals, an ensemble of networks, NMS; JSON, overlays, viewer"},
     {"eval", cmd_eval, "mean average precision of detections against ILSVRC DET / VOC ground truth"},
     {"proposals", cmd_proposals, "Selective Search region proposals (JSON), and their recall against ground truth"},
+    {"multibox", cmd_multibox, "MultiBox proposals: k-means priors from a training set's boxes (priors)"},
     {"classify", cmd_classify, "top-5 classes of images with the paper's 1/10/144-crop test-time scheme"},
     {"forward", cmd_forward, "run the network on a .npy tensor (logits or any layer's output)"},
     {"import", cmd_import, "import pretrained GoogLeNet weights from ONNX into safetensors"},
