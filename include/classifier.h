@@ -11,6 +11,7 @@
 //   npy         NumPy .npy float32 read/write
 //   onnx        onnx_import: pretrained GoogLeNet weights from an ONNX graph of the same topology
 //   classify    the paper's Section 7 test-time crops (1, 10 or 144) averaged over softmax outputs
+//   multibox    the MultiBox head's loss: bipartite matching of ground truth to priors, location + confidence
 //
 // Memory layout. Activations live as (C, N, H, W): channels outermost, then the batch. A 1x1 convolution over a
 // whole batch is then one GEMM, W (Cout x Cin) * X (Cin x N*H*W), and an Inception module's concat is free: each
@@ -41,6 +42,7 @@ typedef enum {
     LAYER_DROPOUT,
     LAYER_FC,        // fully connected (the paper's "linear"); no ReLU
     LAYER_SOFTMAX,
+    LAYER_MULTIBOX,  // MultiBox head: a linear layer to 5K outputs (K boxes' offsets, then K logits); no ReLU
 } LayerKind;
 
 typedef struct {
@@ -58,6 +60,7 @@ typedef struct {
     // aux: average pool k/stride, 1x1 conv channels, fc units (with ReLU), dropout, then a linear to the classes
     int aux_k, aux_stride, aux_conv, aux_fc;
     float aux_p;
+    int multibox_k;    // multibox: K, the boxes it predicts
 } LayerSpec;
 
 typedef enum { CHANNELS_RGB, CHANNELS_BGR } ChannelOrder;
@@ -98,6 +101,8 @@ typedef struct {
     size_t size;             // number of floats
     size_t offset;           // into net->params (and a gradient arena, later)
     bool aux;                // belongs to an auxiliary head: optional in weight files, unused at inference
+    bool fixed;              // not learned (a MultiBox head's priors): set by net_create or loaded with the
+                             // weights, never initialised at random nor stepped by SGD; its gradient stays 0
     int layer;               // config layer it belongs to
 } Param;
 
@@ -161,7 +166,10 @@ typedef struct {
     Op *op;               // [n_ops], in execution order
     int n_slices;
     Slice *slice;         // [n_slices]
-    int logits;           // value of the main classifier's output (before softmax)
+    int logits;           // the network's output: the main classifier's logits (before softmax), or a MultiBox
+                          // head's 5K values an image
+    int multibox_k;       // a MultiBox network: K, the boxes of its head; 0 for a classifier
+    int priors;           // a MultiBox network: its param "HEAD.priors" (K, 4); -1 for a classifier
     int n_heads;          // classifiers the training loss sums: the main one, then each auxiliary head in order
     int head[CONFIG_MAX_LAYERS + 1]; // their logits values (head[0] = logits)
     // the plan (net_plan)
@@ -188,7 +196,8 @@ typedef struct {
     bool input_grad;      // net_backward also computes the gradient of the input (set before net_train_begin)
 } Net;
 
-// Compiles a config: allocates parameters (zeroed) and the op list; checks that every shape is possible.
+// Compiles a config: allocates parameters (zeroed; a MultiBox head's priors multibox_priors_grid) and the op
+// list; checks that every shape is possible.
 int net_create(Net *net, const NetConfig *cfg, Err *e);
 void net_free(Net *net);
 
@@ -199,6 +208,7 @@ int net_find_param(const Net *net, const char *name);
 bool net_find_view(const Net *net, const char *name, View *view);
 
 // Fills parameters with a seeded He-normal initialisation (biases 0.1 on ReLU layers): reproducible demos/tests.
+// Fixed parameters (priors) are left as they are.
 void net_init_random(Net *net, uint64_t seed);
 
 // Lays out activation memory for `batch` images and starts the net's threads (BLAS is set to one thread: the
@@ -213,7 +223,8 @@ int net_forward(Net *net, const float *x, int batch, Err *e);
 
 // The one "network -> probabilities" call (classification, detection, validation): x, (n, C, input, input) NCHW
 // preprocessed, goes through the net `batch` images at a time (<= 0: the planned batch, or 32), and probs (n,
-// classes) gets the softmax of the main classifier's logits.
+// classes) gets the softmax of the main classifier's logits. A MultiBox network (no class probabilities) is
+// refused.
 int net_predict(Net *net, const float *x, int n, int batch, float *probs, Err *e);
 
 // Copies a value or slice of the last forward pass into dst as (batch, c, h, w) NCHW. Fails if it was not kept.
@@ -240,7 +251,8 @@ int net_forward_train(Net *net, const float *x, int batch, Rng *rng, Err *e);
 // over the batch; labels (batch) in [0, classes). Returns the total; head_losses (may be NULL) gets the main,
 // loss1 and loss2 terms unweighted (net->n_heads of them: 1 + the auxiliary heads of the config). Keeps the
 // logit gradients for net_backward. NaN if the logits are not finite, if a label is out of range, or if
-// net_forward_train has not run; net_backward then refuses to run.
+// net_forward_train has not run; net_backward then refuses to run. A MultiBox network's loss is
+// net_loss_multibox: NaN here.
 double net_loss(Net *net, const int *labels, float aux_weight, double *head_losses);
 // Backward pass of the last net_forward_train + net_loss: net->grads = d total / d params (overwritten, not
 // accumulated). Consumes the logit gradients: a second call needs a new net_loss.
@@ -249,8 +261,62 @@ int net_backward(Net *net, Err *e);
 // out as (batch, C, input, input) NCHW.
 int net_read_input_grad(const Net *net, float *dst, Err *e);
 // How many images of the last forward pass have their label among the k largest logits of the main classifier
-// (k = 1: top-1 correct). Labels out of range count as wrong.
+// (k = 1: top-1 correct). Labels out of range count as wrong; 0 for a MultiBox network (it has no classes).
 int net_count_topk(const Net *net, const int *labels, int k);
+
+// ---------------------------------------------------------------------------------------------------------------
+// multibox: the loss of a MultiBox head (Erhan, Szegedy, Toshev, Anguelov, "Scalable Object Detection using Deep
+// Neural Networks", CVPR 2014; its priors as in Szegedy, Reed, Erhan, Anguelov, "Scalable, High-Quality Object
+// Detection", 2014)
+//
+// The head's output for one image is 5K floats: [0, 4K) the offsets, box k's at 4k..4k+3 as (x1, y1, x2, y2);
+// [4K, 5K) the K confidence logits. Predicted box k = prior_k + offset_k, in corner coordinates normalised to
+// the image ([0, 1]). Priors are (K, 4) boxes in the same coordinates, stored with the weights (HEAD.priors).
+
+#define MULTIBOX_MAX_K 10000       // boxes of a head (5K outputs)
+#define MULTIBOX_MAX_TRUTH 1000    // ground-truth boxes of one image (ILSVRC's hold a few dozen at most)
+#define MULTIBOX_ALPHA 0.3f        // the location term's weight (Erhan et al.)
+
+// The ground truth of one image: n boxes, each (x1, y1, x2, y2) normalised, in [0, 1], x1 <= x2, y1 <= y2.
+typedef struct {
+    int n;               // 0: no object; all K predictions are negatives
+    const float *boxes;  // (n, 4)
+} MultiboxTruth;
+
+// Priors before real ones are loaded: K cells tiling the image, in rows of equal height (floor(sqrt(K)) rows of
+// ceil(K / rows) cells, the last row holding the rest at its own cell width). priors: (K, 4).
+void multibox_priors_grid(int K, float *priors);
+// Whether priors (K, 4) are boxes: finite, in [0, 1], x1 <= x2, y1 <= y2. The error names `what` and the row.
+int multibox_priors_check(const float *priors, int K, const char *what, Err *e);
+// Copies priors (K, 4) into a MultiBox net's HEAD.priors after checking them (K must be the head's).
+int net_set_priors(Net *net, const float *priors, int K, Err *e);
+
+// The optimal assignment (Kuhn-Munkres with potentials, O(rows^2 cols)): each of `rows` <= `cols` rows gets a
+// distinct column minimising the total cost (ties: whichever the search meets first; deterministic).
+// cost: (rows, cols), finite; row_col: (rows). Returns the total; NaN (row_col untouched) if rows > cols.
+double multibox_assign(const double *cost, int rows, int cols, int *row_col);
+// Erhan et al.'s bipartite matching, on the priors: ground-truth boxes gt (G, 4) to distinct priors (K, 4),
+// minimising the total squared L2 distance between corner vectors. With G > K the assignment is solved the other
+// way round (each prior to a distinct box), so the K boxes of the best total count and the others are left out.
+// match: (K), the box matched to prior k or -1. Returns the pairs, min(G, K).
+int multibox_match(const float *gt, int G, const float *priors, int K, int *match);
+
+// The loss of a batch, averaged over its n images; for one image, with (g, k) its matched pairs and t_k = 1 for
+// a matched prior, 0 otherwise:
+//   location   = alpha / 2 * sum over (g, k) of ||prior_k + offset_k - gt_g||^2
+//   confidence = sum over k of the sigmoid cross-entropy of logit_k against t_k (from |logit|: no overflow)
+// out: (n, 5K); priors: (K, 4); t: (n), one per image. dout (n, 5K) or NULL gets d loss / d out; matches (n, K)
+// or NULL each image's match (multibox_match); parts (2) or NULL the location and confidence terms, averaged
+// over the images. NaN (dout and matches untouched, parts NaN) on bad input: a non-finite output, priors or
+// ground-truth boxes that are not boxes in [0, 1], n or K < 1, more than MULTIBOX_MAX_TRUTH boxes in an image,
+// alpha negative or not finite.
+double multibox_loss(const float *out, const float *priors, int K, int n, const MultiboxTruth *t, float alpha,
+                     float *dout, int *matches, double *parts);
+// net_loss for a MultiBox network: the loss of the last net_forward_train's head output against truth (batch
+// images, one each), keeping d loss / d output for net_backward (which then gives every parameter's gradient;
+// the priors' stays 0). parts (2) or NULL: location and confidence. NaN, and net_backward refuses, if the net is
+// not a MultiBox network, if net_forward_train has not run, or on bad input (multibox_loss).
+double net_loss_multibox(Net *net, const MultiboxTruth *truth, float alpha, double *parts);
 
 // ---------------------------------------------------------------------------------------------------------------
 // summary: the paper's Table 1 from a config
@@ -287,7 +353,8 @@ int summary_write_json(const Net *net, const Summary *s, FILE *f, Err *e);
 
 // Loads every parameter of the config by name; each must be present with its exact shape, dtype F32, inside the
 // file and finite. Auxiliary-head tensors may be absent (inference-only files, e.g. imported from ONNX) but are
-// then all absent; *has_aux tells (may be NULL). Unknown tensors are refused.
+// then all absent; *has_aux tells (may be NULL). Unknown tensors are refused. A MultiBox head's priors must be
+// boxes (multibox_priors_check).
 int weights_load(Net *net, const char *path, bool *has_aux, Err *e);
 // For fine-tuning: the same checks, except that tensors whose shape differs from the config's (the classifier
 // layers, when the number of classes changed) are skipped, counted in *skipped, and keep the net's values.

@@ -51,7 +51,8 @@ void sgd_free(Sgd *s);
 // The learning rate after `epoch` epochs (fractional): lr * step_factor^floor(epoch / step_epochs).
 double sgd_lr(const SgdConfig *c, double epoch);
 // One update of params (n) from grads (n), PyTorch's SGD: g = grad + wd * decay_mult * w; v = momentum * v + g;
-// w -= lr * lr_mult * v; then average = polyak * average + (1 - polyak) * w.
+// w -= lr * lr_mult * v; then average = polyak * average + (1 - polyak) * w. Parameters outside every group are
+// left alone, their average too (MultiBox priors: see the trainer's make_groups).
 void sgd_step(Sgd *s, const SgdConfig *c, double lr, const ParamGroup *groups, int n_groups, float *params,
               const float *grads);
 

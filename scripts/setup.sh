@@ -11,6 +11,8 @@ libjansson-dev libmatio-dev libprotobuf-c-dev protobuf-c-compiler"
 # onnxruntime-node, valgrind for memory checks
 PACKAGES="$PACKAGES python3 python3-numpy python3-torch python3-onnx python3-opencv libopencv-contrib-dev nodejs
 valgrind"
+# the MultiBox loss reference (tools/multibox_reference.py): SciPy's optimal assignment, independent of ours
+PACKAGES="$PACKAGES python3-scipy"
 # the viewer page's test (tests/test_viewer.c): headless Chromium takes screenshots of it, with fonts for its labels
 PACKAGES="$PACKAGES chromium fonts-dejavu-core"
 # Debian's npm is a package of its own; NodeSource's nodejs (seen on some machines) ships npm and conflicts with it.

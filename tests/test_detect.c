@@ -309,6 +309,18 @@ static void test_ensemble_refused(void **state) {
         }
         free(path);
     }
+    // A MultiBox network outputs boxes, not class scores: not a member.
+    char *mb = realpath("../configs/multibox-tiny.cfg", NULL), text[2048];
+    assert_non_null(mb);
+    snprintf(text, sizeof text, "[detector]\nclasses = cat, dog\nbackground = true\n[member]\nconfig = %s\n"
+             "weights = a.safetensors\n", mb);
+    char *path = ensemble_file(&m, text);
+    Ensemble en;
+    Err e;
+    assert_int_equal(ensemble_load(path, 1, &en, &e), -1);
+    assert_non_null(strstr(e.msg, "ensemble.cfg:4"));
+    assert_non_null(strstr(e.msg, "a MultiBox network"));
+    free(path), free(mb);
     free(tiny);
     models_free(&m);
 }

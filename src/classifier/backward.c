@@ -25,6 +25,7 @@ double net_loss(Net *net, const int *labels, float aux_weight, double *head_loss
         for (int h = 0; h < net->n_heads; h++) head_losses[h] = NAN;
     if (net->train_state < 1) return NAN; // no training pass to take the loss of
     net->train_state = 1;                 // until this one succeeds
+    if (net->multibox_k) return NAN;      // no classes: its loss is net_loss_multibox
     const int n = net->batch, c = net->cfg.classes;
     double total = 0;
     for (int h = 0; h < net->n_heads; h++) {
@@ -100,8 +101,8 @@ static void backward_op(Net *net, const Op *op) {
 
 int net_backward(Net *net, Err *e) {
     if (net->train_state != 2)
-        return err_set(e, "%s: net_backward needs net_forward_train, then net_loss returning a finite loss",
-                       net->cfg.path);
+        return err_set(e, "%s: net_backward needs net_forward_train, then net_loss (net_loss_multibox) returning a "
+                       "finite loss", net->cfg.path);
     for (int i = net->n_ops - 1; i >= 0; i--) backward_op(net, &net->op[i]);
     net->train_state = 1; // the logit gradients are spent (the conv and fc passes mask them in place)
     return 0;
@@ -122,7 +123,7 @@ int net_read_input_grad(const Net *net, float *dst, Err *e) {
 }
 
 int net_count_topk(const Net *net, const int *labels, int k) {
-    if (!net->batch) return 0;
+    if (!net->batch || net->multibox_k) return 0;
     const int n = net->batch, c = net->cfg.classes;
     const float *z = net->acts + net->value[net->logits].offset; // (classes, n)
     int correct = 0;

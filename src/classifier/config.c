@@ -84,6 +84,7 @@ static const struct {
     {"conv", LAYER_CONV},       {"maxpool", LAYER_MAXPOOL}, {"avgpool", LAYER_AVGPOOL},
     {"lrn", LAYER_LRN},         {"inception", LAYER_INCEPTION}, {"aux", LAYER_AUX},
     {"dropout", LAYER_DROPOUT}, {"fc", LAYER_FC},           {"softmax", LAYER_SOFTMAX},
+    {"multibox", LAYER_MULTIBOX},
 };
 
 static bool valid_name(const char *s) {
@@ -102,8 +103,8 @@ static int parse_layer(Where *w, NetConfig *cfg, char **tok, int nt) {
     for (size_t i = 0; i < sizeof KINDS / sizeof KINDS[0]; i++)
         if (!strcmp(tok[0], KINDS[i].name)) kind = (int)i;
     if (kind < 0)
-        return fail(w, "unknown layer type '%s' (conv, maxpool, avgpool, lrn, inception, aux, dropout, fc, softmax)",
-                    tok[0]);
+        return fail(w, "unknown layer type '%s' (conv, maxpool, avgpool, lrn, inception, aux, dropout, fc, "
+                       "softmax, multibox)", tok[0]);
     L->kind = KINDS[kind].kind;
     if (nt < 2) return fail(w, "%s row needs a name", tok[0]);
     if (!valid_name(tok[1])) return fail(w, "bad layer name '%s' (letters, digits, _ - .; at most 23 characters)", tok[1]);
@@ -178,6 +179,10 @@ static int parse_layer(Where *w, NetConfig *cfg, char **tok, int nt) {
             }
             else known = false;
             break;
+        case LAYER_MULTIBOX:
+            if (!strcmp(key, "k")) rc = get_int(w, key, val, 1, MULTIBOX_MAX_K, &L->multibox_k);
+            else known = false;
+            break;
         default:
             known = false;
         }
@@ -186,6 +191,7 @@ static int parse_layer(Where *w, NetConfig *cfg, char **tok, int nt) {
     }
     if ((L->kind == LAYER_CONV || L->kind == LAYER_FC) && !seen_out) return fail(w, "%s %s needs out=N", tok[0], L->name);
     if (L->kind == LAYER_DROPOUT && !seen_p) return fail(w, "dropout %s needs p=P", L->name);
+    if (L->kind == LAYER_MULTIBOX && !L->multibox_k) return fail(w, "multibox %s needs k=K (the boxes)", L->name);
     if (L->kind == LAYER_AUX && (!seen_pool || !L->aux_conv || !L->aux_fc))
         return fail(w, "aux %s needs pool=KxK/S conv=N fc=N (and optionally dropout=P)", L->name);
     if (patched && L->pad >= L->k) return fail(w, "%s %s: padding must be smaller than the patch", tok[0], L->name);

@@ -117,6 +117,8 @@ int net_read(const Net *net, const char *name, float *dst, Err *e) {
 }
 
 int net_predict(Net *net, const float *x, int n, int batch, float *probs, Err *e) {
+    if (net->multibox_k)
+        return err_set(e, "%s: a MultiBox network outputs boxes, not class probabilities", net->cfg.path);
     if (batch <= 0) batch = net->batch > 0 ? net->batch : 32;
     const int K = net->cfg.classes;
     const size_t per = (size_t)net->cfg.channels * net->cfg.input * net->cfg.input;

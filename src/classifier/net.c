@@ -87,20 +87,47 @@ static int check_fit(const Net *net, const LayerSpec *L, const char *what, int i
     return 0;
 }
 
+// A fully connected layer without ReLU (a classifier, a MultiBox head) from `in`, flattened first when spatial:
+// weight (out, in) and bias (out), its output named after config layer li. Returns the output value, or -1.
+static int add_linear(Builder *b, int li, View in, int out, Err *e) {
+    Net *net = b->net;
+    const LayerSpec *L = &net->cfg.layers[li];
+    const Value *iv = &net->value[in.v];
+    long cin = (long)in.c * iv->h * iv->w;
+    if (cin > CONFIG_MAX_CHANNELS * 64L)
+        return err_set(e, "%s:%d: %s: %ld inputs to a fully connected layer is too many (pool first)",
+                       net->cfg.path, L->line, L->name, cin);
+    if (iv->h * iv->w > 1) {
+        char name[NET_NAME_MAX];
+        snprintf(name, sizeof name, "%s/flat", L->name);
+        int flat = add_value(b, name, (int)cin, 1, 1, false);
+        add_op(b, (Op){.kind = OP_FLATTEN, .layer = li, .in = in, .out = whole(net, flat)});
+        in = whole(net, flat);
+    }
+    int ws[2] = {out, (int)cin}, bs[1] = {out};
+    int w = add_param(b, L->name, ".weight", 2, ws, li, false);
+    int bias = add_param(b, L->name, ".bias", 1, bs, li, false);
+    int y = add_value(b, L->name, out, 1, 1, false);
+    add_op(b, (Op){.kind = OP_FC, .layer = li, .in = in, .out = whole(net, y), .weight = w, .bias = bias});
+    return y;
+}
+
 static int build(Builder *b, Err *e) {
     Net *net = b->net;
     const NetConfig *cfg = &net->cfg;
     char name[NET_NAME_MAX];
     int cur = add_value(b, "input", cfg->channels, cfg->input, cfg->input, false);
-    bool finished = false; // after softmax nothing may follow
+    int finished = -1; // the layer after which nothing may follow (the softmax, a MultiBox head)
     net->logits = -1;
+    net->priors = -1;
     net->n_heads = 1; // head[0], the main classifier, is set at the end
     for (int li = 0; li < cfg->n_layers; li++) {
         const LayerSpec *L = &cfg->layers[li];
         const Value cv = net->value[cur];
         View in = whole(net, cur);
-        if (finished)
-            return err_set(e, "%s:%d: %s: nothing may follow the softmax", cfg->path, L->line, L->name);
+        if (finished >= 0)
+            return err_set(e, "%s:%d: %s: nothing may follow the %s", cfg->path, L->line, L->name,
+                           cfg->layers[finished].kind == LAYER_SOFTMAX ? "softmax" : "multibox head");
         bool spatial = L->kind == LAYER_CONV || L->kind == LAYER_MAXPOOL || L->kind == LAYER_AVGPOOL ||
                        L->kind == LAYER_LRN || L->kind == LAYER_INCEPTION || L->kind == LAYER_AUX;
         if (spatial && net->logits >= 0)
@@ -234,21 +261,8 @@ static int build(Builder *b, Err *e) {
             break;
         }
         case LAYER_FC: {
-            long cin = (long)cv.c * cv.h * cv.w;
-            if (cin > CONFIG_MAX_CHANNELS * 64L)
-                return err_set(e, "%s:%d: %s: %ld inputs to a fully connected layer is too many (pool first)",
-                               cfg->path, L->line, L->name, cin);
-            if (cv.h * cv.w > 1) {
-                snprintf(name, sizeof name, "%s/flat", L->name);
-                int flat = add_value(b, name, (int)cin, 1, 1, false);
-                add_op(b, (Op){.kind = OP_FLATTEN, .layer = li, .in = in, .out = whole(net, flat)});
-                in = whole(net, flat);
-            }
-            int ws[2] = {L->out, (int)cin}, bs[1] = {L->out};
-            int w = add_param(b, L->name, ".weight", 2, ws, li, false);
-            int bias = add_param(b, L->name, ".bias", 1, bs, li, false);
-            int y = add_value(b, L->name, L->out, 1, 1, false);
-            add_op(b, (Op){.kind = OP_FC, .layer = li, .in = in, .out = whole(net, y), .weight = w, .bias = bias});
+            int y = add_linear(b, li, in, L->out, e);
+            if (y < 0) return -1;
             cur = y;
             net->logits = y;
             break;
@@ -260,14 +274,35 @@ static int build(Builder *b, Err *e) {
             int y = add_value(b, L->name, cv.c, 1, 1, false);
             add_op(b, (Op){.kind = OP_SOFTMAX, .layer = li, .in = in, .out = whole(net, y)});
             cur = y;
-            finished = true;
+            finished = li;
+            break;
+        }
+        case LAYER_MULTIBOX: {
+            // The network's output in place of a classifier: a linear layer to K boxes' 4 offsets and 1 logit,
+            // beside the K priors the offsets are relative to (a parameter that is stored, never trained).
+            if (net->logits >= 0)
+                return err_set(e, "%s:%d: %s: a network has a multibox head or a fully connected classifier, not "
+                               "both", cfg->path, L->line, L->name);
+            const int K = L->multibox_k, ps[2] = {K, 4};
+            int y = add_linear(b, li, in, 5 * K, e);
+            if (y < 0) return -1;
+            net->priors = add_param(b, L->name, ".priors", 2, ps, li, false);
+            net->param[net->priors].fixed = true;
+            cur = y;
+            net->logits = y;
+            net->multibox_k = K;
+            finished = li;
             break;
         }
         }
     }
+    if (net->multibox_k && net->n_heads > 1)
+        return err_set(e, "%s: auxiliary heads are classifiers; a MultiBox network (multibox layer) has none",
+                       cfg->path);
     if (net->logits < 0)
-        return err_set(e, "%s: the network needs a final fully connected layer (fc NAME out=classes)", cfg->path);
-    if (net->value[net->logits].c != cfg->classes)
+        return err_set(e, "%s: the network needs a final fully connected layer (fc NAME out=classes) or a multibox "
+                       "head (multibox NAME k=K)", cfg->path);
+    if (!net->multibox_k && net->value[net->logits].c != cfg->classes)
         return err_set(e, "%s: the last fully connected layer has %d outputs, but classes = %d", cfg->path,
                        net->value[net->logits].c, cfg->classes);
     net->head[0] = net->logits;
@@ -305,6 +340,7 @@ int net_create(Net *net, const NetConfig *cfg, Err *e) {
         return -1;
     }
     net->params = xcalloc(net->params_size ? net->params_size : 1, sizeof(float));
+    if (net->priors >= 0) multibox_priors_grid(net->multibox_k, net->params + net->param[net->priors].offset);
     return 0;
 }
 
@@ -355,6 +391,7 @@ void net_init_random(Net *net, uint64_t seed) {
     for (int i = 0; i < net->n_params; i++) {
         Param *p = &net->param[i];
         float *d = net->params + p->offset;
+        if (p->fixed) continue; // the priors keep what net_create or a weight file gave them
         if (p->ndim == 1) {
             for (size_t j = 0; j < p->size; j++) d[j] = 0.1f * (float)rng_uniform(&r);
         } else {

@@ -491,6 +491,7 @@ static const char *match_trunk(Importer *im, const char *t, const char **aux_in)
             }
             break;
         case LAYER_AUX: aux_in[li] = t; break;
+        case LAYER_MULTIBOX: t = NULL; break; // refused by onnx_import before matching
         }
     }
     return t;
@@ -547,6 +548,9 @@ done:
 }
 
 int onnx_import(Net *net, const char *path, bool *has_aux, Err *e) {
+    if (net->multibox_k)
+        return err_set(e, "%s: config %s has a multibox head; ONNX import reads GoogLeNet classifiers (import into "
+                       "the classifier's config)", path, net->cfg.path);
     char *buf;
     size_t n;
     if (read_file_all(path, ONNX_MAX_BYTES, &buf, &n, e)) return -1;

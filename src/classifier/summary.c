@@ -100,13 +100,17 @@ void net_summary(const Net *net, Summary *s) {
         case LAYER_DROPOUT: snprintf(r->type, sizeof r->type, "dropout (%.0f%%)", 100.0 * L->p); break;
         case LAYER_FC: snprintf(r->type, sizeof r->type, "linear"); r->depth = 1; break;
         case LAYER_SOFTMAX: snprintf(r->type, sizeof r->type, "softmax"); break;
+        case LAYER_MULTIBOX:
+            snprintf(r->type, sizeof r->type, "multibox (K=%d)", L->multibox_k);
+            r->depth = 1;
+            break;
         }
         if (L->kind == LAYER_CONV || L->kind == LAYER_MAXPOOL || L->kind == LAYER_AVGPOOL)
             snprintf(r->patch, sizeof r->patch, "%dx%d/%d", L->k, L->k, L->stride);
         int v = net_find_value(net, L->name);
         r->out_c = net->value[v].c, r->out_h = net->value[v].h, r->out_w = net->value[v].w;
         for (int i = 0; i < net->n_params; i++)
-            if (net->param[i].layer == li) {
+            if (net->param[i].layer == li && !net->param[i].fixed) { // priors are data, not learned params
                 r->params += (long long)net->param[i].size;
                 if (net->param[i].ndim > 1) r->weights += (long long)net->param[i].size;
             }
@@ -124,8 +128,11 @@ void net_summary(const Net *net, Summary *s) {
 
 void summary_print(const Net *net, const Summary *s, FILE *f) {
     const NetConfig *cfg = &net->cfg;
-    fprintf(f, "%s: input %dx%dx%d, width x%g, %d classes\n\n", cfg->path, cfg->input, cfg->input, cfg->channels,
-            cfg->width, cfg->classes);
+    char outputs[48];
+    if (net->multibox_k) snprintf(outputs, sizeof outputs, "a multibox head of %d boxes", net->multibox_k);
+    else snprintf(outputs, sizeof outputs, "%d classes", cfg->classes);
+    fprintf(f, "%s: input %dx%dx%d, width x%g, %s\n\n", cfg->path, cfg->input, cfg->input, cfg->channels,
+            cfg->width, outputs);
     fprintf(f, "%-18s %-14s %-7s %-14s %5s %5s %6s %5s %6s %5s %5s %10s %9s  %s\n", "type", "name", "patch",
             "output size", "depth", "#1x1", "#3x3r", "#3x3", "#5x5r", "#5x5", "pool", "params", "ops", "paper");
     bool notes = false;
@@ -154,6 +161,10 @@ void summary_print(const Net *net, const Summary *s, FILE *f) {
             (double)s->aux_macs / 1e6);
     fprintf(f, "params count weights and biases (K = 1024); ops are multiply-adds of convolutions and fully "
                "connected layers (M = 10^6)\n");
+    if (net->multibox_k)
+        fprintf(f, "multibox head: %d outputs an image (%d boxes' 4 offsets from their priors, then their %d logits);\n"
+                   "its %d x 4 priors are stored with the weights but not trained, and not counted as params\n",
+                5 * net->multibox_k, net->multibox_k, net->multibox_k, net->multibox_k);
     if (notes) {
         fprintf(f, "\nnotes: (*) where the paper's figures do not follow from the architecture it describes:\n");
         char note[512];
@@ -189,6 +200,7 @@ int summary_write_json(const Net *net, const Summary *s, FILE *f, Err *e) {
         json_array_append_new(rows, o);
     }
     json_object_set_new(root, "config", json_string(net->cfg.path));
+    if (net->multibox_k) json_object_set_new(root, "multibox_k", json_integer(net->multibox_k));
     json_object_set_new(root, "rows", rows);
     json_object_set_new(root, "totals", json_pack("{sIsI}", "params", (json_int_t)s->params, "macs", (json_int_t)s->macs));
     json_object_set_new(root, "aux_totals",

@@ -131,6 +131,11 @@ static int load(Net *net, const char *path, bool finetune, bool *has_aux, int *s
                 err_set(e, "%s: tensor '%s' holds %s at index %zu", path, name, isnan(dst[i]) ? "NaN" : "infinity", i);
                 goto done;
             }
+        if (pi == net->priors) { // MultiBox priors are boxes, not just numbers
+            char what[1024];
+            snprintf(what, sizeof what, "%s: tensor '%s'", path, name);
+            if (multibox_priors_check(dst, net->multibox_k, what, e)) goto done;
+        }
         found[pi] = staged_ok[pi] = true;
         spans[n_spans++] = s;
     }

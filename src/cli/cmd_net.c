@@ -44,9 +44,10 @@ int cmd_forward(int argc, char **argv) {
                    "                         [--layer NAME] [--threads T] [--quiet]\n\n"
                    "Runs the network of config C with weights W (safetensors) on X: float32 (N, C, H, W) or\n"
                    "(C, H, W), already mean-subtracted in the config's channel order. Writes the logits (N, classes)\n"
-                   "to Y, or with --layer the output of that layer or value (e.g. conv1, inception_4a,\n"
-                   "inception_4a/3x3, loss1, prob) as (N, c, h, w) or (N, c). Images run N at a time (default 16);\n"
-                   "--threads sets the threads (default: one per CPU).\n");
+                   "(a multibox config: its head's (N, 5K), K boxes' offsets then their K logits) to Y, or with\n"
+                   "--layer the output of that layer or value (e.g. conv1, inception_4a, inception_4a/3x3, loss1,\n"
+                   "prob) as (N, c, h, w) or (N, c). Images run N at a time (default 16); --threads sets the threads\n"
+                   "(default: one per CPU).\n");
             return 0;
         default: return cli_usage_error("forward", "unknown option");
         }

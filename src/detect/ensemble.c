@@ -226,6 +226,8 @@ static int load_member(Ensemble *en, int i, int line, int threads, Err *e) {
         rc = net_create(m->net, cfg, e);
     }
     free(cfg);
+    if (!rc && m->net->multibox_k)
+        rc = err_set(e, "%s: a MultiBox network (boxes, not class scores) cannot score regions", m->config);
     if (rc) return err_prefix(e, "%s:%d", en->path, line);
     if (threads > 0) m->net->threads = threads;
     if (check_member_classes(en, m, line, e) || weights_load(m->net, m->weights, NULL, e))

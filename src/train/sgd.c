@@ -52,9 +52,14 @@ void sgd_step(Sgd *s, const SgdConfig *c, double lr, const ParamGroup *groups, i
     s->step++;
     if (s->average) {
         // Early on, average over the steps so far rather than toward the initial weights (as TensorFlow's
-        // ExponentialMovingAverage with num_updates does).
+        // ExponentialMovingAverage with num_updates does). Only the groups: what no group holds is not trained
+        // (a * w + b * w need not round back to w), and its average stays what sgd_init copied.
         double d = fmin(c->polyak, (1.0 + (double)s->step) / (10.0 + (double)s->step));
         const float a = (float)d, b = (float)(1.0 - d);
-        for (size_t i = 0; i < s->n; i++) s->average[i] = a * s->average[i] + b * params[i];
+        for (int g = 0; g < n_groups; g++) {
+            float *avg = s->average + groups[g].offset;
+            const float *w = params + groups[g].offset;
+            for (size_t i = 0; i < groups[g].size; i++) avg[i] = a * avg[i] + b * w[i];
+        }
     }
 }

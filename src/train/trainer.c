@@ -261,17 +261,20 @@ typedef struct {
 // std x the config's scale): that is SGD on the weights of a network fed unit-variance inputs, written back in
 // the config's own preprocessing. Caffe's (0..255 minus the mean, scale 1) otherwise makes the first layer's
 // steps ~3,000 times too large, and training from scratch diverges at the paper's rates.
+// Fixed parameters (a MultiBox head's priors) get no group at all: sgd_step steps and averages groups only, so
+// they are neither moved, decayed nor drifted by the Polyak average's rounding; they stay bit for bit as loaded.
 static void make_groups(Run *r) {
-    r->groups = xmalloc((size_t)r->net.n_params * sizeof(ParamGroup));
+    r->groups = xmalloc((size_t)(r->net.n_params ? r->net.n_params : 1) * sizeof(ParamGroup));
+    r->n_groups = 0;
     double s = PIXEL_STD * r->net.cfg.scale;
     for (int i = 0; i < r->net.n_params; i++) {
         const Param *p = &r->net.param[i];
+        if (p->fixed) continue;
         size_t len = strlen(p->name);
         bool bias = len >= 5 && !strcmp(p->name + len - 5, ".bias");
         float lr_mult = is_first_conv_weight(&r->net, i) ? (float)(1.0 / (s * s)) : 1.0f;
-        r->groups[i] = (ParamGroup){p->offset, p->size, bias ? 0.0f : 1.0f, lr_mult};
+        r->groups[r->n_groups++] = (ParamGroup){p->offset, p->size, bias ? 0.0f : 1.0f, lr_mult};
     }
-    r->n_groups = r->net.n_params;
 }
 
 // The weights used for inference: the Polyak average when there is one.
@@ -346,6 +349,7 @@ static void init_for_training(Net *net, uint64_t seed) {
     for (int i = 0; i < net->n_params; i++) {
         const Param *p = &net->param[i];
         float *d = net->params + p->offset;
+        if (p->fixed) continue; // priors: as net_create or the weight file set them
         if (p->ndim == 1) {
             memset(d, 0, p->size * sizeof(float));
             continue;
@@ -363,6 +367,8 @@ static int setup_net(Run *r, Err *e) {
     if (config_load(o->config, &r->cfg, e)) return -1;
     if (o->classes > 0) config_set_classes(&r->cfg, o->classes);
     if (net_create(&r->net, &r->cfg, e) || net_create(&r->eval_net, &r->cfg, e)) return -1;
+    if (r->net.multibox_k) // its loss is net_loss_multibox, on box targets this loader does not make yet
+        return err_set(e, "%s: a MultiBox network; inception train trains classifiers", o->config);
     if (o->threads > 0) r->net.threads = r->eval_net.threads = o->threads;
     init_for_training(&r->net, o->seed);
     if (o->init && weights_load(&r->net, o->init, NULL, e)) return err_prefix(e, "--init");
