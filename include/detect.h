@@ -105,8 +105,12 @@ int ensemble_score(Ensemble *en, const RegionRef *r, int n, float *probs, Progre
 // ---------------------------------------------------------------------------------------------------------------
 // detect
 
-// The regions of an image: Selective Search in the ensemble's setting, duplicate boxes dropped.
+// The regions of an image: Selective Search in the ensemble's setting, then the MultiBox network's best boxes
+// when the ensemble has one, duplicate boxes dropped.
 int detect_propose(const Ensemble *en, const Image *im, Proposals *out, Err *e);
+// MultiBox proposals of n images: each warped whole to the network's input, out[i] gets the best `top` of its
+// head's boxes (by confidence) in image i's pixels (1-based inclusive), best first. Caller frees each out[i].
+int multibox_propose(Net *net, const Image *const *ims, int n, int top, Proposals *out, Err *e);
 // Boxes without exact duplicates, first occurrence kept, order kept; returns the new count.
 int boxes_unique(Box *b, int n);
 

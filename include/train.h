@@ -228,7 +228,11 @@ typedef struct {
     int log_every;             // steps between log rows
     long checkpoint_every;     // also checkpoint every N steps (0: only at the end of each epoch)
     int val_limit;             // validate on at most this many images (0: all)
-    bool augment;              // Section 6 augmentation for classification (flips for regions)
+    bool multibox;             // a MultiBox network learning a detection set's boxes (class-agnostic)
+    const char *priors;        // multibox: priors (inception multibox priors JSON); default: k-means of the
+                               // training boxes (seeded), written to DIR/priors.json
+    int multibox_top;          // multibox validation: recall of the best N boxes (200, the paper's)
+    bool augment;              // Section 6 augmentation for classification and MultiBox (flips for regions)
     bool resume;               // continue from out/checkpoint.bin when it exists
     bool quiet;
 } TrainOptions;
@@ -239,6 +243,7 @@ typedef struct {
     double top1, top5;   // classification: top-1 / top-5 accuracy; regions: accuracy on a balanced set of
                          // positive and background regions (top5 NaN)
     double map;          // regions: mean AP of detections (VOC protocol, IoU 0.5); NaN for classification
+    double recall;       // multibox: recall at IoU 0.5 of the best multibox_top boxes; NaN otherwise
     int n;               // images or regions evaluated
 } ValResult;
 

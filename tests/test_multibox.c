@@ -19,7 +19,7 @@
 #include "train.h"
 
 #define TINY_MB "../configs/multibox-tiny.cfg"
-#define K_TINY 200
+#define K_TINY 100
 #define BATCH 2
 #define PIXELS (3 * 96 * 96)
 
@@ -425,7 +425,7 @@ static void test_net_config(void **state) {
     Summary *s = malloc(sizeof *s);
     net_summary(&net, s);
     const SummaryRow *r = &s->row[s->n_rows - 1];
-    assert_string_equal(r->type, "multibox (K=200)");
+    assert_string_equal(r->type, "multibox (K=100)");
     assert_int_equal(r->out_c, 5 * K_TINY);
     assert_int_equal(r->params, (long long)net.param[w].size + (long long)net.param[b].size);
     free(s);
@@ -497,7 +497,7 @@ static void test_net_weights(void **state) {
     assert_memory_equal(b.params, before, b.params_size * sizeof(float));
     // net_set_priors: the head's K, boxes only, a MultiBox net only
     assert_int_equal(net_set_priors(&b, pri, K_TINY - 1, &e), -1);
-    assert_non_null(strstr(e.msg, "199 priors for a multibox head of k=200"));
+    assert_non_null(strstr(e.msg, "99 priors for a multibox head of k=100"));
     pri[1] = NAN;
     assert_int_equal(net_set_priors(&b, pri, K_TINY, &e), -1);
     assert_non_null(strstr(e.msg, "prior 0"));

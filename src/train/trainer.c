@@ -6,6 +6,7 @@
 
 #include "detect.h"
 #include "eval.h"
+#include "proposals.h"
 
 #include <errno.h>
 #include <math.h>
@@ -31,6 +32,7 @@ static bool is_classifier_weight(const Net *net, int i) {
 
 TrainOptions train_options_default(void) {
     return (TrainOptions){.epochs = 1, .batch = 0, .context = 16, .pos_fraction = 0.25, .aux_weight = 0.3f,
+                          .multibox_top = 200,
                           .sgd = sgd_paper(0.01), .seed = 1, .log_every = 10, .augment = true};
 }
 
@@ -91,7 +93,7 @@ static int validate_classify(Net *net, Dataset *val, int limit, bool quiet, ValR
         }
     }
     progress_finish(&prog);
-    *r = (ValResult){seen ? (double)hit1 / seen : NAN, seen ? (double)hit5 / seen : NAN, NAN, (int)seen};
+    *r = (ValResult){seen ? (double)hit1 / seen : NAN, seen ? (double)hit5 / seen : NAN, NAN, NAN, (int)seen};
     rc = 0;
 done:
     free(x), free(probs), free(labels);
@@ -168,7 +170,7 @@ static int validate_regions(Net *net, Dataset *val, int limit, int context, bool
     progress_finish(&prog);
     Detections dets = {.n = all.len, .d = all.data};
     if (eval_run(&gt, &dets, NULL, EVAL_VOC, &er, e)) goto done;
-    *r = (ValResult){set.len ? (double)correct / (double)set.len : NAN, NAN, er.mean_ap, (int)set.len};
+    *r = (ValResult){set.len ? (double)correct / (double)set.len : NAN, NAN, er.mean_ap, NAN, (int)set.len};
     rc = 0;
 done:
     eval_result_free(&er);
@@ -180,10 +182,39 @@ done:
     return rc;
 }
 
+// Recall at IoU 0.5 of the MultiBox network's best `top` boxes over the validation images' objects (difficult
+// ones left out, as VOC does), each image seen whole.
+static int validate_multibox(Net *net, Dataset *val, int limit, int top, bool quiet, ValResult *r, Err *e) {
+    int n_img = val->n_images < limit || limit <= 0 ? val->n_images : limit;
+    long hit = 0, total = 0;
+    Image scratch = {0};
+    Progress prog;
+    progress_init(&prog, "validation", n_img, "img", quiet);
+    for (int i = 0; i < n_img; i++) {
+        const DatasetImage *vi = &val->images[i];
+        Err de;
+        const Image *im = vi->bad ? NULL : dataset_image(val, i, &scratch, &de);
+        Proposals p = {0};
+        if (im && multibox_propose(net, &im, 1, top, &p, e)) return image_free(&scratch), -1;
+        for (int g = 0; g < vi->n_gt; g++) {
+            if (vi->difficult && vi->difficult[g]) continue;
+            double best = 0;
+            for (int k = 0; k < p.n; k++) best = fmax(best, box_iou(p.box[k], vi->gt[g]));
+            hit += best >= 0.5, total++;
+        }
+        proposals_free(&p);
+        progress_add(&prog, 1);
+    }
+    progress_finish(&prog);
+    image_free(&scratch);
+    *r = (ValResult){NAN, NAN, NAN, total ? (double)hit / (double)total : NAN, n_img};
+    return 0;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // the log
 
-static const char *LOG_HEADER = "epoch,step,lr,loss,val_top1,val_top5,val_map,images_per_s,seconds\n";
+static const char *LOG_HEADER = "epoch,step,lr,loss,val_top1,val_top5,val_map,images_per_s,seconds,val_recall\n";
 
 static void csv_number(FILE *f, double x, const char *fmt) {
     if (isfinite(x)) fprintf(f, fmt, x);
@@ -199,7 +230,9 @@ static void log_row(FILE *f, double epoch, long step, double lr, double loss, co
     csv_number(f, v ? v->top5 : NAN, "%.4f");
     fputc(',', f);
     csv_number(f, v ? v->map : NAN, "%.4f");
-    fprintf(f, ",%.2f,%.1f\n", ips, seconds);
+    fprintf(f, ",%.2f,%.1f,", ips, seconds);
+    csv_number(f, v ? v->recall : NAN, "%.4f");
+    fputc('\n', f);
     fflush(f);
 }
 
@@ -241,6 +274,13 @@ static FILE *log_open(const char *path, bool resumed, long step, Err *e) {
 
 // ---------------------------------------------------------------------------------------------------------------
 // the run
+
+// The MultiBox loss of a batch: each image's boxes, as the loader left them after augmentation.
+static double multibox_batch_loss(Net *net, const Batch *b) {
+    MultiboxTruth t[4096];
+    for (int i = 0; i < b->n && i < 4096; i++) t[i] = (MultiboxTruth){b->n_boxes[i], b->boxes + (size_t)i * BATCH_MAX_BOXES * 4};
+    return net_loss_multibox(net, t, MULTIBOX_ALPHA, NULL);
+}
 
 typedef struct {
     const TrainOptions *o;
@@ -300,11 +340,31 @@ static int save_checkpoint(Run *r, long step, Err *e) {
     return checkpoint_save(r->ckpt_path, &h, r->net.params, r->sgd.velocity, r->sgd.average, e);
 }
 
+static void print_validation(const Run *r, const ValResult *v, double epoch) {
+    switch (r->val.kind) {
+    case DATASET_CLASSIFY:
+        fprintf(stderr, "\nepoch %.2f: validation top-1 %.4f, top-5 %.4f (%d images)\n", epoch, v->top1, v->top5, v->n);
+        break;
+    case DATASET_REGIONS:
+        fprintf(stderr, "\nepoch %.2f: validation region accuracy %.4f, mAP %.4f (%d regions)\n", epoch, v->top1,
+                v->map, v->n);
+        break;
+    case DATASET_BOXES:
+        fprintf(stderr, "\nepoch %.2f: validation recall@0.5 of the best %d boxes %.4f (%d images)\n", epoch,
+                r->o->multibox_top, v->recall, v->n);
+        break;
+    }
+}
+
 static int validate(Run *r, ValResult *v, Err *e) {
     memcpy(r->eval_net.params, inference_weights(r), r->net.params_size * sizeof(float));
-    return r->val.kind == DATASET_CLASSIFY
-               ? validate_classify(&r->eval_net, &r->val, r->o->val_limit, r->o->quiet, v, e)
-               : validate_regions(&r->eval_net, &r->val, r->o->val_limit, r->o->context, r->o->quiet, v, e);
+    const TrainOptions *o = r->o;
+    switch (r->val.kind) {
+    case DATASET_CLASSIFY: return validate_classify(&r->eval_net, &r->val, o->val_limit, o->quiet, v, e);
+    case DATASET_REGIONS: return validate_regions(&r->eval_net, &r->val, o->val_limit, o->context, o->quiet, v, e);
+    case DATASET_BOXES: return validate_multibox(&r->eval_net, &r->val, o->val_limit, o->multibox_top, o->quiet, v, e);
+    }
+    return err_set(e, "validation set of an unknown kind");
 }
 
 static char *out_path(const char *dir, const char *name) { return path_join(dir, name); }
@@ -316,8 +376,10 @@ static int open_sets(Run *r, Err *e) {
     char *train_cache = out_path(o->out, "proposals-train.json"), *val_cache = out_path(o->out, "proposals-val.json");
     DatasetOptions dopt = {.proposals = &pp, .proposals_file = o->proposals, .proposals_cache = train_cache,
                            .max_classes = o->classes, .pos_iou = 0.5, .cache_budget = (size_t)2 << 30,
-                           .quiet = o->quiet};
+                           .boxes = o->multibox, .quiet = o->quiet};
     int rc = dataset_open(o->data, &dopt, &r->train, e);
+    if (rc == 0 && o->multibox && r->train.kind != DATASET_BOXES)
+        rc = err_set(e, "%s: MultiBox learns from a detection set (VOC layout), not a classification list", o->data);
     if (rc == 0 && r->train.kind == DATASET_REGIONS && r->train.classes.n + 1 != o->classes)
         rc = err_set(e, "%s: %d object classes: region training needs --classes %d (the classes and background)",
                      o->data, r->train.classes.n, r->train.classes.n + 1);
@@ -362,15 +424,58 @@ static void init_for_training(Net *net, uint64_t seed) {
     }
 }
 
+// A MultiBox run's priors: from --priors, or k-means of the training set's boxes (normalised to each image);
+// written to DIR/priors.json either way, and copied into the net (they travel in its weight files).
+static int setup_priors(Run *r, Err *e) {
+    const TrainOptions *o = r->o;
+    MultiboxPriors pr = {0};
+    int rc = 0;
+    if (o->priors) {
+        rc = multibox_priors_read(o->priors, &pr, e);
+    } else {
+        VEC(float) boxes = {0};
+        Image scratch = {0};
+        for (int i = 0; i < r->train.n_images && !rc; i++) {
+            DatasetImage *di = &r->train.images[i];
+            int w = 0, h = 0;
+            Err pe;
+            if (image_probe_size(di->path, &w, &h, &pe)) { // not a JPEG or PNG header: decode it
+                const Image *im = dataset_image(&r->train, i, &scratch, &pe);
+                if (!im) continue;
+                w = im->w, h = im->h;
+            }
+            for (int g = 0; g < di->n_gt; g++) {
+                float u[4];
+                multibox_normalise(di->gt[g], w, h, u);
+                for (int q = 0; q < 4; q++) VEC_PUSH(&boxes, fminf(fmaxf(u[q], 0), 1));
+            }
+        }
+        image_free(&scratch);
+        rc = multibox_priors_fit(boxes.data, (int)(boxes.len / 4), r->net.multibox_k, o->seed, 300, true, &pr, NULL, e);
+        free(boxes.data);
+    }
+    if (!rc && pr.k != r->net.multibox_k)
+        rc = err_set(e, "%s: %d priors, but the head of %s predicts %d boxes (k=): make them agree%s",
+                     o->priors ? o->priors : "the training boxes", pr.k, o->config, r->net.multibox_k,
+                     o->priors ? "" : " (the training set has fewer distinct boxes than k)");
+    char *path = path_join(o->out, "priors.json");
+    if (!rc) rc = net_set_priors(&r->net, pr.box, pr.k, e) || multibox_priors_write(path, &pr, e) ? -1 : 0;
+    free(path);
+    multibox_priors_free(&pr);
+    return rc;
+}
+
 static int setup_net(Run *r, Err *e) {
     const TrainOptions *o = r->o;
     if (config_load(o->config, &r->cfg, e)) return -1;
-    if (o->classes > 0) config_set_classes(&r->cfg, o->classes);
+    if (o->classes > 0 && !o->multibox) config_set_classes(&r->cfg, o->classes);
     if (net_create(&r->net, &r->cfg, e) || net_create(&r->eval_net, &r->cfg, e)) return -1;
-    if (r->net.multibox_k) // its loss is net_loss_multibox, on box targets this loader does not make yet
-        return err_set(e, "%s: a MultiBox network; inception train trains classifiers", o->config);
+    if (!r->net.multibox_k != !o->multibox)
+        return err_set(e, "%s: %s", o->config, o->multibox ? "--task multibox needs a config with a multibox head"
+                                                              : "a MultiBox network: train it with --task multibox");
     if (o->threads > 0) r->net.threads = r->eval_net.threads = o->threads;
     init_for_training(&r->net, o->seed);
+    if (o->multibox && setup_priors(r, e)) return -1;
     if (o->init && weights_load(&r->net, o->init, NULL, e)) return err_prefix(e, "--init");
     if (o->finetune) {
         int skipped;
@@ -384,7 +489,7 @@ static int setup_net(Run *r, Err *e) {
 }
 
 int train_run(const TrainOptions *o, Err *e) {
-    if (o->batch < 0 || o->epochs < 1 || o->classes < 1)
+    if (o->batch < 0 || o->epochs < 1 || (o->classes < 1 && !o->multibox))
         return err_set(e, "batch, epochs and classes must be positive");
     if (make_dirs(o->out, e)) return -1;
     Run r = {.o = o};
@@ -426,6 +531,7 @@ int train_run(const TrainOptions *o, Err *e) {
     BatchRecipe recipe = {.seed = o->seed, .batch = r.batch, .context = o->context, .pos_fraction = o->pos_fraction,
                           .augment = o->augment ? augment_paper() : augment_none()};
     if (r.train.kind == DATASET_REGIONS) recipe.augment = (Augment){.flip = o->augment};
+    if (r.train.kind == DATASET_BOXES && o->augment) recipe.augment.area_min = 0.3; // crops that keep objects
     long spe = dataset_steps_per_epoch(&r.train, &recipe);
     long total = o->steps > 0 ? o->steps : (long)o->epochs * spe;
     if (!o->quiet)
@@ -447,7 +553,7 @@ int train_run(const TrainOptions *o, Err *e) {
         Rng drop;
         rng_seed_at(&drop, o->seed, (uint64_t)step, 0xd20f); // dropout masks of this step
         if (net_forward_train(&r.net, b->x, b->n, &drop, e)) goto done;
-        double loss = net_loss(&r.net, b->labels, o->aux_weight, NULL);
+        double loss = o->multibox ? multibox_batch_loss(&r.net, b) : net_loss(&r.net, b->labels, o->aux_weight, NULL);
         if (!isfinite(loss)) {
             err_set(e, "step %ld: the loss is %s (learning rate %g too high?); stopped. The last good checkpoint "
                        "is kept: %s",
@@ -467,18 +573,13 @@ int train_run(const TrainOptions *o, Err *e) {
             loss_sum = 0, loss_n = 0;
         }
         if (epoch_end) {
-            ValResult v = {NAN, NAN, NAN, 0};
+            ValResult v = {NAN, NAN, NAN, NAN, 0};
             if (r.has_val && validate(&r, &v, e)) goto done;
             log_row(r.log, (double)(step + 1) / spe, step + 1, lr, loss_n ? loss_sum / loss_n : NAN, &v, ips,
                     now_seconds() - t0);
             loss_sum = 0, loss_n = 0;
             if (train_plot_log(r.log_path, r.plot_path, o->data, e)) goto done;
-            if (!o->quiet && r.has_val)
-                fprintf(stderr, "\nepoch %.2f: validation %s %.4f%s%.4f (%d %s)\n", (double)(step + 1) / spe,
-                        r.val.kind == DATASET_CLASSIFY ? "top-1" : "region accuracy", v.top1,
-                        r.val.kind == DATASET_CLASSIFY ? ", top-5 " : ", mAP ",
-                        r.val.kind == DATASET_CLASSIFY ? v.top5 : v.map, v.n,
-                        r.val.kind == DATASET_CLASSIFY ? "images" : "regions");
+            if (!o->quiet && r.has_val) print_validation(&r, &v, (double)(step + 1) / spe);
         }
         if (epoch_end || (o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0)) {
             if (save_checkpoint(&r, step + 1, e) || save_model(&r, e)) goto done;
