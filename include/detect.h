@@ -73,6 +73,9 @@ typedef struct {
     DetectParams params;
     ProposalParams proposals; // Selective Search's setting (configs/proposals-detector.cfg by default)
     char proposals_desc[256];
+    Net *multibox;            // the MultiBox network whose best boxes join Selective Search's (NULL: none)
+    char *multibox_config, *multibox_weights;
+    int multibox_top;         // how many of its boxes (the paper's 200)
     bool borrowed;            // ensemble_of_net: the net and the classes belong to the caller
 } Ensemble;
 
@@ -107,12 +110,12 @@ int ensemble_score(Ensemble *en, const RegionRef *r, int n, float *probs, Progre
 
 // The regions of an image: Selective Search in the ensemble's setting, then the MultiBox network's best boxes
 // when the ensemble has one, duplicate boxes dropped.
-int detect_propose(const Ensemble *en, const Image *im, Proposals *out, Err *e);
+int detect_propose(Ensemble *en, const Image *im, Proposals *out, Err *e);
+// A MultiBox network from its config and weights (whose priors it carries). threads: 0 for one per core.
+int multibox_load(const char *config, const char *weights, int threads, Net *net, Err *e);
 // MultiBox proposals of n images: each warped whole to the network's input, out[i] gets the best `top` of its
 // head's boxes (by confidence) in image i's pixels (1-based inclusive), best first. Caller frees each out[i].
 int multibox_propose(Net *net, const Image *const *ims, int n, int top, Proposals *out, Err *e);
-// Boxes without exact duplicates, first occurrence kept, order kept; returns the new count.
-int boxes_unique(Box *b, int n);
 
 // Detections of one image from its scored regions, probs (n, outputs): every (region, class) with probability >=
 // score_min (output 0 skipped when background), suppressed per class, best first, capped at max_per_image; labels

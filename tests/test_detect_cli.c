@@ -363,6 +363,51 @@ static void test_ilsvrc_mat_cache(void **state) {
     class_map_free(&map);
 }
 
+// MultiBox's boxes: alone (--multibox-only: the head's K = 100), merged with Selective Search's (duplicates
+// dropped, so at most the sum), and in the detector through the ensemble file, whose output says so.
+static void test_multibox_proposals(void **state) {
+    Fixture *f = *state;
+    char *alone = join(f->dir, "mb.json"), *merged = join(f->dir, "mbss.json"), *ss = join(f->dir, "ss.json");
+    const char *mb = "--multibox ../models/raccoon/multibox.safetensors --multibox-config ../configs/multibox-tiny.cfg";
+    run_ok("proposals " PHOTOS "raccoon-105.jpg %s --multibox-only -o %s --quiet%s%s", mb, alone, "", "");
+    run_ok("proposals " PHOTOS "raccoon-105.jpg %s -o %s --quiet%s%s", mb, merged, "", "");
+    run_ok("proposals " PHOTOS "raccoon-105.jpg -o %s --quiet%s%s%s", ss, "", "", "");
+    int n[3];
+    const char *files[3] = {alone, merged, ss};
+    for (int i = 0; i < 3; i++) {
+        char *t = test_slurp(files[i], NULL);
+        n[i] = 0;
+        for (char *c = strstr(t, "\"boxes\""); c && *c; c++) n[i] += *c == '[';
+        n[i]--; // the list's own bracket
+        free(t);
+    }
+    assert_int_equal(n[0], 100);
+    assert_true(n[1] > n[2] && n[1] <= n[2] + 100);
+    // the detector with a MultiBox network in its ensemble file
+    char *ens_text = test_slurp(f->ensemble, NULL), *root = realpath("..", NULL), text[4096];
+    snprintf(text, sizeof text, "%s", ens_text);
+    char *at = strstr(text, "[member]"), rest[4096];
+    snprintf(rest, sizeof rest, "%s", at);
+    snprintf(at, sizeof text - (size_t)(at - text), "multibox_config = %s/configs/multibox-tiny.cfg\n"
+             "multibox_weights = %s/models/raccoon/multibox.safetensors\nmultibox_top = 50\n%s", root, root, rest);
+    char *ens = join(f->dir, "with-multibox.cfg"), *out = join(f->dir, "mbdet.json");
+    write_text(ens, text);
+    run_ok("detect " PHOTOS "raccoon-105.jpg --ensemble %s -o %s --quiet%s%s", ens, out, "", "");
+    char *json = test_slurp(out, NULL);
+    assert_non_null(strstr(json, "\"multibox\":{\"config\":"));
+    assert_non_null(strstr(json, "\"top\":50}"));
+    // half a MultiBox model is refused
+    snprintf(text, sizeof text, "[detector]\nclasses = raccoon\nbackground = true\nmultibox_config = x.cfg\n"
+             "[member]\nconfig = %s/configs/googlenet-tiny.cfg\nweights = %s/models/raccoon/member-1.safetensors\n",
+             root, root);
+    write_text(ens, text);
+    int status;
+    char *o = run(&status, "detect " PHOTOS "raccoon-105.jpg --ensemble %s -o %s --quiet", ens, out);
+    assert_int_equal(status, 1);
+    assert_non_null(strstr(o, "needs both multibox_config and multibox_weights"));
+    free(o), free(json), free(ens), free(out), free(ens_text), free(root), free(alone), free(merged), free(ss);
+}
+
 // Bad input: each refused with a message naming the file, a non-zero exit, and nothing written.
 static void test_refused(void **state) {
     Fixture *f = *state;
@@ -429,7 +474,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_detect_then_eval), cmocka_unit_test(test_shards_equal_one_run),
         cmocka_unit_test(test_resume_after_kill), cmocka_unit_test(test_ilsvrc_layout),
-        cmocka_unit_test(test_ilsvrc_mat_cache),
+        cmocka_unit_test(test_ilsvrc_mat_cache),    cmocka_unit_test(test_multibox_proposals),
         cmocka_unit_test(test_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

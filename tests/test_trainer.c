@@ -13,7 +13,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "detect.h"
 #include "image.h"
+#include "proposals.h"
 #include "testutil.h"
 #include "train.h"
 
@@ -284,6 +286,65 @@ static void test_region_training(void **state) {
     free(props), free(log), free(out);
 }
 
+// MultiBox training on four raccoon photos: priors from a file (the set has fewer distinct boxes than the head's
+// K, and k-means refuses that with a message), validation recall in the log, the priors carried by the model, and
+// an exact resume.
+static void test_multibox_training(void **state) {
+    Fixture *f = *state;
+    char *priors = join(f->dir, "priors.json"), cmd[2048];
+    snprintf(cmd, sizeof cmd, "multibox priors ../data/raccoon/ImageSets/Main/train.txt -k 100 -o %s --quiet", priors);
+    int status;
+    free(test_run(cmd, &status));
+    assert_int_equal(status, 0);
+    char *a = join(f->dir, "mb_straight"), *b = join(f->dir, "mb_resumed");
+    TrainOptions o = tiny_options(f, a);
+    o.config = "../configs/multibox-tiny.cfg";
+    o.multibox = true;
+    o.classes = 0;
+    o.data = "data/detset/ImageSets/Main/train.txt";
+    o.val = "data/detset/ImageSets/Main/val.txt";
+    o.sgd.lr = 1e-3;
+    o.batch = 2;
+    o.epochs = 2;
+    Err e;
+    assert_int_equal(train_run(&o, &e), -1); // k-means of 3 photos' boxes cannot make 100 priors
+    assert_non_null(strstr(e.msg, "fewer distinct boxes than k"));
+    o.priors = priors;
+    if (train_run(&o, &e)) fail_msg("%s", e.msg);
+    // the log's last row: a validation recall in [0, 1], in the last column
+    char *log = join(a, "log.csv"), *text = test_slurp(log, NULL), *last = NULL;
+    assert_non_null(strstr(text, ",val_recall\n"));
+    for (char *c = text, *line; (line = text_next_line(&c));) last = line;
+    double recall = atof(strrchr(last, ',') + 1);
+    assert_true(strrchr(last, ',')[1] && recall >= 0 && recall <= 1);
+    // the model carries the priors of the file
+    Net net;
+    char *model = join(a, "model.safetensors");
+    assert_int_equal(multibox_load("../configs/multibox-tiny.cfg", model, 1, &net, &e), 0);
+    MultiboxPriors pr;
+    assert_int_equal(multibox_priors_read(priors, &pr, &e), 0);
+    assert_memory_equal(net.params + net.param[net.priors].offset, pr.box, (size_t)pr.k * 4 * sizeof(float));
+    multibox_priors_free(&pr);
+    net_free(&net);
+    // one epoch, then resumed to two: the same bytes
+    o.out = b;
+    o.epochs = 1;
+    if (train_run(&o, &e)) fail_msg("%s", e.msg);
+    o.epochs = 2;
+    o.resume = true;
+    if (train_run(&o, &e)) fail_msg("%s", e.msg);
+    char *mb = join(b, "model.safetensors");
+    assert_true(same_file(model, mb));
+    // a classifier config with --task multibox, and the reverse: refused
+    o = tiny_options(f, a);
+    o.multibox = true;
+    o.data = "data/detset/ImageSets/Main/train.txt";
+    o.val = NULL;
+    assert_int_equal(train_run(&o, &e), -1);
+    assert_non_null(strstr(e.msg, "needs a config with a multibox head"));
+    free(text), free(log), free(model), free(mb), free(a), free(b), free(priors);
+}
+
 // A real kill: `inception train` killed with SIGKILL once it has written a checkpoint, then resumed from the
 // command line, ends with the same bytes as an uninterrupted run.
 static void test_kill_and_resume(void **state) {
@@ -329,6 +390,7 @@ static void test_kill_and_resume(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_run_outputs),
+        cmocka_unit_test(test_multibox_training),
         cmocka_unit_test(test_resume_is_exact),
         cmocka_unit_test(test_refusals_and_finetune),
         cmocka_unit_test(test_bad_images_and_nan),

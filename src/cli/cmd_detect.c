@@ -216,9 +216,7 @@ static int regions_of(Run *r, const char *file, const Image *im, Proposals *out,
     if (!r->o->proposals.len) return detect_propose(&r->en, im, out, e);
     const Proposals *p = saved_find(&r->saved, file);
     if (!p) return err_set(e, "%s: not in the --proposals files", file);
-    *out = (Proposals){p->n, xmalloc((size_t)(p->n ? p->n : 1) * sizeof(Box)), p->seconds};
-    if (p->n) memcpy(out->box, p->box, (size_t)p->n * sizeof(Box));
-    out->n = boxes_unique(out->box, out->n);
+    proposals_merge(p, NULL, 0, out, NULL); // a copy without exact duplicates
     return 0;
 }
 

@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "data.h"
 #include "image.h"
+#include "detect.h"
 #include "proposals.h"
 
 static const char *CMD = "proposals";
@@ -40,6 +41,10 @@ static void usage(FILE *f) {
             "  --max-side N          first resize so the longer side is at most N pixels (default 500; 0: never)\n"
             "  --min-box N           drop boxes narrower or shorter than N pixels at that size (default 20)\n"
             "  --seed S              seed of the ranking's randomness (default 1)\n"
+            "  --multibox W          add a MultiBox network's best boxes (paper Sec. 8: 200 of them) to Selective\n"
+            "  --multibox-config C   Search's, duplicates dropped: its weights (with their priors) and config\n"
+            "  --multibox-top N      how many of its boxes (default 200)\n"
+            "  --multibox-only       MultiBox's boxes alone, no Selective Search\n"
             "  --threads N           worker threads (default: one per core; the boxes do not depend on it)\n"
             "\n"
             "output:\n"
@@ -148,10 +153,32 @@ static int eval_finish(Eval *ev, const char *setting, Err *e) {
     return 0;
 }
 
+// --multibox: a MultiBox network's best boxes join Selective Search's (the detector's proposals), or replace them.
+typedef struct {
+    const char *weights, *config, *top_arg;
+    int top;
+    bool only, loaded;
+    Net net;
+} MultiboxOption;
+
+// An image's proposals: Selective Search, then MultiBox's boxes when asked, exact duplicates dropped.
+static int propose(const Image *im, const ProposalParams *p, MultiboxOption *mb, Proposals *out, Err *e) {
+    Proposals ss = {0}, boxes = {0};
+    double t0 = now_seconds();
+    if (!(mb->loaded && mb->only) && proposals_compute(im, p, &ss, e)) return -1;
+    if (!mb->loaded) return *out = ss, 0;
+    if (multibox_propose(&mb->net, &im, 1, mb->top, &boxes, e)) return proposals_free(&ss), -1;
+    proposals_merge(&ss, boxes.box, boxes.n, out, NULL);
+    out->seconds = now_seconds() - t0;
+    proposals_free(&ss);
+    proposals_free(&boxes);
+    return 0;
+}
+
 enum {
     OPT_LIST = 256, OPT_ROOT, OPT_EXT, OPT_SHARD, OPT_CONFIG, OPT_MODE, OPT_KSCALE, OPT_MAX, OPT_MAXSIDE, OPT_MINBOX,
     OPT_SEED, OPT_THREADS, OPT_QUIET, OPT_KEEPGOING, OPT_EVAL, OPT_ANN, OPT_FROM, OPT_DIFFICULT, OPT_PLOT,
-    OPT_REPORT, OPT_LABEL, OPT_HELP
+    OPT_REPORT, OPT_LABEL, OPT_HELP, OPT_MB, OPT_MBCFG, OPT_MBTOP, OPT_MBONLY
 };
 
 int cmd_proposals(int argc, char **argv) {
@@ -167,7 +194,9 @@ int cmd_proposals(int argc, char **argv) {
         {"annotations", required_argument, 0, OPT_ANN}, {"from", required_argument, 0, OPT_FROM},
         {"difficult", no_argument, 0, OPT_DIFFICULT},   {"plot", required_argument, 0, OPT_PLOT},
         {"report", required_argument, 0, OPT_REPORT},   {"label", required_argument, 0, OPT_LABEL},
-        {"help", no_argument, 0, OPT_HELP},             {0, 0, 0, 0},
+        {"help", no_argument, 0, OPT_HELP},             {"multibox", required_argument, 0, OPT_MB},
+        {"multibox-config", required_argument, 0, OPT_MBCFG}, {"multibox-top", required_argument, 0, OPT_MBTOP},
+        {"multibox-only", no_argument, 0, OPT_MBONLY},  {0, 0, 0, 0},
     };
     const char *list = NULL, *root = NULL, *ext = NULL, *config = NULL, *mode = NULL, *output = NULL;
     const char *kscale = NULL, *max = NULL, *maxside = NULL, *minbox = NULL, *seed = NULL, *threads = NULL;
@@ -175,6 +204,7 @@ int cmd_proposals(int argc, char **argv) {
     bool quiet = false, keep_going = false;
     Eval ev = {0};
     StrVec from = {0};
+    MultiboxOption mb = {.top = 200};
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
@@ -206,6 +236,10 @@ int cmd_proposals(int argc, char **argv) {
         case OPT_PLOT: ev.plot = optarg; break;
         case OPT_REPORT: ev.report = optarg; break;
         case OPT_LABEL: ev.label = optarg; break;
+        case OPT_MB: mb.weights = optarg; break;
+        case OPT_MBCFG: mb.config = optarg; break;
+        case OPT_MBTOP: mb.top_arg = optarg; break;
+        case OPT_MBONLY: mb.only = true; break;
         case 'h':
         case OPT_HELP: usage(stdout); strvec_free(&from); return 0;
         default: strvec_free(&from); return cli_usage_error(CMD, "unknown option");
@@ -246,8 +280,25 @@ int cmd_proposals(int argc, char **argv) {
         strvec_free(&from);
         return bad;
     }
+    if (!bad && !mb.weights != !mb.config)
+        bad = cli_usage_error(CMD, "--multibox W and --multibox-config C go together");
+    if (!bad && (mb.only || mb.top_arg) && !mb.weights) bad = cli_usage_error(CMD, "--multibox-only and --multibox-top need --multibox");
+    if (!bad && mb.top_arg) bad = cli_parse_int(CMD, "--multibox-top", mb.top_arg, 1, MULTIBOX_MAX_K, &v) ? (mb.top = (int)v, 0) : 2;
+    if (!bad && mb.weights && multibox_load(mb.config, mb.weights, p.threads, &mb.net, &e)) bad = cli_fail(CMD, &e);
+    mb.loaded = !bad && mb.weights;
+    if (bad) {
+        image_list_free(&images);
+        strvec_free(&from);
+        return bad;
+    }
     char setting[512];
     proposals_params_describe(&p, setting, sizeof setting);
+    if (mb.loaded) { // the setting says what the boxes are
+        char extra[300];
+        snprintf(extra, sizeof extra, "multibox=%s top=%d", mb.weights, mb.top);
+        if (mb.only) snprintf(setting, sizeof setting, "%s", extra);
+        else snprintf(setting + strlen(setting), sizeof setting - strlen(setting), " + %s", extra);
+    }
     prop_eval_init(&ev.ev, ev.difficult);
     int rc = 0, skipped = 0;
 
@@ -275,7 +326,7 @@ int cmd_proposals(int argc, char **argv) {
             const char *file = images.names[i];
             Image im = {0};
             Proposals props;
-            if (too_large(file, &p, &e) || image_load(file, &im, &e) || proposals_compute(&im, &p, &props, &e)) {
+            if (too_large(file, &p, &e) || image_load(file, &im, &e) || propose(&im, &p, &mb, &props, &e)) {
                 image_free(&im);
                 if (strstr(e.msg, file) != e.msg) err_prefix(&e, "%s", file);
                 if (!keep_going) {
@@ -307,6 +358,7 @@ int cmd_proposals(int argc, char **argv) {
     }
     prop_eval_free(&ev.ev);
     image_list_free(&images);
+    if (mb.loaded) net_free(&mb.net);
     strvec_free(&from);
     xmlCleanupParser();
     return rc;

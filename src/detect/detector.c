@@ -93,39 +93,16 @@ int ensemble_score(Ensemble *en, const RegionRef *r, int n, float *probs, Progre
 // ---------------------------------------------------------------------------------------------------------------
 // from scores to detections
 
-static int cmp_box(const void *pa, const void *pb) {
-    const Box *a = pa, *b = pb;
-    return memcmp(a, b, sizeof(Box));
-}
-
-typedef struct {
-    Box box;
-    int pos;
-} BoxPos;
-
-static int cmp_box_pos(const void *pa, const void *pb) {
-    const BoxPos *a = pa, *b = pb;
-    int c = cmp_box(&a->box, &b->box);
-    return c ? c : (a->pos > b->pos) - (a->pos < b->pos);
-}
-
-int boxes_unique(Box *b, int n) {
-    BoxPos *s = xmalloc((size_t)(n ? n : 1) * sizeof(BoxPos));
-    for (int i = 0; i < n; i++) s[i] = (BoxPos){b[i], i};
-    qsort(s, (size_t)n, sizeof(BoxPos), cmp_box_pos);
-    bool *dup = xcalloc((size_t)(n ? n : 1), sizeof(bool));
-    for (int i = 1; i < n; i++) dup[s[i].pos] = !cmp_box(&s[i].box, &s[i - 1].box);
-    int m = 0;
-    for (int i = 0; i < n; i++)
-        if (!dup[i]) b[m++] = b[i];
-    free(dup);
-    free(s);
-    return m;
-}
-
-int detect_propose(const Ensemble *en, const Image *im, Proposals *out, Err *e) {
-    if (proposals_compute(im, &en->proposals, out, e)) return -1;
-    out->n = boxes_unique(out->box, out->n);
+int detect_propose(Ensemble *en, const Image *im, Proposals *out, Err *e) {
+    Proposals ss, mb = {0};
+    if (proposals_compute(im, &en->proposals, &ss, e)) return -1;
+    if (en->multibox && multibox_propose(en->multibox, &im, 1, en->multibox_top, &mb, e)) {
+        proposals_free(&ss);
+        return -1;
+    }
+    proposals_merge(&ss, mb.box, mb.n, out, NULL); // exact duplicates dropped
+    proposals_free(&ss);
+    proposals_free(&mb);
     return 0;
 }
 

@@ -12,6 +12,9 @@
 //   batch = 64                             # regions a forward pass
 //   cascade = 0                            # > 0: the cascade's background threshold (see detect.h); 0: off
 //   proposals = ../../configs/proposals-detector.cfg   # Selective Search's setting (default: that one)
+//   multibox_config = ../../configs/multibox-tiny.cfg  # a MultiBox network whose best boxes join Selective
+//   multibox_weights = multibox.safetensors            # Search's (paper Sec. 8); both or neither
+//   multibox_top = 200                     # how many of its boxes (default 200, the paper's)
 //
 //   [member]                               # one section per network, in any number (1..64)
 //   config = ../../configs/googlenet-tiny.cfg
@@ -115,6 +118,14 @@ static int detector_key(Parser *ps, Where w, const char *key, char *val, Err *e)
         return number(w, key, val, 0, 1e9, true, &x, e) ? -1 : (p->max_per_image = (int)x, 0);
     if (!strcmp(key, "batch")) return number(w, key, val, 1, 4096, true, &x, e) ? -1 : (p->batch = (int)x, 0);
     if (!strcmp(key, "cascade")) return number(w, key, val, 0, 1, false, &p->cascade, e);
+    if (!strcmp(key, "multibox_config") || !strcmp(key, "multibox_weights")) {
+        char **dst = key[9] == 'c' ? &en->multibox_config : &en->multibox_weights;
+        if (*dst) return err_set(e, "%s:%d: %s is given twice", w.path, w.line, key);
+        *dst = path_join(ps->dir, val);
+        return 0;
+    }
+    if (!strcmp(key, "multibox_top"))
+        return number(w, key, val, 1, MULTIBOX_MAX_K, true, &x, e) ? -1 : (en->multibox_top = (int)x, 0);
     if (!strcmp(key, "proposals")) {
         char *path = path_join(ps->dir, val);
         int rc = proposals_params_load(&en->proposals, path, e);
@@ -122,7 +133,8 @@ static int detector_key(Parser *ps, Where w, const char *key, char *val, Err *e)
         return rc ? err_prefix(e, "%s:%d: proposals", w.path, w.line) : 0;
     }
     return err_set(e, "%s:%d: unknown key '%s' in [detector] (classes, class_map, background, context, nms, "
-                      "score_min, max_per_image, batch, cascade, proposals)", w.path, w.line, key);
+                      "score_min, max_per_image, batch, cascade, proposals, multibox_config, multibox_weights, "
+                      "multibox_top)", w.path, w.line, key);
 }
 
 static int member_key(Parser *ps, Where w, const char *key, const char *val, Err *e) {
@@ -183,6 +195,8 @@ static int parse_file(Parser *ps, Err *e) {
     if (!ps->has_classes) return err_set(e, "%s: no classes (classes = a, b, ... or class_map = FILE)", en->path);
     if (!ps->has_background) return err_set(e, "%s: say whether output 0 is background (background = true|false)", en->path);
     if (en->n_members == 0) return err_set(e, "%s: no [member] sections", en->path);
+    if (!en->multibox_config != !en->multibox_weights)
+        return err_set(e, "%s: MultiBox needs both multibox_config and multibox_weights", en->path);
     for (int i = 0; i < en->n_members; i++)
         if (!en->member[i].config || !en->member[i].weights)
             return err_set(e, "%s:%d: this member needs both config and weights", en->path, ps->member_line[i]);
@@ -247,13 +261,18 @@ static void normalise_weights(Ensemble *en) {
 }
 
 int ensemble_load(const char *path, int threads, Ensemble *en, Err *e) {
-    *en = (Ensemble){.path = xstrdup(path), .params = detect_params_default()};
+    *en = (Ensemble){.path = xstrdup(path), .params = detect_params_default(), .multibox_top = 200};
     proposals_params_default(&en->proposals);
     Parser ps = {.en = en, .dir = path_dirname(path)};
     int rc = parse_file(&ps, e);
     if (!rc) {
         en->outputs = en->classes.n + en->background;
         for (int i = 0; i < en->n_members && !rc; i++) rc = load_member(en, i, ps.member_line[i], threads, e);
+    }
+    if (!rc && en->multibox_config) {
+        en->multibox = xcalloc(1, sizeof(Net));
+        rc = multibox_load(en->multibox_config, en->multibox_weights, threads, en->multibox, e);
+        if (rc) free(en->multibox), en->multibox = NULL, err_prefix(e, "%s: multibox", en->path);
     }
     for (int i = 0; i < en->n_views; i++) en->view[i].context = en->params.context;
     normalise_weights(en);
@@ -282,6 +301,10 @@ void ensemble_free(Ensemble *en) {
         if (en->member[i].net) net_free(en->member[i].net);
         free(en->member[i].net);
     }
+    if (en->multibox) net_free(en->multibox);
+    free(en->multibox);
+    free(en->multibox_config);
+    free(en->multibox_weights);
     class_map_free(&en->classes);
     free(en->path);
     *en = (Ensemble){0};
@@ -293,8 +316,11 @@ json_t *ensemble_setting_json(const Ensemble *en) {
         json_array_append_new(members, json_pack("{sssssf}", "config", en->member[i].config, "weights",
                                                  en->member[i].weights, "weight", (double)en->member[i].weight));
     const DetectParams *p = &en->params;
+    json_t *mb = en->multibox ? json_pack("{sssssi}", "config", en->multibox_config, "weights", en->multibox_weights,
+                                          "top", en->multibox_top)
+                              : json_null();
     return json_pack("{sssssoso sbsisfsfsisf}", "ensemble", en->path ? en->path : "", "proposals",
-                     en->proposals_desc, "multibox", json_null(), "members", members, "background", en->background,
+                     en->proposals_desc, "multibox", mb, "members", members, "background", en->background,
                      "context", p->context, "nms", p->nms_iou, "score_min", p->score_min, "max_per_image",
                      p->max_per_image, "cascade", p->cascade);
 }

@@ -34,3 +34,20 @@ int multibox_propose(Net *net, const Image *const *ims, int n, int top, Proposal
     free(y);
     return rc;
 }
+
+int multibox_load(const char *config, const char *weights, int threads, Net *net, Err *e) {
+    NetConfig *cfg = xmalloc(sizeof *cfg); // 18 KB: not on the stack
+    int rc = config_load(config, cfg, e) || net_create(net, cfg, e) ? -1 : 0;
+    free(cfg);
+    if (rc) return -1;
+    if (!net->multibox_k) {
+        net_free(net);
+        return err_set(e, "%s: not a MultiBox network (no multibox head)", config);
+    }
+    if (threads > 0) net->threads = threads;
+    if (weights_load(net, weights, NULL, e)) {
+        net_free(net);
+        return -1;
+    }
+    return 0;
+}
