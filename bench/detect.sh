@@ -162,7 +162,9 @@ the regions, flips, dropout) and in the share of positive regions per batch (0.2
 Every row scores the same Selective Search proposals (the detector's setting, {nprop} per photo), warped with
 16 px of context, per-class NMS at 0.3, at most 100 detections per photo. mAP at IoU 0.5: the VOC protocol
 (`eval --iou 0.5`) and the ILSVRC devkit's (`eval`, per-box thresholds, here the same 0.5 for all but tiny boxes).
-Seconds: `detect` over the 40 photos with the proposals given (scoring only).
+Seconds: `detect` over the 40 photos with the proposals given (scoring only). These rows use Selective Search's
+proposals alone; the shipped detector adds its MultiBox network's boxes, which lift the ensemble's mAP from
+0.510 to 0.558 (`bench/multibox.sh`, `results/proposals-multibox.md`).
 
 | networks | mAP (VOC) | mAP (ILSVRC) | seconds |
 |---|---:|---:|---:|
@@ -185,8 +187,8 @@ ensemble's result and how much time it saves). The default, 0.5, is the lowest t
 
 ## Speed and memory of the whole pipeline (shipped ensemble)
 
-`inception detect` with `models/raccoon/ensemble.cfg` (proposals computed, six members, every region through
-every member):
+`inception detect` with `models/raccoon/ensemble.cfg` (Selective Search and MultiBox proposals computed, six
+members, every region through every member):
 
 | images | seconds | seconds an image | regions/s (x 6 members) | peak memory | largest photo |
 |---|---:|---:|---:|---:|---:|
