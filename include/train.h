@@ -144,6 +144,8 @@ typedef struct {
     Image *cache;              // (n_images) decoded images kept while under cache_budget bytes
     size_t cache_bytes, cache_budget;
     size_t decode_failures;    // images that failed to decode (skipped, counted)
+    size_t boxes_clipped;      // DATASET_BOXES: boxes reaching outside their image, clipped to it
+    size_t boxes_dropped;      // DATASET_BOXES: boxes empty after clipping, dropped
     uint32_t *perm;            // DATASET_CLASSIFY: the sample order of epoch perm_epoch
     long perm_epoch;
     unsigned char *bad_sample; // DATASET_CLASSIFY: samples found not to decode
@@ -165,8 +167,9 @@ typedef struct {
 // Opens a training or validation set:
 //   a file of "path label" lines                -> classification (paths relative to the file)
 //   a directory of class folders                -> classification (classes in name order)
-//   a file of image names (VOC ImageSets/Main/x.txt, in ROOT/ImageSets/Main/) or a VOC-layout directory
-//   (ROOT with Annotations/ and JPEGImages/)   -> detection regions
+//   a file of image names (VOC ImageSets/Main/x.txt, in ROOT/ImageSets/Main/, or ILSVRC's
+//   ROOT/ImageSets/DET/SET.txt with ROOT/Annotations/DET/SET and ROOT/Data/DET/SET) or a VOC-layout directory
+//   (ROOT with Annotations/ and JPEGImages/)   -> detection regions (or, with boxes, images and their boxes)
 int dataset_open(const char *spec, const DatasetOptions *o, Dataset *d, Err *e);
 void dataset_free(Dataset *d);
 // Decoded image i of a detection set (cached); NULL with *e set when it does not decode (it is then marked bad

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "testutil.h"
 #include "train.h"
 
 static void test_sgd_momentum_by_hand(void **state) {
@@ -188,6 +189,48 @@ static void test_box_batches(void **state) {
     dataset_free(&d);
 }
 
+// ILSVRC's layout (ImageSets/DET/SET.txt, Annotations/DET/SET, Data/DET/SET) opens for MultiBox too; a box
+// reaching outside its image is clipped and counted, one entirely outside dropped.
+static void test_ilsvrc_layout_boxes(void **state) {
+    (void)state;
+    char *root = test_tmpdir(), path[1024];
+    Err e;
+    const char *dirs[] = {"ImageSets/DET", "Annotations/DET/val", "Data/DET/val"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", root, dirs[i]);
+        assert_int_equal(make_dirs(path, &e), 0);
+    }
+    static const char *xml =
+        "<annotation><filename>a</filename><size><width>650</width><height>417</height></size>"
+        "<object><name>n02508021</name><bndbox><xmin>81</xmin><ymin>88</ymin><xmax>700</xmax><ymax>408</ymax>"
+        "</bndbox></object><object><name>n02508021</name><bndbox><xmin>660</xmin><ymin>1</ymin><xmax>690</xmax>"
+        "<ymax>30</ymax></bndbox></object></annotation>";
+    snprintf(path, sizeof path, "%s/Annotations/DET/val/a.xml", root);
+    assert_int_equal(write_file_atomic(path, xml, strlen(xml), &e), 0);
+    size_t n;
+    char *jpg = test_slurp("../data/raccoon/JPEGImages/raccoon-1.jpg", &n);
+    snprintf(path, sizeof path, "%s/Data/DET/val/a.JPEG", root);
+    assert_int_equal(write_file_atomic(path, jpg, n, &e), 0);
+    free(jpg);
+    snprintf(path, sizeof path, "%s/ImageSets/DET/val.txt", root);
+    assert_int_equal(write_file_atomic(path, "a 1\n", 4, &e), 0);
+    DatasetOptions o = {.boxes = true, .cache_budget = 1u << 26, .quiet = true};
+    Dataset d;
+    int rc = dataset_open(path, &o, &d, &e);
+    if (rc) fprintf(stderr, "%s\n", e.msg);
+    assert_int_equal(rc, 0);
+    assert_int_equal(d.kind, DATASET_BOXES);
+    assert_int_equal(d.n_images, 1);
+    assert_non_null(strstr(d.images[0].path, "Data/DET/val/a.JPEG"));
+    assert_int_equal(d.images[0].n_gt, 1);
+    assert_true(d.images[0].gt[0].x2 == 650 && d.images[0].gt[0].x1 == 81);
+    assert_int_equal(d.boxes_clipped, 2);
+    assert_int_equal(d.boxes_dropped, 1);
+    dataset_free(&d);
+    test_rmtree(root);
+    free(root);
+}
+
 static void test_checkpoint_roundtrip_and_refusals(void **state) {
     (void)state;
     enum { N = 1000 };
@@ -237,6 +280,7 @@ int main(void) {
         cmocka_unit_test(test_prefetch_order_and_errors),
         cmocka_unit_test(test_regions),
         cmocka_unit_test(test_box_batches),
+        cmocka_unit_test(test_ilsvrc_layout_boxes),
         cmocka_unit_test(test_checkpoint_roundtrip_and_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

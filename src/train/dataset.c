@@ -19,12 +19,26 @@ static bool is_file(const char *path) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// detection sets (VOC layout: ROOT/Annotations/NAME.xml, ROOT/JPEGImages/NAME.jpg)
+// detection sets: VOC layout (ROOT/Annotations/NAME.xml, ROOT/JPEGImages/NAME.jpg) or ILSVRC's
+// (ROOT/Annotations/DET/SET/NAME.xml, ROOT/Data/DET/SET/NAME.JPEG, listed by ROOT/ImageSets/DET/SET.txt)
 
-// The image file of an annotation: <filename> when it exists in JPEGImages, else NAME with a usual extension.
-static char *find_image(const char *root, const char *name, const char *filename) {
+typedef struct {
+    char *ann_dir, *img_dir;
+} Layout;
+
+static Layout layout_voc(const char *root) {
+    return (Layout){path_join(root, "Annotations"), path_join(root, "JPEGImages")};
+}
+
+static void layout_free(Layout *l) {
+    free(l->ann_dir);
+    free(l->img_dir);
+}
+
+// The image file of an annotation: <filename> when it exists in the image directory, else NAME with a usual
+// extension.
+static char *find_image(const char *dir, const char *name, const char *filename) {
     static const char *const exts[] = {".jpg", ".JPEG", ".jpeg", ".png", ".JPG"};
-    char *dir = path_join(root, "JPEGImages");
     char *path = NULL;
     if (filename && filename[0]) {
         path = path_join(dir, filename);
@@ -38,15 +52,32 @@ static char *find_image(const char *root, const char *name, const char *filename
         free(file);
         if (!is_file(path)) free(path), path = NULL;
     }
-    free(dir);
     return path;
 }
 
-static int load_annotations(Dataset *d, const char *root, const ImageList *list, const DatasetOptions *o, Err *e) {
+// Boxes reaching outside their image (by the annotation's <size>) are clipped to it, and boxes left empty dropped;
+// both counted. For MultiBox, whose targets are the boxes themselves.
+static void clip_boxes(DatasetImage *im, const Annotation *a, Dataset *d) {
+    if (a->width <= 0 || a->height <= 0) return;
+    int m = 0;
+    for (int j = 0; j < im->n_gt; j++) {
+        Box b = im->gt[j], c = {fmax(b.x1, 1), fmax(b.y1, 1), fmin(b.x2, a->width), fmin(b.y2, a->height)};
+        bool clipped = memcmp(&b, &c, sizeof b) != 0;
+        d->boxes_clipped += clipped;
+        if (c.x2 < c.x1 || c.y2 < c.y1) {
+            d->boxes_dropped++;
+            continue;
+        }
+        im->gt[m] = c, im->gt_label[m] = im->gt_label[j], im->difficult[m] = im->difficult[j], m++;
+    }
+    im->n_gt = m;
+}
+
+static int load_annotations(Dataset *d, const Layout *lay, const ImageList *list, const DatasetOptions *o, Err *e) {
     d->n_images = list->n;
     d->images = xcalloc((size_t)(list->n ? list->n : 1), sizeof(DatasetImage));
     Annotation *ann = xcalloc((size_t)(list->n ? list->n : 1), sizeof(Annotation));
-    char *ann_dir = path_join(root, "Annotations");
+    const char *ann_dir = lay->ann_dir;
     int rc = -1;
     for (int i = 0; i < list->n; i++) {
         size_t n = strlen(list->names[i]) + 5;
@@ -59,9 +90,9 @@ static int load_annotations(Dataset *d, const char *root, const ImageList *list,
         if (bad) goto done;
         DatasetImage *im = &d->images[i];
         im->name = xstrdup(list->names[i]);
-        im->path = find_image(root, list->names[i], ann[i].filename);
+        im->path = find_image(lay->img_dir, list->names[i], ann[i].filename);
         if (!im->path) {
-            err_set(e, "%s/JPEGImages: no image file for '%s'", root, list->names[i]);
+            err_set(e, "%s: no image file for '%s'", lay->img_dir, list->names[i]);
             goto done;
         }
     }
@@ -94,17 +125,20 @@ static int load_annotations(Dataset *d, const char *root, const ImageList *list,
             im->difficult[j] = ob->difficult;
             im->gt_label[j] = class_map_find(&d->classes, ob->name);
             if (im->gt_label[j] < 0) {
-                err_set(e, "%s/Annotations/%s.xml:%d: class '%s' is not among the training set's classes", root,
-                        im->name, ob->line, ob->name);
+                err_set(e, "%s/%s.xml:%d: class '%s' is not among the training set's classes", ann_dir, im->name,
+                        ob->line, ob->name);
                 goto done;
             }
         }
+        if (o->boxes) clip_boxes(im, &ann[i], d);
     }
+    if (o->boxes && !o->quiet && (d->boxes_clipped || d->boxes_dropped))
+        fprintf(stderr, "%s: %zu boxes clipped to their image, %zu empty after clipping (dropped)\n", d->source,
+                d->boxes_clipped, d->boxes_dropped);
     rc = 0;
 done:
     for (int i = 0; i < list->n; i++) annotation_free(&ann[i]);
     free(ann);
-    free(ann_dir);
     return rc;
 }
 
@@ -171,9 +205,10 @@ static int proposals_compute_all(Dataset *d, const DatasetOptions *o, Err *e) {
     return o->proposals_cache ? proposals_json_commit(&w, e) : 0;
 }
 
-static int open_detection_set(Dataset *d, const char *root, const ImageList *list, const DatasetOptions *o, Err *e) {
+static int open_detection_set(Dataset *d, const Layout *lay, const ImageList *list, const DatasetOptions *o,
+                              Err *e) {
     d->kind = o->boxes ? DATASET_BOXES : DATASET_REGIONS;
-    if (load_annotations(d, root, list, o, e)) return -1;
+    if (load_annotations(d, lay, list, o, e)) return -1;
     if (o->boxes) { // MultiBox learns the boxes themselves: no proposals
         d->cache = xcalloc((size_t)(d->n_images ? d->n_images : 1), sizeof(Image));
         if (d->n_images == 0) return err_set(e, "%s: no images", d->source);
@@ -197,6 +232,38 @@ static int open_detection_set(Dataset *d, const char *root, const ImageList *lis
 
 // ---------------------------------------------------------------------------------------------------------------
 // opening
+
+static Layout layout_of_list(const char *spec);
+
+// ROOT/ImageSets/DET/SET.txt with ROOT/Annotations/DET/SET beside it.
+static bool is_ilsvrc_list(const char *spec) {
+    Layout lay = layout_of_list(spec);
+    bool yes = strstr(lay.ann_dir, "Annotations/DET/") && is_dir(lay.ann_dir);
+    layout_free(&lay);
+    return yes;
+}
+
+// The layout a list names: ROOT/ImageSets/DET/SET.txt is ILSVRC's, anything else VOC's ROOT/ImageSets/Main/X.txt.
+static Layout layout_of_list(const char *spec) {
+    char *a = path_dirname(spec), *b = path_dirname(a), *root = path_dirname(b);
+    const char *dir = strrchr(a, '/');
+    dir = dir ? dir + 1 : a;
+    Layout lay;
+    if (!strcmp(dir, "DET")) {
+        const char *base = strrchr(spec, '/');
+        base = base ? base + 1 : spec;
+        size_t n = strlen(base);
+        char *set = xstrdup(base);
+        if (n > 4 && !strcmp(set + n - 4, ".txt")) set[n - 4] = '\0';
+        char *ann = path_join(root, "Annotations/DET"), *img = path_join(root, "Data/DET");
+        lay = (Layout){path_join(ann, set), path_join(img, set)};
+        free(ann), free(img), free(set);
+    } else {
+        lay = layout_voc(root);
+    }
+    free(a), free(b), free(root);
+    return lay;
+}
 
 // A list whose lines end in an integer label is a classification list; otherwise it names images of a VOC-style
 // detection set.
@@ -238,7 +305,9 @@ int dataset_open(const char *spec, const DatasetOptions *o, Dataset *d, Err *e) 
         if (is_dir(ann)) {
             ImageList list;
             if (image_list_from_dir(ann, ".xml", &list, e) == 0) {
-                rc = open_detection_set(d, spec, &list, o, e);
+                Layout lay = layout_voc(spec);
+                rc = open_detection_set(d, &lay, &list, o, e);
+                layout_free(&lay);
                 image_list_free(&list);
             }
         } else {
@@ -249,24 +318,23 @@ int dataset_open(const char *spec, const DatasetOptions *o, Dataset *d, Err *e) 
                              o->max_classes);
         }
         free(ann);
-    } else if (looks_labelled(spec)) {
+    } else if (looks_labelled(spec) && !is_ilsvrc_list(spec)) { // ILSVRC's "name index" lines look labelled
         d->kind = DATASET_CLASSIFY;
         rc = sample_list_load(spec, o->max_classes, &d->samples, e);
     } else {
-        // ROOT/ImageSets/Main/LIST.txt: the set's root is three levels up.
-        char *a = path_dirname(spec), *b = path_dirname(a), *root = path_dirname(b);
-        char *ann = path_join(root, "Annotations");
+        // ROOT/ImageSets/Main/LIST.txt (VOC) or ROOT/ImageSets/DET/SET.txt (ILSVRC): the root is three levels up.
+        Layout lay = layout_of_list(spec);
         ImageList list;
-        if (!is_dir(ann))
+        if (!is_dir(lay.ann_dir))
             rc = err_set(e, "%s: a list of image names, but %s is not a directory (expected the VOC layout "
-                            "ROOT/ImageSets/Main/LIST.txt with ROOT/Annotations and ROOT/JPEGImages)",
-                         spec, ann);
+                            "ROOT/ImageSets/Main/LIST.txt with ROOT/Annotations and ROOT/JPEGImages, or ILSVRC's "
+                            "ROOT/ImageSets/DET/SET.txt with ROOT/Annotations/DET/SET and ROOT/Data/DET/SET)",
+                         spec, lay.ann_dir);
         else if (image_list_load(spec, &list, e) == 0) {
-            rc = open_detection_set(d, root, &list, o, e);
+            rc = open_detection_set(d, &lay, &list, o, e);
             image_list_free(&list);
         }
-        free(ann);
-        free(a), free(b), free(root);
+        layout_free(&lay);
     }
     if (rc) dataset_free(d);
     return rc;
