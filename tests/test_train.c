@@ -212,20 +212,39 @@ static void test_ilsvrc_layout_boxes(void **state) {
     snprintf(path, sizeof path, "%s/Data/DET/val/a.JPEG", root);
     assert_int_equal(write_file_atomic(path, jpg, n, &e), 0);
     free(jpg);
+    // a second image without objects: allowed (all its predictions are negatives)
+    static const char *empty = "<annotation><filename>b</filename><size><width>650</width><height>417</height>"
+                               "</size></annotation>";
+    snprintf(path, sizeof path, "%s/Annotations/DET/val/b.xml", root);
+    assert_int_equal(write_file_atomic(path, empty, strlen(empty), &e), 0);
+    jpg = test_slurp("../data/raccoon/JPEGImages/raccoon-1.jpg", &n);
+    snprintf(path, sizeof path, "%s/Data/DET/val/b.JPEG", root);
+    assert_int_equal(write_file_atomic(path, jpg, n, &e), 0);
+    free(jpg);
     snprintf(path, sizeof path, "%s/ImageSets/DET/val.txt", root);
-    assert_int_equal(write_file_atomic(path, "a 1\n", 4, &e), 0);
+    assert_int_equal(write_file_atomic(path, "a 1\nb 2\n", 8, &e), 0);
     DatasetOptions o = {.boxes = true, .cache_budget = 1u << 26, .quiet = true};
     Dataset d;
     int rc = dataset_open(path, &o, &d, &e);
     if (rc) fprintf(stderr, "%s\n", e.msg);
     assert_int_equal(rc, 0);
     assert_int_equal(d.kind, DATASET_BOXES);
-    assert_int_equal(d.n_images, 1);
+    assert_int_equal(d.n_images, 2);
+    assert_int_equal(d.images[1].n_gt, 0);
     assert_non_null(strstr(d.images[0].path, "Data/DET/val/a.JPEG"));
     assert_int_equal(d.images[0].n_gt, 1);
     assert_true(d.images[0].gt[0].x2 == 650 && d.images[0].gt[0].x1 == 81);
     assert_int_equal(d.boxes_clipped, 2);
     assert_int_equal(d.boxes_dropped, 1);
+    NetConfig cfg; // a batch of both: the empty image has no boxes
+    assert_int_equal(config_load("../configs/googlenet-tiny.cfg", &cfg, &e), 0);
+    BatchRecipe r = {.seed = 1, .batch = 2, .augment = augment_none()};
+    Batch b;
+    batch_alloc(&b, 2, &cfg);
+    assert_int_equal(dataset_batch(&d, &cfg, &r, 0, &b, &e), 0);
+    assert_int_equal(b.n_boxes[b.labels[0] == 1 ? 0 : 1], 0);
+    assert_int_equal(b.n_boxes[b.labels[0] == 1 ? 1 : 0], 1);
+    batch_free(&b);
     dataset_free(&d);
     test_rmtree(root);
     free(root);

@@ -34,7 +34,8 @@ static void usage(FILE *f) {
         "                        the submission's image_index (default: the line's position)\n"
         "  --root DIR, --ext EXT the list's names are DIR/name + EXT\n"
         "  --shard I/N           only images I, I+N, I+2N, ... (0 <= I < N); --merge joins the parts\n"
-        "  --proposals FILE      use saved proposals (inception proposals JSON; repeatable), matched by file name\n"
+        "  --proposals FILE      use saved proposals (inception proposals JSON; repeatable), matched by file name,\n"
+        "                        as they are (the ensemble's MultiBox network is not run on them)\n"
         "  --keep-going          skip unreadable images (reported; exit status 1) instead of stopping\n"
         "  --resume              continue an interrupted run from OUT.json.partial (or a finished OUT.json)\n"
         "\n"
@@ -309,7 +310,10 @@ static int run_open(Run *r, Err *e) {
         if (!ok) return err_set(e, "%s: cannot write there: %s", o->submission, strerror(errno));
     }
     json_t *setting = ensemble_setting_json(&r->en);
-    if (o->proposals.len) json_object_set_new(setting, "proposals", json_string("saved (--proposals)"));
+    if (o->proposals.len) { // used as they are: `proposals --multibox` makes files with MultiBox's boxes in
+        json_object_set_new(setting, "proposals", json_string("saved (--proposals)"));
+        json_object_set_new(setting, "multibox", json_null());
+    }
     if (o->shard_n > 1) {
         char shard[64];
         snprintf(shard, sizeof shard, "%ld/%ld", o->shard_i, o->shard_n);
