@@ -122,6 +122,10 @@ bool parse_long(const char **p, long *out);
 // True when only blanks remain.
 bool parse_at_end(const char *p);
 
+// Whether a path is an existing directory / regular file (following links).
+bool path_is_dir(const char *path);
+bool path_is_file(const char *path);
+
 // Creates a directory and any missing parents (mkdir -p); existing ones are fine.
 int make_dirs(const char *path, Err *e);
 

@@ -35,11 +35,6 @@ static const char *USAGE =
     "  --quiet             no progress or timing on stderr\n"
     "  -h, --help          this help\n";
 
-static bool is_dir(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 // True when the file's first non-blank byte is '{' (JSON) rather than a digit (submission lines).
 static bool looks_like_json(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -135,7 +130,7 @@ int cmd_eval(int argc, char **argv) {
     EvalResult r = {0};
     int *which = NULL, n_which = 0, status = 1;
     if (map_path && class_map_load(map_path, &classes, &e)) goto done;
-    if (is_dir(gt_path)) {
+    if (path_is_dir(gt_path)) {
         ImageList list;
         if (list_path ? image_list_load(list_path, &list, &e) : image_list_from_dir(gt_path, ".xml", &list, &e))
             goto done;

@@ -57,16 +57,6 @@ static void priors_usage(FILE *f) {
             "  --quiet               no progress on stderr\n");
 }
 
-static bool is_dir(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static bool is_file(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 // "dir/name" + suffix. Caller frees.
 static char *join_suffix(const char *dir, const char *name, const char *suffix) {
     size_t n = strlen(name) + strlen(suffix) + 1;
@@ -83,12 +73,12 @@ static char *find_image(const char *img_dir, const char *name, const char *filen
     static const char *const exts[] = {".jpg", ".JPEG", ".jpeg", ".png", ".JPG", ".PNG"};
     if (filename && filename[0]) {
         char *path = path_join(img_dir, filename);
-        if (is_file(path)) return path;
+        if (path_is_file(path)) return path;
         free(path);
     }
     for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
         char *path = join_suffix(img_dir, name, exts[i]);
-        if (is_file(path)) return path;
+        if (path_is_file(path)) return path;
         free(path);
     }
     return NULL;
@@ -198,20 +188,20 @@ static int cmd_priors(int argc, char **argv) {
     int rc = 0;
     if (data) {
         char *root = NULL;
-        if (is_dir(data)) {
+        if (path_is_dir(data)) {
             root = xstrdup(data);
             ann_dir = path_join(root, "Annotations");
-            if (!is_dir(ann_dir))
+            if (!path_is_dir(ann_dir))
                 rc = err_set(&e, "%s: no Annotations directory (expected a VOC-layout ROOT or "
                                  "ROOT/ImageSets/Main/LIST.txt)", data);
             else if (image_list_from_dir(ann_dir, ".xml", &names, &e)) rc = -1;
-        } else if (is_file(data)) {
+        } else if (path_is_file(data)) {
             // ROOT/ImageSets/Main/LIST.txt: the set's root is three levels up.
             char *a = path_dirname(data), *b = path_dirname(a);
             root = path_dirname(b);
             free(a), free(b);
             ann_dir = path_join(root, "Annotations");
-            if (!is_dir(ann_dir))
+            if (!path_is_dir(ann_dir))
                 rc = err_set(&e, "%s: a list of image names, but %s is not a directory (expected the VOC layout "
                                  "ROOT/ImageSets/Main/LIST.txt with ROOT/Annotations and ROOT/JPEGImages)", data,
                              ann_dir);

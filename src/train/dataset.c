@@ -8,16 +8,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static bool is_dir(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static bool is_file(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // detection sets: VOC layout (ROOT/Annotations/NAME.xml, ROOT/JPEGImages/NAME.jpg) or ILSVRC's
 // (ROOT/Annotations/DET/SET/NAME.xml, ROOT/Data/DET/SET/NAME.JPEG, listed by ROOT/ImageSets/DET/SET.txt)
@@ -42,7 +32,7 @@ static char *find_image(const char *dir, const char *name, const char *filename)
     char *path = NULL;
     if (filename && filename[0]) {
         path = path_join(dir, filename);
-        if (!is_file(path)) free(path), path = NULL;
+        if (!path_is_file(path)) free(path), path = NULL;
     }
     for (size_t i = 0; !path && i < sizeof exts / sizeof exts[0]; i++) {
         size_t n = strlen(name) + strlen(exts[i]) + 1;
@@ -50,7 +40,7 @@ static char *find_image(const char *dir, const char *name, const char *filename)
         snprintf(file, n, "%s%s", name, exts[i]);
         path = path_join(dir, file);
         free(file);
-        if (!is_file(path)) free(path), path = NULL;
+        if (!path_is_file(path)) free(path), path = NULL;
     }
     return path;
 }
@@ -216,7 +206,7 @@ static int open_detection_set(Dataset *d, const Layout *lay, const ImageList *li
     }
     int rc;
     if (o->proposals_file) rc = proposals_from_file(d, o->proposals_file, e);
-    else if (o->proposals_cache && is_file(o->proposals_cache)) rc = proposals_from_file(d, o->proposals_cache, e);
+    else if (o->proposals_cache && path_is_file(o->proposals_cache)) rc = proposals_from_file(d, o->proposals_cache, e);
     else rc = proposals_compute_all(d, o, e);
     if (rc) return -1;
     for (int i = 0; i < d->n_images; i++) {
@@ -238,7 +228,7 @@ static Layout layout_of_list(const char *spec);
 // ROOT/ImageSets/DET/SET.txt with ROOT/Annotations/DET/SET beside it.
 static bool is_ilsvrc_list(const char *spec) {
     Layout lay = layout_of_list(spec);
-    bool yes = strstr(lay.ann_dir, "Annotations/DET/") && is_dir(lay.ann_dir);
+    bool yes = strstr(lay.ann_dir, "Annotations/DET/") && path_is_dir(lay.ann_dir);
     layout_free(&lay);
     return yes;
 }
@@ -300,9 +290,9 @@ int dataset_open(const char *spec, const DatasetOptions *o, Dataset *d, Err *e) 
     d->cache_budget = o->cache_budget;
     d->perm_epoch = -1;
     int rc = -1;
-    if (is_dir(spec)) {
+    if (path_is_dir(spec)) {
         char *ann = path_join(spec, "Annotations");
-        if (is_dir(ann)) {
+        if (path_is_dir(ann)) {
             ImageList list;
             if (image_list_from_dir(ann, ".xml", &list, e) == 0) {
                 Layout lay = layout_voc(spec);
@@ -325,7 +315,7 @@ int dataset_open(const char *spec, const DatasetOptions *o, Dataset *d, Err *e) 
         // ROOT/ImageSets/Main/LIST.txt (VOC) or ROOT/ImageSets/DET/SET.txt (ILSVRC): the root is three levels up.
         Layout lay = layout_of_list(spec);
         ImageList list;
-        if (!is_dir(lay.ann_dir))
+        if (!path_is_dir(lay.ann_dir))
             rc = err_set(e, "%s: a list of image names, but %s is not a directory (expected the VOC layout "
                             "ROOT/ImageSets/Main/LIST.txt with ROOT/Annotations and ROOT/JPEGImages, or ILSVRC's "
                             "ROOT/ImageSets/DET/SET.txt with ROOT/Annotations/DET/SET and ROOT/Data/DET/SET)",
