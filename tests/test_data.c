@@ -150,6 +150,16 @@ static void test_augment_with_boxes(void **state) {
     image_free(&im);
 }
 
+// No names at all (an empty image list, annotations without objects): an empty map, and no NULL handed to memcpy
+// (UBSan failed this before, issue 13).
+static void test_class_map_from_no_names(void **state) {
+    (void)state;
+    ClassMap m;
+    class_map_from_names(&m, NULL, 0);
+    assert_int_equal(m.n, 0);
+    class_map_free(&m);
+}
+
 static void test_warp_region(void **state) {
     (void)state;
     Image im;
@@ -249,7 +259,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crop_window_distribution), cmocka_unit_test(test_photometric),
         cmocka_unit_test(test_augment_reproducible),     cmocka_unit_test(test_warp_region),
-        cmocka_unit_test(test_augment_with_boxes),
+        cmocka_unit_test(test_augment_with_boxes),      cmocka_unit_test(test_class_map_from_no_names),
         cmocka_unit_test(test_sample_lists),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -184,8 +184,10 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 
 void class_map_from_names(ClassMap *m, char **names, int n) {
     char **sorted = xmalloc((size_t)(n ? n : 1) * sizeof(char *));
-    memcpy(sorted, names, (size_t)n * sizeof(char *));
-    qsort(sorted, (size_t)n, sizeof(char *), cmp_str);
+    if (n > 0) { // names may be NULL when there are none (an empty list, annotations without objects)
+        memcpy(sorted, names, (size_t)n * sizeof(char *));
+        qsort(sorted, (size_t)n, sizeof(char *), cmp_str);
+    }
     int u = 0;
     for (int i = 0; i < n; i++)
         if (u == 0 || strcmp(sorted[u - 1], sorted[i]) != 0) sorted[u++] = sorted[i];
