@@ -109,6 +109,9 @@ int write_file_atomic(const char *path, const void *data, size_t n, Err *e);
 
 // Reads a whole file (NUL-terminated for convenience; *n excludes the NUL). Refuses files over max_bytes.
 int read_file_all(const char *path, size_t max_bytes, char **data, size_t *n, Err *e);
+// The same for a text file, refused when it holds a NUL byte (which would end its text early: the lines after it
+// would be silently ignored).
+int read_text_all(const char *path, size_t max_bytes, char **data, size_t *n, Err *e);
 
 // Splits text in place into lines: returns the next line (its '\n' and any trailing '\r' replaced by NULs) and
 // advances *cursor; NULL at the end. Empty lines are returned too, so line numbers stay right.

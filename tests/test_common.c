@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "testutil.h"
 #include "image.h"
 
 static void test_rng_deterministic(void **state) {
@@ -293,8 +294,33 @@ static void test_parse_double_matches_strtod(void **state) {
     assert_false(parse_at_end(q));
 }
 
+// A NUL byte in a text file would end its text early (the lines after it silently ignored): refused, naming the
+// line (issue 13).
+static void test_text_with_nul(void **state) {
+    (void)state;
+    char *path = test_tmpfile(".txt", NULL);
+    Err e;
+    static const char bytes[] = "first line\nsecond\0 line\nthird\n";
+    assert_int_equal(write_file_atomic(path, bytes, sizeof bytes - 1, &e), 0);
+    char *data = NULL;
+    size_t n;
+    assert_int_equal(read_text_all(path, 1 << 20, &data, &n, &e), -1);
+    assert_null(data);
+    assert_non_null(strstr(e.msg, path));
+    assert_non_null(strstr(e.msg, ":2: a NUL byte (at byte 17)"));
+    assert_int_equal(read_file_all(path, 1 << 20, &data, &n, &e), 0); // binary reads are not text reads
+    assert_int_equal(n, sizeof bytes - 1);
+    free(data);
+    assert_int_equal(write_file_atomic(path, "a\nb\n", 4, &e), 0);
+    assert_int_equal(read_text_all(path, 1 << 20, &data, &n, &e), 0);
+    free(data);
+    unlink(path);
+    free(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_text_with_nul),
         cmocka_unit_test(test_rng_deterministic), cmocka_unit_test(test_rng_ranges),
         cmocka_unit_test(test_size_mul),          cmocka_unit_test(test_atomic_write),
         cmocka_unit_test(test_box_iou),           cmocka_unit_test(test_paths),

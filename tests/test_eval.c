@@ -632,6 +632,15 @@ static void test_cli(void **state) {
     assert_int_equal(status, 0);
     assert_non_null(strstr(out, "--blacklist"));
     free(out);
+    // An empty image list: an error, not "Mean AP: nan" and exit 0 (issue 13).
+    char *empty = test_tmpfile(".txt", ""), *pred = test_tmpfile(".txt", ""), args[1024];
+    snprintf(args, sizeof args, "eval --pred %s --gt ../data/raccoon/Annotations --list %s --iou 0.5", pred, empty);
+    out = test_run(args, &status);
+    assert_int_equal(status, 1);
+    assert_non_null(strstr(out, "no images to evaluate"));
+    free(out);
+    remove_tmp(empty);
+    remove_tmp(pred);
 }
 
 int main(void) {

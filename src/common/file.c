@@ -226,3 +226,14 @@ bool path_is_file(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
+
+int read_text_all(const char *path, size_t max_bytes, char **data, size_t *n, Err *e) {
+    if (read_file_all(path, max_bytes, data, n, e)) return -1;
+    const char *nul = memchr(*data, '\0', *n);
+    if (!nul) return 0;
+    size_t at = (size_t)(nul - *data), line = 1;
+    for (size_t i = 0; i < at; i++) line += (*data)[i] == '\n';
+    free(*data);
+    *data = NULL;
+    return err_set(e, "%s:%zu: a NUL byte (at byte %zu): not a text file", path, line, at);
+}

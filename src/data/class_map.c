@@ -56,7 +56,7 @@ bool mat_number(const matvar_t *v, size_t i, double *out) {
 static int load_txt(const char *path, ClassMap *m, Err *e) {
     char *data;
     size_t size;
-    if (read_file_all(path, 64u << 20, &data, &size, e)) return -1;
+    if (read_text_all(path, 64u << 20, &data, &size, e)) return -1;
     VEC(MapRow) rows = {0};
     char *cursor = data;
     int line_no = 0, rc = -1;

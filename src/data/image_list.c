@@ -23,7 +23,7 @@ int image_list_load(const char *path, ImageList *l, Err *e) {
     *l = (ImageList){0};
     char *data;
     size_t n;
-    if (read_file_all(path, IMAGE_LIST_MAX_BYTES, &data, &n, e)) return -1;
+    if (read_text_all(path, IMAGE_LIST_MAX_BYTES, &data, &n, e)) return -1;
     size_t cap = 0;
     int line_no = 0, position = 0;
     char *cursor = data;

@@ -20,7 +20,7 @@ int sample_list_load(const char *path, int max_classes, SampleList *l, Err *e) {
     *l = (SampleList){0};
     char *data;
     size_t size, cap = 0;
-    if (read_file_all(path, 1u << 30, &data, &size, e)) return -1;
+    if (read_text_all(path, 1u << 30, &data, &size, e)) return -1;
     char *dir = path_dirname(path), *cursor = data;
     int line_no = 0, rc = -1;
     for (char *line; (line = text_next_line(&cursor));) {

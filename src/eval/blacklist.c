@@ -9,7 +9,7 @@ int blacklist_load(const char *path, const ClassMap *classes, Blacklist *bl, Err
     *bl = (Blacklist){0};
     char *data;
     size_t size, cap = 0;
-    if (read_file_all(path, 1u << 30, &data, &size, e)) return -1;
+    if (read_text_all(path, 1u << 30, &data, &size, e)) return -1;
     char *cursor = data;
     int line_no = 0;
     for (char *line; (line = text_next_line(&cursor));) {

@@ -45,7 +45,7 @@ int dets_load_txt(const char *path, const GroundTruth *gt, bool strict, Detectio
     *out = (Detections){0};
     char *data;
     size_t size, cap = 0;
-    if (read_file_all(path, DETS_MAX_BYTES, &data, &size, e)) return -1;
+    if (read_text_all(path, DETS_MAX_BYTES, &data, &size, e)) return -1;
     char *cursor = data;
     long line_no = 0;
     for (char *line; (line = text_next_line(&cursor));) {

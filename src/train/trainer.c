@@ -511,6 +511,8 @@ int train_run(const TrainOptions *o, Err *e) {
     long step = 0;
     struct stat st;
     bool resumed = o->resume && stat(r.ckpt_path, &st) == 0;
+    if (o->resume && !resumed && !o->quiet) // not an error (a first run may say --resume), but never silent
+        fprintf(stderr, "--resume: no %s yet: starting afresh\n", r.ckpt_path);
     if (resumed) {
         CheckpointHeader h;
         if (checkpoint_load(r.ckpt_path, net_fingerprint(&r.net), r.net.params_size, &h, r.net.params,
