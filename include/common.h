@@ -151,6 +151,7 @@ typedef struct {
 
 double box_area(Box b);       // (x2 - x1 + 1) * (y2 - y1 + 1); 0 when empty
 double box_iou(Box a, Box b); // intersection over union with the +1 convention; 0 when they do not overlap
+Box box_clip(Box b, int w, int h); // inside a w x h image's pixels 1..w, 1..h; empty (x2 < x1 or y2 < y1) if outside
 
 // One detection: a scored box of a class in an image. The detector makes them, detection files hold them, the
 // evaluator reads them: one type from end to end.

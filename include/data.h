@@ -27,6 +27,9 @@ int annotation_load(const char *path, Annotation *a, Err *e);
 // Where an image's annotation is: DIR/<stem>.xml, or without DIR the VOC layout <dir>/../Annotations/<stem>.xml.
 // Caller frees.
 char *annotation_path_for(const char *image, const char *ann_dir);
+// The image of an annotation in img_dir: its <filename> when that file exists, else `name` with a usual extension
+// (.jpg, .JPEG, .jpeg, .png, .JPG, .PNG). NULL when none exists; caller frees.
+char *annotation_image_path(const char *img_dir, const char *name, const char *filename);
 void annotation_free(Annotation *a);
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ valgrind"
 PACKAGES="$PACKAGES python3-scipy"
 # the viewer page's test (tests/test_viewer.c): headless Chromium takes screenshots of it, with fonts for its labels
 PACKAGES="$PACKAGES chromium fonts-dejavu-core"
+# peak memory in bench/detect.sh: GNU time (/usr/bin/time -f %M)
+PACKAGES="$PACKAGES time"
 # Debian's npm is a package of its own; NodeSource's nodejs (seen on some machines) ships npm and conflicts with it.
 command -v npm >/dev/null 2>&1 || PACKAGES="$PACKAGES npm"
 

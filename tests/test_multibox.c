@@ -56,10 +56,7 @@ static double sq_dist(const float *a, const float *b) {
 }
 
 static void load_mb_tiny(Net *net) {
-    NetConfig *cfg = malloc(sizeof *cfg);
-    Err e;
-    if (config_load(TINY_MB, cfg, &e) || net_create(net, cfg, &e)) fail_msg("%s", e.msg);
-    free(cfg);
+    test_net_of(net, TINY_MB);
     net_init_random(net, 42);
 }
 
@@ -514,13 +511,7 @@ static void test_net_weights(void **state) {
 }
 
 // Inputs of unit scale, and a batch's ground truth: three boxes in image 0, one in image 1.
-static float *random_input(uint64_t seed, int n) {
-    Rng r;
-    rng_seed(&r, seed);
-    float *x = malloc((size_t)n * PIXELS * sizeof(float));
-    for (size_t i = 0; i < (size_t)n * PIXELS; i++) x[i] = (float)rng_normal(&r);
-    return x;
-}
+static float *random_input(uint64_t seed, int n) { return test_normal(seed, (size_t)n * PIXELS); }
 
 static const float GT0[3 * 4] = {0.1f, 0.1f, 0.5f, 0.6f, 0.4f, 0.2f, 0.9f, 0.95f, 0.0f, 0.7f, 0.3f, 1.0f};
 static const float GT1[1 * 4] = {0.25f, 0.3f, 0.75f, 0.8f};

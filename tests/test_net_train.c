@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "classifier.h"
+#include "testutil.h"
 #include "train.h"
 
 #define TINY "../configs/googlenet-tiny.cfg"
@@ -22,21 +23,12 @@
 static const int LABELS[BATCH] = {3, 7};
 
 static void load_tiny(Net *net) {
-    NetConfig *cfg = malloc(sizeof *cfg);
-    Err e;
-    if (config_load(TINY, cfg, &e) || net_create(net, cfg, &e)) fail_msg("%s", e.msg);
-    free(cfg);
+    test_net_of(net, TINY);
     net_init_random(net, 42);
 }
 
 // Inputs of unit scale: with GoogLeNet-tiny's random weights the logits stay moderate (loss about 10).
-static float *random_input(uint64_t seed, int n) {
-    Rng r;
-    rng_seed(&r, seed);
-    float *x = malloc((size_t)n * PIXELS * sizeof(float));
-    for (size_t i = 0; i < (size_t)n * PIXELS; i++) x[i] = (float)rng_normal(&r);
-    return x;
-}
+static float *random_input(uint64_t seed, int n) { return test_normal(seed, (size_t)n * PIXELS); }
 
 // The training loss at the net's current parameters, with the dropout masks of seed 77 every time.
 static double loss_at(Net *net, const float *x) {

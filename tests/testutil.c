@@ -72,9 +72,19 @@ char *test_run(const char *args, int *status) {
     return out;
 }
 
-void test_tiny_net(Net *net) {
+void test_net_of(Net *net, const char *config) {
     NetConfig *cfg = xmalloc(sizeof *cfg); // large: off the stack
     Err e;
-    if (config_load("../configs/googlenet-tiny.cfg", cfg, &e) || net_create(net, cfg, &e)) fail_msg("%s", e.msg);
+    if (config_load(config, cfg, &e) || net_create(net, cfg, &e)) fail_msg("%s", e.msg);
     free(cfg);
+}
+
+void test_tiny_net(Net *net) { test_net_of(net, "../configs/googlenet-tiny.cfg"); }
+
+float *test_normal(uint64_t seed, size_t n) {
+    Rng r;
+    rng_seed(&r, seed);
+    float *x = xmalloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = (float)rng_normal(&r);
+    return x;
 }

@@ -22,5 +22,9 @@ char *test_shell(const char *cmd, int *status);
 
 // The tiny network of configs/googlenet-tiny.cfg (paths are relative to tests/), created with zeroed weights.
 void test_tiny_net(Net *net);
+// The network of any config (a path relative to tests/), created with zeroed weights.
+void test_net_of(Net *net, const char *config);
+// n floats drawn from a standard normal with this seed (inputs of unit scale). Caller frees.
+float *test_normal(uint64_t seed, size_t n);
 
 #endif

@@ -67,23 +67,6 @@ static char *join_suffix(const char *dir, const char *name, const char *suffix) 
     return path;
 }
 
-// The image of an annotation in img_dir: its <filename> when that file exists, else the name with a usual
-// extension. NULL when none exists.
-static char *find_image(const char *img_dir, const char *name, const char *filename) {
-    static const char *const exts[] = {".jpg", ".JPEG", ".jpeg", ".png", ".JPG", ".PNG"};
-    if (filename && filename[0]) {
-        char *path = path_join(img_dir, filename);
-        if (path_is_file(path)) return path;
-        free(path);
-    }
-    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
-        char *path = join_suffix(img_dir, name, exts[i]);
-        if (path_is_file(path)) return path;
-        free(path);
-    }
-    return NULL;
-}
-
 typedef struct {
     VEC(float) box; // (n, 4) normalised, clipped
     int images, objects, clipped, empty;
@@ -105,7 +88,7 @@ static int collect(const char *ann_dir, const char *img_dir, const ImageList *li
         }
         int W = a.width, H = a.height;
         if (W <= 0 || H <= 0) {
-            char *img = img_dir ? find_image(img_dir, list->names[i], a.filename) : NULL;
+            char *img = img_dir ? annotation_image_path(img_dir, list->names[i], a.filename) : NULL;
             if (!img)
                 rc = err_set(e, "%s: no <size>, and no image '%s' in %s to read it from%s", xml, list->names[i],
                              img_dir ? img_dir : "(none given)", img_dir ? "" : "; use --images DIR");
@@ -116,8 +99,7 @@ static int collect(const char *ann_dir, const char *img_dir, const ImageList *li
         if (!rc && (W > IMAGE_MAX_SIDE || H > IMAGE_MAX_SIDE))
             rc = err_set(e, "%s: image size %dx%d is over the limit of %d pixels a side", xml, W, H, IMAGE_MAX_SIDE);
         for (int j = 0; j < a.n_objects && !rc; j++) {
-            Box b = a.objects[j].box, in = b;
-            in.x1 = fmax(in.x1, 1), in.y1 = fmax(in.y1, 1), in.x2 = fmin(in.x2, W), in.y2 = fmin(in.y2, H);
+            Box b = a.objects[j].box, in = box_clip(b, W, H);
             c->objects++;
             if (in.x2 < in.x1 || in.y2 < in.y1) {
                 c->empty++;

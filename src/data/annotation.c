@@ -4,6 +4,7 @@
 
 #include <libxml/parser.h>
 #include <libxml/tree.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -147,4 +148,23 @@ char *annotation_path_for(const char *image, const char *ann_dir) {
     free(dir);
     free(name);
     return p;
+}
+
+char *annotation_image_path(const char *img_dir, const char *name, const char *filename) {
+    static const char *const exts[] = {".jpg", ".JPEG", ".jpeg", ".png", ".JPG", ".PNG"};
+    if (filename && filename[0]) {
+        char *path = path_join(img_dir, filename);
+        if (path_is_file(path)) return path;
+        free(path);
+    }
+    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
+        size_t n = strlen(name) + strlen(exts[i]) + 1;
+        char *file = xmalloc(n);
+        snprintf(file, n, "%s%s", name, exts[i]);
+        char *path = path_join(img_dir, file);
+        free(file);
+        if (path_is_file(path)) return path;
+        free(path);
+    }
+    return NULL;
 }

@@ -64,29 +64,29 @@ static int score_members(Ensemble *en, int m0, int m1, const RegionRef *r, const
     return rc;
 }
 
-// The cascade: the first member scores everything on its own; the regions it does not confidently call
-// background get the whole ensemble's average instead.
+// The cascade: the first member scores every region (its weighted share, w0 x p0); the regions it does not
+// confidently call background get the other members' shares added, the full average; the others keep its own
+// scores (w0 x p0 / w0).
 static int score_cascade(Ensemble *en, const RegionRef *r, int n, float *probs, Progress *prog, Err *e) {
     const int K = en->outputs;
-    float w0 = en->member[0].weight;
-    en->member[0].weight = 1;
-    int rc = score_members(en, 0, 1, r, NULL, n, probs, prog, e);
-    en->member[0].weight = w0;
-    if (rc) return -1;
+    const float w0 = en->member[0].weight;
+    if (score_members(en, 0, 1, r, NULL, n, probs, prog, e)) return -1;
     int *idx = xmalloc((size_t)(n ? n : 1) * sizeof(int)), m = 0;
-    for (int i = 0; i < n; i++)
-        if (probs[(size_t)i * K] < en->params.cascade) idx[m++] = i;
-    for (int j = 0; j < m; j++)
-        for (int k = 0; k < K; k++) probs[(size_t)idx[j] * K + k] *= w0;
+    for (int i = 0; i < n; i++) {
+        float *p = probs + (size_t)i * K;
+        if (p[0] < en->params.cascade * w0) idx[m++] = i;
+        else for (int k = 0; k < K; k++) p[k] /= w0;
+    }
     if (prog) prog->total -= (int64_t)(n - m) * (en->n_members - 1); // the regions that stop here
-    rc = score_members(en, 1, en->n_members, r, idx, m, probs, prog, e);
+    int rc = score_members(en, 1, en->n_members, r, idx, m, probs, prog, e);
     free(idx);
     return rc;
 }
 
 int ensemble_score(Ensemble *en, const RegionRef *r, int n, float *probs, Progress *prog, Err *e) {
     memset(probs, 0, (size_t)n * en->outputs * sizeof(float));
-    if (en->params.cascade > 0 && en->background && en->n_members > 1) return score_cascade(en, r, n, probs, prog, e);
+    if (en->params.cascade > 0 && en->background && en->n_members > 1 && en->member[0].weight > 0)
+        return score_cascade(en, r, n, probs, prog, e);
     return score_members(en, 0, en->n_members, r, NULL, n, probs, prog, e);
 }
 

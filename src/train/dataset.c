@@ -25,33 +25,13 @@ static void layout_free(Layout *l) {
     free(l->img_dir);
 }
 
-// The image file of an annotation: <filename> when it exists in the image directory, else NAME with a usual
-// extension.
-static char *find_image(const char *dir, const char *name, const char *filename) {
-    static const char *const exts[] = {".jpg", ".JPEG", ".jpeg", ".png", ".JPG"};
-    char *path = NULL;
-    if (filename && filename[0]) {
-        path = path_join(dir, filename);
-        if (!path_is_file(path)) free(path), path = NULL;
-    }
-    for (size_t i = 0; !path && i < sizeof exts / sizeof exts[0]; i++) {
-        size_t n = strlen(name) + strlen(exts[i]) + 1;
-        char *file = xmalloc(n);
-        snprintf(file, n, "%s%s", name, exts[i]);
-        path = path_join(dir, file);
-        free(file);
-        if (!path_is_file(path)) free(path), path = NULL;
-    }
-    return path;
-}
-
 // Boxes reaching outside their image (by the annotation's <size>) are clipped to it, and boxes left empty dropped;
 // both counted. For MultiBox, whose targets are the boxes themselves.
 static void clip_boxes(DatasetImage *im, const Annotation *a, Dataset *d) {
     if (a->width <= 0 || a->height <= 0) return;
     int m = 0;
     for (int j = 0; j < im->n_gt; j++) {
-        Box b = im->gt[j], c = {fmax(b.x1, 1), fmax(b.y1, 1), fmin(b.x2, a->width), fmin(b.y2, a->height)};
+        Box b = im->gt[j], c = box_clip(b, a->width, a->height);
         bool clipped = memcmp(&b, &c, sizeof b) != 0;
         d->boxes_clipped += clipped;
         if (c.x2 < c.x1 || c.y2 < c.y1) {
@@ -80,7 +60,7 @@ static int load_annotations(Dataset *d, const Layout *lay, const ImageList *list
         if (bad) goto done;
         DatasetImage *im = &d->images[i];
         im->name = xstrdup(list->names[i]);
-        im->path = find_image(lay->img_dir, list->names[i], ann[i].filename);
+        im->path = annotation_image_path(lay->img_dir, list->names[i], ann[i].filename);
         if (!im->path) {
             err_set(e, "%s: no image file for '%s'", lay->img_dir, list->names[i]);
             goto done;
