@@ -20,12 +20,20 @@
 // ---------------------------------------------------------------------------------------------------------------
 // optimiser
 
+typedef enum {
+    SCHEDULE_STEP,   // the paper's: lr x step_factor every step_epochs epochs (step_epochs 0: constant)
+    SCHEDULE_COSINE, // half a cosine from lr down to 0 over the run (after the warm-up)
+} Schedule;
+
 typedef struct {
-    double lr;           // learning rate at epoch 0
+    double lr;           // learning rate at epoch 0 (after the warm-up)
     double momentum;     // 0.9 in the paper
     double weight_decay; // L2 coefficient (PyTorch's weight_decay: added to the gradient)
-    double step_epochs;  // the rate is multiplied by step_factor every step_epochs epochs ...
+    Schedule schedule;
+    double step_epochs;  // step: the rate is multiplied by step_factor every step_epochs epochs ...
     double step_factor;  // ... "decreasing the learning rate by 4% every 8 epochs": 8 and 0.96
+    double warmup_epochs; // the rate rises linearly from lr/100 to lr over these first epochs (0: none)
+    double epochs;       // cosine: the run's length in epochs (the trainer sets it)
     double polyak;       // decay of the exponential moving average of the weights (0: no averaging)
 } SgdConfig;
 
@@ -48,7 +56,9 @@ typedef struct {
 
 void sgd_init(Sgd *s, size_t n, const float *params, const SgdConfig *c);
 void sgd_free(Sgd *s);
-// The learning rate after `epoch` epochs (fractional): lr * step_factor^floor(epoch / step_epochs).
+// The learning rate after `epoch` epochs (fractional): during the warm-up lr * (0.01 + 0.99 epoch / warmup);
+// then step: lr * step_factor^floor(epoch / step_epochs); cosine: lr * (1 + cos(pi t)) / 2, t the share of the
+// run after the warm-up that is done.
 double sgd_lr(const SgdConfig *c, double epoch);
 // One update of params (n) from grads (n), PyTorch's SGD: g = grad + wd * decay_mult * w; v = momentum * v + g;
 // w -= lr * lr_mult * v; then average = polyak * average + (1 - polyak) * w. Parameters outside every group are
@@ -89,26 +99,31 @@ void prefetch_stop(Prefetch *p);
 // ---------------------------------------------------------------------------------------------------------------
 // regions: every proposal whose IoU with a ground-truth box is at least pos_iou (0.5) is a positive of that
 // box's class (the best-overlapping box decides), the ground-truth boxes themselves are positives, and all other
-// proposals are background. Mini-batches mix a fixed number of each (R-CNN: 32 positives, 96 background).
+// proposals are background; background that still overlaps an object (IoU >= REGION_HARD_IOU) is also listed as
+// hard background (Fast R-CNN's [0.1, 0.5) band: windows that show part of an object). Mini-batches mix a fixed
+// number of each (R-CNN: 32 positives, 96 background).
+
+#define REGION_HARD_IOU 0.1
 
 typedef struct {
     int image;  // index into the caller's image list
     Box box;    // 1-based inclusive pixels
     int label;  // 0 = background, k + 1 = class k
+    float iou;  // its best IoU with the image's ground truth (1 for a ground-truth box)
 } Region;
 
 typedef struct {
-    size_t n_pos, n_bg;
-    Region *pos, *bg;
-    size_t cap_pos, cap_bg;
+    size_t n_pos, n_bg, n_hard;
+    Region *pos, *bg, *hard; // hard: the background with IoU >= REGION_HARD_IOU (also in bg)
+    size_t cap_pos, cap_bg, cap_hard;
 } RegionSet;
 
 void region_set_add_image(RegionSet *rs, int image, const Box *gt, const int *gt_label, int n_gt,
                           const Box *proposals, int n_proposals, double pos_iou);
-// Draws n_pos positives and n_bg background regions uniformly (with replacement) into out (n_pos + n_bg),
-// positives first. Without any positive, all n_pos + n_bg are background (and the reverse). False when the set
-// is empty.
-bool region_set_sample(const RegionSet *rs, int n_pos, int n_bg, Rng *rng, Region *out);
+// Draws n_pos positives, n_hard hard background and n_bg background regions uniformly (with replacement) into
+// out (n_pos + n_hard + n_bg), in that order. Missing kinds are made up from the others: no hard background, all
+// background draws come from bg; no positive, all from background (and the reverse). False when the set is empty.
+bool region_set_sample(const RegionSet *rs, int n_pos, int n_hard, int n_bg, Rng *rng, Region *out);
 void region_set_free(RegionSet *rs);
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -141,6 +156,7 @@ typedef struct {
     DatasetImage *images;      // (n_images)
     ClassMap classes;          // DATASET_REGIONS: the object classes (network class k + 1; class 0 = background)
     RegionSet regions;         // DATASET_REGIONS: labelled regions of every image
+    double pos_iou;            // DATASET_REGIONS: the IoU that made a proposal a positive
     Image *cache;              // (n_images) decoded images kept while under cache_budget bytes
     size_t cache_bytes, cache_budget;
     size_t decode_failures;    // images that failed to decode (skipped, counted)
@@ -196,6 +212,9 @@ typedef struct {
     int batch;             // images a batch
     int context;           // regions: pixels of context at the input size (16)
     double pos_fraction;   // regions: share of positives in a batch (R-CNN: 32 of 128)
+    double hard_fraction;  // regions: share of the background drawn from the hard background (0: none apart)
+    double jitter;         // regions: each region moved and resized by up to this share of its size (0: none),
+                           // kept only where its label stays the same
     Augment augment;       // classification: Section 6 (regions: flips only)
 } BatchRecipe;
 
@@ -225,6 +244,9 @@ typedef struct {
     int threads;               // network threads (0: one per core); the loader thread comes on top
     int context;               // regions: context pixels (16)
     double pos_fraction;       // regions: positives per batch (0.25: R-CNN's 32 of 128)
+    double hard_fraction;      // regions: share of the background drawn from hard background (IoU in [0.1, 0.5))
+    double jitter;             // regions: scale/aspect jitter of the regions (BatchRecipe.jitter)
+    double pos_iou;            // regions: IoU with an object that makes a proposal a positive (0.5)
     float aux_weight;          // loss weight of each auxiliary head (0.3)
     SgdConfig sgd;
     uint64_t seed;
@@ -240,7 +262,12 @@ typedef struct {
     bool quiet;
 } TrainOptions;
 
+// The default recipe: TRAIN_RECIPE_DEFAULT. Training from scratch on a few hundred photos (results/training.md).
 TrainOptions train_options_default(void);
+// Sets o's optimiser and sampling to a named recipe: "paper" (Section 6 exactly: step schedule 4% every 8 epochs,
+// Polyak averaging, R-CNN's sampling) or "scratch" (the default: what results/training.md found to pay for
+// small sets trained from scratch). Other fields are left alone. -1 for an unknown name.
+int train_options_recipe(TrainOptions *o, const char *name);
 
 typedef struct {
     double top1, top5;   // classification: top-1 / top-5 accuracy; regions: accuracy on a balanced set of

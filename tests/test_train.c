@@ -45,6 +45,23 @@ static void test_sgd_schedule(void **state) {
     assert_true(sgd_lr(&c, 7.99) == 0.01);
     assert_true(fabs(sgd_lr(&c, 8) - 0.0096) < 1e-15);
     assert_true(fabs(sgd_lr(&c, 17) - 0.01 * 0.96 * 0.96) < 1e-15);
+    // Warm-up then cosine: lr/100 at the start, lr at the warm-up's end, half way down at the middle of what
+    // follows, 0 at the end (and after it).
+    SgdConfig k = {.lr = 0.1, .schedule = SCHEDULE_COSINE, .warmup_epochs = 2, .epochs = 10};
+    assert_true(fabs(sgd_lr(&k, 0) - 0.001) < 1e-15);
+    assert_true(fabs(sgd_lr(&k, 1) - 0.1 * (0.01 + 0.99 / 2)) < 1e-15);
+    assert_true(fabs(sgd_lr(&k, 2) - 0.1) < 1e-15);
+    assert_true(fabs(sgd_lr(&k, 6) - 0.05) < 1e-15);
+    assert_true(sgd_lr(&k, 5) > sgd_lr(&k, 5.5) && sgd_lr(&k, 5.5) > sgd_lr(&k, 9));
+    assert_true(fabs(sgd_lr(&k, 10)) < 1e-15 && fabs(sgd_lr(&k, 12)) < 1e-15);
+    // The step schedule takes a warm-up too; the paper's recipe has none.
+    c.warmup_epochs = 1;
+    assert_true(fabs(sgd_lr(&c, 0.5) - 0.01 * (0.01 + 0.99 * 0.5)) < 1e-15 && sgd_lr(&c, 1) == 0.01);
+    TrainOptions o = train_options_default();
+    assert_int_equal(train_options_recipe(&o, "paper"), 0);
+    assert_true(o.sgd.warmup_epochs == 0 && o.sgd.schedule == SCHEDULE_STEP && o.sgd.step_epochs == 8 &&
+                o.sgd.step_factor == 0.96 && o.sgd.polyak == 0.999 && o.hard_fraction == 0 && o.jitter == 0);
+    assert_int_equal(train_options_recipe(&o, "nonsense"), -1);
 }
 
 static void test_polyak_average(void **state) {
@@ -141,15 +158,29 @@ static void test_regions(void **state) {
     Region out[128];
     Rng r;
     rng_seed(&r, 1);
-    assert_true(region_set_sample(&rs, 32, 96, &r, out));
+    assert_true(region_set_sample(&rs, 32, 0, 96, &r, out));
     for (int i = 0; i < 128; i++) assert_true(i < 32 ? out[i].label > 0 : out[i].label == 0);
+    // Hard background: the window with IoU 1/3, not the one that misses everything.
+    assert_int_equal(rs.n_hard, 1);
+    assert_true(rs.hard[0].box.x1 == 151 && fabsf(rs.hard[0].iou - 1.0f / 3) < 1e-6f);
+    assert_true(region_set_sample(&rs, 32, 48, 48, &r, out));
+    int far = 0;
+    for (int i = 0; i < 128; i++) {
+        assert_true(i < 32 ? out[i].label > 0 : out[i].label == 0);
+        if (i >= 32 && i < 80) assert_true(out[i].box.x1 == 151);
+        far += i >= 80 && out[i].box.x1 == 401;
+    }
+    assert_true(far > 10 && far < 38); // the rest from all the background: about half of 48 miss everything
     region_set_free(&rs);
     // An image without objects gives only background; an empty set cannot be sampled.
     region_set_add_image(&rs, 0, NULL, NULL, 0, props, 4, 0.5);
-    assert_true(region_set_sample(&rs, 32, 96, &r, out));
+    assert_int_equal(rs.n_hard, 0);
+    assert_true(region_set_sample(&rs, 32, 48, 48, &r, out)); // no hard background: drawn from the rest
+    for (int i = 0; i < 128; i++) assert_int_equal(out[i].label, 0);
+    assert_true(region_set_sample(&rs, 32, 0, 96, &r, out));
     for (int i = 0; i < 128; i++) assert_int_equal(out[i].label, 0);
     region_set_free(&rs);
-    assert_false(region_set_sample(&rs, 32, 96, &r, out));
+    assert_false(region_set_sample(&rs, 32, 0, 96, &r, out));
 }
 
 // MultiBox's data: a detection set opened for boxes has no proposals; its batches hold every image once an
@@ -186,6 +217,43 @@ static void test_box_batches(void **state) {
     for (int k = 0; k < 4; k++) assert_int_equal(seen[k], 1); // an epoch: every image once
     batch_free(&a);
     batch_free(&b);
+    dataset_free(&d);
+}
+
+// Region batches: jitter moves regions but keeps every label (and the draws, which come from their own stream);
+// hard background changes which background is drawn, not the mix; the same index gives the same bytes.
+static void test_region_batches_jitter_hard(void **state) {
+    (void)state;
+    NetConfig cfg;
+    Err e;
+    assert_int_equal(config_load("../configs/googlenet-tiny.cfg", &cfg, &e), 0);
+    ProposalParams pp;
+    proposals_params_default(&pp);
+    DatasetOptions o = {.proposals = &pp, .pos_iou = 0.5, .cache_budget = 1u << 26, .quiet = true};
+    Dataset d;
+    assert_int_equal(dataset_open("data/detset", &o, &d, &e), 0);
+    assert_int_equal(d.kind, DATASET_REGIONS);
+    assert_true(d.regions.n_hard > 0 && d.regions.n_hard < d.regions.n_bg);
+    for (size_t i = 0; i < d.regions.n_hard; i++)
+        assert_true(d.regions.hard[i].iou >= REGION_HARD_IOU && d.regions.hard[i].iou < 0.5f);
+    BatchRecipe plain = {.seed = 3, .batch = 16, .context = 16, .pos_fraction = 0.25}, moved = plain, hard = plain;
+    moved.jitter = 0.2, hard.hard_fraction = 0.5;
+    Batch a, b, c;
+    batch_alloc(&a, 16, &cfg), batch_alloc(&b, 16, &cfg), batch_alloc(&c, 16, &cfg);
+    size_t per = 3 * 96 * 96;
+    int differ = 0;
+    for (long i = 0; i < 3; i++) {
+        assert_int_equal(dataset_batch(&d, &cfg, &plain, i, &a, &e), 0);
+        assert_int_equal(dataset_batch(&d, &cfg, &moved, i, &b, &e), 0);
+        assert_memory_equal(a.labels, b.labels, 16 * sizeof(int));
+        for (int t = 0; t < 16; t++) differ += memcmp(a.x + t * per, b.x + t * per, per * sizeof(float)) != 0;
+        assert_int_equal(dataset_batch(&d, &cfg, &moved, i, &c, &e), 0);
+        assert_memory_equal(b.x, c.x, 16 * per * sizeof(float));
+        assert_int_equal(dataset_batch(&d, &cfg, &hard, i, &c, &e), 0);
+        for (int t = 0; t < 16; t++) assert_true(t < 4 ? c.labels[t] > 0 : c.labels[t] == 0);
+    }
+    assert_true(differ > 24); // most of the 48 regions moved
+    batch_free(&a), batch_free(&b), batch_free(&c);
     dataset_free(&d);
 }
 
@@ -299,6 +367,7 @@ int main(void) {
         cmocka_unit_test(test_prefetch_order_and_errors),
         cmocka_unit_test(test_regions),
         cmocka_unit_test(test_box_batches),
+        cmocka_unit_test(test_region_batches_jitter_hard),
         cmocka_unit_test(test_ilsvrc_layout_boxes),
         cmocka_unit_test(test_checkpoint_roundtrip_and_refusals),
     };

@@ -9,10 +9,13 @@
 static const char *USAGE =
     "usage: inception train --config C --data LIST --classes N --epochs E --seed S --out DIR [options]\n"
     "\n"
-    "Trains the network of a config with the paper's recipe (Sections 5 and 6): the main loss plus 0.3 x each\n"
-    "auxiliary head's, SGD with momentum 0.9, the learning rate decreased by 4% every 8 epochs, Polyak averaging\n"
-    "(the averaged weights are the ones saved for inference), random crops of 8%-100% of the area with aspect\n"
-    "ratio in [3/4, 4/3], photometric distortions, random interpolation, flips.\n"
+    "Trains the network of a config (Sections 5 and 6 of the paper): the main loss plus 0.3 x each auxiliary\n"
+    "head's, SGD with momentum 0.9, Polyak averaging (the averaged weights are the ones saved for inference),\n"
+    "random crops of 8%-100% of the area with aspect ratio in [3/4, 4/3], photometric distortions, random\n"
+    "interpolation, flips. Two recipes (--recipe), each flag after it overriding one of its settings:\n"
+    "  scratch (default)  for small sets trained from scratch: a warm-up of one epoch, then the rate follows half\n"
+    "                     a cosine down to 0 over the run (results/training.md measures what each part adds)\n"
+    "  paper              the paper's exactly: the rate decreased by 4% every 8 epochs, R-CNN's sampling\n"
     "\n"
     "data (--data and --val):\n"
     "  a file of 'path label' lines       classification (paths relative to the file, labels 0..N-1)\n"
@@ -37,16 +40,24 @@ static const char *USAGE =
     "                        (a different number of classes) start afresh\n"
     "  --resume              continue from DIR/checkpoint.bin (exactly: same batches, same result)\n"
     "  --batch B             images a step (default 32; regions: 128 as R-CNN)\n"
+    "  --recipe R            scratch or paper (above)\n"
     "  --lr X                learning rate (default 0.01)\n"
+    "  --schedule S          cosine (scratch) or step (paper)\n"
+    "  --warmup E            epochs of linear warm-up from lr/100 (scratch: 1; paper: 0)\n"
     "  --momentum X          (default 0.9)\n"
     "  --weight-decay X      on weights, not biases (default 0.0002)\n"
-    "  --lr-step-epochs X    decrease the rate every X epochs (default 8) ...\n"
+    "  --lr-step-epochs X    step schedule: decrease the rate every X epochs (default 8) ...\n"
     "  --lr-factor X         ... by this factor (default 0.96)\n"
     "  --polyak X            decay of the weights' moving average (default 0.999; 0 disables)\n"
     "  --aux-weight X        loss weight of each auxiliary head (default 0.3)\n"
     "  --no-augment          no crops or distortions (regions: no flips)\n"
     "  --context P           regions: context pixels at the input size (default 16)\n"
     "  --pos-fraction X      regions: share of positive regions in a batch (default 0.25: R-CNN's 32 of 128)\n"
+    "  --hard-fraction X     regions: share of the background drawn from windows that overlap an object by\n"
+    "                        IoU 0.1 to --pos-iou (hard background; default 0: drawn with the rest)\n"
+    "  --jitter X            regions: move each region by up to X of its size and scale each side by up to\n"
+    "                        e^X, where its label stays the same (default 0)\n"
+    "  --pos-iou X           regions: IoU with an object that makes a proposal a positive (default 0.5)\n"
     "  --proposals FILE      regions: the training images' proposals (inception proposals JSON); default:\n"
     "                        computed once and kept in DIR/proposals-train.json\n"
     "  --val-proposals FILE  the same for --val\n"
@@ -69,7 +80,8 @@ int cmd_train(int argc, char **argv) {
     long v;
     double x;
     enum { O_LR = 256, O_MOM, O_WD, O_STEP, O_FACTOR, O_POLYAK, O_AUX, O_NOAUG, O_CONTEXT, O_PROPS, O_VPROPS,
-           O_VLIMIT, O_LOG, O_CKPT, O_THREADS, O_STEPS, O_FINETUNE, O_POSFRAC, O_TASK, O_PRIORS, O_MBTOP };
+           O_VLIMIT, O_LOG, O_CKPT, O_THREADS, O_STEPS, O_FINETUNE, O_POSFRAC, O_TASK, O_PRIORS, O_MBTOP, O_RECIPE, O_SCHEDULE, O_WARMUP, O_HARD, O_JITTER,
+           O_POSIOU };
     static const struct option opts[] = {
         {"config", required_argument, 0, 'c'},     {"data", required_argument, 0, 'd'},
         {"val", required_argument, 0, 'v'},        {"classes", required_argument, 0, 'n'},
@@ -87,8 +99,19 @@ int cmd_train(int argc, char **argv) {
         {"threads", required_argument, 0, O_THREADS}, {"steps", required_argument, 0, O_STEPS},
         {"finetune", required_argument, 0, O_FINETUNE}, {"pos-fraction", required_argument, 0, O_POSFRAC},
         {"task", required_argument, 0, O_TASK},    {"priors", required_argument, 0, O_PRIORS},
-        {"multibox-top", required_argument, 0, O_MBTOP}, {0, 0, 0, 0},
+        {"multibox-top", required_argument, 0, O_MBTOP}, {"recipe", required_argument, 0, O_RECIPE},
+        {"schedule", required_argument, 0, O_SCHEDULE}, {"warmup", required_argument, 0, O_WARMUP},
+        {"hard-fraction", required_argument, 0, O_HARD}, {"jitter", required_argument, 0, O_JITTER},
+        {"pos-iou", required_argument, 0, O_POSIOU}, {0, 0, 0, 0},
     };
+    // The recipe first, wherever it is written, so that the other flags override its settings.
+    for (int i = 1; i < argc; i++) {
+        const char *name = !strcmp(argv[i], "--recipe") && i + 1 < argc ? argv[i + 1]
+                           : !strncmp(argv[i], "--recipe=", 9)        ? argv[i] + 9
+                                                                     : NULL;
+        if (name && train_options_recipe(&o, name))
+            return cli_usage_error("train", "--recipe expects scratch or paper, got '%s'", name);
+    }
     optind = 1;
 #define INT_ARG(flag, lo, hi, dst)                                                                                 \
     do {                                                                                                           \
@@ -139,6 +162,16 @@ int cmd_train(int argc, char **argv) {
             break;
         case O_PRIORS: o.priors = optarg; break;
         case O_MBTOP: INT_ARG("--multibox-top", 1, MULTIBOX_MAX_K, o.multibox_top); break;
+        case O_RECIPE: break; // applied above
+        case O_SCHEDULE:
+            if (strcmp(optarg, "cosine") && strcmp(optarg, "step"))
+                return cli_usage_error("train", "--schedule expects cosine or step, got '%s'", optarg);
+            o.sgd.schedule = !strcmp(optarg, "cosine") ? SCHEDULE_COSINE : SCHEDULE_STEP;
+            break;
+        case O_WARMUP: NUM_ARG("--warmup", 0, 1e6, o.sgd.warmup_epochs); break;
+        case O_HARD: NUM_ARG("--hard-fraction", 0, 1, o.hard_fraction); break;
+        case O_JITTER: NUM_ARG("--jitter", 0, 1, o.jitter); break;
+        case O_POSIOU: NUM_ARG("--pos-iou", 0.01, 1, o.pos_iou); break;
         case 'h': fputs(USAGE, stdout); return 0;
         default: return cli_usage_error("train", "unknown option");
         }

@@ -185,6 +185,7 @@ static int open_detection_set(Dataset *d, const Layout *lay, const ImageList *li
         return 0;
     }
     int rc;
+    d->pos_iou = o->pos_iou > 0 ? o->pos_iou : 0.5;
     if (o->proposals_file) rc = proposals_from_file(d, o->proposals_file, e);
     else if (o->proposals_cache && path_is_file(o->proposals_cache)) rc = proposals_from_file(d, o->proposals_cache, e);
     else rc = proposals_compute_all(d, o, e);
@@ -192,8 +193,7 @@ static int open_detection_set(Dataset *d, const Layout *lay, const ImageList *li
     for (int i = 0; i < d->n_images; i++) {
         const DatasetImage *im = &d->images[i];
         if (!im->bad)
-            region_set_add_image(&d->regions, i, im->gt, im->gt_label, im->n_gt, im->props, im->n_props,
-                                 o->pos_iou > 0 ? o->pos_iou : 0.5);
+            region_set_add_image(&d->regions, i, im->gt, im->gt_label, im->n_gt, im->props, im->n_props, d->pos_iou);
     }
     if (d->regions.n_pos + d->regions.n_bg == 0) return err_set(e, "%s: no usable regions", d->source);
     d->cache = xcalloc((size_t)(d->n_images ? d->n_images : 1), sizeof(Image));
@@ -439,15 +439,41 @@ static int classify_batch(Dataset *d, const NetConfig *cfg, const BatchRecipe *r
     return 0;
 }
 
+// The label a box would get in image i (regions.c's rule): the best-overlapping object's class + 1 when the IoU
+// reaches pos_iou, else background.
+static int region_label(const Dataset *d, int i, Box b) {
+    const DatasetImage *im = &d->images[i];
+    double best = 0;
+    int label = 0;
+    for (int k = 0; k < im->n_gt; k++) {
+        double ov = box_iou(b, im->gt[k]);
+        if (ov > best) best = ov, label = ov >= d->pos_iou ? im->gt_label[k] + 1 : 0;
+    }
+    return label;
+}
+
+// Scale and aspect jitter: the region's centre moved by up to `j` of its size and each side scaled by a factor
+// in [e^-j, e^j], inside the image; kept only when its label stays the same, so that the batch's mix holds.
+static Box region_jitter(const Dataset *d, const Region *r, const Image *im, double j, Rng *rng) {
+    double w = r->box.x2 - r->box.x1 + 1, h = r->box.y2 - r->box.y1 + 1;
+    double cx = r->box.x1 + w / 2 + j * w * (2 * rng_uniform(rng) - 1);
+    double cy = r->box.y1 + h / 2 + j * h * (2 * rng_uniform(rng) - 1);
+    w *= exp(j * (2 * rng_uniform(rng) - 1)), h *= exp(j * (2 * rng_uniform(rng) - 1));
+    Box b = box_clip((Box){cx - w / 2, cy - h / 2, cx + w / 2 - 1, cy + h / 2 - 1}, im->w, im->h);
+    bool ok = b.x2 - b.x1 >= 1 && b.y2 - b.y1 >= 1 && region_label(d, r->image, b) == r->label;
+    return ok ? b : r->box;
+}
+
 static int regions_batch(Dataset *d, const NetConfig *cfg, const BatchRecipe *r, long index, Batch *b, Err *e) {
-    Rng rng;
+    Rng rng, jit;
     rng_seed_at(&rng, r->seed, (uint64_t)index, 0x7e610115);
-    int n_pos = (int)lround(b->n * r->pos_fraction);
+    rng_seed_at(&jit, r->seed, (uint64_t)index, 0x717e5); // apart, so that jitter 0 draws what it always drew
+    int n_pos = (int)lround(b->n * r->pos_fraction), n_hard = (int)lround((b->n - n_pos) * r->hard_fraction);
     Region *regs = xmalloc((size_t)b->n * sizeof(Region));
     size_t per = (size_t)cfg->channels * cfg->input * cfg->input;
     Image scratch = {0};
     int rc = -1;
-    region_set_sample(&d->regions, n_pos, b->n - n_pos, &rng, regs);
+    region_set_sample(&d->regions, n_pos, n_hard, b->n - n_pos - n_hard, &rng, regs);
     for (int t = 0; t < b->n; t++) {
         const Image *img = NULL;
         Err de;
@@ -459,11 +485,12 @@ static int regions_batch(Dataset *d, const NetConfig *cfg, const BatchRecipe *r,
             }
             Region again[1];
             bool pos = regs[t].label > 0;
-            region_set_sample(&d->regions, pos ? 1 : 0, pos ? 0 : 1, &rng, again);
+            region_set_sample(&d->regions, pos ? 1 : 0, 0, pos ? 0 : 1, &rng, again);
             regs[t] = again[0];
         }
         float *x = b->x + (size_t)t * per;
-        if (classify_warp_region(cfg, img, regs[t].box, r->context, x, e)) goto done;
+        Box box = r->jitter > 0 ? region_jitter(d, &regs[t], img, r->jitter, &jit) : regs[t].box;
+        if (classify_warp_region(cfg, img, box, r->context, x, e)) goto done;
         if (r->augment.flip && rng_below(&rng, 2)) flip_tensor(x, cfg->channels, cfg->input);
         b->labels[t] = regs[t].label;
     }

@@ -14,7 +14,8 @@ static void push(Region **v, size_t *n, size_t *cap, Region r) {
 
 void region_set_add_image(RegionSet *rs, int image, const Box *gt, const int *gt_label, int n_gt,
                           const Box *proposals, int n_proposals, double pos_iou) {
-    for (int k = 0; k < n_gt; k++) push(&rs->pos, &rs->n_pos, &rs->cap_pos, (Region){image, gt[k], gt_label[k] + 1});
+    for (int k = 0; k < n_gt; k++)
+        push(&rs->pos, &rs->n_pos, &rs->cap_pos, (Region){image, gt[k], gt_label[k] + 1, 1.0f});
     for (int i = 0; i < n_proposals; i++) {
         double best = 0;
         int best_k = -1;
@@ -22,25 +23,32 @@ void region_set_add_image(RegionSet *rs, int image, const Box *gt, const int *gt
             double ov = box_iou(proposals[i], gt[k]);
             if (ov > best) best = ov, best_k = k;
         }
-        if (best_k >= 0 && best >= pos_iou)
-            push(&rs->pos, &rs->n_pos, &rs->cap_pos, (Region){image, proposals[i], gt_label[best_k] + 1});
-        else
-            push(&rs->bg, &rs->n_bg, &rs->cap_bg, (Region){image, proposals[i], 0});
+        if (best_k >= 0 && best >= pos_iou) {
+            push(&rs->pos, &rs->n_pos, &rs->cap_pos, (Region){image, proposals[i], gt_label[best_k] + 1, (float)best});
+            continue;
+        }
+        Region r = {image, proposals[i], 0, (float)best};
+        push(&rs->bg, &rs->n_bg, &rs->cap_bg, r);
+        if (best >= REGION_HARD_IOU) push(&rs->hard, &rs->n_hard, &rs->cap_hard, r);
     }
 }
 
-bool region_set_sample(const RegionSet *rs, int n_pos, int n_bg, Rng *rng, Region *out) {
+bool region_set_sample(const RegionSet *rs, int n_pos, int n_hard, int n_bg, Rng *rng, Region *out) {
     if (rs->n_pos + rs->n_bg == 0) return false;
-    int total = n_pos + n_bg;
+    int total = n_pos + n_hard + n_bg;
     if (rs->n_pos == 0) n_pos = 0;
     if (rs->n_bg == 0) n_pos = total;
+    if (rs->n_hard == 0 || n_pos == total) n_hard = 0;
     for (int i = 0; i < total; i++)
-        out[i] = i < n_pos ? rs->pos[rng_below(rng, (uint32_t)rs->n_pos)] : rs->bg[rng_below(rng, (uint32_t)rs->n_bg)];
+        out[i] = i < n_pos            ? rs->pos[rng_below(rng, (uint32_t)rs->n_pos)]
+                 : i < n_pos + n_hard ? rs->hard[rng_below(rng, (uint32_t)rs->n_hard)]
+                                      : rs->bg[rng_below(rng, (uint32_t)rs->n_bg)];
     return true;
 }
 
 void region_set_free(RegionSet *rs) {
     free(rs->pos);
     free(rs->bg);
+    free(rs->hard);
     *rs = (RegionSet){0};
 }

@@ -1,4 +1,5 @@
-// Stochastic gradient descent with momentum 0.9, a fixed step schedule, and Polyak averaging (Section 6:
+// Stochastic gradient descent with momentum 0.9, a fixed step schedule (or a warm-up and a cosine decay, for
+// short runs from scratch), and Polyak averaging (Section 6:
 // "asynchronous stochastic gradient descent with 0.9 momentum, fixed learning rate schedule (decreasing the
 // learning rate by 4% every 8 epochs). Polyak averaging was used to create the final model used at inference
 // time"). The update follows PyTorch's torch.optim.SGD (dampening 0, no Nesterov) so the two can be compared
@@ -31,6 +32,13 @@ void sgd_free(Sgd *s) {
 }
 
 double sgd_lr(const SgdConfig *c, double epoch) {
+    double w = c->warmup_epochs;
+    // A warm-up keeps the first steps of a randomly initialised net from overshooting at the full rate.
+    if (w > 0 && epoch < w) return c->lr * (0.01 + 0.99 * epoch / w);
+    if (c->schedule == SCHEDULE_COSINE) {
+        double span = c->epochs - w, t = span > 0 ? fmin(1.0, (epoch - w) / span) : 1.0;
+        return c->lr * 0.5 * (1.0 + cos(M_PI * t));
+    }
     if (c->step_epochs <= 0) return c->lr;
     return c->lr * pow(c->step_factor, floor(epoch / c->step_epochs));
 }

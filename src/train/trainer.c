@@ -30,10 +30,27 @@ static bool is_classifier_weight(const Net *net, int i) {
     return false;
 }
 
+int train_options_recipe(TrainOptions *o, const char *name) {
+    o->pos_iou = 0.5;
+    if (!strcmp(name, "paper")) {
+        o->sgd = sgd_paper(0.01);
+        o->pos_fraction = 0.25, o->hard_fraction = 0, o->jitter = 0;
+        return 0;
+    }
+    if (!strcmp(name, "scratch")) {
+        o->sgd = sgd_paper(0.01);
+        o->sgd.schedule = SCHEDULE_COSINE, o->sgd.warmup_epochs = 1;
+        o->pos_fraction = 0.25, o->hard_fraction = 0, o->jitter = 0;
+        return 0;
+    }
+    return -1;
+}
+
 TrainOptions train_options_default(void) {
-    return (TrainOptions){.epochs = 1, .batch = 0, .context = 16, .pos_fraction = 0.25, .aux_weight = 0.3f,
-                          .multibox_top = 200,
-                          .sgd = sgd_paper(0.01), .seed = 1, .log_every = 10, .augment = true};
+    TrainOptions o = {.epochs = 1, .batch = 0, .context = 16, .aux_weight = 0.3f, .multibox_top = 200, .seed = 1,
+                      .log_every = 10, .augment = true};
+    train_options_recipe(&o, "scratch");
+    return o;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -375,7 +392,7 @@ static int open_sets(Run *r, Err *e) {
     proposals_params_default(&pp);
     char *train_cache = out_path(o->out, "proposals-train.json"), *val_cache = out_path(o->out, "proposals-val.json");
     DatasetOptions dopt = {.proposals = &pp, .proposals_file = o->proposals, .proposals_cache = train_cache,
-                           .max_classes = o->classes, .pos_iou = 0.5, .cache_budget = (size_t)2 << 30,
+                           .max_classes = o->classes, .pos_iou = o->pos_iou, .cache_budget = (size_t)2 << 30,
                            .boxes = o->multibox, .quiet = o->quiet};
     int rc = dataset_open(o->data, &dopt, &r->train, e);
     if (rc == 0 && o->multibox && r->train.kind != DATASET_BOXES)
@@ -531,11 +548,13 @@ int train_run(const TrainOptions *o, Err *e) {
     if (!(r.log = log_open(r.log_path, resumed, step, e))) goto done;
 
     BatchRecipe recipe = {.seed = o->seed, .batch = r.batch, .context = o->context, .pos_fraction = o->pos_fraction,
-                          .augment = o->augment ? augment_paper() : augment_none()};
+                          .hard_fraction = o->hard_fraction, .jitter = o->jitter, .augment = o->augment ? augment_paper() : augment_none()};
     if (r.train.kind == DATASET_REGIONS) recipe.augment = (Augment){.flip = o->augment};
     if (r.train.kind == DATASET_BOXES && o->augment) recipe.augment.area_min = 0.3; // crops that keep objects
     long spe = dataset_steps_per_epoch(&r.train, &recipe);
     long total = o->steps > 0 ? o->steps : (long)o->epochs * spe;
+    SgdConfig sgd = o->sgd;
+    sgd.epochs = (double)total / (double)spe; // a cosine spans the whole run
     if (!o->quiet)
         fprintf(stderr, "training %s on %s: %ld steps of %d (%ld a epoch), %d classes\n", o->config, o->data, total,
                 r.batch, spe, o->classes);
@@ -551,7 +570,7 @@ int train_run(const TrainOptions *o, Err *e) {
     for (; step < total; step++) {
         Batch *b = prefetch_get(&pf, step, e);
         if (!b) goto done;
-        lr = sgd_lr(&o->sgd, (double)step / spe);
+        lr = sgd_lr(&sgd, (double)step / spe);
         Rng drop;
         rng_seed_at(&drop, o->seed, (uint64_t)step, 0xd20f); // dropout masks of this step
         if (net_forward_train(&r.net, b->x, b->n, &drop, e)) goto done;
@@ -563,7 +582,7 @@ int train_run(const TrainOptions *o, Err *e) {
             goto done;
         }
         if (net_backward(&r.net, e)) goto done;
-        sgd_step(&r.sgd, &o->sgd, lr, r.groups, r.n_groups, r.net.params, r.net.grads);
+        sgd_step(&r.sgd, &sgd, lr, r.groups, r.n_groups, r.net.params, r.net.grads);
         prefetch_release(&pf, step);
         loss_sum += loss, loss_n++;
         progress_note(&prog, "epoch %.2f loss %.4f lr %.3g", (double)(step + 1) / spe, loss, lr);
