@@ -12,6 +12,8 @@
 //   onnx        onnx_import: pretrained GoogLeNet weights from an ONNX graph of the same topology
 //   classify    the paper's Section 7 test-time crops (1, 10 or 144) averaged over softmax outputs
 //   multibox    the MultiBox head's loss: bipartite matching of ground truth to priors, location + confidence
+//   batchnorm   `batchnorm = true`: every convolution is conv -> BN -> ReLU (Inception-v2's way) in training,
+//               and one convolution with BN folded into its weights and bias at inference
 //
 // Memory layout. Activations live as (C, N, H, W): channels outermost, then the batch. A 1x1 convolution over a
 // whole batch is then one GEMM, W (Cout x Cin) * X (Cin x N*H*W), and an Inception module's concat is free: each
@@ -33,7 +35,7 @@
 #define CONFIG_MAX_CLASSES 1000000
 
 typedef enum {
-    LAYER_CONV,      // convolution + bias + ReLU
+    LAYER_CONV,      // convolution + bias + ReLU (with [net] batchnorm: convolution + BN + ReLU)
     LAYER_MAXPOOL,   // Caffe pooling: output size rounded up
     LAYER_AVGPOOL,
     LAYER_LRN,       // local response normalisation across channels
@@ -74,6 +76,7 @@ typedef struct {
     ChannelOrder order;  // channel order the first convolution expects
     float mean[3];       // subtracted from 0..255 pixels, in `order`
     float scale;         // then multiplied by this
+    bool batchnorm;      // every convolution followed by batch normalisation (not the fully connected layers)
     int n_layers;
     LayerSpec layers[CONFIG_MAX_LAYERS];
 } NetConfig;
@@ -101,8 +104,11 @@ typedef struct {
     size_t size;             // number of floats
     size_t offset;           // into net->params (and a gradient arena, later)
     bool aux;                // belongs to an auxiliary head: optional in weight files, unused at inference
-    bool fixed;              // not learned (a MultiBox head's priors): set by net_create or loaded with the
-                             // weights, never initialised at random nor stepped by SGD; its gradient stays 0
+    bool fixed;              // not learned (a MultiBox head's priors; the bias of a convolution with batch
+                             // normalisation, 0): set by net_create or loaded with the weights, never initialised
+                             // at random nor stepped by SGD; its gradient stays 0
+    bool stat;               // a statistic, not learned by SGD (batch normalisation's NAME.bn.running_mean and
+                             // .running_var): net_forward_train updates it, weight files carry it
     int layer;               // config layer it belongs to
 } Param;
 
@@ -116,6 +122,7 @@ typedef struct {
     bool kept;               // survives the forward pass under the current plan; set by net_plan
     bool aux;                // computed only when the auxiliary heads run
     bool flat;               // a vector per image (fully connected, softmax): (N, c) rather than (N, c, h, w)
+    bool train_only;         // a convolution's output before batch normalisation: planned for training only
     // training: the value's gradient, (c, N, h, w) floats at grad_offset in net->dacts (set by net_train_begin)
     bool has_grad;           // some backward pass writes or reads it
     size_t grad_offset;
@@ -133,7 +140,7 @@ typedef struct {
     View view;
 } Slice;
 
-typedef enum { OP_CONV, OP_MAXPOOL, OP_AVGPOOL, OP_LRN, OP_FLATTEN, OP_DROPOUT, OP_FC, OP_SOFTMAX } OpKind;
+typedef enum { OP_CONV, OP_MAXPOOL, OP_AVGPOOL, OP_LRN, OP_FLATTEN, OP_DROPOUT, OP_FC, OP_SOFTMAX, OP_BN } OpKind;
 
 typedef struct {
     OpKind kind;
@@ -141,15 +148,21 @@ typedef struct {
     View in, out;
     View out2;            // conv: output channels from out.c on go here (c = 0: none)
     int k, stride, pad;   // conv, pools
-    bool relu;            // conv, fc
-    int weight, bias;     // param indices (conv, fc); a fused conv uses the first of its adjacent params
+    bool relu;            // conv, fc, bn
+    int weight, bias;     // param indices (conv, fc; bn: gamma, beta); a fused op uses the first of its adjacent
+                          // params
+    bool bn;              // conv: batch normalised by the next op (OP_BN). Training runs the two ops (the conv
+                          // without ReLU into a train_only value); inference runs the conv alone with the folded
+                          // weights (net->folded) straight into the BN op's outputs, with its ReLU
+    int mean, var;        // bn: param indices of the running statistics
     int lrn_size;
     float alpha, beta, lrn_k;
     float p;              // dropout
     bool aux;             // part of an auxiliary head
     // training (net_train_begin)
     bool dx_accumulate;   // a later op also reads these input channels: add to their gradient, do not overwrite
-    size_t mask;          // offset in net->masks of dropout's keep mask, or of max pooling's argmaxes (uint16)
+    size_t mask;          // offset in net->masks of dropout's keep mask, of max pooling's argmaxes (uint16), or of
+                          // batch normalisation's batch mean and 1/std (2 x channels floats)
 } Op;
 
 typedef struct Workers Workers; // the net's threads (src/classifier/workers.c)
@@ -160,6 +173,8 @@ typedef struct {
     Param *param;         // [n_params]
     float *params;        // the parameter arena
     size_t params_size;   // floats
+    float *folded;        // batch normalisation: params_size floats, same offsets as params, where each inference
+                          // pass writes the BN convolutions' folded weights and biases (NULL without BN)
     int n_values;
     Value *value;         // [n_values]; value 0 is the input
     int n_ops;
@@ -208,8 +223,14 @@ int net_find_param(const Net *net, const char *name);
 bool net_find_view(const Net *net, const char *name, View *view);
 
 // Fills parameters with a seeded He-normal initialisation (biases 0.1 on ReLU layers): reproducible demos/tests.
-// Fixed parameters (priors) are left as they are.
+// Fixed parameters (priors, BN convolutions' biases) are left as they are; batch normalisation starts as
+// net_reset_batchnorm leaves it.
 void net_init_random(Net *net, uint64_t seed);
+// Batch normalisation as PyTorch's BatchNorm2d starts: gamma 1, beta 0, running mean 0, running variance 1.
+void net_reset_batchnorm(Net *net);
+// Writes net->folded from net->params: each BN convolution's weights and bias with its running statistics folded
+// in (src/classifier/batchnorm.c). net_forward calls it first thing; nothing for a net without BN.
+void net_fold_batchnorm(Net *net);
 
 // Lays out activation memory for `batch` images and starts the net's threads (BLAS is set to one thread: the
 // kernels split their work across the net's own threads). keep_all keeps every value (needed for backward passes and for
@@ -218,7 +239,9 @@ void net_init_random(Net *net, uint64_t seed);
 int net_plan(Net *net, int batch, bool keep_all, bool with_aux, Err *e);
 
 // Runs the network on x: (batch, C, input, input) NCHW, already mean-subtracted. Plans memory first if the batch
-// differs from the current plan (keeping keep_all/with_aux). Dropout is the identity (inference).
+// differs from the current plan (keeping keep_all/with_aux). Dropout is the identity (inference). Batch
+// normalisation uses the running statistics, folded into its convolution's weights and bias afresh at the start
+// of every call (O(weights), cheap beside the convolutions): whoever writes net->params needs to tell no one.
 int net_forward(Net *net, const float *x, int batch, Err *e);
 
 // The one "network -> probabilities" call (classification, detection, validation): x, (n, C, input, input) NCHW
@@ -242,7 +265,9 @@ bool net_value_kept(const Net *net, int v);
 // Sizes are checked before allocating.
 int net_train_begin(Net *net, int batch, Err *e);
 // Forward pass in training mode: dropout active (masks drawn from rng; inverted dropout scaling 1/(1-p)),
-// auxiliary heads computed. x: (batch, C, input, input) NCHW, preprocessed as for net_forward; rng not NULL.
+// auxiliary heads computed, batch normalisation on the batch's statistics, updating the running ones (PyTorch's
+// BatchNorm2d: momentum 0.1, eps 1e-5, the running variance from the unbiased batch variance). x: (batch, C,
+// input, input) NCHW, preprocessed as for net_forward; rng not NULL.
 // Calls net_train_begin first when the net has no training plan for this batch (net_plan, or net_forward at
 // another batch size, drops it; net_forward at the same batch runs inference on the training plan and keeps it,
 // ending the step in progress).
@@ -400,7 +425,8 @@ void npy_free(NpyArray *a);
 // Reads an ONNX model, matches its graph to the config's layers (Conv+Relu, MaxPool, LRN, Concat of the four
 // Inception branches, AveragePool, Dropout/Identity, Flatten/Reshape, Gemm or MatMul+Add, Softmax) and copies the
 // weights into net. Refuses graphs of another topology, naming the first node that does not fit. The auxiliary
-// heads are imported when the graph has them as extra outputs; *has_aux tells (may be NULL).
+// heads are imported when the graph has them as extra outputs; *has_aux tells (may be NULL). A config with
+// batch normalisation is refused (bvlc_googlenet has none).
 int onnx_import(Net *net, const char *path, bool *has_aux, Err *e);
 
 // ---------------------------------------------------------------------------------------------------------------

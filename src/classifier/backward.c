@@ -96,6 +96,17 @@ static void backward_op(Net *net, const Op *op) {
         break;
     case OP_SOFTMAX: // the loss starts from the logits
         break;
+    case OP_BN: {
+        BnShape s = {.c = op->in.c, .m = (size_t)n * in->h * in->w, .split = op->out.c, .relu = op->relu};
+        const float *y2 = op->out2.c ? act_ptr(net, op->out2) : NULL;
+        float *dy2 = op->out2.c ? grad_ptr(net, op->out2) : NULL;
+        const float *gamma = net->params + net->param[op->weight].offset;
+        float *dgamma = net->grads + net->param[op->weight].offset, *dbeta = net->grads + net->param[op->bias].offset;
+        const float *saved = (const float *)(net->masks + op->mask); // the batch's mean and 1/std
+        if (ref) batchnorm_backward_ref(&s, x, y, y2, dy, dy2, gamma, dgamma, dbeta, dx, acc);
+        else batchnorm_backward(&s, x, y, y2, dy, dy2, gamma, saved, dgamma, dbeta, dx, acc, net->workers);
+        break;
+    }
     }
 }
 
@@ -104,6 +115,8 @@ int net_backward(Net *net, Err *e) {
         return err_set(e, "%s: net_backward needs net_forward_train, then net_loss (net_loss_multibox) returning a "
                        "finite loss", net->cfg.path);
     for (int i = net->n_ops - 1; i >= 0; i--) backward_op(net, &net->op[i]);
+    for (int i = 0; i < net->n_params; i++) // a BN convolution's bias: BN cancels it, its gradient is 0 (not rounding)
+        if (net->param[i].fixed) memset(net->grads + net->param[i].offset, 0, net->param[i].size * sizeof(float));
     net->train_state = 1; // the logit gradients are spent (the conv and fc passes mask them in place)
     return 0;
 }

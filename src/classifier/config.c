@@ -2,6 +2,12 @@
 // row per row of the paper's Table 1. Strict: unknown keys, repeated keys, malformed numbers and values out of
 // range are refused with "file:line: ..." messages. Shapes (whether each layer fits its input) are checked when
 // the net is compiled (net_create), where the sizes are known.
+//
+// [net] keys: input, channels, width, classes, channel_order (rgb | bgr), mean, scale, and batchnorm (true |
+// false, default false): with it every convolution (conv rows and their reduce, every Inception branch with its
+// 1x1 reduces and pool projection, the auxiliary heads' 1x1) is convolution -> batch normalisation per output
+// channel -> ReLU, its bias unused (fixed at 0), as Inception-v2 does; the fully connected layers and a MultiBox
+// head are not normalised. Inference folds BN into the convolution (net_forward).
 #include "classifier.h"
 
 #include <ctype.h>
@@ -201,11 +207,14 @@ static int parse_layer(Where *w, NetConfig *cfg, char **tok, int nt) {
 }
 
 static int parse_net_key(Where *w, NetConfig *cfg, char *key, char *val, unsigned *seen) {
-    static const char *const keys[] = {"input", "channels", "width", "classes", "channel_order", "mean", "scale"};
+    static const char *const keys[] = {"input", "channels", "width",    "classes",
+                                       "channel_order", "mean", "scale", "batchnorm"};
     int k = -1;
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < 8; i++)
         if (!strcmp(key, keys[i])) k = i;
-    if (k < 0) return fail(w, "unknown key '%s' in [net] (input, channels, width, classes, channel_order, mean, scale)", key);
+    if (k < 0)
+        return fail(w, "unknown key '%s' in [net] (input, channels, width, classes, channel_order, mean, scale, "
+                       "batchnorm)", key);
     if (*seen & (1u << k)) return fail(w, "key '%s' given twice", key);
     *seen |= 1u << k;
     switch (k) {
@@ -235,6 +244,11 @@ static int parse_net_key(Where *w, NetConfig *cfg, char *key, char *val, unsigne
         for (int i = n; i < 3; i++) cfg->mean[i] = cfg->mean[n - 1];
         return 0;
     }
+    case 7:
+        if (!strcmp(val, "true")) cfg->batchnorm = true;
+        else if (!strcmp(val, "false")) cfg->batchnorm = false;
+        else return fail(w, "batchnorm expects true or false, got '%s'", val);
+        return 0;
     default: return get_float(w, key, val, 1e-6, 1e6, &cfg->scale);
     }
 }

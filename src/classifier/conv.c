@@ -237,7 +237,8 @@ static void col2im_block(const ConvShape *s, const float *col, size_t p0, size_t
 }
 
 // Masks g by y > 0 in place (when relu) and returns its sum. Sixteen partial sums, so that the loop vectorises.
-static float relu_mask_sum(float *g, const float *y, size_t n, bool relu) {
+// Batch normalisation's backward pass starts with it too.
+float relu_mask_sum(float *g, const float *y, size_t n, bool relu) {
     float acc[16] = {0};
     size_t i = 0;
     for (; i + 16 <= n; i += 16)

@@ -1,6 +1,7 @@
 // The forward pass: NCHW images in, each op run in order on the planned activation arena. The training pass is
 // the same with dropout drawing masks and max pooling recording its argmaxes (and the auxiliary heads, which the
-// training plan always includes).
+// training plan always includes). Batch normalisation: training runs a convolution and its BN op; inference runs
+// the convolution alone, with the weights net_fold_batchnorm folded, into the BN's outputs.
 #include "classifier.h"
 
 #include <string.h>
@@ -18,14 +19,17 @@ static void run_op(Net *net, const Op *op, Rng *rng) {
     const Value *in = &net->value[op->in.v], *out = &net->value[op->out.v];
     const float *x = view_ptr(net, op->in);
     float *y = view_ptr(net, op->out);
-    const float *w = op->kind == OP_CONV || op->kind == OP_FC ? net->params + net->param[op->weight].offset : NULL;
-    const float *b = op->kind == OP_CONV || op->kind == OP_FC ? net->params + net->param[op->bias].offset : NULL;
+    const float *p = op->bn && !rng ? net->folded : net->params;
+    const float *w = op->kind == OP_CONV || op->kind == OP_FC ? p + net->param[op->weight].offset : NULL;
+    const float *b = op->kind == OP_CONV || op->kind == OP_FC ? p + net->param[op->bias].offset : NULL;
     switch (op->kind) {
     case OP_CONV: {
-        ConvShape s = {.cin = op->in.c, .cout = op->out.c + op->out2.c, .n = n, .h = in->h, .w = in->w,
+        const Op *to = op->bn && !rng ? op + 1 : op; // inference: BN folded in, straight to its outputs
+        ConvShape s = {.cin = op->in.c, .cout = to->out.c + to->out2.c, .n = n, .h = in->h, .w = in->w,
                        .k = op->k, .stride = op->stride, .pad = op->pad, .ho = out->h, .wo = out->w,
-                       .relu = op->relu, .split = op->out.c};
-        float *y2 = op->out2.c ? view_ptr(net, op->out2) : NULL;
+                       .relu = to->relu, .split = to->out.c};
+        y = view_ptr(net, to->out);
+        float *y2 = to->out2.c ? view_ptr(net, to->out2) : NULL;
         if (net->reference) conv_forward_ref(&s, x, w, b, y, y2);
         else conv_forward(&s, x, w, b, y, y2, net->scratch, net->workers);
         break;
@@ -65,6 +69,16 @@ static void run_op(Net *net, const Op *op, Rng *rng) {
     case OP_SOFTMAX:
         softmax_forward(op->in.c, n, x, y);
         break;
+    case OP_BN: {
+        if (!rng) break; // inference: folded into the convolution, which wrote y already
+        BnShape s = {.c = op->in.c, .m = (size_t)n * in->h * in->w, .split = op->out.c, .relu = op->relu};
+        float *y2 = op->out2.c ? view_ptr(net, op->out2) : NULL, *saved = (float *)(net->masks + op->mask);
+        float *prm = net->params, *mean = prm + net->param[op->mean].offset, *var = prm + net->param[op->var].offset;
+        const float *gamma = prm + net->param[op->weight].offset, *beta = prm + net->param[op->bias].offset;
+        if (net->reference) batchnorm_forward_train_ref(&s, x, gamma, beta, y, y2, saved, mean, var);
+        else batchnorm_forward_train(&s, x, gamma, beta, y, y2, saved, mean, var, net->workers);
+        break;
+    }
     }
 }
 
@@ -77,6 +91,7 @@ static void forward(Net *net, const float *x, int batch, Rng *rng) {
         for (int c = 0; c < in->c; c++)
             memcpy(dst + ((size_t)c * batch + img) * plane, x + ((size_t)img * in->c + c) * plane,
                    plane * sizeof(float));
+    if (!rng) net_fold_batchnorm(net); // from the weights as they are now: never stale
     for (int i = 0; i < net->n_ops; i++) {
         const Op *op = &net->op[i];
         if (op->aux && !net->with_aux) continue;

@@ -1,4 +1,5 @@
-// layers.h: the kernels of the network, one file per layer (conv.c, pool.c, lrn.c, fc.c, dropout.c, softmax.c).
+// layers.h: the kernels of the network, one file per layer (conv.c, pool.c, lrn.c, fc.c, dropout.c, softmax.c,
+// batchnorm.c).
 // Internal to src/classifier. Every activation is (C, N, H, W): channels outermost, then the batch, so that one
 // channel of a whole batch is contiguous. Each layer has its fast forward and a plain reference forward that the
 // tests hold it to, and likewise a fast and a reference backward pass beside them (issue 5: training).
@@ -65,6 +66,42 @@ void conv_backward(const ConvShape *s, const float *x, const float *y, const flo
                    Workers *workers);
 void conv_backward_ref(const ConvShape *s, const float *x, const float *y, const float *y2, float *dy, float *dy2,
                        const float *w, float *dw, float *db, float *dx, bool accumulate);
+// The ReLU's backward pass as the convolution does it: masks g (n) in place where y (n, the forward output) is not
+// positive (when relu) and returns the sum of what is left.
+float relu_mask_sum(float *g, const float *y, size_t n, bool relu);
+
+// ---------------------------------------------------------------------------------------------------------------
+// batchnorm.c: y = relu(gamma (x - mean) / sqrt(var + eps) + beta) per channel, PyTorch's BatchNorm2d constants
+
+#define BN_EPS 1e-5f
+#define BN_MOMENTUM 0.1 // running = (1 - momentum) running + momentum batch
+
+typedef struct {
+    int c;      // channels
+    size_t m;   // values a channel: n * h * w
+    int split;  // channels from `split` on are in the second output (the fused Inception 1x1s); c when one
+    bool relu;
+} BnShape;
+
+// Training, on the batch's statistics. x: (c, m) the convolution's output; gamma, beta, running_mean,
+// running_var: (c), the running statistics updated; y: (split, m); y2: (c - split, m); saved: (2c) the batch
+// mean, then 1 / sqrt(biased variance + eps), for the backward pass.
+void batchnorm_forward_train(const BnShape *s, const float *x, const float *gamma, const float *beta, float *y,
+                             float *y2, float *saved, float *running_mean, float *running_var, Workers *workers);
+void batchnorm_forward_train_ref(const BnShape *s, const float *x, const float *gamma, const float *beta, float *y,
+                                 float *y2, float *saved, float *running_mean, float *running_var);
+// y, y2: the forward outputs (their sign is the ReLU's mask); dy: (split, m), dy2: (c - split, m), masked in
+// place as the convolution's are; dgamma, dbeta: (c), overwritten; dx: (c, m) or NULL. The fast pass reads the
+// statistics the forward saved, the reference recomputes them.
+void batchnorm_backward(const BnShape *s, const float *x, const float *y, const float *y2, float *dy, float *dy2,
+                        const float *gamma, const float *saved, float *dgamma, float *dbeta, float *dx,
+                        bool accumulate, Workers *workers);
+void batchnorm_backward_ref(const BnShape *s, const float *x, const float *y, const float *y2, float *dy,
+                            float *dy2, const float *gamma, float *dgamma, float *dbeta, float *dx, bool accumulate);
+// Conv (weights w: (cout, K), bias b: (cout)) then BN on the running statistics (cout each) as one convolution:
+// wf (cout, K) and bf (cout) get w gamma / sqrt(var + eps) and beta + (b - mean) gamma / sqrt(var + eps).
+void batchnorm_fold(int cout, size_t K, const float *w, const float *b, const float *gamma, const float *beta,
+                    const float *mean, const float *var, float *wf, float *bf);
 
 // ---------------------------------------------------------------------------------------------------------------
 // pool.c: max and average pooling, Caffe semantics (ceil-mode sizes; the average divides by the window clipped

@@ -67,14 +67,57 @@ static View whole(const Net *net, int v) {
     return (View){.v = v, .c0 = 0, .c = net->value[v].c};
 }
 
+// Batch normalisation of n convolutions that form one op (the fused 1x1s: n = 3), names[i] with chans[i]
+// channels: NAME.bn.weight (gamma), .bn.bias (beta), .bn.running_mean, .bn.running_var, each kind adjacent over
+// the n convolutions, as their weights are. first[4]: the param index of each kind's first.
+static void add_bn_params(Builder *b, int layer, bool aux, int n, const char (*names)[NET_NAME_MAX],
+                          const int *chans, int first[4]) {
+    static const char *const suffix[4] = {".bn.weight", ".bn.bias", ".bn.running_mean", ".bn.running_var"};
+    for (int kind = 0; kind < 4; kind++)
+        for (int i = 0; i < n; i++) {
+            int p = add_param(b, names[i], suffix[kind], 1, &chans[i], layer, aux);
+            b->net->param[p].stat = kind >= 2;
+            if (i == 0) first[kind] = p;
+        }
+}
+
+// Adds a convolution op; with the config's batchnorm, followed by its BN: the convolution then writes all its
+// channels, without ReLU, into a train_only value (the BN's input, which training keeps for the backward pass),
+// and an OP_BN writes the op's outputs, ReLU included. Its biases (n adjacent params) stay 0: BN's mean would
+// cancel them.
+static void add_conv_op(Builder *b, Op conv, int n, const char (*names)[NET_NAME_MAX], const int *chans,
+                        const char *pre_name) {
+    Net *net = b->net;
+    if (!net->cfg.batchnorm) {
+        add_op(b, conv);
+        return;
+    }
+    int first[4];
+    add_bn_params(b, conv.layer, conv.aux, n, names, chans, first);
+    for (int i = 0; i < n; i++) net->param[conv.bias + i].fixed = true;
+    const int h = net->value[conv.out.v].h, w = net->value[conv.out.v].w;
+    int pre = add_value(b, pre_name, conv.out.c + conv.out2.c, h, w, conv.aux);
+    net->value[pre].train_only = true;
+    Op bn = {.kind = OP_BN, .layer = conv.layer, .in = whole(net, pre), .out = conv.out, .out2 = conv.out2,
+             .relu = conv.relu, .weight = first[0], .bias = first[1], .mean = first[2], .var = first[3],
+             .aux = conv.aux};
+    conv.out = whole(net, pre), conv.out2 = (View){0}, conv.relu = false, conv.bn = true;
+    add_op(b, conv);
+    add_op(b, bn);
+}
+
 // A convolution with its weight (cout, cin, k, k) and bias; writes into `out` (a view: concat slices).
 static void add_conv(Builder *b, int layer, const char *name, View in, View out, int k, int stride, int pad,
                      bool aux) {
     int ws[4] = {out.c, in.c, k, k}, bs[1] = {out.c};
     int w = add_param(b, name, ".weight", 4, ws, layer, aux);
     int bias = add_param(b, name, ".bias", 1, bs, layer, aux);
-    add_op(b, (Op){.kind = OP_CONV, .layer = layer, .in = in, .out = out, .k = k, .stride = stride, .pad = pad,
-                   .relu = true, .weight = w, .bias = bias, .aux = aux});
+    char names[1][NET_NAME_MAX], pre[NET_NAME_MAX];
+    snprintf(names[0], NET_NAME_MAX, "%s", name);
+    snprintf(pre, sizeof pre, "%s/prebn", name);
+    add_conv_op(b, (Op){.kind = OP_CONV, .layer = layer, .in = in, .out = out, .k = k, .stride = stride,
+                        .pad = pad, .relu = true, .weight = w, .bias = bias, .aux = aux},
+                1, (const char (*)[NET_NAME_MAX])names, bs, pre);
 }
 
 // Whether a patch fits: for messages naming the layer and the config line.
@@ -182,20 +225,21 @@ static int build(Builder *b, Err *e) {
             // The three 1x1 convolutions reading the input are one GEMM: their weights are adjacent in the arena,
             // one (1x1 + 3x3r + 5x5r, cin) matrix, and so are their biases. Its first n1x1 output channels go
             // straight into the module's output, the others into the reduce value.
+            // With batchnorm their BN params follow them, each kind adjacent too.
             const char *fused[3] = {"1x1", "3x3_reduce", "5x5_reduce"};
             int fc[3] = {L->n1x1, L->n3x3r, L->n5x5r}, fw[3], fb[3];
+            char fnames[3][NET_NAME_MAX];
             for (int i = 0; i < 3; i++) {
                 int ws[4] = {fc[i], cv.c, 1, 1};
-                snprintf(name, sizeof name, "%s/%s", L->name, fused[i]);
-                fw[i] = add_param(b, name, ".weight", 4, ws, li, false);
+                snprintf(fnames[i], NET_NAME_MAX, "%s/%s", L->name, fused[i]);
+                fw[i] = add_param(b, fnames[i], ".weight", 4, ws, li, false);
             }
-            for (int i = 0; i < 3; i++) {
-                int bs[1] = {fc[i]};
-                snprintf(name, sizeof name, "%s/%s", L->name, fused[i]);
-                fb[i] = add_param(b, name, ".bias", 1, bs, li, false);
-            }
-            add_op(b, (Op){.kind = OP_CONV, .layer = li, .in = in, .out = {y, 0, L->n1x1}, .out2 = whole(net, f),
-                           .k = 1, .stride = 1, .relu = true, .weight = fw[0], .bias = fb[0]});
+            for (int i = 0; i < 3; i++) fb[i] = add_param(b, fnames[i], ".bias", 1, &fc[i], li, false);
+            snprintf(name, sizeof name, "%s/1x1s/prebn", L->name);
+            add_conv_op(b, (Op){.kind = OP_CONV, .layer = li, .in = in, .out = {y, 0, L->n1x1},
+                                .out2 = whole(net, f), .k = 1, .stride = 1, .relu = true, .weight = fw[0],
+                                .bias = fb[0]},
+                        3, (const char (*)[NET_NAME_MAX])fnames, fc, name);
             snprintf(name, sizeof name, "%s/3x3", L->name);
             add_conv(b, li, name, (View){f, 0, L->n3x3r}, (View){y, L->n1x1, L->n3x3}, 3, 1, 1, false);
             snprintf(name, sizeof name, "%s/5x5", L->name);
@@ -306,15 +350,17 @@ static int build(Builder *b, Err *e) {
         return err_set(e, "%s: the last fully connected layer has %d outputs, but classes = %d", cfg->path,
                        net->value[net->logits].c, cfg->classes);
     net->head[0] = net->logits;
-    // Liveness: the op that writes each value and the last op that reads it.
+    // Liveness: the op that writes each value and the last op that reads it. A BN's outputs count as written by
+    // its convolution, which writes them itself at inference.
     for (int i = 0; i < net->n_ops; i++) {
         Op *op = &net->op[i];
         Value *out = &net->value[op->out.v];
-        if (out->first < 0) out->first = i;
+        const int writer = op->kind == OP_BN ? i - 1 : i;
+        if (out->first < 0) out->first = writer;
         out->last = i > out->last ? i : out->last;
         if (op->out2.c) {
             Value *o2 = &net->value[op->out2.v];
-            if (o2->first < 0) o2->first = i;
+            if (o2->first < 0) o2->first = writer;
             o2->last = i > o2->last ? i : o2->last;
         }
         Value *in = &net->value[op->in.v];
@@ -341,12 +387,15 @@ int net_create(Net *net, const NetConfig *cfg, Err *e) {
     }
     net->params = xcalloc(net->params_size ? net->params_size : 1, sizeof(float));
     if (net->priors >= 0) multibox_priors_grid(net->multibox_k, net->params + net->param[net->priors].offset);
+    if (cfg->batchnorm) net->folded = xcalloc(net->params_size ? net->params_size : 1, sizeof(float));
+    net_reset_batchnorm(net);
     return 0;
 }
 
 void net_free(Net *net) {
     free(net->param);
     free(net->params);
+    free(net->folded);
     free(net->value);
     free(net->op);
     free(net->slice);
@@ -400,4 +449,5 @@ void net_init_random(Net *net, uint64_t seed) {
             for (size_t j = 0; j < p->size; j++) d[j] = (float)(sd * rng_normal(&r));
         }
     }
+    net_reset_batchnorm(net);
 }

@@ -551,6 +551,10 @@ int onnx_import(Net *net, const char *path, bool *has_aux, Err *e) {
     if (net->multibox_k)
         return err_set(e, "%s: config %s has a multibox head; ONNX import reads GoogLeNet classifiers (import into "
                        "the classifier's config)", path, net->cfg.path);
+    if (net->cfg.batchnorm)
+        return err_set(e, "%s: config %s uses batch normalisation (batchnorm = true); ONNX import reads "
+                       "bvlc_googlenet's graph, which has none (import into a config without batchnorm)", path,
+                       net->cfg.path);
     char *buf;
     size_t n;
     if (read_file_all(path, ONNX_MAX_BYTES, &buf, &n, e)) return -1;

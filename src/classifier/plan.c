@@ -87,7 +87,9 @@ static bool value_floats(const Value *val, int batch, size_t *size) {
     return true;
 }
 
-int net_plan(Net *net, int batch, bool keep_all, bool with_aux, Err *e) {
+// net_plan, and the training plan's start: only training plans hold the train_only values (the inputs of batch
+// normalisation, which inference folds away).
+static int plan(Net *net, int batch, bool keep_all, bool with_aux, bool training, Err *e) {
     if (batch < 1 || batch > 65536) return err_set(e, "batch size %d out of range [1, 65536]", batch);
     net->train_batch = 0; // a training plan, if any, is gone
     net->train_state = 0;
@@ -97,7 +99,7 @@ int net_plan(Net *net, int batch, bool keep_all, bool with_aux, Err *e) {
     for (int v = 0; v < nv; v++) {
         Value *val = &net->value[v];
         val->kept = false;
-        if (val->aux && !with_aux) continue;
+        if ((val->aux && !with_aux) || (val->train_only && !training)) continue;
         size_t size;
         if (!value_floats(val, batch, &size)) {
             free(slot);
@@ -143,6 +145,10 @@ int net_plan(Net *net, int batch, bool keep_all, bool with_aux, Err *e) {
     return 0;
 }
 
+int net_plan(Net *net, int batch, bool keep_all, bool with_aux, Err *e) {
+    return plan(net, batch, keep_all, with_aux, false, e);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // the training plan
 
@@ -157,7 +163,7 @@ static bool has_backward(const Op *op) {
 }
 
 int net_train_begin(Net *net, int batch, Err *e) {
-    if (net_plan(net, batch, true, true, e)) return -1;
+    if (plan(net, batch, true, true, true, e)) return -1;
     if (!net->grads) net->grads = xcalloc(net->params_size ? net->params_size : 1, sizeof(float));
     else memset(net->grads, 0, net->params_size * sizeof(float));
     const int nv = net->n_values, nops = net->n_ops, threads = workers_count(net->workers);
@@ -198,8 +204,9 @@ int net_train_begin(Net *net, int batch, Err *e) {
     free(net->dacts);
     net->dacts = xmalloc((total ? total : 1) * sizeof(float));
     net->dacts_size = total;
-    // What the training forward records for the backward pass: dropout masks (a byte a unit) and max-pooling
-    // argmaxes (two bytes an output); and scratch for the backward kernels.
+    // What the training forward records for the backward pass: dropout masks (a byte a unit), max-pooling
+    // argmaxes (two bytes an output) and batch normalisation's batch statistics (two floats a channel); and
+    // scratch for the backward kernels.
     size_t masks = 0, scratch = net->scratch_size;
     for (int i = 0; i < nops; i++) {
         Op *op = &net->op[i];
@@ -213,6 +220,11 @@ int net_train_begin(Net *net, int batch, Err *e) {
             op->mask = masks;
             masks += 2 * (size_t)op->out.c * batch * out->h * out->w;
         }
+        if (op->kind == OP_BN) {
+            masks = (masks + 63) / 64 * 64;
+            op->mask = masks;
+            masks += 2 * (size_t)op->in.c * sizeof(float);
+        }
         if (op->kind == OP_CONV) {
             ConvShape s = op_conv_shape(net, op, batch);
             size_t need = conv_backward_scratch_size(&s, threads);
@@ -220,7 +232,7 @@ int net_train_begin(Net *net, int batch, Err *e) {
         }
     }
     free(net->masks);
-    net->masks = xmalloc(masks ? masks : 1); // malloc's alignment suits the uint16 argmaxes
+    net->masks = xmalloc(masks ? masks : 1); // malloc's alignment suits the argmaxes and floats
     net->masks_size = masks;
     if (scratch > net->scratch_size) {
         free(net->scratch);

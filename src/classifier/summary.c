@@ -110,7 +110,8 @@ void net_summary(const Net *net, Summary *s) {
         int v = net_find_value(net, L->name);
         r->out_c = net->value[v].c, r->out_h = net->value[v].h, r->out_w = net->value[v].w;
         for (int i = 0; i < net->n_params; i++)
-            if (net->param[i].layer == li && !net->param[i].fixed) { // priors are data, not learned params
+            // priors and BN's running statistics are data, and a BN convolution's bias is unused: not learned
+            if (net->param[i].layer == li && !net->param[i].fixed && !net->param[i].stat) {
                 r->params += (long long)net->param[i].size;
                 if (net->param[i].ndim > 1) r->weights += (long long)net->param[i].size;
             }
@@ -161,6 +162,10 @@ void summary_print(const Net *net, const Summary *s, FILE *f) {
             (double)s->aux_macs / 1e6);
     fprintf(f, "params count weights and biases (K = 1024); ops are multiply-adds of convolutions and fully "
                "connected layers (M = 10^6)\n");
+    if (cfg->batchnorm)
+        fprintf(f, "batch normalisation: each convolution's bias is replaced by BN's gamma and beta (counted as params;\n"
+                   "its running mean and variance are stored with the weights, not counted); inference folds BN into\n"
+                   "the convolution, so the ops are the same\n");
     if (net->multibox_k)
         fprintf(f, "multibox head: %d outputs an image (%d boxes' 4 offsets from their priors, then their %d logits);\n"
                    "its %d x 4 priors are stored with the weights but not trained, and not counted as params\n",
@@ -201,6 +206,7 @@ int summary_write_json(const Net *net, const Summary *s, FILE *f, Err *e) {
     }
     json_object_set_new(root, "config", json_string(net->cfg.path));
     if (net->multibox_k) json_object_set_new(root, "multibox_k", json_integer(net->multibox_k));
+    if (net->cfg.batchnorm) json_object_set_new(root, "batchnorm", json_true());
     json_object_set_new(root, "rows", rows);
     json_object_set_new(root, "totals", json_pack("{sIsI}", "params", (json_int_t)s->params, "macs", (json_int_t)s->macs));
     json_object_set_new(root, "aux_totals",

@@ -318,24 +318,34 @@ typedef struct {
 // std x the config's scale): that is SGD on the weights of a network fed unit-variance inputs, written back in
 // the config's own preprocessing. Caffe's (0..255 minus the mean, scale 1) otherwise makes the first layer's
 // steps ~3,000 times too large, and training from scratch diverges at the paper's rates.
-// Fixed parameters (a MultiBox head's priors) get no group at all: sgd_step steps and averages groups only, so
-// they are neither moved, decayed nor drifted by the Polyak average's rounding; they stay bit for bit as loaded.
+// Fixed parameters (a MultiBox head's priors, a BN convolution's bias) get no group at all: sgd_step steps and
+// averages groups only, so they are neither moved, decayed nor drifted by the Polyak average's rounding; they stay
+// bit for bit as loaded. Nor do BN's running statistics (net_forward_train moves them). BN's gamma, like the
+// biases, is not decayed: it sets the scale that BN takes out of the weights.
 static void make_groups(Run *r) {
     r->groups = xmalloc((size_t)(r->net.n_params ? r->net.n_params : 1) * sizeof(ParamGroup));
     r->n_groups = 0;
     double s = PIXEL_STD * r->net.cfg.scale;
     for (int i = 0; i < r->net.n_params; i++) {
         const Param *p = &r->net.param[i];
-        if (p->fixed) continue;
+        if (p->fixed || p->stat) continue;
         size_t len = strlen(p->name);
-        bool bias = len >= 5 && !strcmp(p->name + len - 5, ".bias");
+        bool bias = (len >= 5 && !strcmp(p->name + len - 5, ".bias")) ||
+                    (len >= 10 && !strcmp(p->name + len - 10, ".bn.weight"));
         float lr_mult = is_first_conv_weight(&r->net, i) ? (float)(1.0 / (s * s)) : 1.0f;
         r->groups[r->n_groups++] = (ParamGroup){p->offset, p->size, bias ? 0.0f : 1.0f, lr_mult};
     }
 }
 
-// The weights used for inference: the Polyak average when there is one.
-static const float *inference_weights(const Run *r) { return r->sgd.average ? r->sgd.average : r->net.params; }
+// The weights used for inference: the Polyak average when there is one, into the eval net. BN's running
+// statistics are not averaged (no SGD group holds them): the live ones go with it.
+static void set_eval_weights(Run *r) {
+    memcpy(r->eval_net.params, r->sgd.average ? r->sgd.average : r->net.params, r->net.params_size * sizeof(float));
+    for (int i = 0; i < r->net.n_params; i++) {
+        const Param *p = &r->net.param[i];
+        if (p->stat) memcpy(r->eval_net.params + p->offset, r->net.params + p->offset, p->size * sizeof(float));
+    }
+}
 
 // The classes the model's outputs stand for, recorded in its weight file: the detection set's object classes
 // (output 0 being background), or a class tree's folder names; a list of numeric labels records none.
@@ -346,7 +356,7 @@ static ModelClasses model_classes(const Dataset *d) {
 }
 
 static int save_model(Run *r, Err *e) {
-    memcpy(r->eval_net.params, inference_weights(r), r->net.params_size * sizeof(float));
+    set_eval_weights(r);
     ModelClasses mc = model_classes(&r->train);
     return weights_save(&r->eval_net, r->model_path, true, &mc, e);
 }
@@ -374,7 +384,7 @@ static void print_validation(const Run *r, const ValResult *v, double epoch) {
 }
 
 static int validate(Run *r, ValResult *v, Err *e) {
-    memcpy(r->eval_net.params, inference_weights(r), r->net.params_size * sizeof(float));
+    set_eval_weights(r);
     const TrainOptions *o = r->o;
     switch (r->val.kind) {
     case DATASET_CLASSIFY: return validate_classify(&r->eval_net, &r->val, o->val_limit, o->quiet, v, e);
@@ -418,7 +428,8 @@ static int open_sets(Run *r, Err *e) {
 // Initial weights for training from scratch: He-normal for the layers followed by a ReLU (the variance of the
 // activations stays put through the depth), N(0, 0.01^2) for the classifiers (the fully connected layers with
 // no ReLU: the main one and the auxiliary heads' last), so that the first loss is about log(classes), and zero
-// biases. The first convolution also divides by the spread of its input, so that its outputs have unit variance
+// biases (batch normalisation: gamma 1, beta 0, running mean 0 and variance 1, net_reset_batchnorm). The first
+// convolution also divides by the spread of its input, so that its outputs have unit variance
 // whatever the config's preprocessing: with Caffe's (0..255 pixels minus the mean, scale 1) a plain He start
 // has logits in the hundreds and diverges within a few steps. net_init_random's demo initialisation is not for
 // training.
@@ -439,6 +450,7 @@ static void init_for_training(Net *net, uint64_t seed) {
                                                    : sqrt(2.0 / fan_in);
         for (size_t j = 0; j < p->size; j++) d[j] = (float)(sd * rng_normal(&r));
     }
+    net_reset_batchnorm(net);
 }
 
 // A MultiBox run's priors: from --priors, or k-means of the training set's boxes (normalised to each image);
