@@ -19,15 +19,17 @@ mkdir -p $O
 
 # name | config | flags (each row is measured against the rows above it)
 ROWS='
-paper      | googlenet-tiny.cfg    | --recipe paper
-cosine     | googlenet-tiny.cfg    | --recipe paper --schedule cosine
-scratch    | googlenet-tiny.cfg    | --recipe scratch
-lr0.03     | googlenet-tiny.cfg    | --recipe scratch --lr 0.03
-nopolyak   | googlenet-tiny.cfg    | --recipe scratch --polyak 0
-hard0.5    | googlenet-tiny.cfg    | --recipe scratch --hard-fraction 0.5
-jitter0.1  | googlenet-tiny.cfg    | --recipe scratch --jitter 0.1
-pos0.5     | googlenet-tiny.cfg    | --recipe scratch --pos-fraction 0.5
-quarter    | googlenet-quarter.cfg | --recipe scratch
+paper      | googlenet-tiny.cfg       | --recipe paper
+cosine     | googlenet-tiny.cfg       | --recipe paper --schedule cosine
+scratch    | googlenet-tiny.cfg       | --recipe scratch
+bn         | googlenet-tiny-bn.cfg    | --recipe scratch
+quarter-bn | googlenet-quarter-bn.cfg | --recipe scratch
+hard0.5    | googlenet-quarter-bn.cfg | --recipe scratch --hard-fraction 0.5
+jitter0.1  | googlenet-quarter-bn.cfg | --recipe scratch --jitter 0.1
+nopolyak   | googlenet-quarter-bn.cfg | --recipe scratch --polyak 0
+lr0.03     | googlenet-quarter-bn.cfg | --recipe scratch --lr 0.03
+pos0.5     | googlenet-quarter-bn.cfg | --recipe scratch --pos-fraction 0.5
+epochs16   | googlenet-quarter-bn.cfg | --recipe scratch --epochs 16
 '
 
 # The proposals of all 160 training photos, computed once (the detector's Selective Search setting).
@@ -46,7 +48,8 @@ run_row() { # name config flags seed
     last=$(tail -1 "$out/log.csv")
     map=$(echo "$last" | cut -d, -f7) acc=$(echo "$last" | cut -d, -f5)
     secs=$(echo "$start $end" | awk '{ printf "%.0f", $2 - $1 }')
-    echo "$1,$2,$3,$4,$epochs,$map,$acc,$secs" >> $O/ablation.csv
+    ep=$(echo "$3" | sed -n 's/.*--epochs \([0-9]*\).*/\1/p')
+    echo "$1,$2,$3,$4,${ep:-$epochs},$map,$acc,$secs" >> $O/ablation.csv
     touch $out/done
 }
 

@@ -248,7 +248,8 @@ typedef struct {
     double jitter;             // regions: scale/aspect jitter of the regions (BatchRecipe.jitter)
     double pos_iou;            // regions: IoU with an object that makes a proposal a positive (0.5)
     float aux_weight;          // loss weight of each auxiliary head (0.3)
-    SgdConfig sgd;
+    SgdConfig sgd;             // sgd.lr 0: the recipe's rate for the network (scratch: 0.1 with batch
+                               // normalisation, 0.01 without)
     uint64_t seed;
     int log_every;             // steps between log rows
     long checkpoint_every;     // also checkpoint every N steps (0: only at the end of each epoch)
@@ -258,6 +259,7 @@ typedef struct {
                                // training boxes (seeded), written to DIR/priors.json
     int multibox_top;          // multibox validation: recall of the best N boxes (200, the paper's)
     bool augment;              // Section 6 augmentation for classification and MultiBox (flips for regions)
+    double crop_area_min;      // classification: the smallest random crop, as a share of the image (paper: 0.08)
     bool resume;               // continue from out/checkpoint.bin when it exists
     bool quiet;
 } TrainOptions;

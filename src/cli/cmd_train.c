@@ -41,7 +41,8 @@ static const char *USAGE =
     "  --resume              continue from DIR/checkpoint.bin (exactly: same batches, same result)\n"
     "  --batch B             images a step (default 32; regions: 128 as R-CNN)\n"
     "  --recipe R            scratch or paper (above)\n"
-    "  --lr X                learning rate (default 0.01)\n"
+    "  --lr X                learning rate (scratch: 0.1 for a config with batchnorm = true, else 0.01;\n"
+    "                        paper: 0.01)\n"
     "  --schedule S          cosine (scratch) or step (paper)\n"
     "  --warmup E            epochs of linear warm-up from lr/100 (scratch: 1; paper: 0)\n"
     "  --momentum X          (default 0.9)\n"
@@ -51,6 +52,7 @@ static const char *USAGE =
     "  --polyak X            decay of the weights' moving average (default 0.999; 0 disables)\n"
     "  --aux-weight X        loss weight of each auxiliary head (default 0.3)\n"
     "  --no-augment          no crops or distortions (regions: no flips)\n"
+    "  --crop-area-min X     classification: the smallest random crop, a share of the image (default 0.08)\n"
     "  --context P           regions: context pixels at the input size (default 16)\n"
     "  --pos-fraction X      regions: share of positive regions in a batch (default 0.25: R-CNN's 32 of 128)\n"
     "  --hard-fraction X     regions: share of the background drawn from windows that overlap an object by\n"
@@ -81,7 +83,7 @@ int cmd_train(int argc, char **argv) {
     double x;
     enum { O_LR = 256, O_MOM, O_WD, O_STEP, O_FACTOR, O_POLYAK, O_AUX, O_NOAUG, O_CONTEXT, O_PROPS, O_VPROPS,
            O_VLIMIT, O_LOG, O_CKPT, O_THREADS, O_STEPS, O_FINETUNE, O_POSFRAC, O_TASK, O_PRIORS, O_MBTOP, O_RECIPE, O_SCHEDULE, O_WARMUP, O_HARD, O_JITTER,
-           O_POSIOU };
+           O_POSIOU, O_CROPMIN };
     static const struct option opts[] = {
         {"config", required_argument, 0, 'c'},     {"data", required_argument, 0, 'd'},
         {"val", required_argument, 0, 'v'},        {"classes", required_argument, 0, 'n'},
@@ -102,7 +104,8 @@ int cmd_train(int argc, char **argv) {
         {"multibox-top", required_argument, 0, O_MBTOP}, {"recipe", required_argument, 0, O_RECIPE},
         {"schedule", required_argument, 0, O_SCHEDULE}, {"warmup", required_argument, 0, O_WARMUP},
         {"hard-fraction", required_argument, 0, O_HARD}, {"jitter", required_argument, 0, O_JITTER},
-        {"pos-iou", required_argument, 0, O_POSIOU}, {0, 0, 0, 0},
+        {"pos-iou", required_argument, 0, O_POSIOU}, {"crop-area-min", required_argument, 0, O_CROPMIN},
+        {0, 0, 0, 0},
     };
     // The recipe first, wherever it is written, so that the other flags override its settings.
     for (int i = 1; i < argc; i++) {
@@ -137,7 +140,7 @@ int cmd_train(int argc, char **argv) {
         case 'r': o.resume = true; break;
         case 'q': o.quiet = true; break;
         case 'b': INT_ARG("--batch", 1, 4096, o.batch); break;
-        case O_LR: NUM_ARG("--lr", 0, 100, o.sgd.lr); break;
+        case O_LR: NUM_ARG("--lr", 1e-9, 100, o.sgd.lr); break;
         case O_MOM: NUM_ARG("--momentum", 0, 0.9999, o.sgd.momentum); break;
         case O_WD: NUM_ARG("--weight-decay", 0, 1, o.sgd.weight_decay); break;
         case O_STEP: NUM_ARG("--lr-step-epochs", 0, 1e9, o.sgd.step_epochs); break;
@@ -172,6 +175,7 @@ int cmd_train(int argc, char **argv) {
         case O_HARD: NUM_ARG("--hard-fraction", 0, 1, o.hard_fraction); break;
         case O_JITTER: NUM_ARG("--jitter", 0, 1, o.jitter); break;
         case O_POSIOU: NUM_ARG("--pos-iou", 0.01, 1, o.pos_iou); break;
+        case O_CROPMIN: NUM_ARG("--crop-area-min", 0.01, 1, o.crop_area_min); break;
         case 'h': fputs(USAGE, stdout); return 0;
         default: return cli_usage_error("train", "unknown option");
         }
