@@ -575,6 +575,10 @@ int train_run(const TrainOptions *o, Err *e) {
     SgdConfig sgd = o->sgd;
     sgd.lr = recipe_lr(o, &r.cfg);
     sgd.epochs = (double)total / (double)spe; // a cosine spans the whole run
+    if (!o->quiet && !r.cfg.batchnorm && !o->init && !o->finetune && !o->multibox)
+        fprintf(stderr, "note: %s has no batch normalisation: trained from scratch on a small set it may learn "
+                        "little (results/training.md); its *-bn.cfg sibling or batchnorm = true learns\n",
+                o->config);
     if (!o->quiet)
         fprintf(stderr, "training %s on %s: %ld steps of %d (%ld a epoch), %d classes, learning rate %g\n",
                 o->config, o->data, total, r.batch, spe, o->classes, sgd.lr);
