@@ -50,6 +50,12 @@ static const char *USAGE =
     "  --proposals FILE      regions: the training images' proposals (inception proposals JSON); default:\n"
     "                        computed once and kept in DIR/proposals-train.json\n"
     "  --val-proposals FILE  the same for --val\n"
+    "  --no-bbox-reg         regions: do not fit the box regressor at the end. By default R-CNN's class-specific\n"
+    "                        bounding-box regression (beyond the paper) is fitted on the final weights: training\n"
+    "                        proposals with IoU >= 0.6 to an object (at most 4000 a class, seeded), the features\n"
+    "                        the classifier reads (pool5 after dropout), a ridge regression per class and offset;\n"
+    "                        saved in model.safetensors (bbox.weight, bbox.bias), applied by inception detect\n"
+    "  --bbox-lambda X       its ridge penalty, per pair on standardised features (default 1)\n"
     "  --task multibox       train a MultiBox network (a config with a multibox head: configs/multibox-tiny.cfg)\n"
     "                        on a detection set's boxes, all classes as one (Erhan et al. 2014): crops of\n"
     "                        30%-100% of the area and flips move the boxes; the loss matches the boxes to the\n"
@@ -69,7 +75,8 @@ int cmd_train(int argc, char **argv) {
     long v;
     double x;
     enum { O_LR = 256, O_MOM, O_WD, O_STEP, O_FACTOR, O_POLYAK, O_AUX, O_NOAUG, O_CONTEXT, O_PROPS, O_VPROPS,
-           O_VLIMIT, O_LOG, O_CKPT, O_THREADS, O_STEPS, O_FINETUNE, O_POSFRAC, O_TASK, O_PRIORS, O_MBTOP };
+           O_VLIMIT, O_LOG, O_CKPT, O_THREADS, O_STEPS, O_FINETUNE, O_POSFRAC, O_TASK, O_PRIORS, O_MBTOP,
+           O_NOBBOX, O_BBOXLAMBDA };
     static const struct option opts[] = {
         {"config", required_argument, 0, 'c'},     {"data", required_argument, 0, 'd'},
         {"val", required_argument, 0, 'v'},        {"classes", required_argument, 0, 'n'},
@@ -87,7 +94,8 @@ int cmd_train(int argc, char **argv) {
         {"threads", required_argument, 0, O_THREADS}, {"steps", required_argument, 0, O_STEPS},
         {"finetune", required_argument, 0, O_FINETUNE}, {"pos-fraction", required_argument, 0, O_POSFRAC},
         {"task", required_argument, 0, O_TASK},    {"priors", required_argument, 0, O_PRIORS},
-        {"multibox-top", required_argument, 0, O_MBTOP}, {0, 0, 0, 0},
+        {"multibox-top", required_argument, 0, O_MBTOP}, {"no-bbox-reg", no_argument, 0, O_NOBBOX},
+        {"bbox-lambda", required_argument, 0, O_BBOXLAMBDA}, {0, 0, 0, 0},
     };
     optind = 1;
 #define INT_ARG(flag, lo, hi, dst)                                                                                 \
@@ -139,6 +147,8 @@ int cmd_train(int argc, char **argv) {
             break;
         case O_PRIORS: o.priors = optarg; break;
         case O_MBTOP: INT_ARG("--multibox-top", 1, MULTIBOX_MAX_K, o.multibox_top); break;
+        case O_NOBBOX: o.bbox_reg = false; break;
+        case O_BBOXLAMBDA: NUM_ARG("--bbox-lambda", 0, 1e6, o.bbox_lambda); break;
         case 'h': fputs(USAGE, stdout); return 0;
         default: return cli_usage_error("train", "unknown option");
         }
