@@ -233,9 +233,10 @@ void net_reset_batchnorm(Net *net);
 void net_fold_batchnorm(Net *net);
 
 // Lays out activation memory for `batch` images and starts the net's threads (BLAS is set to one thread: the
-// kernels split their work across the net's own threads). keep_all keeps every value (needed for backward passes and for
-// reading intermediate layers); otherwise buffers whose lifetimes do not overlap share memory and only the logits
-// and the probabilities survive. with_aux also computes the auxiliary heads. Sizes are checked before allocating.
+// kernels split their work across the net's own threads). keep_all keeps every value (needed for backward passes
+// and for reading intermediate layers); otherwise buffers whose lifetimes do not overlap share memory and only the
+// logits, the probabilities and the main classifier's input (net_feature_value) survive. with_aux also computes
+// the auxiliary heads. Sizes are checked before allocating.
 int net_plan(Net *net, int batch, bool keep_all, bool with_aux, Err *e);
 
 // Runs the network on x: (batch, C, input, input) NCHW, already mean-subtracted. Plans memory first if the batch
@@ -244,11 +245,16 @@ int net_plan(Net *net, int batch, bool keep_all, bool with_aux, Err *e);
 // of every call (O(weights), cheap beside the convolutions): whoever writes net->params needs to tell no one.
 int net_forward(Net *net, const float *x, int batch, Err *e);
 
+// The value the network's last fully connected layer (the main classifier) reads: in GoogLeNet pool5 after its
+// dropout (the identity at inference), flattened when spatial; net->value[v].c floats an image. Every plan keeps
+// it, so that net_predict can hand it out as each image's features (the detector's box regression).
+int net_feature_value(const Net *net);
+
 // The one "network -> probabilities" call (classification, detection, validation): x, (n, C, input, input) NCHW
 // preprocessed, goes through the net `batch` images at a time (<= 0: the planned batch, or 32), and probs (n,
-// classes) gets the softmax of the main classifier's logits. A MultiBox network (no class probabilities) is
-// refused.
-int net_predict(Net *net, const float *x, int n, int batch, float *probs, Err *e);
+// classes) gets the softmax of the main classifier's logits; features (n, D) or NULL gets what that classifier
+// read (net_feature_value, D = its channels). A MultiBox network (no class probabilities) is refused.
+int net_predict(Net *net, const float *x, int n, int batch, float *probs, float *features, Err *e);
 
 // Copies a value or slice of the last forward pass into dst as (batch, c, h, w) NCHW. Fails if it was not kept.
 int net_read(const Net *net, const char *name, float *dst, Err *e);
@@ -379,7 +385,7 @@ int summary_write_json(const Net *net, const Summary *s, FILE *f, Err *e);
 // Loads every parameter of the config by name; each must be present with its exact shape, dtype F32, inside the
 // file and finite. Auxiliary-head tensors may be absent (inference-only files, e.g. imported from ONNX) but are
 // then all absent; *has_aux tells (may be NULL). Unknown tensors are refused. A MultiBox head's priors must be
-// boxes (multibox_priors_check).
+// boxes (multibox_priors_check). Extra tensors (weights_is_extra) are checked and skipped.
 int weights_load(Net *net, const char *path, bool *has_aux, Err *e);
 // For fine-tuning: the same checks, except that tensors whose shape differs from the config's (the classifier
 // layers, when the number of classes changed) are skipped, counted in *skipped, and keep the net's values.
@@ -392,10 +398,47 @@ typedef struct {
     bool background;
 } ModelClasses;
 
+// Tensors a weight file may carry beside the network's parameters without being any of them: names starting with
+// "bbox." (the detector's box regressor, include/detect.h). weights_load checks that each is an F32 tensor whose
+// bytes lie inside the data and leaves it to its reader (weights_read_extra); other unknown names it refuses.
+bool weights_is_extra(const char *name);
+
+typedef struct {
+    char name[NET_NAME_MAX]; // "bbox.weight"
+    int ndim;
+    int shape[4];
+    float *data;             // (shape[0] x ... x shape[ndim - 1]) floats
+} NamedTensor;
+
+// One metadata entry (safetensors metadata values are strings).
+typedef struct {
+    char key[48];
+    char value[256];
+} MetaEntry;
+
+// What a weight file holds besides the parameters and the classes: extra tensors (weights_is_extra names) and
+// metadata entries.
+typedef struct {
+    int n_tensors;
+    NamedTensor *tensor; // (n_tensors)
+    int n_meta;
+    MetaEntry *meta;     // (n_meta)
+} WeightsExtra;
+
 // Writes all parameters (auxiliary heads included when with_aux) atomically, with metadata naming the format and,
 // when `classes` is not NULL, the classes (safetensors metadata values are strings: the names are a JSON array
-// written as text, "classes": "[\"raccoon\"]", with "wnids" likewise and "background": "true" or "false").
-int weights_save(const Net *net, const char *path, bool with_aux, const ModelClasses *classes, Err *e);
+// written as text, "classes": "[\"raccoon\"]", with "wnids" likewise and "background": "true" or "false"), and
+// when `extra` is not NULL its tensors after the parameters and its metadata entries. Extra tensors must have
+// weights_is_extra names, and entries keys of their own.
+int weights_save(const Net *net, const char *path, bool with_aux, const ModelClasses *classes,
+                 const WeightsExtra *extra, Err *e);
+// Reads the extra tensors whose names start with tensor_prefix ("bbox.") and the metadata entries whose keys start
+// with meta_prefix ("bbox_") of a weight file (only those bytes are read), checked: F32, a shape of 1 to 4 positive
+// sizes matching its bytes, inside the data, finite; metadata strings that fit a MetaEntry. x is empty when the
+// file holds none. Free x with weights_extra_free.
+int weights_read_extra(const char *path, const char *tensor_prefix, const char *meta_prefix, WeightsExtra *x,
+                       Err *e);
+void weights_extra_free(WeightsExtra *x);
 // Reads the classes a weight file records (only its header is read); mc->classes.n == 0 when it records none.
 // Malformed class metadata is an error naming the file.
 int weights_read_classes(const char *path, ModelClasses *mc, Err *e);

@@ -6,6 +6,7 @@
 //              before any image is read
 //   score      ensemble_score: warped regions of one or more images -> averaged class probabilities
 //   nms        greedy non-maximum suppression, per class
+//   bbox       BoxRegressor: R-CNN's class-specific bounding-box regression from a member's features
 //   detect     detect_propose, detect_from_scores: an image's regions, and its detections from their scores
 //   json       the detections file (JSON, one image a line), its journal (resume), shards, the ILSVRC submission
 //   overlay    an image with its boxes drawn
@@ -26,6 +27,44 @@
 size_t nms_per_class(Detection *d, size_t n, double iou);
 
 // ---------------------------------------------------------------------------------------------------------------
+// bbox: class-specific bounding-box regression (Girshick et al., R-CNN, 2014, appendix C; the GoogLeNet paper
+// skipped it "due to lack of time"). A region P and an object G are both described by their centre and size (1-based
+// inclusive pixels: w = x2 - x1 + 1, centre (x1 + x2) / 2), and the regression predicts, per class and from the
+// features the member's classifier reads (net_feature_value), the offsets
+//   t = ((Gx - Px) / Pw, (Gy - Py) / Ph, log(Gw / Pw), log(Gh / Ph))
+// as one linear function of the features per class and coordinate. Training fits it (train.h: bbox_fit) and saves
+// it in the model's weight file as "bbox.weight" (classes * 4, D) and "bbox.bias" (classes * 4), with metadata
+// "bbox_feature" (the value it reads) and "bbox_fit" (how it was fitted).
+
+#define BBOX_MAX_LOG_SCALE 4.135166556742356 // log(1000 / 16): a box grows or shrinks at most 62.5x in one step
+
+typedef struct {
+    int classes;                // object classes (no background); 0: no regressor
+    int dim;                    // D: features a region
+    float *weight;              // (classes * 4, D): row 4k + j predicts offset j of class k
+    float *bias;                // (classes * 4)
+    char feature[NET_NAME_MAX]; // the network value it reads ("drop5": pool5 after its dropout)
+    char fit[256];              // how it was fitted (informational)
+} BoxRegressor;
+
+// The offsets t (4) that take region p to box g. False (t zeroed) when either box is empty (x2 < x1 or y2 < y1).
+bool bbox_encode(Box p, Box g, float t[4]);
+// The box that offsets t (4) make of region p: the inverse of bbox_encode. The size offsets are clamped to
+// +-BBOX_MAX_LOG_SCALE and the box is at least one pixel wide and high; p is returned as it is when it is empty or
+// an offset is not finite.
+Box bbox_decode(Box p, const float t[4]);
+// Every region's box for every class: out (n, classes) = bbox_decode(regions[i], W f_i + b) for features f (n, D).
+void bbox_regress_apply(const BoxRegressor *r, const float *features, const Box *regions, int n, Box *out);
+// Reads the regressor a weight file carries for a network (r->classes == 0 when it carries none). Its D
+// must be the net's feature size, its "bbox_feature" the net's feature value, its classes `classes`; anything
+// else is refused naming the file.
+int bbox_regress_load(const char *path, const Net *net, int classes, BoxRegressor *r, Err *e);
+// The regressor as a weight file's extras (tensor (2) and meta (2) are the storage x points into), for
+// weights_save.
+void bbox_regress_extra(const BoxRegressor *r, NamedTensor tensor[2], MetaEntry meta[2], WeightsExtra *x);
+void bbox_regress_free(BoxRegressor *r);
+
+// ---------------------------------------------------------------------------------------------------------------
 // ensemble
 
 typedef struct {
@@ -37,6 +76,7 @@ typedef struct {
     double cascade;       // > 0: only regions the first member gives a background probability below this go on to
                           // the other members (the rest keep the first member's scores); 0: every member scores
                           // every region (the paper's, and the default)
+    bool bbox_reg;        // apply the members' box regressors (default true; R-CNN's, beyond the paper)
 } DetectParams;
 
 // The cascade's threshold when none is given: a region goes on when the first member finds background less likely
@@ -53,6 +93,7 @@ typedef struct {
     float weight;   // its share of the average (normalised over the members)
     int view;       // index of its input geometry in Ensemble.views: members that see regions alike share warps
     Net *net;
+    BoxRegressor bbox; // from its weight file (classes 0: none)
 } Member;
 
 // How a member sees a region: its input size and preprocessing. Regions are warped once per view and batch.
@@ -80,13 +121,16 @@ typedef struct {
 } Ensemble;
 
 // Reads an ensemble file (format at the top of src/detect/ensemble.c and in README) and loads every member: its
-// config (with the ensemble's number of outputs), its weights, and the classes its weight file records, which must
-// be the ensemble's. Every error names the file and line (or the weight file) and comes before any image is read.
+// config (with the ensemble's number of outputs), its weights, the classes its weight file records, which must
+// be the ensemble's, and the box regressor it carries, if any (bbox_regress_load). Every error names the file
+// and line (or the weight file) and comes before any image is read.
 // threads: network threads per member (0: one per core).
 int ensemble_load(const char *path, int threads, Ensemble *en, Err *e);
 // An ensemble of one network already in memory (training's validation); the net is borrowed, not freed.
 void ensemble_of_net(Ensemble *en, Net *net, const ClassMap *classes, bool background, const DetectParams *p);
 void ensemble_free(Ensemble *en);
+// Whether detection regresses boxes: params.bbox_reg and some member carries a regressor.
+bool ensemble_regresses(const Ensemble *en);
 // The setting as JSON (members, classes, detection settings, proposals) for the output file; caller json_decrefs.
 struct json_t;
 struct json_t *ensemble_setting_json(const Ensemble *en);
@@ -103,7 +147,11 @@ typedef struct {
 // Class probabilities of n regions, probs (n, en->outputs): the members' softmax outputs averaged with their
 // weights (with params.cascade, as described there). Each region is warped once per view; batches of
 // params.batch go through every member of the view. prog (may be NULL) counts regions.
-int ensemble_score(Ensemble *en, const RegionRef *r, int n, float *probs, Progress *prog, Err *e);
+// boxes (n, en->classes.n) or NULL gets each region's box for each object class: the members' regressed boxes
+// averaged with the same weights (a member without a regressor, or all of them when params.bbox_reg is off,
+// contributes the region as it is; with the cascade, regions only the first member scored get its box alone),
+// clipped to the image (the region, clipped, when the box would leave it).
+int ensemble_score(Ensemble *en, const RegionRef *r, int n, float *probs, Box *boxes, Progress *prog, Err *e);
 
 // ---------------------------------------------------------------------------------------------------------------
 // detect
@@ -119,10 +167,11 @@ int multibox_propose(Net *net, const Image *const *ims, int n, int top, Proposal
 
 // Detections of one image from its scored regions, probs (n, outputs): every (region, class) with probability >=
 // score_min (output 0 skipped when background), suppressed per class, best first, capped at max_per_image; labels
-// index en->classes. Appends to *out (a growable array); returns how many were added.
+// index en->classes. A detection's box is boxes[i * classes + k] (n, classes) when boxes is not NULL (regressed:
+// ensemble_score), else regions[i]. Appends to *out (a growable array); returns how many were added.
 typedef VEC(Detection) DetectionVec;
-size_t detect_from_scores(const Ensemble *en, int image_id, const Box *regions, const float *probs, int n,
-                          DetectionVec *out);
+size_t detect_from_scores(const Ensemble *en, int image_id, const Box *regions, const Box *boxes, const float *probs,
+                          int n, DetectionVec *out);
 
 // ---------------------------------------------------------------------------------------------------------------
 // json: the detections file

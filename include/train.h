@@ -7,6 +7,7 @@
 //   trainer    train_run: the whole run (data, loader thread, SGD, validation, log, checkpoints, resume)
 //   dataset    what a run trains or validates on: a classification list or tree, or an annotated detection set
 //              whose proposals become labelled regions; batches made from it reproducibly
+//   bbox_fit   the detector's class-specific box regressor (R-CNN), fitted at the end of a region run
 #ifndef INCEPTION_TRAIN_H
 #define INCEPTION_TRAIN_H
 
@@ -15,6 +16,7 @@
 #include "classifier.h"
 #include "common.h"
 #include "data.h"
+#include "detect.h"
 #include "proposals.h"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -258,6 +260,8 @@ typedef struct {
     const char *priors;        // multibox: priors (inception multibox priors JSON); default: k-means of the
                                // training boxes (seeded), written to DIR/priors.json
     int multibox_top;          // multibox validation: recall of the best N boxes (200, the paper's)
+    bool bbox_reg;             // regions: fit the box regressor at the end and save it with the model (bbox_fit)
+    double bbox_lambda;        // its ridge penalty (BBOX_LAMBDA_DEFAULT)
     bool augment;              // Section 6 augmentation for classification and MultiBox (flips for regions)
     double crop_area_min;      // classification: the smallest random crop, as a share of the image (paper: 0.08)
     bool resume;               // continue from out/checkpoint.bin when it exists
@@ -282,6 +286,41 @@ typedef struct {
 int train_run(const TrainOptions *o, Err *e);
 // Draws a run's log.csv as a PNG: the training loss against steps, and the validation figures against steps.
 int train_plot_log(const char *log_csv, const char *png, const char *title, Err *e);
+
+// ---------------------------------------------------------------------------------------------------------------
+// bbox_fit: R-CNN's class-specific bounding-box regression (Girshick et al. 2014, appendix C), fitted on the
+// training set after a region run. Pairs: every proposal whose best IoU with an object is at least BBOX_PAIR_IOU,
+// with that object and its class; features: what the main classifier reads (net_feature_value) of the region,
+// warped as the detector warps it; targets: bbox_encode's offsets. Per class and offset, a ridge regression.
+
+#define BBOX_PAIR_IOU 0.6                 // R-CNN's: farther proposals make the task hopeless
+#define BBOX_MAX_PAIRS 4000               // pairs a class at most, drawn at random (seeded) from more
+#define BBOX_FEATURE_BYTES ((size_t)1 << 30) // all classes' pair features stay under this (fewer pairs a class)
+#define BBOX_LAMBDA_DEFAULT 1.0           // see bbox_ridge_fit and README
+
+typedef struct {
+    double lambda;  // ridge penalty (bbox_ridge_fit)
+    int context;    // pixels of context of the warp (the detector's: 16)
+    uint64_t seed;  // which pairs a class keeps when it has more than the cap
+    int max_pairs;  // pairs a class at most (0: BBOX_MAX_PAIRS, lowered to keep within BBOX_FEATURE_BYTES)
+    bool quiet;
+} BboxFitOptions;
+
+// Ridge regression with an unpenalised bias, in closed form (the normal equations in double, solved by Cholesky).
+// Each feature column j is standardised over the n rows, z_j = (x_j - mean_j) / sd_j (a column that does not vary
+// gets z_j = 0, and weight 0), then for each of the K targets
+//   minimise  sum_i (t_i - w . z_i - b)^2 + lambda * n * |w|^2
+// so that lambda is a share of the unit variance of each standardised feature, whatever the features' scale and
+// the number of pairs. w and b are returned in x's own units: t ~ w_x . x + b_x.
+// x: (n, D); t: (n, K); w: (K, D); b: (K). Returns 0, or -1 when n < 1 or the system is singular (lambda 0 and
+// dependent features).
+int bbox_ridge_fit(const float *x, const float *t, int n, int D, int K, double lambda, float *w, float *b);
+
+// The box regressor of a region model (net, with the weights it will be saved with) on a detection set's
+// proposals: pairs (at most the cap a class, seeded), their features, a ridge fit per class; classes without pairs
+// get the identity (zero offsets). Progress and the pairs' mean IoU before and after on stderr unless quiet.
+// out: allocated here (bbox_regress_free).
+int bbox_fit(Net *net, Dataset *d, const BboxFitOptions *o, BoxRegressor *out, Err *e);
 
 // ---------------------------------------------------------------------------------------------------------------
 // checkpoint: "INCKPT01" magic, a version, the training state, the parameters, the momentum buffer and the

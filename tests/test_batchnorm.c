@@ -495,12 +495,12 @@ static void test_files_and_config(void **state) {
     char *path = test_tmpfile(".safetensors", NULL);
     Err e;
     net.params[net.param[net_find_param(&net, "conv2.bn.running_mean")].offset] = 0.25f;
-    assert_int_equal(weights_save(&net, path, true, NULL, &e), 0);
+    assert_int_equal(weights_save(&net, path, true, NULL, NULL, &e), 0);
     Net back;
     test_net_of(&back, TINY_BN);
     assert_int_equal(weights_load(&back, path, NULL, &e), 0);
     assert_memory_equal(back.params, net.params, net.params_size * 4);
-    assert_int_equal(weights_save(&plain, path, true, NULL, &e), 0);
+    assert_int_equal(weights_save(&plain, path, true, NULL, NULL, &e), 0);
     assert_int_equal(weights_load(&back, path, NULL, &e), -1);
     assert_non_null(strstr(e.msg, "tensor 'conv1.bn.weight' of config"));
     assert_non_null(strstr(e.msg, "is missing"));

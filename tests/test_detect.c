@@ -110,7 +110,7 @@ static char *save_tiny(const char *dir, const char *name, uint64_t seed, int out
     for (size_t i = 0; i < c1->size; i++) net.params[c1->offset + i] /= 60; // inputs span +-128: unsaturated softmax
     ModelClasses mc = {{n, (char **)names, (char **)names}, background};
     char *path = path_join(dir, name);
-    assert_int_equal(weights_save(&net, path, false, &mc, &e), 0);
+    assert_int_equal(weights_save(&net, path, false, &mc, NULL, &e), 0);
     net_free(&net);
     return path;
 }
@@ -172,7 +172,7 @@ static void member_probs(Net *net, const Image *im, const Box *r, int n, int con
     float *x = xmalloc((size_t)n * per * sizeof(float));
     Err e;
     for (int i = 0; i < n; i++) assert_int_equal(classify_warp_region(c, im, r[i], context, x + i * per, &e), 0);
-    assert_int_equal(net_predict(net, x, n, 1, probs, &e), 0);
+    assert_int_equal(net_predict(net, x, n, 1, probs, NULL, &e), 0);
     free(x);
 }
 
@@ -196,7 +196,7 @@ static void test_ensemble_average(void **state) {
     RegionRef r[5];
     for (int i = 0; i < 5; i++) r[i] = (RegionRef){&im, REGIONS[i]};
     float got[15], a[15], b[15];
-    assert_int_equal(ensemble_score(&en, r, 5, got, NULL, &e), 0);
+    assert_int_equal(ensemble_score(&en, r, 5, got, NULL, NULL, &e), 0);
     member_probs(en.member[0].net, &im, REGIONS, 5, 16, a);
     member_probs(en.member[1].net, &im, REGIONS, 5, 16, b);
     bool differ = false;
@@ -214,20 +214,20 @@ static void test_ensemble_average(void **state) {
     assert_int_equal(image_load("data/proposals/2007_000032.jpg", &im2, &e), 0);
     RegionRef other[3] = {{&im2, REGIONS[0]}, {&im2, REGIONS[1]}, {&im2, REGIONS[2]}};
     float other_p[9], again[15];
-    assert_int_equal(ensemble_score(&en, other, 3, other_p, NULL, &e), 0);
-    assert_int_equal(ensemble_score(&en, r, 5, again, NULL, &e), 0);
+    assert_int_equal(ensemble_score(&en, other, 3, other_p, NULL, NULL, &e), 0);
+    assert_int_equal(ensemble_score(&en, r, 5, again, NULL, NULL, &e), 0);
     assert_memory_equal(again, got, sizeof got);
 
     // Detections: labels index the object classes (background never appears), best first, thresholds apply.
     en.params.score_min = 0;
     en.params.max_per_image = 0;
     DetectionVec d = {0};
-    size_t n = detect_from_scores(&en, 7, REGIONS, got, 5, &d);
+    size_t n = detect_from_scores(&en, 7, REGIONS, NULL, got, 5, &d);
     assert_true(n > 0 && n <= 10 && d.len == n);
     for (size_t i = 0; i < n; i++) assert_true(d.data[i].label >= 0 && d.data[i].label < 2 && d.data[i].image_id == 7);
     for (size_t i = 1; i < n; i++) assert_true(d.data[i - 1].score >= d.data[i].score);
     en.params.score_min = 2; // above any probability
-    assert_int_equal(detect_from_scores(&en, 7, REGIONS, got, 5, &d), 0);
+    assert_int_equal(detect_from_scores(&en, 7, REGIONS, NULL, got, 5, &d), 0);
     assert_int_equal(d.len, n); // appends nothing
     free(d.data);
     image_free(&im);
@@ -249,11 +249,11 @@ static void test_ensemble_cascade(void **state) {
     RegionRef r[5];
     for (int i = 0; i < 5; i++) r[i] = (RegionRef){&im, REGIONS[i]};
     float full[15], all_on[15], stopped[15], first[15];
-    assert_int_equal(ensemble_score(&en, r, 5, full, NULL, &e), 0);
+    assert_int_equal(ensemble_score(&en, r, 5, full, NULL, NULL, &e), 0);
     en.params.cascade = 2; // every background probability is below 2
-    assert_int_equal(ensemble_score(&en, r, 5, all_on, NULL, &e), 0);
+    assert_int_equal(ensemble_score(&en, r, 5, all_on, NULL, NULL, &e), 0);
     en.params.cascade = 1e-30; // none is below this
-    assert_int_equal(ensemble_score(&en, r, 5, stopped, NULL, &e), 0);
+    assert_int_equal(ensemble_score(&en, r, 5, stopped, NULL, NULL, &e), 0);
     member_probs(en.member[0].net, &im, REGIONS, 5, 16, first);
     for (int i = 0; i < 15; i++) {
         assert_float_equal(all_on[i], full[i], 1e-6);

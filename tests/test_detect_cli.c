@@ -327,7 +327,7 @@ static void test_ilsvrc_mat_cache(void **state) {
     for (size_t i = 0; i < c1->size; i++) net.params[c1->offset + i] /= 60; // inputs span +-128: unsaturated softmax
     ModelClasses mc = {map, true};
     char *w = join(f->dir, "ilsvrc.safetensors"), *ens = join(f->dir, "ilsvrc.cfg"), *list = join(f->dir, "val7.txt");
-    assert_int_equal(weights_save(&net, w, false, &mc, &e), 0);
+    assert_int_equal(weights_save(&net, w, false, &mc, NULL, &e), 0);
     char *root = realpath("..", NULL), text[2048];
     snprintf(text, sizeof text, "[detector]\nclass_map = %s/data/ilsvrc-devkit/map_det.txt\nbackground = true\n"
              "proposals = proposals.cfg\nscore_min = 0.001\n[member]\nconfig = %s/configs/googlenet-tiny.cfg\n"

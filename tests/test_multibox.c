@@ -432,7 +432,7 @@ static void test_net_config(void **state) {
     assert_int_equal(net_forward(&net, x, 1, &e), 0);
     assert_int_equal(net_read(&net, "head", y, &e), 0);
     for (int i = 0; i < 5 * K_TINY; i++) assert_true(isfinite(y[i]));
-    assert_int_equal(net_predict(&net, x, 1, 1, p, &e), -1);
+    assert_int_equal(net_predict(&net, x, 1, 1, p, NULL, &e), -1);
     assert_non_null(strstr(e.msg, "MultiBox"));
     assert_int_equal(onnx_import(&net, "data/other-topology.onnx", NULL, &e), -1);
     assert_non_null(strstr(e.msg, "multibox head"));
@@ -478,13 +478,13 @@ static void test_net_weights(void **state) {
     assert_int_equal(net_set_priors(&a, pri, K_TINY, &e), 0);
     assert_memory_equal(a.params + a.param[a.priors].offset, pri, K_TINY * 4 * sizeof(float));
     char *path = test_tmpfile(".safetensors", NULL);
-    assert_int_equal(weights_save(&a, path, false, NULL, &e), 0);
+    assert_int_equal(weights_save(&a, path, false, NULL, NULL, &e), 0);
     assert_int_equal(weights_load(&b, path, NULL, &e), 0);
     assert_memory_equal(a.params, b.params, a.params_size * sizeof(float));
     // bad priors in a file (written around net_set_priors' check)
     float *ap = a.params + a.param[a.priors].offset;
     ap[4 * 3 + 0] = 0.9f, ap[4 * 3 + 2] = 0.1f; // prior 3: x1 > x2
-    assert_int_equal(weights_save(&a, path, false, NULL, &e), 0);
+    assert_int_equal(weights_save(&a, path, false, NULL, NULL, &e), 0);
     net_init_random(&b, 8);
     float *before = malloc(b.params_size * sizeof(float));
     memcpy(before, b.params, b.params_size * sizeof(float));

@@ -70,7 +70,7 @@ static char *valid_weights(const char *dir, size_t *n) {
     load_net(NULL, &net);
     net_init_random(&net, 1);
     Err e;
-    assert_int_equal(weights_save(&net, tmp("valid.safetensors"), true, NULL, &e), 0);
+    assert_int_equal(weights_save(&net, tmp("valid.safetensors"), true, NULL, NULL, &e), 0);
     net_free(&net);
     char *buf;
     assert_int_equal(read_file_all(tmp("valid.safetensors"), 1 << 24, &buf, n, &e), 0);

@@ -115,13 +115,13 @@ static void test_safetensors_roundtrip(void **state) {
     assert_true(fd >= 0);
     close(fd);
     bool aux = false;
-    assert_int_equal(weights_save(&a, path, true, NULL, &e), 0);
+    assert_int_equal(weights_save(&a, path, true, NULL, NULL, &e), 0);
     assert_int_equal(weights_load(&b, path, &aux, &e), 0);
     assert_true(aux);
     assert_memory_equal(a.params, b.params, a.params_size * sizeof(float));
     // Without the heads: the inference parameters load, the heads keep what they had.
     net_init_random(&b, 9);
-    assert_int_equal(weights_save(&a, path, false, NULL, &e), 0);
+    assert_int_equal(weights_save(&a, path, false, NULL, NULL, &e), 0);
     assert_int_equal(weights_load(&b, path, &aux, &e), 0);
     assert_false(aux);
     for (int i = 0; i < a.n_params; i++) {

@@ -60,7 +60,9 @@ static void test_sgd_schedule(void **state) {
     TrainOptions o = train_options_default();
     assert_int_equal(train_options_recipe(&o, "paper"), 0);
     assert_true(o.sgd.warmup_epochs == 0 && o.sgd.schedule == SCHEDULE_STEP && o.sgd.step_epochs == 8 &&
-                o.sgd.step_factor == 0.96 && o.sgd.polyak == 0.999 && o.hard_fraction == 0 && o.jitter == 0);
+                o.sgd.step_factor == 0.96 && o.sgd.polyak == 0.999 && o.hard_fraction == 0 && o.jitter == 0 &&
+                !o.bbox_reg);
+    assert_true(train_options_default().bbox_reg && train_options_default().sgd.schedule == SCHEDULE_COSINE);
     assert_int_equal(train_options_recipe(&o, "nonsense"), -1);
 }
 

@@ -278,6 +278,41 @@ static void test_region_training(void **state) {
     assert_true(fields[4][0] && acc >= 0 && acc <= 1);
     assert_true(fields[6][0] && map >= 0 && map <= 1);
     free(text);
+    // The model carries the box regressor fitted at the end (raccoon: 4 offsets from the 64 features of drop5),
+    // and still loads as a network and as an ensemble member.
+    char *model = join(out, "model.safetensors");
+    NetConfig cfg;
+    Net net;
+    BoxRegressor br;
+    assert_int_equal(config_load(o.config, &cfg, &e), 0);
+    config_set_classes(&cfg, 2);
+    assert_int_equal(net_create(&net, &cfg, &e), 0);
+    assert_int_equal(weights_load(&net, model, NULL, &e), 0);
+    if (bbox_regress_load(model, &net, 1, &br, &e)) fail_msg("%s", e.msg);
+    assert_int_equal(br.classes, 1);
+    assert_int_equal(br.dim, 64);
+    assert_non_null(strstr(br.fit, "lambda 1;"));
+    bool nonzero = false;
+    for (int i = 0; i < 4 * 64; i++) nonzero = nonzero || br.weight[i] != 0;
+    assert_true(nonzero);
+    bbox_regress_free(&br);
+    // --no-bbox-reg: none (the proposals of the first run, one step, no validation)
+    char *props_json = join(out, "proposals-train.json"), *plain = join(f->dir, "regions_plain");
+    TrainOptions q = o;
+    q.out = plain, q.proposals = props_json, q.val = NULL, q.steps = 1, q.bbox_reg = false;
+    if (train_run(&q, &e)) fail_msg("%s", e.msg);
+    char *plain_model = join(plain, "model.safetensors");
+    assert_int_equal(bbox_regress_load(plain_model, &net, 1, &br, &e), 0);
+    assert_int_equal(br.classes, 0);
+    net_free(&net);
+    free(model), free(props_json), free(plain), free(plain_model);
+    // the command line's switches: a negative penalty is a usage error
+    int status;
+    char *usage = test_run("train --config ../configs/googlenet-tiny.cfg --data x --classes 2 --out /tmp/x "
+                           "--bbox-lambda -1", &status);
+    assert_int_equal(status, 2);
+    assert_non_null(strstr(usage, "--bbox-lambda"));
+    free(usage);
     // Wrong number of classes for a detection set: the message says what it needs.
     o.classes = 5;
     o.out = out;

@@ -137,7 +137,7 @@ int classify_image(Net *net, const Image *im, int n_crops, int batch, float *pro
     float *p = xmalloc((size_t)n * K * sizeof(float)); // (n, K) each crop's softmax
     Progress pr;
     progress_init(&pr, "crops", n, "crop", quiet || n < 32);
-    int rc = net_predict(net, x, n, batch, p, e);
+    int rc = net_predict(net, x, n, batch, p, NULL, e);
     progress_add(&pr, n);
     progress_finish(&pr);
     for (int k = 0; k < K && !rc; k++) {

@@ -131,17 +131,20 @@ int net_read(const Net *net, const char *name, float *dst, Err *e) {
     return 0;
 }
 
-int net_predict(Net *net, const float *x, int n, int batch, float *probs, Err *e) {
+int net_feature_value(const Net *net) { return net->op[net->value[net->logits].first].in.v; }
+
+int net_predict(Net *net, const float *x, int n, int batch, float *probs, float *features, Err *e) {
     if (net->multibox_k)
         return err_set(e, "%s: a MultiBox network outputs boxes, not class probabilities", net->cfg.path);
     if (batch <= 0) batch = net->batch > 0 ? net->batch : 32;
-    const int K = net->cfg.classes;
+    const int K = net->cfg.classes, fv = net_feature_value(net), D = net->value[fv].c;
     const size_t per = (size_t)net->cfg.channels * net->cfg.input * net->cfg.input;
     for (int i = 0; i < n; i += batch) {
         int m = n - i < batch ? n - i : batch;
         float *p = probs + (size_t)i * K; // (m, K)
         if (net_forward(net, x + (size_t)i * per, m, e) || net_read(net, net->value[net->logits].name, p, e))
             return -1;
+        if (features && net_read(net, net->value[fv].name, features + (size_t)i * D, e)) return -1; // (m, D)
         for (int j = 0; j < m; j++) softmax_forward(K, 1, p + (size_t)j * K, p + (size_t)j * K); // one row: (K, 1)
     }
     return 0;

@@ -95,7 +95,7 @@ static int plan(Net *net, int batch, bool keep_all, bool with_aux, bool training
     net->train_state = 0;
     int nv = net->n_values;
     Slot *slot = xmalloc((size_t)(nv ? nv : 1) * sizeof *slot);
-    int n = 0;
+    int n = 0, features = net_feature_value(net);
     for (int v = 0; v < nv; v++) {
         Value *val = &net->value[v];
         val->kept = false;
@@ -105,10 +105,10 @@ static int plan(Net *net, int batch, bool keep_all, bool with_aux, bool training
             free(slot);
             return err_set(e, "%s: value %s for a batch of %d is too large", net->cfg.path, val->name, batch);
         }
-        // Outputs (values no op reads: the probabilities, the aux heads' logits), the logits, and with keep_all
-        // everything, survive the pass.
+        // Outputs (values no op reads: the probabilities, the aux heads' logits), the logits, the features the
+        // main classifier reads (box regression: net_predict), and with keep_all everything, survive the pass.
         bool output = val->last == val->first;
-        val->kept = keep_all || output || v == net->logits;
+        val->kept = keep_all || output || v == net->logits || v == features;
         slot[n++] = (Slot){.v = v, .size = size, .first = val->first, .last = val->kept ? net->n_ops : val->last};
     }
     size_t total = place_slots(slot, n, NET_MAX_ACT_BYTES / sizeof(float));

@@ -60,6 +60,36 @@ static int check_tensor(const Net *net, const char *path, const char *name, json
     return 0;
 }
 
+// Tensors that travel with the weights without being parameters, by the prefix of their names.
+static const char *const EXTRA_PREFIX[] = {"bbox."}; // the detector's box regressor (src/detect/bbox_regress.c)
+
+bool weights_is_extra(const char *name) {
+    for (size_t i = 0; i < sizeof EXTRA_PREFIX / sizeof *EXTRA_PREFIX; i++)
+        if (!strncmp(name, EXTRA_PREFIX[i], strlen(EXTRA_PREFIX[i]))) return true;
+    return false;
+}
+
+// An extra tensor's header entry: F32, 1 to 4 positive sizes, and exactly that many floats in its span.
+static int extra_shape(const char *path, const char *name, json_t *t, Span s, int *ndim, int shape[4], Err *e) {
+    const char *dtype = json_string_value(json_object_get(t, "dtype"));
+    if (!dtype || strcmp(dtype, "F32")) return err_set(e, "%s: tensor '%s': dtype %s, expected F32", path, name,
+                                                       dtype ? dtype : "missing");
+    json_t *sh = json_object_get(t, "shape");
+    size_t nd = json_is_array(sh) ? json_array_size(sh) : 0, count = 1;
+    bool ok = nd >= 1 && nd <= 4;
+    for (size_t i = 0; ok && i < nd; i++) {
+        json_t *d = json_array_get(sh, i);
+        ok = json_is_integer(d) && json_integer_value(d) >= 1 && json_integer_value(d) <= INT32_MAX &&
+             size_mul_ok(count, (size_t)json_integer_value(d), &count);
+        if (ok) shape[i] = (int)json_integer_value(d);
+    }
+    if (!ok) return err_set(e, "%s: tensor '%s': shape must be 1 to 4 positive sizes", path, name);
+    if (count > (s.end - s.begin) / sizeof(float) || count * sizeof(float) != s.end - s.begin)
+        return err_set(e, "%s: tensor '%s': %zu bytes of data for its %zu floats", path, name, s.end - s.begin, count);
+    *ndim = (int)nd;
+    return 0;
+}
+
 // The loader of both entry points. With `finetune`, tensors whose shape differs from the config's (the layers
 // that depend on the number of classes) are skipped and counted, and keep the net's current values.
 static int load(Net *net, const char *path, bool finetune, bool *has_aux, int *skipped, Err *e) {
@@ -70,7 +100,7 @@ static int load(Net *net, const char *path, bool finetune, bool *has_aux, int *s
     json_t *root = NULL;
     bool *found = xcalloc((size_t)net->n_params + 1, sizeof(bool));
     bool *staged_ok = xcalloc((size_t)net->n_params + 1, sizeof(bool)); // loaded (not skipped)
-    Span *spans = xmalloc(((size_t)net->n_params + 1) * sizeof *spans);
+    Span *spans = NULL; // (header entries) every tensor's bytes
     int n_spans = 0;
     float *staged = xmalloc((net->params_size ? net->params_size : 1) * sizeof(float)); // net untouched on failure
     if (n < 8) {
@@ -90,6 +120,7 @@ static int load(Net *net, const char *path, bool finetune, bool *has_aux, int *s
         err_set(e, "%s: safetensors header is not a JSON object: %s", path, root ? "" : jerr.text);
         goto done;
     }
+    spans = xmalloc((json_object_size(root) + 1) * sizeof *spans);
     const char *data = buf + 8 + hlen;
     size_t data_len = n - 8 - (size_t)hlen;
     const char *name;
@@ -103,6 +134,13 @@ static int load(Net *net, const char *path, bool finetune, bool *has_aux, int *s
                         version ? version : "(none)", WEIGHTS_VERSION);
                 goto done;
             }
+            continue;
+        }
+        if (weights_is_extra(name)) { // not the net's: its bytes are accounted for, its reader checks the rest
+            Span s;
+            int nd, shape[4];
+            if (get_offsets(path, name, t, data_len, &s, e) || extra_shape(path, name, t, s, &nd, shape, e)) goto done;
+            spans[n_spans++] = s;
             continue;
         }
         int pi = net_find_param(net, name);
@@ -222,20 +260,56 @@ static json_t *metadata(const Net *net, const ModelClasses *mc) {
     return m;
 }
 
-int weights_save(const Net *net, const char *path, bool with_aux, const ModelClasses *classes, Err *e) {
+static json_t *tensor_entry(const int *shape, int ndim, size_t at, size_t bytes) {
+    json_t *sh = json_array();
+    for (int d = 0; d < ndim; d++) json_array_append_new(sh, json_integer(shape[d]));
+    return json_pack("{sssos[II]}", "dtype", "F32", "shape", sh, "data_offsets", (json_int_t)at,
+                     (json_int_t)(at + bytes));
+}
+
+static size_t named_floats(const NamedTensor *t) {
+    size_t n = 1;
+    for (int d = 0; d < t->ndim; d++) n *= (size_t)t->shape[d];
+    return n;
+}
+
+// The extras' names and keys must not be taken: a tensor that is not an extra would be refused on loading.
+static int check_extra(const Net *net, const char *path, json_t *root, const WeightsExtra *x, Err *e) {
+    json_t *meta = json_object_get(root, "__metadata__");
+    for (int i = 0; i < x->n_tensors; i++) {
+        const NamedTensor *t = &x->tensor[i];
+        if (!weights_is_extra(t->name) || net_find_param(net, t->name) >= 0 || t->ndim < 1 || t->ndim > 4)
+            return err_set(e, "%s: extra tensor '%s' needs a reserved name (bbox.*) and 1 to 4 dimensions", path,
+                           t->name);
+        for (int j = 0; j < i; j++)
+            if (!strcmp(x->tensor[j].name, t->name)) return err_set(e, "%s: extra tensor '%s' twice", path, t->name);
+    }
+    for (int i = 0; i < x->n_meta; i++)
+        if (json_object_get(meta, x->meta[i].key))
+            return err_set(e, "%s: metadata key '%s' is taken", path, x->meta[i].key);
+    return 0;
+}
+
+int weights_save(const Net *net, const char *path, bool with_aux, const ModelClasses *classes,
+                 const WeightsExtra *extra, Err *e) {
     json_t *root = json_object();
     json_object_set_new(root, "__metadata__", metadata(net, classes));
+    if (extra && check_extra(net, path, root, extra, e)) return json_decref(root), -1;
     size_t at = 0;
     for (int i = 0; i < net->n_params; i++) {
         const Param *p = &net->param[i];
         if (p->aux && !with_aux) continue;
-        json_t *shape = json_array();
-        for (int d = 0; d < p->ndim; d++) json_array_append_new(shape, json_integer(p->shape[d]));
-        size_t bytes = p->size * sizeof(float);
-        json_object_set_new(root, p->name, json_pack("{sssos[II]}", "dtype", "F32", "shape", shape, "data_offsets",
-                                                     (json_int_t)at, (json_int_t)(at + bytes)));
-        at += bytes;
+        json_object_set_new(root, p->name, tensor_entry(p->shape, p->ndim, at, p->size * sizeof(float)));
+        at += p->size * sizeof(float);
     }
+    for (int i = 0; extra && i < extra->n_tensors; i++) {
+        const NamedTensor *t = &extra->tensor[i];
+        json_object_set_new(root, t->name, tensor_entry(t->shape, t->ndim, at, named_floats(t) * sizeof(float)));
+        at += named_floats(t) * sizeof(float);
+    }
+    for (int i = 0; extra && i < extra->n_meta; i++)
+        json_object_set_new(json_object_get(root, "__metadata__"), extra->meta[i].key,
+                            json_string(extra->meta[i].value));
     char *header = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(root);
     size_t hlen = strlen(header), padded = (hlen + 7) / 8 * 8; // the data starts 8-byte aligned
@@ -255,6 +329,8 @@ int weights_save(const Net *net, const char *path, bool with_aux, const ModelCla
         if (p->aux && !with_aux) continue;
         fwrite(net->params + p->offset, sizeof(float), p->size, af.f);
     }
+    for (int i = 0; extra && i < extra->n_tensors; i++)
+        fwrite(extra->tensor[i].data, sizeof(float), named_floats(&extra->tensor[i]), af.f);
     return atomic_commit(&af, e);
 }
 
@@ -286,24 +362,37 @@ static int parse_list(const char *path, json_t *meta, const char *key, int *n, c
     return 0;
 }
 
-int weights_read_classes(const char *path, ModelClasses *mc, Err *e) {
-    *mc = (ModelClasses){0};
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_set(e, "%s: %s", path, strerror(errno));
+// A weight file's header alone: *f is left open (for reading tensors), *data_start and *data_len locate the data.
+static int header_read(const char *path, FILE **f, json_t **root, size_t *data_start, size_t *data_len, Err *e) {
+    *root = NULL;
+    if (!(*f = fopen(path, "rb"))) return err_set(e, "%s: %s", path, strerror(errno));
     unsigned char len[8];
     uint64_t hlen = 0;
-    bool ok = fread(len, 1, 8, f) == 8;
+    bool ok = fread(len, 1, 8, *f) == 8;
     for (int i = 7; ok && i >= 0; i--) hlen = hlen << 8 | len[i];
     char *header = ok && hlen <= WEIGHTS_MAX_HEADER ? xmalloc((size_t)hlen + 1) : NULL;
-    ok = header && fread(header, 1, (size_t)hlen, f) == hlen;
-    fclose(f);
+    ok = header && fread(header, 1, (size_t)hlen, *f) == hlen;
+    long size = ok && fseek(*f, 0, SEEK_END) == 0 ? ftell(*f) : -1;
     json_error_t je;
-    json_t *root = ok ? json_loadb(header, (size_t)hlen, 0, &je) : NULL;
+    *root = ok && size >= 0 ? json_loadb(header, (size_t)hlen, JSON_REJECT_DUPLICATES, &je) : NULL;
     free(header);
-    if (!json_is_object(root)) {
-        json_decref(root);
+    if (!json_is_object(*root)) {
+        json_decref(*root);
+        fclose(*f);
         return err_set(e, "%s: not a safetensors file, or truncated (no JSON header)", path);
     }
+    *data_start = 8 + (size_t)hlen;
+    *data_len = (size_t)size - *data_start;
+    return 0;
+}
+
+int weights_read_classes(const char *path, ModelClasses *mc, Err *e) {
+    *mc = (ModelClasses){0};
+    FILE *f;
+    json_t *root;
+    size_t data_start, data_len;
+    if (header_read(path, &f, &root, &data_start, &data_len, e)) return -1;
+    fclose(f);
     json_t *meta = json_object_get(root, "__metadata__");
     int rc = 0;
     if (json_object_get(meta, "classes")) {
@@ -325,5 +414,80 @@ int weights_read_classes(const char *path, ModelClasses *mc, Err *e) {
         free(names), free(wnids);
     }
     json_decref(root);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// extras: tensors and metadata beside the parameters
+
+void weights_extra_free(WeightsExtra *x) {
+    for (int i = 0; i < x->n_tensors; i++) free(x->tensor[i].data);
+    free(x->tensor);
+    free(x->meta);
+    *x = (WeightsExtra){0};
+}
+
+static int read_extra_tensor(const char *path, FILE *f, size_t data_start, size_t data_len, const char *name,
+                             json_t *t, WeightsExtra *x, Err *e) {
+    NamedTensor nt = {.ndim = 0};
+    Span s;
+    if (!json_is_object(t)) return err_set(e, "%s: tensor '%s': header entry is not an object", path, name);
+    if (strlen(name) >= sizeof nt.name) return err_set(e, "%s: tensor name '%.40s...' is too long", path, name);
+    if (get_offsets(path, name, t, data_len, &s, e) || extra_shape(path, name, t, s, &nt.ndim, nt.shape, e))
+        return -1;
+    snprintf(nt.name, sizeof nt.name, "%s", name);
+    size_t count = (s.end - s.begin) / sizeof(float);
+    nt.data = xmalloc((count ? count : 1) * sizeof(float));
+    if (fseek(f, (long)(data_start + s.begin), SEEK_SET) || fread(nt.data, sizeof(float), count, f) != count) {
+        free(nt.data);
+        return err_set(e, "%s: tensor '%s': cannot read its data (truncated file?)", path, name);
+    }
+    for (size_t i = 0; i < count; i++)
+        if (!isfinite(nt.data[i])) {
+            free(nt.data);
+            return err_set(e, "%s: tensor '%s' holds %s at index %zu", path, name,
+                           isnan(nt.data[i]) ? "NaN" : "infinity", i);
+        }
+    x->tensor = xrealloc(x->tensor, (size_t)(x->n_tensors + 1) * sizeof *x->tensor);
+    x->tensor[x->n_tensors++] = nt;
+    return 0;
+}
+
+static int read_extra_meta(const char *path, json_t *meta, const char *prefix, WeightsExtra *x, Err *e) {
+    const char *key;
+    json_t *v;
+    json_object_foreach(meta, key, v) {
+        if (strncmp(key, prefix, strlen(prefix))) continue;
+        MetaEntry m;
+        const char *text = json_string_value(v);
+        if (!text || strlen(key) >= sizeof m.key || strlen(text) >= sizeof m.value)
+            return err_set(e, "%s: metadata \"%.40s\" must be a string of at most %zu bytes", path, key,
+                           sizeof m.value - 1);
+        snprintf(m.key, sizeof m.key, "%s", key);
+        snprintf(m.value, sizeof m.value, "%s", text);
+        x->meta = xrealloc(x->meta, (size_t)(x->n_meta + 1) * sizeof *x->meta);
+        x->meta[x->n_meta++] = m;
+    }
+    return 0;
+}
+
+int weights_read_extra(const char *path, const char *tensor_prefix, const char *meta_prefix, WeightsExtra *x,
+                       Err *e) {
+    *x = (WeightsExtra){0};
+    FILE *f;
+    json_t *root, *t;
+    size_t data_start, data_len;
+    if (header_read(path, &f, &root, &data_start, &data_len, e)) return -1;
+    int rc = 0;
+    const char *name;
+    json_object_foreach(root, name, t) {
+        if (!strcmp(name, "__metadata__")) rc = read_extra_meta(path, t, meta_prefix, x, e);
+        else if (!strncmp(name, tensor_prefix, strlen(tensor_prefix)))
+            rc = read_extra_tensor(path, f, data_start, data_len, name, t, x, e);
+        if (rc) break;
+    }
+    fclose(f);
+    json_decref(root);
+    if (rc) weights_extra_free(x);
     return rc;
 }

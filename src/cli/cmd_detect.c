@@ -24,9 +24,10 @@ static void usage(FILE *f) {
         "\n"
         "The GoogLeNet detector (paper Sec. 8): Selective Search proposals in the detector's setting (superpixels x2),\n"
         "each region warped with context (R-CNN) and scored by every network of the ensemble, their softmax outputs\n"
-        "averaged, greedy non-maximum suppression per class. Boxes are [x1, y1, x2, y2], 1-based inclusive pixels of\n"
-        "the original image. When the ensemble file names a MultiBox network, its best boxes join Selective\n"
-        "Search's (the paper's proposal stage).\n"
+        "averaged, each region's box per class moved by the members' box regressors (R-CNN's, beyond the paper;\n"
+        "their regressed boxes averaged likewise), greedy non-maximum suppression per class. Boxes are [x1, y1, x2,\n"
+        "y2], 1-based inclusive pixels of the original image. When the ensemble file names a MultiBox network, its\n"
+        "best boxes join Selective Search's (the paper's proposal stage).\n"
         "\n"
         "input:\n"
         "  IMAGES...             image files (image ids 1, 2, ... in order)\n"
@@ -47,6 +48,8 @@ static void usage(FILE *f) {
         "  --cascade[=X]         the first member scores every region; only those it gives a background\n"
         "                        probability below X go on to the others (faster, not exact; X: the ensemble\n"
         "                        file's cascade, else 0.5: where the first member thinks background likelier)\n"
+        "  --no-bbox-reg         do not apply the members' box regressors (inception train fits one into each\n"
+        "                        region model; the ensemble file's bbox_reg = false does the same)\n"
         "  --batch N             regions a forward pass (default 64)\n"
         "  --threads N           network threads (default: one per core)\n"
         "\n"
@@ -66,13 +69,13 @@ typedef struct {
     long shard_i, shard_n;
     const char *ensemble, *output, *submission, *overlays, *viewer, *gt_dir;
     VEC(const char *) proposals, merge;
-    bool keep_going, resume, quiet, merging;
+    bool keep_going, resume, quiet, merging, no_bbox_reg;
     double score_min, nms, cascade, overlay_min; // NaN: the ensemble file's; cascade -1: --cascade alone
     long max_per_image, batch, threads;          // -1: the ensemble file's
 } Options;
 
 enum { O_LIST = 256, O_ROOT, O_EXT, O_SHARD, O_PROPS, O_KEEP, O_RESUME, O_ENS, O_SMIN, O_MAXPI, O_NMS, O_CASCADE,
-       O_BATCH, O_THREADS, O_SUB, O_OVER, O_OVERMIN, O_VIEWER, O_GT, O_QUIET, O_MERGE };
+       O_BATCH, O_THREADS, O_SUB, O_OVER, O_OVERMIN, O_VIEWER, O_GT, O_QUIET, O_MERGE, O_NOBBOX };
 
 static const struct option OPTS[] = {
     {"list", required_argument, 0, O_LIST},         {"root", required_argument, 0, O_ROOT},
@@ -86,7 +89,8 @@ static const struct option OPTS[] = {
     {"overlays", required_argument, 0, O_OVER},     {"overlay-min", required_argument, 0, O_OVERMIN},
     {"viewer", required_argument, 0, O_VIEWER},     {"gt", required_argument, 0, O_GT},
     {"quiet", no_argument, 0, O_QUIET},             {"merge", no_argument, 0, O_MERGE},
-    {"help", no_argument, 0, 'h'},                  {0, 0, 0, 0},
+    {"no-bbox-reg", no_argument, 0, O_NOBBOX},      {"help", no_argument, 0, 'h'},
+    {0, 0, 0, 0},
 };
 
 static bool number_in(const char *flag, double lo, double hi, double *out) {
@@ -127,6 +131,7 @@ static int parse_args(int argc, char **argv, Options *o) {
         case O_GT: o->gt_dir = optarg; break;
         case O_QUIET: o->quiet = true; break;
         case O_MERGE: o->merging = true; break;
+        case O_NOBBOX: o->no_bbox_reg = true; break;
         case 'h': usage(stdout); return 1;
         default: return cli_usage_error(CMD, "unknown option");
         }
@@ -161,6 +166,7 @@ static void apply_overrides(const Options *o, Ensemble *en) {
     else if (!isnan(o->cascade)) p->cascade = o->cascade;
     if (o->max_per_image >= 0) p->max_per_image = (int)o->max_per_image;
     if (o->batch > 0) p->batch = (int)o->batch;
+    if (o->no_bbox_reg) p->bbox_reg = false;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -245,11 +251,13 @@ static int detect_image(Run *r, const char *file, int image_id, Err *e) {
     RegionRef *refs = xmalloc((size_t)(props.n ? props.n : 1) * sizeof(RegionRef));
     for (int i = 0; i < props.n; i++) refs[i] = (RegionRef){&im, props.box[i]};
     float *probs = xmalloc((size_t)(props.n ? props.n : 1) * r->en.outputs * sizeof(float)); // (n, outputs)
+    Box *boxes = ensemble_regresses(&r->en) // (n, classes) regressed boxes, or NULL: the regions
+                     ? xmalloc((size_t)(props.n ? props.n : 1) * r->en.classes.n * sizeof(Box)) : NULL;
     DetectionVec d = {0};
     Annotation gt = {0};
     char *gt_path = r->o->gt_dir ? annotation_path_for(file, r->o->gt_dir) : NULL;
-    int rc = ensemble_score(&r->en, refs, props.n, probs, NULL, e);
-    if (!rc) detect_from_scores(&r->en, image_id, props.box, probs, props.n, &d);
+    int rc = ensemble_score(&r->en, refs, props.n, probs, boxes, NULL, e);
+    if (!rc) detect_from_scores(&r->en, image_id, props.box, boxes, probs, props.n, &d);
     if (!rc && gt_path) rc = annotation_load(gt_path, &gt, e);
     if (!rc && r->o->overlays) {
         char *png = overlay_path(r->o->overlays, file);
@@ -263,6 +271,7 @@ static int detect_image(Run *r, const char *file, int image_id, Err *e) {
     free(gt_path);
     free(d.data);
     free(probs);
+    free(boxes);
     free(refs);
     proposals_free(&props);
     image_free(&im);

@@ -146,7 +146,7 @@ int cmd_import(int argc, char **argv) {
     Net net;
     if (load_net(config, &net, &e)) return cli_fail("import", &e);
     bool aux = false;
-    int rc = onnx_import(&net, argv[optind], &aux, &e) || weights_save(&net, output, aux, NULL, &e) ? 1 : 0;
+    int rc = onnx_import(&net, argv[optind], &aux, &e) || weights_save(&net, output, aux, NULL, NULL, &e) ? 1 : 0;
     if (rc) cli_fail("import", &e);
     else if (!quiet)
         fprintf(stderr, "imported %s: %zu parameters%s -> %s\n", argv[optind], net.params_size,

@@ -63,6 +63,12 @@ static const char *USAGE =
     "  --proposals FILE      regions: the training images' proposals (inception proposals JSON); default:\n"
     "                        computed once and kept in DIR/proposals-train.json\n"
     "  --val-proposals FILE  the same for --val\n"
+    "  --no-bbox-reg         regions: do not fit the box regressor at the end. By default R-CNN's class-specific\n"
+    "                        bounding-box regression (beyond the paper) is fitted on the final weights: training\n"
+    "                        proposals with IoU >= 0.6 to an object (at most 4000 a class, seeded), the features\n"
+    "                        the classifier reads (pool5 after dropout), a ridge regression per class and offset;\n"
+    "                        saved in model.safetensors (bbox.weight, bbox.bias), applied by inception detect\n"
+    "  --bbox-lambda X       its ridge penalty, per pair on standardised features (default 1)\n"
     "  --task multibox       train a MultiBox network (a config with a multibox head: configs/multibox-tiny.cfg)\n"
     "                        on a detection set's boxes, all classes as one (Erhan et al. 2014): crops of\n"
     "                        30%-100% of the area and flips move the boxes; the loss matches the boxes to the\n"
@@ -83,7 +89,7 @@ int cmd_train(int argc, char **argv) {
     double x;
     enum { O_LR = 256, O_MOM, O_WD, O_STEP, O_FACTOR, O_POLYAK, O_AUX, O_NOAUG, O_CONTEXT, O_PROPS, O_VPROPS,
            O_VLIMIT, O_LOG, O_CKPT, O_THREADS, O_STEPS, O_FINETUNE, O_POSFRAC, O_TASK, O_PRIORS, O_MBTOP, O_RECIPE, O_SCHEDULE, O_WARMUP, O_HARD, O_JITTER,
-           O_POSIOU, O_CROPMIN };
+           O_POSIOU, O_CROPMIN, O_NOBBOX, O_BBOXLAMBDA };
     static const struct option opts[] = {
         {"config", required_argument, 0, 'c'},     {"data", required_argument, 0, 'd'},
         {"val", required_argument, 0, 'v'},        {"classes", required_argument, 0, 'n'},
@@ -105,6 +111,7 @@ int cmd_train(int argc, char **argv) {
         {"schedule", required_argument, 0, O_SCHEDULE}, {"warmup", required_argument, 0, O_WARMUP},
         {"hard-fraction", required_argument, 0, O_HARD}, {"jitter", required_argument, 0, O_JITTER},
         {"pos-iou", required_argument, 0, O_POSIOU}, {"crop-area-min", required_argument, 0, O_CROPMIN},
+        {"no-bbox-reg", no_argument, 0, O_NOBBOX}, {"bbox-lambda", required_argument, 0, O_BBOXLAMBDA},
         {0, 0, 0, 0},
     };
     // The recipe first, wherever it is written, so that the other flags override its settings.
@@ -176,6 +183,8 @@ int cmd_train(int argc, char **argv) {
         case O_JITTER: NUM_ARG("--jitter", 0, 1, o.jitter); break;
         case O_POSIOU: NUM_ARG("--pos-iou", 0.01, 1, o.pos_iou); break;
         case O_CROPMIN: NUM_ARG("--crop-area-min", 0.01, 1, o.crop_area_min); break;
+        case O_NOBBOX: o.bbox_reg = false; break;
+        case O_BBOXLAMBDA: NUM_ARG("--bbox-lambda", 0, 1e6, o.bbox_lambda); break;
         case 'h': fputs(USAGE, stdout); return 0;
         default: return cli_usage_error("train", "unknown option");
         }

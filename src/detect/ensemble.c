@@ -11,6 +11,8 @@
 //   max_per_image = 100                    # keep the best N per image after suppression (0: all)
 //   batch = 64                             # regions a forward pass
 //   cascade = 0                            # > 0: the cascade's background threshold (see detect.h); 0: off
+//   bbox_reg = true                        # apply the members' box regressors, where their weight files carry one
+//                                          # (inception train fits them; default true; detect --no-bbox-reg: off)
 //   proposals = ../../configs/proposals-detector.cfg   # Selective Search's setting (default: that one)
 //   multibox_config = ../../configs/multibox-tiny.cfg  # a MultiBox network whose best boxes join Selective
 //   multibox_weights = multibox.safetensors            # Search's (paper Sec. 8); both or neither
@@ -22,7 +24,8 @@
 //   weight = 1                             # its share of the average (default 1; normalised over members)
 //
 // A member's config may differ from the others' (input size, width), but every member has the ensemble's number
-// of outputs, and the classes its weight file records (inception train writes them) must be the ensemble's.
+// of outputs, and the classes its weight file records (inception train writes them) must be the ensemble's. A box
+// regressor in a member's weight file (bbox.weight, bbox.bias) must read that member's features.
 #include "detect.h"
 
 #include <ctype.h>
@@ -34,7 +37,7 @@
 
 DetectParams detect_params_default(void) {
     return (DetectParams){.context = 16, .batch = 64, .score_min = 0.01, .nms_iou = 0.3, .max_per_image = 100,
-                          .cascade = 0};
+                          .cascade = 0, .bbox_reg = true};
 }
 
 static char *trim(char *s) {
@@ -118,6 +121,7 @@ static int detector_key(Parser *ps, Where w, const char *key, char *val, Err *e)
         return number(w, key, val, 0, 1e9, true, &x, e) ? -1 : (p->max_per_image = (int)x, 0);
     if (!strcmp(key, "batch")) return number(w, key, val, 1, 4096, true, &x, e) ? -1 : (p->batch = (int)x, 0);
     if (!strcmp(key, "cascade")) return number(w, key, val, 0, 1, false, &p->cascade, e);
+    if (!strcmp(key, "bbox_reg")) return boolean(w, key, val, &p->bbox_reg, e);
     if (!strcmp(key, "multibox_config") || !strcmp(key, "multibox_weights")) {
         char **dst = key[9] == 'c' ? &en->multibox_config : &en->multibox_weights;
         if (*dst) return err_set(e, "%s:%d: %s is given twice", w.path, w.line, key);
@@ -133,8 +137,8 @@ static int detector_key(Parser *ps, Where w, const char *key, char *val, Err *e)
         return rc ? err_prefix(e, "%s:%d: proposals", w.path, w.line) : 0;
     }
     return err_set(e, "%s:%d: unknown key '%s' in [detector] (classes, class_map, background, context, nms, "
-                      "score_min, max_per_image, batch, cascade, proposals, multibox_config, multibox_weights, "
-                      "multibox_top)", w.path, w.line, key);
+                      "score_min, max_per_image, batch, cascade, bbox_reg, proposals, multibox_config, "
+                      "multibox_weights, multibox_top)", w.path, w.line, key);
 }
 
 static int member_key(Parser *ps, Where w, const char *key, const char *val, Err *e) {
@@ -244,7 +248,8 @@ static int load_member(Ensemble *en, int i, int line, int threads, Err *e) {
         rc = err_set(e, "%s: a MultiBox network (boxes, not class scores) cannot score regions", m->config);
     if (rc) return err_prefix(e, "%s:%d", en->path, line);
     if (threads > 0) m->net->threads = threads;
-    if (check_member_classes(en, m, line, e) || weights_load(m->net, m->weights, NULL, e))
+    if (check_member_classes(en, m, line, e) || weights_load(m->net, m->weights, NULL, e) ||
+        bbox_regress_load(m->weights, m->net, en->classes.n, &m->bbox, e))
         return err_prefix(e, "%s:%d", en->path, line);
     m->view = en->n_views;
     for (int v = 0; v < en->n_views; v++)
@@ -300,6 +305,7 @@ void ensemble_free(Ensemble *en) {
         free(en->member[i].weights);
         if (en->member[i].net) net_free(en->member[i].net);
         free(en->member[i].net);
+        bbox_regress_free(&en->member[i].bbox);
     }
     if (en->multibox) net_free(en->multibox);
     free(en->multibox);
@@ -310,17 +316,24 @@ void ensemble_free(Ensemble *en) {
     *en = (Ensemble){0};
 }
 
+bool ensemble_regresses(const Ensemble *en) {
+    bool any = false;
+    for (int i = 0; i < en->n_members; i++) any = any || en->member[i].bbox.classes > 0;
+    return en->params.bbox_reg && any;
+}
+
 json_t *ensemble_setting_json(const Ensemble *en) {
     json_t *members = json_array();
     for (int i = 0; i < en->n_members; i++)
-        json_array_append_new(members, json_pack("{sssssf}", "config", en->member[i].config, "weights",
-                                                 en->member[i].weights, "weight", (double)en->member[i].weight));
+        json_array_append_new(members, json_pack("{sssssfsb}", "config", en->member[i].config, "weights",
+                                                 en->member[i].weights, "weight", (double)en->member[i].weight,
+                                                 "bbox", en->member[i].bbox.classes > 0));
     const DetectParams *p = &en->params;
     json_t *mb = en->multibox ? json_pack("{sssssi}", "config", en->multibox_config, "weights", en->multibox_weights,
                                           "top", en->multibox_top)
                               : json_null();
-    return json_pack("{sssssoso sbsisfsfsisf}", "ensemble", en->path ? en->path : "", "proposals",
+    return json_pack("{sssssoso sbsisfsfsisfsb}", "ensemble", en->path ? en->path : "", "proposals",
                      en->proposals_desc, "multibox", mb, "members", members, "background", en->background,
                      "context", p->context, "nms", p->nms_iou, "score_min", p->score_min, "max_per_image",
-                     p->max_per_image, "cascade", p->cascade);
+                     p->max_per_image, "cascade", p->cascade, "bbox_reg", ensemble_regresses(en));
 }

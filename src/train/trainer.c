@@ -35,12 +35,14 @@ int train_options_recipe(TrainOptions *o, const char *name) {
     if (!strcmp(name, "paper")) {
         o->sgd = sgd_paper(0.01);
         o->pos_fraction = 0.25, o->hard_fraction = 0, o->jitter = 0, o->crop_area_min = 0.08;
+        o->bbox_reg = false; // "we did not utilize bounding box regression due to lack of time"
         return 0;
     }
     if (!strcmp(name, "scratch")) {
         o->sgd = sgd_paper(0); // the rate follows the network: see recipe_lr
         o->sgd.schedule = SCHEDULE_COSINE, o->sgd.warmup_epochs = 1;
         o->pos_fraction = 0.25, o->hard_fraction = 0, o->jitter = 0, o->crop_area_min = 0.08;
+        o->bbox_reg = true;
         return 0;
     }
     return -1;
@@ -48,7 +50,8 @@ int train_options_recipe(TrainOptions *o, const char *name) {
 
 TrainOptions train_options_default(void) {
     TrainOptions o = {.epochs = 1, .batch = 0, .context = 16, .aux_weight = 0.3f, .multibox_top = 200, .seed = 1,
-                      .log_every = 10, .augment = true};
+                      .log_every = 10, .augment = true,
+                      .bbox_lambda = BBOX_LAMBDA_DEFAULT};
     train_options_recipe(&o, "scratch");
     return o;
 }
@@ -99,7 +102,7 @@ static int validate_classify(Net *net, Dataset *val, int limit, bool quiet, ValR
             progress_add(&prog, 1);
         }
         if (k == batch || (i == n && k > 0)) {
-            if (net_predict(net, x, k, batch, probs, e)) goto done;
+            if (net_predict(net, x, k, batch, probs, NULL, e)) goto done;
             for (int j = 0; j < k; j++) {
                 topk(probs + (size_t)j * C, C, C < 5 ? C : 5, top5);
                 hit1 += top5[0] == labels[j];
@@ -169,7 +172,7 @@ static int validate_regions(Net *net, Dataset *val, int limit, int context, bool
         int n_set = (int)regs.len;
         for (int t = 0; t < vi->n_props; t++) VEC_PUSH(&regs, ((RegionRef){im, vi->props[t]}));
         probs = xrealloc(probs, (regs.len ? regs.len : 1) * (size_t)C * sizeof(float));
-        int bad = ensemble_score(&en, regs.data, (int)regs.len, probs, NULL, e);
+        int bad = ensemble_score(&en, regs.data, (int)regs.len, probs, NULL, NULL, e);
         if (!bad) {
             for (int t = 0; t < n_set; t++) {
                 const float *pr = probs + (size_t)t * C;
@@ -177,7 +180,7 @@ static int validate_regions(Net *net, Dataset *val, int limit, int context, bool
                 for (int k = 1; k < C; k++) best = pr[k] > pr[best] ? k : best;
                 correct += best == labels.data[t];
             }
-            detect_from_scores(&en, i + 1, vi->props, probs + (size_t)n_set * C, vi->n_props, &all);
+            detect_from_scores(&en, i + 1, vi->props, NULL, probs + (size_t)n_set * C, vi->n_props, &all);
         }
         free(regs.data);
         free(labels.data);
@@ -311,6 +314,7 @@ typedef struct {
     Dataset train, val;
     bool has_val;
     FILE *log;
+    BoxRegressor bbox; // region runs: fitted at the end, saved with the model (classes 0: none yet)
 } Run;
 
 // Weight decay on weights only, not biases (as bvlc_googlenet was trained; PyTorch's default decays both). The
@@ -358,7 +362,19 @@ static ModelClasses model_classes(const Dataset *d) {
 static int save_model(Run *r, Err *e) {
     set_eval_weights(r);
     ModelClasses mc = model_classes(&r->train);
-    return weights_save(&r->eval_net, r->model_path, true, &mc, e);
+    NamedTensor t[2];
+    MetaEntry m[2];
+    WeightsExtra x;
+    bbox_regress_extra(&r->bbox, t, m, &x);
+    return weights_save(&r->eval_net, r->model_path, true, &mc, r->bbox.classes ? &x : NULL, e);
+}
+
+// R-CNN's box regressor, on the final inference weights (the ones saved), then the model again with it.
+static int fit_box_regressor(Run *r, Err *e) {
+    const TrainOptions *o = r->o;
+    set_eval_weights(r);
+    BboxFitOptions bo = {.lambda = o->bbox_lambda, .context = o->context, .seed = o->seed, .quiet = o->quiet};
+    return bbox_fit(&r->eval_net, &r->train, &bo, &r->bbox, e) || save_model(r, e) ? -1 : 0;
 }
 
 static int save_checkpoint(Run *r, long step, Err *e) {
@@ -631,6 +647,9 @@ int train_run(const TrainOptions *o, Err *e) {
         }
     }
     progress_finish(&prog);
+    prefetch_stop(&pf); // the loader is done with the training set, which the box regression reads next
+    prefetching = false;
+    if (r.train.kind == DATASET_REGIONS && o->bbox_reg && fit_box_regressor(&r, e)) goto done;
     if (r.train.decode_failures)
         fprintf(stderr, "warning: %zu training images did not decode and were skipped\n", r.train.decode_failures);
     rc = 0;
@@ -641,6 +660,7 @@ done:
     dataset_free(&r.train);
     dataset_free(&r.val);
     sgd_free(&r.sgd);
+    bbox_regress_free(&r.bbox);
     free(r.groups);
     net_free(&r.net);
     net_free(&r.eval_net);
