@@ -94,12 +94,15 @@ void progress_finish(Progress *p);              // final line with totals and el
 // ---------------------------------------------------------------------------------------------------------------
 // files
 
-// Writing a file atomically: write to a temp file next to `path`, then fsync and rename over it, so a crash or
-// an error never leaves a half-written output.
+// Writing a file atomically: write to a temp file next to `path` (named `path`.tmp.PID.XXXXXX), then fsync and
+// rename over it, so a crash or an error never leaves a half-written output. Temporaries left by a writer that
+// was killed are removed by the next write of the same target (once a minute old and their process gone).
+// `path` "-" is standard output, and an existing target that is not a regular file (/dev/null, a FIFO) is
+// written straight through, not replaced; write errors are reported either way.
 typedef struct {
     FILE *f;
     char *path;
-    char *tmp_path;
+    char *tmp_path; // NULL when writing straight to path
 } AtomicFile;
 
 int atomic_open(AtomicFile *af, const char *path, Err *e);
@@ -152,6 +155,10 @@ typedef struct {
 double box_area(Box b);       // (x2 - x1 + 1) * (y2 - y1 + 1); 0 when empty
 double box_iou(Box a, Box b); // intersection over union with the +1 convention; 0 when they do not overlap
 Box box_clip(Box b, int w, int h); // inside a w x h image's pixels 1..w, 1..h; empty (x2 < x1 or y2 < y1) if outside
+
+// Image indices are 1..IMAGE_ID_MAX; image lists, ground truth and blacklists refuse larger ones. Tables are never
+// indexed by them directly, so that one large index costs no memory.
+#define IMAGE_ID_MAX INT32_MAX
 
 // One detection: a scored box of a class in an image. The detector makes them, detection files hold them, the
 // evaluator reads them: one type from end to end.

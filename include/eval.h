@@ -26,11 +26,15 @@ typedef struct {
 } GtImage;
 
 typedef struct {
+    int id, index; // id 0: an empty slot
+} GtIdSlot;
+
+typedef struct {
     ClassMap classes;
     int n_images;
     GtImage *images;     // (n_images) in the order of the ground truth
-    int max_id;
-    int *index_of_id;    // (max_id + 1) image id -> index into images, -1 when absent
+    GtIdSlot *id_slots;  // (id_mask + 1) image id -> index into images: a hash table, at most half full
+    uint32_t id_mask;
 } GroundTruth;
 
 // The devkit's per-box threshold: min(0.5, w*h / ((w+10)*(h+10))), w and h in pixels (+1 convention).
@@ -54,7 +58,7 @@ void gt_create(GroundTruth *gt, const ClassMap *classes, int n_images);
 void gt_set_image(GroundTruth *gt, int i, const char *name, int n, const Box *box, const int *label,
                   const unsigned char *difficult, double fixed_iou);
 void gt_free(GroundTruth *gt);
-// Index of the image with this id; -1 when absent.
+// Index of the image with this id; -1 when absent (also for ids outside 1..IMAGE_ID_MAX).
 int gt_find_id(const GroundTruth *gt, long id);
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -116,7 +120,7 @@ int eval_run(const GroundTruth *gt, const Detections *dets, const Blacklist *bl,
              EvalResult *r, Err *e);
 void eval_result_free(EvalResult *r);
 // The devkit's evaluation order: detection indices by descending confidence, ties by ascending image index,
-// then by position in d. Linear time (counting sort, then radix sort).
+// then by position in d. Linear time (radix sorts), memory linear in n whatever the indices.
 void eval_order(const Detection *d, size_t n, uint32_t *order);
 // Area under the monotone precision envelope (VOCap): the devkit's AP of one precision-recall curve.
 double eval_average_precision(const double *recall, const double *precision, int n);

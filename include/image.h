@@ -12,9 +12,13 @@ typedef struct {
     float *px;    // (h, w, c) row-major; pixel (x, y) channel k is px[(y*w + x)*c + k]
 } Image;
 
-// Refuse images larger than this before decoding them (a 2^14 x 2^14 photo is already absurd for detection).
-#define IMAGE_MAX_PIXELS (1LL << 28)
+// The size limit of every image: files declaring more are refused from their header, before anything is
+// decoded or allocated (image_check_size says whether a size is within it). 2^26 pixels is a 64-megapixel photo,
+// far more than detection needs; decoded to float RGB it already takes 768 MiB.
+#define IMAGE_MAX_PIXELS (1LL << 26)
 #define IMAGE_MAX_SIDE (1 << 16)
+// Image files larger than this are not read at all.
+#define IMAGE_MAX_FILE_BYTES ((size_t)1 << 30)
 
 typedef enum { INTERP_NEAREST, INTERP_BILINEAR, INTERP_AREA, INTERP_CUBIC, INTERP_COUNT } Interp;
 
@@ -30,11 +34,20 @@ int image_alloc(Image *im, int w, int h, int c, Err *e);
 void image_free(Image *im);
 Image image_clone(const Image *im);
 
-// Decodes any format OpenCV reads (JPEG, PNG, BMP, ...) into RGB. Sizes over the limits above are refused from
-// the file header, before the pixels are allocated. Errors name the file.
+// Decodes an image into RGB. The formats are those whose header src/image/probe.c reads: JPEG, PNG, BMP, TIFF,
+// WebP, PNM (PBM, PGM, PPM, PAM, PFM) and Sun raster. The other formats OpenCV decodes (JPEG 2000, OpenEXR,
+// Radiance HDR, DICOM) are refused, because their size could not be checked before decoding. Sizes over the
+// limits above are refused from the header, and a JPEG or PNG that stops before its end marker is refused as
+// truncated (its decoder would fill the missing part with grey). Errors name the file.
 int image_load(const char *path, Image *out, Err *e);
-// Reads the width and height from a JPEG or PNG header without decoding; -1 if neither or malformed.
+// Reads the width and height from the header of any format image_load takes, without decoding.
 int image_probe_size(const char *path, int *w, int *h, Err *e);
+// What image_load checks in a file's n bytes before decoding them: a format it takes, a size within the limits
+// (*w, *h), and for JPEG and PNG the end marker. -1 with a message naming `path` otherwise.
+int image_check_data(const unsigned char *b, size_t n, const char *path, int *w, int *h, Err *e);
+// 0 when w x h is within IMAGE_MAX_SIDE and IMAGE_MAX_PIXELS; otherwise -1, the message starting with `what`
+// (a file name, or a stage such as "proposals"; NULL: nothing).
+int image_check_size(const char *what, long long w, long long h, Err *e);
 
 int image_resize(const Image *src, int w, int h, Interp interp, Image *dst, Err *e);
 int image_convert(const Image *src, ColorSpace to, Image *dst, Err *e);   // src must be RGB

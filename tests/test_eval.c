@@ -7,8 +7,10 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <matio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "eval.h"
@@ -605,6 +607,140 @@ static void test_bad_mat_and_lists(void **state) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// image indices up to IMAGE_ID_MAX (issue 13: one list line 'img 2147483646', or that id in the .mat, made eval
+// allocate 8 GiB: tables were indexed by id)
+
+#define HUGE_ID 2147483646
+
+static long max_rss_kb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+// Evaluates detections made from gt's own boxes: each image's first box found (scores 0.9, 0.8, ...), and a false
+// positive in the last image scored between them. Returns class 0's AP.
+static double ap_of_own_boxes(GroundTruth *gt) {
+    char *path = test_tmpfile(".txt", NULL);
+    FILE *f = fopen(path, "w");
+    for (int i = 0; i < gt->n_images; i++) {
+        Box b = gt->images[i].box[0];
+        fprintf(f, "%d %d %g %g %g %g %g\n", gt->images[i].image_id, gt->images[i].label[0] + 1, 0.9 - 0.1 * i, b.x1,
+                b.y1, b.x2, b.y2);
+    }
+    fprintf(f, "%d 1 0.85 1 1 5 5\n", gt->images[gt->n_images - 1].image_id);
+    fclose(f);
+    Detections d;
+    EvalResult r;
+    Err e;
+    if (dets_load_txt(path, gt, false, &d, &e) || eval_run(gt, &d, NULL, EVAL_ILSVRC, &r, &e)) fail_msg("%s", e.msg);
+    assert_int_equal(d.n, (size_t)gt->n_images + 1);
+    double ap = r.ap[0];
+    eval_result_free(&r);
+    dets_free(&d);
+    remove_tmp(path);
+    return ap;
+}
+
+// The devkit's cache of one image with this index and one box of class 1.
+static void write_gt_mat(const char *path, double id) {
+    size_t one[2] = {1, 1}, four[2] = {4, 1};
+    double label = 1, box[4] = {10, 20, 110, 220};
+    mat_t *mat = Mat_CreateVer(path, NULL, MAT_FT_MAT5);
+    matvar_t *ids = Mat_VarCreate("gt_img_ids", MAT_C_DOUBLE, MAT_T_DOUBLE, 2, one, &id, 0);
+    matvar_t *cell_label[1] = {Mat_VarCreate(NULL, MAT_C_DOUBLE, MAT_T_DOUBLE, 2, one, &label, 0)};
+    matvar_t *cell_box[1] = {Mat_VarCreate(NULL, MAT_C_DOUBLE, MAT_T_DOUBLE, 2, four, box, 0)};
+    matvar_t *labels = Mat_VarCreate("gt_obj_labels", MAT_C_CELL, MAT_T_CELL, 2, one, cell_label, 0);
+    matvar_t *boxes = Mat_VarCreate("gt_obj_bboxes", MAT_C_CELL, MAT_T_CELL, 2, one, cell_box, 0);
+    assert_non_null(mat);
+    assert_int_equal(Mat_VarWrite(mat, ids, MAT_COMPRESSION_NONE), 0);
+    assert_int_equal(Mat_VarWrite(mat, labels, MAT_COMPRESSION_NONE), 0);
+    assert_int_equal(Mat_VarWrite(mat, boxes, MAT_COMPRESSION_NONE), 0);
+    Mat_VarFree(ids), Mat_VarFree(labels), Mat_VarFree(boxes); // the cells free their elements
+    Mat_Close(mat);
+}
+
+static double ap_of_mat(double id, Err *e, int *rc) {
+    char *path = test_tmpfile(".mat", NULL);
+    write_gt_mat(path, id);
+    ClassMap classes;
+    GroundTruth gt;
+    assert_int_equal(class_map_load(DEVKIT "map_det.txt", &classes, e), 0);
+    *rc = gt_load_mat(path, &classes, &gt, e);
+    double ap = *rc ? NAN : ap_of_own_boxes(&gt);
+    gt_free(&gt);
+    class_map_free(&classes);
+    remove_tmp(path);
+    return ap;
+}
+
+static void test_huge_image_ids(void **state) {
+    (void)state;
+    long rss0 = max_rss_kb();
+    double t0 = now_seconds();
+    // XML annotations with a list: the same two images under small and huge indices.
+    double ap[2];
+    int ids[2][2] = {{1, 2}, {HUGE_ID, 5}};
+    Err e;
+    for (int k = 0; k < 2; k++) {
+        ImageList list = {0};
+        image_list_add(&list, "raccoon-39", ids[k][0]);
+        image_list_add(&list, "raccoon-131", ids[k][1]);
+        ClassMap none = {0};
+        GroundTruth gt;
+        if (gt_load_xml("data/detset/Annotations", &list, &none, 0, true, &gt, &e)) fail_msg("%s", e.msg);
+        assert_int_equal(gt_find_id(&gt, ids[k][0]), 0);
+        assert_int_equal(gt_find_id(&gt, ids[k][1]), 1);
+        assert_int_equal(gt_find_id(&gt, 3), -1);
+        assert_int_equal(gt_find_id(&gt, 2147483648L), -1);
+        ap[k] = ap_of_own_boxes(&gt);
+        gt_free(&gt);
+        image_list_free(&list);
+    }
+    assert_true(ap[0] == ap[1] && ap[0] > 0.5 && ap[0] < 1);
+    // The devkit's cache.
+    int rc;
+    double small = ap_of_mat(7, &e, &rc);
+    assert_int_equal(rc, 0);
+    assert_true(ap_of_mat(HUGE_ID, &e, &rc) == small && rc == 0 && small == 1);
+    // Beyond IMAGE_ID_MAX: refused, naming the file.
+    ap_of_mat(2147483648.0, &e, &rc);
+    assert_int_equal(rc, -1);
+    assert_non_null(strstr(e.msg, "gt_img_ids(1) is not a valid image index"));
+    char *p = test_tmpfile(".txt", "a 2147483647\nb 2147483648\n");
+    ImageList list;
+    assert_int_equal(image_list_load(p, &list, &e), -1);
+    assert_non_null(strstr(e.msg, ":2:"));
+    remove_tmp(p);
+    // An index table of 2^31 entries would be 8 GiB; the evaluation took next to nothing.
+    long grew_mb = (max_rss_kb() - rss0) / 1024;
+    if (grew_mb > 64) fail_msg("peak memory grew by %ld MB", grew_mb);
+    assert_true(now_seconds() - t0 < 5);
+}
+
+// At the command line: the same Mean AP from a list with a huge index as with a small one.
+static void test_huge_image_id_cli(void **state) {
+    (void)state;
+    char *pred = test_tmpfile(".txt", "2147483646 1 0.9 54 12 250 166\n2147483646 1 0.8 1 1 9 9\n");
+    char *pred_small = test_tmpfile(".txt", "1 1 0.9 54 12 250 166\n1 1 0.8 1 1 9 9\n");
+    char *list = test_tmpfile(".txt", "raccoon-39 2147483646\nraccoon-131 3\n");
+    char *list_small = test_tmpfile(".txt", "raccoon-39 1\nraccoon-131 3\n");
+    char args[1024];
+    int status;
+    snprintf(args, sizeof args, "eval --pred %s --gt data/detset/Annotations --list %s --iou 0.5 --quiet", pred, list);
+    char *out = test_run(args, &status);
+    assert_int_equal(status, 0);
+    snprintf(args, sizeof args, "eval --pred %s --gt data/detset/Annotations --list %s --iou 0.5 --quiet", pred_small,
+             list_small);
+    char *out_small = test_run(args, &status);
+    assert_int_equal(status, 0);
+    assert_non_null(strstr(out, "Mean AP:   0.500"));
+    assert_string_equal(out, out_small);
+    free(out), free(out_small);
+    remove_tmp(pred), remove_tmp(pred_small), remove_tmp(list), remove_tmp(list_small);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // the command line, end to end
 
 static void test_cli(void **state) {
@@ -645,6 +781,7 @@ static void test_cli(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_huge_image_ids), // first: it measures the process's peak memory
         cmocka_unit_test(test_threshold),
         cmocka_unit_test(test_average_precision),
         cmocka_unit_test(test_matching_duplicates_and_classes),
@@ -662,6 +799,7 @@ int main(void) {
         cmocka_unit_test(test_bad_detection_files),
         cmocka_unit_test(test_bad_xml),
         cmocka_unit_test(test_bad_mat_and_lists),
+        cmocka_unit_test(test_huge_image_id_cli),
         cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

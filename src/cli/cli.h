@@ -24,5 +24,9 @@ bool cli_parse_int(const char *cmd, const char *flag, const char *s, long lo, lo
 bool cli_parse_double(const char *cmd, const char *flag, const char *s, double *out);
 // --shard I/N: 0 <= I < N. False (after printing a usage error) when it is not that.
 bool cli_parse_shard(const char *cmd, const char *s, long *i, long *n);
+// Output paths "-" are standard output (atomic_open). *report is where the command prints its own results:
+// stdout, or stderr when one of the n outputs (NULL: not given) takes stdout. False (after printing a usage
+// error) when more than one does.
+bool cli_report_stream(const char *cmd, const char *const *outputs, int n, FILE **report);
 
 #endif

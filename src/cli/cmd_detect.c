@@ -55,6 +55,7 @@ static void usage(FILE *f) {
         "\n"
         "output:\n"
         "  -o, --output FILE     detections JSON (inception eval --pred reads it), written atomically at the end\n"
+        "                        ('-' here or for --submission: standard output)\n"
         "  --submission FILE     ILSVRC DET lines: image_index DET_ID confidence xmin ymin xmax ymax\n"
         "  --overlays DIR        DIR/<image>.png: the image with its boxes scoring >= --overlay-min drawn\n"
         "  --overlay-min X       (default 0.5)\n"
@@ -138,6 +139,9 @@ static int parse_args(int argc, char **argv, Options *o) {
         if (!ok) return 2;
     }
     if (!o->output) return cli_usage_error(CMD, "-o OUT.json is required");
+    FILE *report; // detect prints no results of its own: this only refuses two outputs on stdout
+    if (!cli_report_stream(CMD, (const char *[]){o->output, o->submission}, 2, &report)) return 2;
+    if (o->viewer && !strcmp(o->output, "-")) return cli_usage_error(CMD, "--viewer reads -o OUT.json: give a file");
     if (o->merging) {
         for (int i = optind; i < argc; i++) VEC_PUSH(&o->merge, argv[i]);
         if (!o->merge.len) return cli_usage_error(CMD, "--merge needs the shards' files");

@@ -27,6 +27,7 @@ static const char *USAGE =
     "                      box even if taken, ignores detections of 'difficult' boxes\n"
     "  --json OUT          also write {\"classes\": [{\"id\", \"name\", \"ap\", \"positives\", \"detections\"}],\n"
     "                      \"mean_ap\", \"median_ap\"}\n"
+    "                      (an output '-' is standard output; the table then goes to stderr)\n"
     "  --plot OUT.png      precision-recall curves (of --plot-classes; default: six classes spread from best to\n"
     "                      worst AP)\n"
     "  --plot-classes L    comma-separated class names, WNIDs or ids to plot\n"
@@ -120,6 +121,8 @@ int cmd_eval(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage_error("eval", "unexpected argument '%s'", argv[optind]);
     if (!pred || !gt_path) return cli_usage_error("eval", "--pred and --gt are required");
+    FILE *report;
+    if (!cli_report_stream("eval", (const char *[]){json_out, plot_out}, 2, &report)) return 2;
 
     double t0 = now_seconds();
     Err e;
@@ -161,7 +164,7 @@ int cmd_eval(int argc, char **argv) {
     if (eval_run(&gt, &dets, &bl, iou > 0 ? EVAL_VOC : EVAL_ILSVRC, &r, &e)) goto done;
     double t1 = now_seconds();
 
-    eval_print_table(stdout, &r, &gt.classes);
+    eval_print_table(report, &r, &gt.classes);
     if (json_out && eval_write_json(json_out, &r, &gt.classes, &e)) goto done;
     if (plot_out) {
         if (plot_selection(plot_classes, &r, &gt.classes, &which, &n_which, &e)) goto done;

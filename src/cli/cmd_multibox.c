@@ -96,8 +96,7 @@ static int collect(const char *ann_dir, const char *img_dir, const ImageList *li
                 rc = err_prefix(e, "size of %s", xml);
             free(img);
         }
-        if (!rc && (W > IMAGE_MAX_SIDE || H > IMAGE_MAX_SIDE))
-            rc = err_set(e, "%s: image size %dx%d is over the limit of %d pixels a side", xml, W, H, IMAGE_MAX_SIDE);
+        if (!rc) rc = image_check_size(xml, W, H, e);
         for (int j = 0; j < a.n_objects && !rc; j++) {
             Box b = a.objects[j].box, in = box_clip(b, W, H);
             c->objects++;

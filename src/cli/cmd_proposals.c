@@ -48,7 +48,7 @@ static void usage(FILE *f) {
             "  --threads N           worker threads (default: one per core; the boxes do not depend on it)\n"
             "\n"
             "output:\n"
-            "  -o, --output FILE     proposals JSON, written atomically\n"
+            "  -o, --output FILE     proposals JSON, written atomically ('-': standard output)\n"
             "  --keep-going          skip unreadable images (reported; exit status 1) instead of stopping\n"
             "  --quiet               no progress on stderr\n"
             "\n"
@@ -85,6 +85,7 @@ static int too_large(const char *file, const ProposalParams *p, Err *e) {
 typedef struct {
     bool on, difficult;
     const char *ann_dir, *plot, *report, *label;
+    FILE *out; // the summary's stream: stdout, or stderr when an output is standard output
     PropEval ev;
 } Eval;
 
@@ -105,22 +106,22 @@ static const int CURVE_N[] = {1, 2, 5, 10, 20, 50, 100, 200, 300, 500, 1000, 150
 static int eval_finish(Eval *ev, const char *setting, Err *e) {
     PropEvalSummary s;
     prop_eval_summary(&ev->ev, &s);
-    printf("%s\n", ev->label ? ev->label : "proposals");
-    printf("  setting            %s\n", setting);
-    printf("  images             %d\n", s.n_images);
-    printf("  ground-truth boxes %d (%d classes%s)\n", s.n_gt, s.n_classes,
-           ev->difficult ? ", difficult included" : ", difficult ignored");
-    printf("  proposals/image    %.1f\n", s.proposals_per_image);
-    if (isfinite(s.seconds_per_image)) printf("  seconds/image      %.4f\n", s.seconds_per_image);
-    else printf("  seconds/image      (not recorded)\n");
-    printf("  recall@0.5         %.4f\n", s.recall50);
-    printf("  recall@0.7         %.4f\n", s.recall70);
-    printf("  ABO                %.4f\n", s.abo);
-    printf("  MABO               %.4f\n", s.mabo);
-    printf("  recall@0.5 / @0.7 with the best N proposals per image:\n");
+    fprintf(ev->out, "%s\n", ev->label ? ev->label : "proposals");
+    fprintf(ev->out, "  setting            %s\n", setting);
+    fprintf(ev->out, "  images             %d\n", s.n_images);
+    fprintf(ev->out, "  ground-truth boxes %d (%d classes%s)\n", s.n_gt, s.n_classes,
+            ev->difficult ? ", difficult included" : ", difficult ignored");
+    fprintf(ev->out, "  proposals/image    %.1f\n", s.proposals_per_image);
+    if (isfinite(s.seconds_per_image)) fprintf(ev->out, "  seconds/image      %.4f\n", s.seconds_per_image);
+    else fprintf(ev->out, "  seconds/image      (not recorded)\n");
+    fprintf(ev->out, "  recall@0.5         %.4f\n", s.recall50);
+    fprintf(ev->out, "  recall@0.7         %.4f\n", s.recall70);
+    fprintf(ev->out, "  ABO                %.4f\n", s.abo);
+    fprintf(ev->out, "  MABO               %.4f\n", s.mabo);
+    fprintf(ev->out, "  recall@0.5 / @0.7 with the best N proposals per image:\n");
     for (int i = 0; i < N_CURVE && (i == 0 || CURVE_N[i - 1] < ev->ev.max_proposals); i++)
-        printf("    N = %-6d %.4f / %.4f\n", CURVE_N[i], prop_eval_recall_at(&ev->ev, 0.5, CURVE_N[i]),
-               prop_eval_recall_at(&ev->ev, 0.7, CURVE_N[i]));
+        fprintf(ev->out, "    N = %-6d %.4f / %.4f\n", CURVE_N[i], prop_eval_recall_at(&ev->ev, 0.5, CURVE_N[i]),
+                prop_eval_recall_at(&ev->ev, 0.7, CURVE_N[i]));
     if (ev->plot && prop_eval_plot(&ev->ev, ev->label ? ev->label : setting, ev->plot, e)) return -1;
     if (ev->report) {
         json_t *o = json_object(), *curve = json_array();
@@ -275,6 +276,7 @@ int cmd_proposals(int argc, char **argv) {
     if (!bad && !ev.on && !output) bad = cli_usage_error(CMD, "-o FILE is required (or use --eval)");
     if (!bad && !ev.on && (ev.plot || ev.report || ev.ann_dir || ev.difficult))
         bad = cli_usage_error(CMD, "--annotations, --plot, --report and --difficult need --eval");
+    if (!bad && !cli_report_stream(CMD, (const char *[]){output, ev.plot, ev.report}, 3, &ev.out)) bad = 2;
     if (bad) {
         image_list_free(&images);
         strvec_free(&from);

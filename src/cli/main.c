@@ -96,3 +96,14 @@ bool cli_parse_shard(const char *cmd, const char *s, long *i, long *n) {
     *i = a, *n = b;
     return true;
 }
+
+bool cli_report_stream(const char *cmd, const char *const *outputs, int n, FILE **report) {
+    int dashes = 0;
+    for (int i = 0; i < n; i++) dashes += outputs[i] && !strcmp(outputs[i], "-");
+    if (dashes > 1) {
+        cli_usage_error(cmd, "only one output can be '-' (standard output)");
+        return false;
+    }
+    *report = dashes ? stderr : stdout;
+    return true;
+}

@@ -43,9 +43,9 @@ int image_list_load(const char *path, ImageList *l, Err *e) {
             char *end;
             long v = strtol(rest, &end, 10);
             while (*end == ' ' || *end == '\t') end++;
-            if (*end || v <= 0 || v > 0x7fffffff) {
-                err_set(e, "%s:%d: expected 'name [index]' with a positive index, got '%s %s'", path, line_no, p,
-                        rest);
+            if (*end || v <= 0 || v > IMAGE_ID_MAX) {
+                err_set(e, "%s:%d: expected 'name [index]' with an index in 1..%d, got '%s %s'", path, line_no,
+                        IMAGE_ID_MAX, p, rest);
                 free(data);
                 image_list_free(l);
                 return -1;

@@ -19,7 +19,7 @@ int blacklist_load(const char *path, const ClassMap *classes, Blacklist *bl, Err
         long id;
         char key[256];
         int used = 0;
-        if (!parse_long(&p, &id) || id < 1 || id > 0x7fffffff || sscanf(p, " %255s%n", key, &used) != 1 ||
+        if (!parse_long(&p, &id) || id < 1 || id > IMAGE_ID_MAX || sscanf(p, " %255s%n", key, &used) != 1 ||
             !parse_at_end(p + used)) {
             err_set(e, "%s:%d: expected 'image_index WNID'", path, line_no);
             goto fail;

@@ -5,7 +5,7 @@
 // confidence are broken by image index and then by position in the submission. One order by the key
 // (confidence desc, image index asc, position asc) reproduces both: the matching of an image walks its
 // detections in this order, and the precision-recall curves walk everything in this order. eval_order builds
-// it with two stable linear-time sorts (counting sort by image, then radix sort by score).
+// it with two stable linear-time sorts (radix sorts by image, then by score).
 #include "eval.h"
 
 #include <math.h>
@@ -22,23 +22,13 @@ static uint64_t descending_key(double score) {
     return ~u;
 }
 
-void eval_order(const Detection *d, size_t n, uint32_t *order) {
-    if (n == 0) return;
-    // 1. Stable counting sort by image index: the ties of step 2 then come out by image, then by position.
-    int max_id = 0;
-    for (size_t t = 0; t < n; t++) max_id = d[t].image_id > max_id ? d[t].image_id : max_id;
-    size_t *count = xcalloc((size_t)max_id + 2, sizeof(size_t));
-    for (size_t t = 0; t < n; t++) count[d[t].image_id + 1]++;
-    for (int i = 0; i <= max_id; i++) count[i + 1] += count[i];
-    for (size_t t = 0; t < n; t++) order[count[d[t].image_id]++] = (uint32_t)t;
-    free(count);
-    // 2. Stable LSD radix sort by descending score, 16 bits a pass; passes where every key has the same digit
-    //    are skipped.
-    uint64_t *key = xmalloc(n * sizeof(uint64_t)), *key2 = xmalloc(n * sizeof(uint64_t));
+// Stable LSD radix sort of the pairs (order[t], key[t]) by the low `bits` bits of key, 16 bits a pass; passes
+// where every key has the same digit are skipped.
+static void radix_sort(uint32_t *order, uint64_t *key, size_t n, int bits) {
+    uint64_t *key2 = xmalloc(n * sizeof(uint64_t));
     uint32_t *order2 = xmalloc(n * sizeof(uint32_t));
-    for (size_t t = 0; t < n; t++) key[t] = descending_key(d[order[t]].score);
     size_t *bucket = xmalloc(65537 * sizeof(size_t));
-    for (int shift = 0; shift < 64; shift += 16) {
+    for (int shift = 0; shift < bits; shift += 16) {
         memset(bucket, 0, 65537 * sizeof(size_t));
         for (size_t t = 0; t < n; t++) bucket[((key[t] >> shift) & 0xFFFF) + 1]++;
         if (bucket[((key[0] >> shift) & 0xFFFF) + 1] == n) continue;
@@ -47,13 +37,24 @@ void eval_order(const Detection *d, size_t n, uint32_t *order) {
             size_t dst = bucket[(key[t] >> shift) & 0xFFFF]++;
             key2[dst] = key[t], order2[dst] = order[t];
         }
-        uint64_t *tk = key;
-        key = key2, key2 = tk;
+        memcpy(key, key2, n * sizeof(uint64_t));
         memcpy(order, order2, n * sizeof(uint32_t));
     }
     free(bucket);
     free(order2);
     free(key2);
+}
+
+void eval_order(const Detection *d, size_t n, uint32_t *order) {
+    if (n == 0) return;
+    // 1. By image index, so that the ties of step 2 come out by image, then by position. A radix sort, not a
+    //    counting sort over 0..max index: an index of 2^31 - 2 would need a table of 16 GiB.
+    uint64_t *key = xmalloc(n * sizeof(uint64_t));
+    for (size_t t = 0; t < n; t++) order[t] = (uint32_t)t, key[t] = (uint32_t)d[t].image_id;
+    radix_sort(order, key, n, 32);
+    // 2. By descending score.
+    for (size_t t = 0; t < n; t++) key[t] = descending_key(d[order[t]].score);
+    radix_sort(order, key, n, 64);
     free(key);
 }
 
@@ -118,11 +119,15 @@ int eval_run(const GroundTruth *gt, const Detections *dets, const Blacklist *bl,
     size_t n = dets->n;
     int C = gt->classes.n, N = gt->n_images;
     if (n > UINT32_MAX) return err_set(e, "%zu detections: more than this evaluator handles", n);
+    int *image_of = xmalloc((n ? n : 1) * sizeof(int)); // (n) each detection's ground-truth image, looked up once
     for (size_t t = 0; t < n; t++) {
         const Detection *x = &dets->d[t];
-        if (gt_find_id(gt, x->image_id) < 0 || x->label < 0 || x->label >= C)
+        image_of[t] = gt_find_id(gt, x->image_id);
+        if (image_of[t] < 0 || x->label < 0 || x->label >= C) {
+            free(image_of);
             return err_set(e, "detection %zu: image index %d or class %d is not in the ground truth", t + 1,
                            x->image_id, x->label + 1);
+        }
     }
 
     // Blacklisted labels per image, as lists indexed by ground-truth image (CSR).
@@ -147,11 +152,11 @@ int eval_run(const GroundTruth *gt, const Detections *dets, const Blacklist *bl,
     // Bucket the ordered detections by image (a stable counting sort keeps the order within each image).
     uint32_t *by_image = xmalloc((n ? n : 1) * sizeof(uint32_t));
     size_t *start = xcalloc((size_t)N + 1, sizeof(size_t));
-    for (size_t t = 0; t < n; t++) start[gt_find_id(gt, dets->d[t].image_id) + 1]++;
+    for (size_t t = 0; t < n; t++) start[image_of[t] + 1]++;
     for (int i = 0; i < N; i++) start[i + 1] += start[i];
     size_t *cursor = xmalloc(((size_t)N + 1) * sizeof(size_t));
     memcpy(cursor, start, ((size_t)N + 1) * sizeof(size_t));
-    for (size_t t = 0; t < n; t++) by_image[cursor[gt_find_id(gt, dets->d[order[t]].image_id)]++] = order[t];
+    for (size_t t = 0; t < n; t++) by_image[cursor[image_of[order[t]]]++] = order[t];
 
     // Match, image by image, and count the positives.
     unsigned char *status = xmalloc(n ? n : 1);
@@ -218,6 +223,7 @@ int eval_run(const GroundTruth *gt, const Detections *dets, const Blacklist *bl,
     free(cursor);
     free(start);
     free(by_image);
+    free(image_of);
     free(order);
     free(fill);
     free(black);

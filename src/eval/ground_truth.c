@@ -7,7 +7,6 @@
 #include <string.h>
 
 #define GT_MAX_IMAGES 50000000
-#define GT_MAX_ID 0x7ffffffe
 
 double eval_ilsvrc_threshold(Box b) {
     // eval_detection.m: thr = (w.*h)./((w+10).*(h+10)); min(0.5, thr). Same operations, same order.
@@ -27,7 +26,7 @@ void gt_free(GroundTruth *gt) {
         free(im->difficult);
     }
     free(gt->images);
-    free(gt->index_of_id);
+    free(gt->id_slots);
     class_map_free(&gt->classes);
     *gt = (GroundTruth){0};
 }
@@ -40,6 +39,33 @@ static void gt_image_alloc(GtImage *im, int n) {
     im->difficult = xcalloc((size_t)n, 1);
 }
 
+// The slot where a search for an id starts (murmur3's finaliser: ids that are multiples of a power of two would
+// otherwise crowd into few slots).
+static uint32_t id_home(int id, uint32_t mask) {
+    uint32_t h = (uint32_t)id;
+    h ^= h >> 16, h *= 0x85ebca6bu, h ^= h >> 13, h *= 0xc2b2ae35u, h ^= h >> 16;
+    return h & mask;
+}
+
+// Builds the id -> index map, a hash table rather than an array indexed by id, so that memory follows the number
+// of images and not the largest id (one list line 'img 2147483646' once cost 8 GiB). Duplicate ids are an error:
+// the devkit would silently merge their detections.
+static int gt_index(GroundTruth *gt, const char *path, Err *e) {
+    size_t cap = 4;
+    while (cap < 2 * (size_t)gt->n_images) cap *= 2;
+    gt->id_slots = xcalloc(cap, sizeof(GtIdSlot));
+    gt->id_mask = (uint32_t)(cap - 1);
+    for (int i = 0; i < gt->n_images; i++) {
+        int id = gt->images[i].image_id;
+        if (id < 1) return err_set(e, "%s: image index %d out of range 1..%d", path, id, IMAGE_ID_MAX);
+        uint32_t s = id_home(id, gt->id_mask);
+        for (; gt->id_slots[s].id; s = (s + 1) & gt->id_mask)
+            if (gt->id_slots[s].id == id) return err_set(e, "%s: image index %d appears twice", path, id);
+        gt->id_slots[s] = (GtIdSlot){id, i};
+    }
+    return 0;
+}
+
 void gt_create(GroundTruth *gt, const ClassMap *classes, int n_images) {
     *gt = (GroundTruth){0};
     gt->classes.n = classes->n;
@@ -49,10 +75,8 @@ void gt_create(GroundTruth *gt, const ClassMap *classes, int n_images) {
         gt->classes.wnid[k] = xstrdup(classes->wnid[k]), gt->classes.name[k] = xstrdup(classes->name[k]);
     gt->n_images = n_images;
     gt->images = xcalloc((size_t)(n_images ? n_images : 1), sizeof(GtImage));
-    gt->max_id = n_images;
-    gt->index_of_id = xmalloc(((size_t)n_images + 1) * sizeof(int));
-    gt->index_of_id[0] = -1;
-    for (int i = 0; i < n_images; i++) gt->images[i].image_id = i + 1, gt->index_of_id[i + 1] = i;
+    for (int i = 0; i < n_images; i++) gt->images[i].image_id = i + 1;
+    gt_index(gt, "", NULL); // ids 1..n cannot fail
 }
 
 void gt_set_image(GroundTruth *gt, int i, const char *name, int n, const Box *box, const int *label,
@@ -68,28 +92,11 @@ void gt_set_image(GroundTruth *gt, int i, const char *name, int n, const Box *bo
     }
 }
 
-// Builds index_of_id; duplicate ids are an error (the devkit would silently merge their detections).
-static int gt_index(GroundTruth *gt, const char *path, Err *e) {
-    int max_id = 0;
-    for (int i = 0; i < gt->n_images; i++) {
-        int id = gt->images[i].image_id;
-        if (id < 1 || id > GT_MAX_ID) return err_set(e, "%s: image index %d out of range", path, id);
-        if (id > max_id) max_id = id;
-    }
-    gt->max_id = max_id;
-    gt->index_of_id = xmalloc(((size_t)max_id + 1) * sizeof(int));
-    for (int i = 0; i <= max_id; i++) gt->index_of_id[i] = -1;
-    for (int i = 0; i < gt->n_images; i++) {
-        int id = gt->images[i].image_id;
-        if (gt->index_of_id[id] >= 0) return err_set(e, "%s: image index %d appears twice", path, id);
-        gt->index_of_id[id] = i;
-    }
-    return 0;
-}
-
 int gt_find_id(const GroundTruth *gt, long id) {
-    if (id < 1 || id > gt->max_id) return -1;
-    return gt->index_of_id[id];
+    if (id < 1 || id > IMAGE_ID_MAX || !gt->id_slots) return -1;
+    for (uint32_t s = id_home((int)id, gt->id_mask); gt->id_slots[s].id; s = (s + 1) & gt->id_mask)
+        if (gt->id_slots[s].id == id) return gt->id_slots[s].index;
+    return -1;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -143,8 +150,9 @@ int gt_load_mat(const char *path, ClassMap *classes, GroundTruth *gt, Err *e) {
         GtImage *im = &gt->images[i];
         gt->n_images = (int)i + 1;
         double id;
-        if (!mat_number(ids, i, &id) || !is_integer(id) || id < 1 || id > GT_MAX_ID) {
-            err_set(e, "%s: gt_img_ids(%zu) is not a valid image index", path, i + 1);
+        if (!mat_number(ids, i, &id) || !is_integer(id) || id < 1 || id > IMAGE_ID_MAX) {
+            err_set(e, "%s: gt_img_ids(%zu) is not a valid image index (an integer in 1..%d)", path, i + 1,
+                    IMAGE_ID_MAX);
             goto done;
         }
         im->image_id = (int)id;

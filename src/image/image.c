@@ -1,4 +1,4 @@
-// Image allocation, cropping, flipping, and header probing (so absurd sizes are refused before decoding).
+// Image allocation, cropping, flipping, warping.
 #include "image.h"
 
 #include <math.h>
@@ -7,10 +7,8 @@
 
 int image_alloc(Image *im, int w, int h, int c, Err *e) {
     *im = (Image){0};
-    if (w <= 0 || h <= 0 || c <= 0 || c > 4) return err_set(e, "invalid image size %dx%dx%d", w, h, c);
-    if (w > IMAGE_MAX_SIDE || h > IMAGE_MAX_SIDE || (long long)w * h > IMAGE_MAX_PIXELS)
-        return err_set(e, "image size %dx%d is over the limit (%d per side, %lld pixels)", w, h, IMAGE_MAX_SIDE,
-                       IMAGE_MAX_PIXELS);
+    if (c <= 0 || c > 4) return err_set(e, "invalid image size %dx%dx%d", w, h, c);
+    if (image_check_size(NULL, w, h, e)) return -1;
     im->px = xcalloc((size_t)w * (size_t)h * (size_t)c, sizeof(float));
     im->w = w, im->h = h, im->c = c;
     return 0;
@@ -63,61 +61,6 @@ void image_flip_horizontal(Image *im) {
     }
 }
 
-// --- header probing ---
-
-static int probe_png(const unsigned char *b, size_t n, int *w, int *h) {
-    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    if (n < 24 || memcmp(b, sig, 8) != 0 || memcmp(b + 12, "IHDR", 4) != 0) return -1;
-    uint32_t ww = (uint32_t)b[16] << 24 | (uint32_t)b[17] << 16 | (uint32_t)b[18] << 8 | b[19];
-    uint32_t hh = (uint32_t)b[20] << 24 | (uint32_t)b[21] << 16 | (uint32_t)b[22] << 8 | b[23];
-    *w = ww > 0x7fffffff ? 0x7fffffff : (int)ww;
-    *h = hh > 0x7fffffff ? 0x7fffffff : (int)hh;
-    return 0;
-}
-
-// Walks JPEG markers to the first start-of-frame segment, which holds the height and width.
-static int probe_jpeg(FILE *f, int *w, int *h) {
-    unsigned char b[8];
-    if (fread(b, 1, 2, f) != 2 || b[0] != 0xFF || b[1] != 0xD8) return -1;
-    for (;;) {
-        int c = fgetc(f);
-        while (c == 0xFF) c = fgetc(f); // fill bytes
-        if (c == EOF) return -1;
-        int marker = c;
-        if (marker == 0xD8 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) continue; // no length
-        if (fread(b, 1, 2, f) != 2) return -1;
-        int len = b[0] << 8 | b[1];
-        if (len < 2) return -1;
-        bool sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
-        if (sof) {
-            if (fread(b, 1, 5, f) != 5) return -1;
-            *h = b[1] << 8 | b[2];
-            *w = b[3] << 8 | b[4];
-            return 0;
-        }
-        if (fseek(f, len - 2, SEEK_CUR) != 0) return -1;
-    }
-}
-
-int image_probe_size(const char *path, int *w, int *h, Err *e) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_set(e, "%s: cannot open image", path);
-    unsigned char b[24];
-    size_t n = fread(b, 1, sizeof b, f);
-    int rc = -1;
-    if (probe_png(b, n, w, h) == 0) {
-        rc = 0;
-    } else if (n >= 2 && b[0] == 0xFF && b[1] == 0xD8) {
-        rewind(f);
-        rc = probe_jpeg(f, w, h);
-        if (rc) err_set(e, "%s: corrupt JPEG header", path);
-    } else {
-        err_set(e, "%s: not a JPEG or PNG", path);
-    }
-    fclose(f);
-    return rc;
-}
-
 int image_warp_region(const Image *src, Box box, int out_w, int out_h, int context, const float *fill,
                       Interp interp, Image *dst, Err *e) {
     if (out_w <= 2 * context || out_h <= 2 * context)
@@ -133,8 +76,7 @@ int image_warp_region(const Image *src, Box box, int out_w, int out_h, int conte
     int w = (int)lround(gw), h = (int)lround(gh);
     if (w < 1) w = 1;
     if (h < 1) h = 1;
-    if ((long long)w * h > IMAGE_MAX_PIXELS)
-        return err_set(e, "warp: region %dx%d is over the size limit", w, h);
+    if (image_check_size("warp: region", w, h, e)) return -1;
     Image crop;
     if (image_crop(src, x0, y0, w, h, fill, &crop, e)) return -1;
     int rc = image_resize(&crop, out_w, out_h, interp, dst, e);

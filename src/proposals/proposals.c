@@ -214,9 +214,7 @@ int proposals_compute(const Image *im, const ProposalParams *p, Proposals *out, 
     // Everything about the input is checked before anything is allocated.
     if (im->w <= 0 || im->h <= 0) return err_set(e, "proposals: empty image (%dx%d)", im->w, im->h);
     if (im->c != 3) return err_set(e, "proposals: need an RGB image, got %d channels", im->c);
-    if (im->w > IMAGE_MAX_SIDE || im->h > IMAGE_MAX_SIDE || (long long)im->w * im->h > IMAGE_MAX_PIXELS)
-        return err_set(e, "proposals: image %dx%d is over the limit (%d per side, %lld pixels)", im->w, im->h,
-                       IMAGE_MAX_SIDE, IMAGE_MAX_PIXELS);
+    if (image_check_size("proposals", im->w, im->h, e)) return -1;
     int w = im->w, h = im->h, longer = w > h ? w : h;
     if (p->max_side > 0 && longer > p->max_side) {
         double s = (double)p->max_side / longer;

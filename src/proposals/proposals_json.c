@@ -71,8 +71,7 @@ static int read_image(const char *path, size_t idx, json_t *o, ProposalsImage *i
         return err_set(e, "%s: image %zu: expected {\"file\": string, \"width\": int, \"height\": int, \"boxes\": "
                           "[[x1, y1, x2, y2], ...]}", path, idx);
     json_int_t w = json_integer_value(wv), h = json_integer_value(hv);
-    if (w < 1 || h < 1 || w > IMAGE_MAX_SIDE || h > IMAGE_MAX_SIDE)
-        return err_set(e, "%s: image %zu: invalid size %lldx%lld", path, idx, (long long)w, (long long)h);
+    if (image_check_size(NULL, w, h, e)) return err_prefix(e, "%s: image %zu", path, idx);
     size_t n = json_array_size(boxes);
     Box *box = xmalloc((n ? n : 1) * sizeof *box);
     for (size_t i = 0; i < n; i++) {
