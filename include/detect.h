@@ -198,6 +198,7 @@ typedef struct {
     int n_done;
     char **done;             // (n_done) files already in the journal (resume), sorted
     int n_added;             // images added by this run
+    bool private_journal;    // the output is '-' or a device: the journal is a temporary file of this run alone
 } DetectWriter;
 
 // Opens OUT's journal: anew, or with `resume` continuing the one there (its header must equal this run's setting

@@ -479,7 +479,7 @@ static void test_detect_cli(void **state) {
     assert_int_equal(config_load("../configs/googlenet-tiny.cfg", &cfg, &e), 0);
     config_set_classes(&cfg, 2);
     assert_int_equal(net_create(&net, &cfg, &e), 0);
-    assert_int_equal(weights_load(&net, "../models/raccoon/member-1.safetensors", NULL, &e), 0);
+    assert_int_equal(weights_load(&net, "data/tiny-members/member-1.safetensors", NULL, &e), 0);
     static const char *const raccoon[] = {"raccoon"};
     BoxRegressor r = make_regressor(&net, 1, T_RACCOON, 0, 1);
     save_with(&net, w, raccoon, 1, &r);

@@ -1,7 +1,8 @@
-// inception detect end to end, on real photos with the shipped models (models/raccoon): detect then eval, shards
-// merged equal one run, a killed run resumed equals an uninterrupted one, the ILSVRC layout and submission, and bad
-// input refused before any work. To stay fast (and under the sanitizers), the test ensemble is two of the six
-// members and Selective Search keeps its best 100 proposals per image.
+// inception detect end to end, on real photos with small real models (the two tiny members of
+// tests/data/tiny-members, the shipped MultiBox network): detect then eval, shards merged equal one run, a killed
+// run resumed equals an uninterrupted one, the ILSVRC layout and submission, output to standard output, and bad
+// input refused before any work. To stay fast (and under the sanitizers), Selective Search keeps its best 100
+// proposals per image.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -47,8 +48,8 @@ static int setup(void **state) {
     write_text(props, "mode = fast\nk_scale = 2\nmax_boxes = 100\n");
     snprintf(text, sizeof text,
              "[detector]\nclasses = raccoon\nbackground = true\nproposals = proposals.cfg\n"
-             "[member]\nconfig = %s/configs/googlenet-tiny.cfg\nweights = %s/models/raccoon/member-1.safetensors\n"
-             "[member]\nconfig = %s/configs/googlenet-tiny.cfg\nweights = %s/models/raccoon/member-2.safetensors\n",
+             "[member]\nconfig = %s/configs/googlenet-tiny.cfg\nweights = %s/tests/data/tiny-members/member-1.safetensors\n"
+             "[member]\nconfig = %s/configs/googlenet-tiny.cfg\nweights = %s/tests/data/tiny-members/member-2.safetensors\n",
              root, root, root, root);
     f->ensemble = join(f->dir, "ensemble.cfg");
     write_text(f->ensemble, text);
@@ -398,7 +399,7 @@ static void test_multibox_proposals(void **state) {
     assert_non_null(strstr(json, "\"top\":50}"));
     // half a MultiBox model is refused
     snprintf(text, sizeof text, "[detector]\nclasses = raccoon\nbackground = true\nmultibox_config = x.cfg\n"
-             "[member]\nconfig = %s/configs/googlenet-tiny.cfg\nweights = %s/models/raccoon/member-1.safetensors\n",
+             "[member]\nconfig = %s/configs/googlenet-tiny.cfg\nweights = %s/tests/data/tiny-members/member-1.safetensors\n",
              root, root);
     write_text(ens, text);
     int status;
@@ -409,6 +410,28 @@ static void test_multibox_proposals(void **state) {
 }
 
 // Bad input: each refused with a message naming the file, a non-zero exit, and nothing written.
+// '-' is standard output: the detections come out there, no journal is left anywhere, and --resume (which needs
+// a journal beside a file) is refused.
+static void test_stdout_output(void **state) {
+    Fixture *f = *state;
+    int status;
+    char *o = run(&status, "detect " PHOTOS "raccoon-105.jpg --ensemble %s -o - --quiet", f->ensemble);
+    if (status) fprintf(stderr, "%s\n", o);
+    assert_int_equal(status, 0);
+    assert_non_null(strstr(o, "\"setting\""));
+    assert_non_null(strstr(o, "raccoon-105.jpg"));
+    assert_int_equal(access("-.partial", F_OK), -1);
+    free(o);
+    o = run(&status, "detect " PHOTOS "raccoon-105.jpg --ensemble %s -o - --resume --quiet", f->ensemble);
+    assert_int_equal(status, 1);
+    assert_non_null(strstr(o, "--resume needs an output file"));
+    free(o);
+    o = run(&status, "detect " PHOTOS "raccoon-105.jpg --ensemble %s -o /dev/null --quiet", f->ensemble);
+    assert_int_equal(status, 0);
+    assert_int_equal(access("/dev/null.partial", F_OK), -1);
+    free(o);
+}
+
 static void test_refused(void **state) {
     Fixture *f = *state;
     int status;
@@ -475,7 +498,7 @@ int main(void) {
         cmocka_unit_test(test_detect_then_eval), cmocka_unit_test(test_shards_equal_one_run),
         cmocka_unit_test(test_resume_after_kill), cmocka_unit_test(test_ilsvrc_layout),
         cmocka_unit_test(test_ilsvrc_mat_cache),    cmocka_unit_test(test_multibox_proposals),
-        cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_stdout_output),   cmocka_unit_test(test_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -152,9 +152,32 @@ static int journal_from_output(DetectWriter *w, Err *e) {
     return atomic_commit(&af, e);
 }
 
+// Standard output ('-') or a device or FIFO: no journal can live beside it, so it goes to a private temporary
+// file (removed at the end whatever happens) and the run cannot be resumed.
+static int journal_private(DetectWriter *w, json_t *setting, const ClassMap *classes, bool resume, Err *e) {
+    if (resume) return err_set(e, "%s: --resume needs an output file (its journal lives beside it)", w->path);
+    const char *dir = getenv("TMPDIR");
+    w->journal_path = path_join(dir && *dir ? dir : "/tmp", "inception-detect.XXXXXX");
+    int fd = mkstemp(w->journal_path);
+    if (fd < 0 || !(w->f = fdopen(fd, "w+"))) {
+        err_set(e, "%s: cannot write: %s", w->journal_path, strerror(errno));
+        if (fd >= 0) close(fd);
+        return detect_writer_close(w), -1;
+    }
+    w->private_journal = true;
+    json_t *head = json_pack("{sOso}", "setting", setting, "classes", classes_json(classes));
+    w->header = json_dumps(head, JSON_FLAGS);
+    json_decref(head);
+    fprintf(w->f, "%s\n", w->header);
+    if (fflush(w->f)) return err_set(e, "%s: %s", w->journal_path, strerror(errno)), detect_writer_close(w), -1;
+    return 0;
+}
+
 int detect_writer_open(DetectWriter *w, const char *path, json_t *setting, const ClassMap *classes, bool resume,
                        Err *e) {
     *w = (DetectWriter){.path = xstrdup(path)};
+    if (!path_is_file(path) && (!strcmp(path, "-") || access(path, F_OK) == 0))
+        return journal_private(w, setting, classes, resume, e);
     w->journal_path = xmalloc(strlen(path) + 9);
     sprintf(w->journal_path, "%s.partial", path);
     json_t *head = json_pack("{sOso}", "setting", setting, "classes", classes_json(classes));
@@ -195,10 +218,10 @@ int detect_writer_add(DetectWriter *w, const ClassMap *classes, const DetectReco
 }
 
 void detect_writer_close(DetectWriter *w) {
-    if (w->f) {
-        fclose(w->f);
-        if (w->n_done == 0 && w->n_added == 0) unlink(w->journal_path); // a journal of nothing keeps nothing
-    }
+    // a journal of nothing keeps nothing; a private one never outlives the run
+    bool drop = (w->f && w->n_done == 0 && w->n_added == 0) || w->private_journal;
+    if (w->f) fclose(w->f);
+    if (drop && w->journal_path) unlink(w->journal_path);
     for (int i = 0; i < w->n_done; i++) free(w->done[i]);
     free(w->done);
     free(w->header);

@@ -479,23 +479,17 @@ static int setup_priors(Run *r, Err *e) {
         rc = multibox_priors_read(o->priors, &pr, e);
     } else {
         VEC(float) boxes = {0};
-        Image scratch = {0};
         for (int i = 0; i < r->train.n_images && !rc; i++) {
             DatasetImage *di = &r->train.images[i];
             int w = 0, h = 0;
             Err pe;
-            if (image_probe_size(di->path, &w, &h, &pe)) { // not a JPEG or PNG header: decode it
-                const Image *im = dataset_image(&r->train, i, &scratch, &pe);
-                if (!im) continue;
-                w = im->w, h = im->h;
-            }
+            if (image_probe_size(di->path, &w, &h, &pe)) continue; // refused or corrupt: training skips it too
             for (int g = 0; g < di->n_gt; g++) {
                 float u[4];
                 multibox_normalise(di->gt[g], w, h, u);
                 for (int q = 0; q < 4; q++) VEC_PUSH(&boxes, fminf(fmaxf(u[q], 0), 1));
             }
         }
-        image_free(&scratch);
         rc = multibox_priors_fit(boxes.data, (int)(boxes.len / 4), r->net.multibox_k, o->seed, 300, true, &pr, NULL, e);
         free(boxes.data);
     }
