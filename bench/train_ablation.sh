@@ -24,12 +24,13 @@ cosine     | googlenet-tiny.cfg       | --recipe paper --schedule cosine
 scratch    | googlenet-tiny.cfg       | --recipe scratch
 bn         | googlenet-tiny-bn.cfg    | --recipe scratch
 quarter-bn | googlenet-quarter-bn.cfg | --recipe scratch
-hard0.5    | googlenet-quarter-bn.cfg | --recipe scratch --hard-fraction 0.5
-jitter0.1  | googlenet-quarter-bn.cfg | --recipe scratch --jitter 0.1
-nopolyak   | googlenet-quarter-bn.cfg | --recipe scratch --polyak 0
-lr0.03     | googlenet-quarter-bn.cfg | --recipe scratch --lr 0.03
-pos0.5     | googlenet-quarter-bn.cfg | --recipe scratch --pos-fraction 0.5
-epochs16   | googlenet-quarter-bn.cfg | --recipe scratch --epochs 16
+hard0.5    | googlenet-tiny-bn.cfg    | --recipe scratch --hard-fraction 0.5
+jitter0.1  | googlenet-tiny-bn.cfg    | --recipe scratch --jitter 0.1
+pos0.5     | googlenet-tiny-bn.cfg    | --recipe scratch --pos-fraction 0.5
+nopolyak   | googlenet-tiny-bn.cfg    | --recipe scratch --polyak 0
+lr0.03     | googlenet-tiny-bn.cfg    | --recipe scratch --lr 0.03
+paper-bn   | googlenet-tiny-bn.cfg    | --recipe paper --lr 0.1
+epochs16   | googlenet-tiny-bn.cfg    | --recipe scratch --epochs 16
 '
 
 # The proposals of all 160 training photos, computed once (the detector's Selective Search setting).
@@ -107,14 +108,4 @@ cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
     echo
     cat $O/table.md
 } > $O/section.md
-/usr/bin/python3 - "$O/section.md" results/training.md <<'PY'
-import re, sys
-section = open(sys.argv[1]).read().rstrip() + "\n"
-path = sys.argv[2]
-text = open(path).read()
-head = "## Learning from small data: ablation"
-parts = re.split(r"(?m)^(?=## )", text)
-parts = [p for p in parts if not p.startswith(head)]
-out = "".join(p if p.endswith("\n\n") else p.rstrip("\n") + "\n\n" for p in parts) + section
-open(path, "w").write(out)
-PY
+/usr/bin/python3 bench/results_section.py $O/section.md results/training.md

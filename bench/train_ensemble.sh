@@ -8,7 +8,7 @@
 # sampling (share of positives, share of hard background, jitter). The recipe and the epochs were chosen on the
 # training photos split 128/32 (bench/train_ablation.sh, results/training.md); the 40 test photos are only
 # touched by bench/detect.sh and scripts/demo.sh.
-# Usage: bench/train_ensemble.sh [epochs]      (CONFIG=... to train another member config)
+# Usage: bench/train_ensemble.sh [epochs]      (CONFIG=... another member config; MEMBERS="1 2" some members only)
 set -eu
 cd "$(dirname "$0")/.."
 epochs="${1:-16}"
@@ -18,7 +18,7 @@ M=models/raccoon
 O=out/ensemble
 [ -x $BIN ] || { echo "build first (scripts/setup.sh)" >&2; exit 1; }
 mkdir -p $M/logs $O
-: > $M/logs/train.txt
+[ -n "${MEMBERS:-}" ] || : > $M/logs/train.txt
 # The training photos' proposals, computed once (the detector's Selective Search setting).
 P=$O/proposals-train.json
 [ -f $P ] || $BIN proposals --list data/raccoon/ImageSets/Main/train.txt --root data/raccoon/JPEGImages --ext .jpg \
@@ -27,6 +27,7 @@ P=$O/proposals-train.json
 for row in "1 1 0.25 0 0" "2 2 0.25 0.5 0" "3 3 0.30 0 0.1" "4 4 0.20 0.5 0.1" "5 5 0.30 0.25 0" "6 6 0.20 0.25 0.1"; do
     set -- $row
     k=$1 seed=$2 pos=$3 hard=$4 jit=$5
+    case " ${MEMBERS:-1 2 3 4 5 6} " in *" $k "*) ;; *) continue ;; esac
     out=$O/member-$k
     rm -rf "$out"
     start=$(date +%s)

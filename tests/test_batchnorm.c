@@ -23,18 +23,6 @@
 #define TINY_BN "../configs/googlenet-tiny-bn.cfg"
 #define FIXTURE "data/batchnorm/"
 
-static float *random_floats(Rng *r, size_t n, double scale) {
-    float *x = xmalloc((n ? n : 1) * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = (float)(scale * rng_normal(r));
-    return x;
-}
-
-static float *copy_floats(const float *x, size_t n) {
-    float *y = xmalloc((n ? n : 1) * sizeof(float));
-    memcpy(y, x, n * sizeof(float));
-    return y;
-}
-
 // max |a - b| <= tol * max(1e-3, spread of b), the spread being max b - min b.
 static void assert_close(const float *a, const float *b, size_t n, double tol, const char *what) {
     double worst = 0, lo = INFINITY, hi = -INFINITY;
@@ -104,7 +92,7 @@ static void check_fast(BnCtx *c, const float *y, const float *dy_ref, const floa
     float *yf = xmalloc(in * 4), *saved = xmalloc(2 * s->c * 4), *rm = xcalloc(s->c, 4), *rv = xcalloc(s->c, 4);
     float *rm_ref = xcalloc(s->c, 4), *rv_ref = xcalloc(s->c, 4), *saved_ref = xmalloc(2 * s->c * 4);
     float *dy = xmalloc(in * 4), *dg = xmalloc(s->c * 4), *db = xmalloc(s->c * 4), *dx = xmalloc(in * 4);
-    float *base = random_floats(r, in, 1.0), *sum = xmalloc(in * 4);
+    float *base = test_random(r, in, 1.0), *sum = xmalloc(in * 4);
     for (size_t i = 0; i < in; i++) sum[i] = base[i] + dx_ref[i];
     batchnorm_forward_train_ref(s, c->x, c->gamma, c->beta, yf, yf + off2, saved_ref, rm_ref, rv_ref);
     for (int threads = 1; threads <= 3; threads++) {
@@ -145,8 +133,8 @@ static void test_layer(void **state) {
         const int *q = cases[t];
         BnShape s = {.c = q[0], .m = (size_t)q[1] * q[2] * q[3], .split = q[4], .relu = q[5]};
         const size_t n = (size_t)s.c * s.m, off2 = (size_t)s.split * s.m;
-        BnCtx c = {.s = s, .x = random_floats(&r, n, 1.0), .gamma = random_floats(&r, s.c, 1.0),
-                   .beta = random_floats(&r, s.c, 0.5), .r = random_floats(&r, n, 1.0), .y = xmalloc(n * 4),
+        BnCtx c = {.s = s, .x = test_random(&r, n, 1.0), .gamma = test_random(&r, s.c, 1.0),
+                   .beta = test_random(&r, s.c, 0.5), .r = test_random(&r, n, 1.0), .y = xmalloc(n * 4),
                    .saved = xmalloc(2 * s.c * 4), .rm = xcalloc(s.c, 4), .rv = xcalloc(s.c, 4), .sign = xmalloc(n),
                    .out = n};
         for (size_t i = 0; i < n; i++) c.x[i] += 0.5f * (float)(i / s.m); // channels of different means
@@ -155,7 +143,7 @@ static void test_layer(void **state) {
         size_t active = 0;
         for (size_t i = 0; i < n; i++) c.sign[i] = !s.relu || y[i] > 0, active += y[i] > 0;
         if (s.relu && s.m > 1) assert_true(active > 0 && active < n); // the ReLU matters
-        float *dy = copy_floats(c.r, n), *dg = xmalloc(s.c * 4), *db = xmalloc(s.c * 4), *dx = xmalloc(n * 4);
+        float *dy = test_copy(c.r, n), *dg = xmalloc(s.c * 4), *db = xmalloc(s.c * 4), *dx = xmalloc(n * 4);
         batchnorm_backward_ref(&s, c.x, y, y + off2, dy, dy + off2, c.gamma, dg, db, dx, false);
         for (size_t i = 0; i < n; i++) assert_true(dy[i] == (c.sign[i] ? c.r[i] : 0.0f));
         check_fd("bn dx", &c, c.x, dx, n, 10, 1e-2f, 2e-3, &r);
@@ -289,7 +277,7 @@ static void test_net_gradient(void **state) {
     Err e;
     assert_true(isfinite(loss_at(&net, x)));
     assert_int_equal(net_backward(&net, &e), 0);
-    float *g = copy_floats(net.grads, net.params_size);
+    float *g = test_copy(net.grads, net.params_size);
     for (int i = 0; i < net.n_params; i++)
         if (net.param[i].fixed || net.param[i].stat)
             for (size_t j = 0; j < net.param[i].size; j++) assert_true(g[net.param[i].offset + j] == 0.0f);
@@ -582,14 +570,6 @@ static TrainOptions bn_options(const Fixture *f, const char *out) {
     return o;
 }
 
-static bool same_file(const char *a, const char *b) {
-    size_t na, nb;
-    char *x = test_slurp(a, &na), *y = test_slurp(b, &nb);
-    bool same = na == nb && memcmp(x, y, na) == 0;
-    free(x), free(y);
-    return same;
-}
-
 static void test_trainer_resume(void **state) {
     Fixture *f = *state;
     char *a = path_join(f->dir, "straight"), *b = path_join(f->dir, "resumed");
@@ -605,8 +585,8 @@ static void test_trainer_resume(void **state) {
     if (train_run(&o, &e)) fail_msg("%s", e.msg);
     char *ca = path_join(a, "checkpoint.bin"), *cb = path_join(b, "checkpoint.bin");
     char *ma = path_join(a, "model.safetensors"), *mb = path_join(b, "model.safetensors");
-    assert_true(same_file(ca, cb));
-    assert_true(same_file(ma, mb));
+    assert_true(test_same_file(ca, cb));
+    assert_true(test_same_file(ma, mb));
     // The model: the Polyak average of the learned params, the live running statistics (the average's are
     // those of the start, 0 and 1), the convolutions' biases still 0.
     NetConfig *cfg = xmalloc(sizeof *cfg);

@@ -21,18 +21,7 @@
 
 #include "../src/classifier/layers.h"
 #include "classifier.h"
-
-static float *random_floats(Rng *r, size_t n, double scale) {
-    float *x = malloc((n ? n : 1) * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = (float)(scale * rng_normal(r));
-    return x;
-}
-
-static float *copy_floats(const float *x, size_t n) {
-    float *y = malloc((n ? n : 1) * sizeof(float));
-    memcpy(y, x, n * sizeof(float));
-    return y;
-}
+#include "testutil.h"
 
 // max |a - b| <= tol * max(1e-3, max |b|)
 static void assert_close(const float *a, const float *b, size_t n, double tol, const char *what) {
@@ -131,14 +120,14 @@ static void test_conv_backward(void **state) {
         s.wo = conv_out_size(s.w, s.k, s.stride, s.pad);
         const size_t in = (size_t)s.cin * s.n * s.h * s.w, out = (size_t)s.cout * s.n * s.ho * s.wo;
         const size_t nw = (size_t)s.cout * s.cin * s.k * s.k, rows1 = (size_t)s.split * s.n * s.ho * s.wo;
-        ConvCtx c = {.s = s, .x = random_floats(&r, in, 1.0), .w = random_floats(&r, nw, 0.3),
-                     .b = random_floats(&r, (size_t)s.cout, 0.5), .r = random_floats(&r, out, 1.0),
+        ConvCtx c = {.s = s, .x = test_random(&r, in, 1.0), .w = test_random(&r, nw, 0.3),
+                     .b = test_random(&r, (size_t)s.cout, 0.5), .r = test_random(&r, out, 1.0),
                      .yt = malloc(out * 4), .out = out, .rows1 = rows1, .sign = malloc(out)};
         float *y = malloc(out * 4);
         conv_forward_ref(&s, c.x, c.w, c.b, y, y + rows1);
         for (size_t i = 0; i < out; i++) c.sign[i] = y[i] > 0;
         // the reference
-        float *dy_ref = copy_floats(c.r, out), *dw_ref = malloc(nw * 4), *db_ref = malloc(s.cout * 4);
+        float *dy_ref = test_copy(c.r, out), *dw_ref = malloc(nw * 4), *db_ref = malloc(s.cout * 4);
         float *dx_ref = malloc(in * 4);
         conv_backward_ref(&s, c.x, y, y + rows1, dy_ref, dy_ref + rows1, c.w, dw_ref, db_ref, dx_ref, false);
         for (size_t i = 0; i < out; i++) assert_true(dy_ref[i] == (y[i] > 0 ? c.r[i] : 0.0f)); // masked in place
@@ -150,7 +139,7 @@ static void test_conv_backward(void **state) {
         }
         // the fast pass, on one and two threads, overwriting and accumulating, and without dx
         float *dy = malloc(out * 4), *dw = malloc(nw * 4), *db = malloc(s.cout * 4), *dx = malloc(in * 4);
-        float *base = random_floats(&r, in, 1.0), *sum = malloc(in * 4);
+        float *base = test_random(&r, in, 1.0), *sum = malloc(in * 4);
         for (size_t i = 0; i < in; i++) sum[i] = base[i] + dx_ref[i];
         for (int wi = 0; wi < 3; wi++) {
             int threads = workers_count(workers[wi]);
@@ -219,14 +208,14 @@ static void test_pool_backward(void **state) {
             float tmp = x[i];
             x[i] = x[j], x[j] = tmp;
         }
-        PoolCtx c = {.s = s, .x = x, .y = malloc(out * 4), .r = random_floats(&r, out, 1.0), .out = out};
+        PoolCtx c = {.s = s, .x = x, .y = malloc(out * 4), .r = test_random(&r, out, 1.0), .out = out};
         // the training forward: the same maxima as inference, and the argmaxes the fast backward pass reads
         float *ymax = malloc(out * 4), *yinf = malloc(out * 4);
         uint16_t *arg = malloc(out * sizeof *arg);
         maxpool_forward_train(&s, x, ymax, arg, w2);
         maxpool_forward(&s, x, yinf, w2);
         assert_memory_equal(ymax, yinf, out * 4);
-        float *ref = malloc(in * 4), *fast = malloc(in * 4), *base = random_floats(&r, in, 1.0), *sum = malloc(in * 4);
+        float *ref = malloc(in * 4), *fast = malloc(in * 4), *base = test_random(&r, in, 1.0), *sum = malloc(in * 4);
         for (int max = 1; max >= 0; max--) {
             c.max = max;
             if (max) maxpool_backward_ref(&s, x, c.r, ref, false);
@@ -301,10 +290,10 @@ static void test_lrn_backward(void **state) {
                       .beta = cases[t].beta, .k = cases[t].k};
         size_t n = (size_t)s.c * s.n * s.h * s.w;
         // x of 100: the normalisation's denominator is well away from k (the nonlinear part matters)
-        LrnCtx c = {.s = s, .x = random_floats(&r, n, 100.0), .y = malloc(n * 4), .r = random_floats(&r, n, 1.0),
+        LrnCtx c = {.s = s, .x = test_random(&r, n, 100.0), .y = malloc(n * 4), .r = test_random(&r, n, 1.0),
                     .n = n};
         lrn_forward_ref(&s, c.x, c.y);
-        float *ref = malloc(n * 4), *fast = malloc(n * 4), *base = random_floats(&r, n, 1.0), *sum = malloc(n * 4);
+        float *ref = malloc(n * 4), *fast = malloc(n * 4), *base = test_random(&r, n, 1.0), *sum = malloc(n * 4);
         lrn_backward_ref(&s, c.x, c.y, c.r, ref, false);
         check_fd("lrn dx", lrn_objective, &c, c.x, ref, n, 12, 0.05f, 2e-3, &r);
         // the cross-channel term is not negligible here: without it the result is visibly different
@@ -355,19 +344,19 @@ static void test_fc_backward(void **state) {
         const int cin = shapes[t][0], cout = shapes[t][1], n = shapes[t][2];
         const size_t in = (size_t)cin * n, out = (size_t)cout * n, nw = (size_t)cout * cin;
         for (int relu = 0; relu < 2; relu++) {
-            FcCtx c = {cin, cout, n, relu, random_floats(&r, in, 1.0), random_floats(&r, nw, 0.2),
-                       random_floats(&r, (size_t)cout, 0.5), malloc(out * 4), random_floats(&r, out, 1.0), malloc(out),
+            FcCtx c = {cin, cout, n, relu, test_random(&r, in, 1.0), test_random(&r, nw, 0.2),
+                       test_random(&r, (size_t)cout, 0.5), malloc(out * 4), test_random(&r, out, 1.0), malloc(out),
                        malloc(out * 4)};
             fc_forward_ref(cin, cout, n, relu, c.x, c.w, c.b, c.y);
             for (size_t i = 0; i < out; i++) c.sign[i] = !relu || c.y[i] > 0;
-            float *dy_ref = copy_floats(c.r, out), *dw_ref = malloc(nw * 4), *db_ref = malloc(cout * 4);
+            float *dy_ref = test_copy(c.r, out), *dw_ref = malloc(nw * 4), *db_ref = malloc(cout * 4);
             float *dx_ref = malloc(in * 4);
             fc_backward_ref(cin, cout, n, relu, c.x, c.y, dy_ref, c.w, dw_ref, db_ref, dx_ref, false);
             check_fd("fc dx", fc_objective, &c, c.x, dx_ref, in, 6, 0.25f, 1e-5, &r);
             check_fd("fc dw", fc_objective, &c, c.w, dw_ref, nw, 6, 0.25f, 1e-5, &r);
             check_fd("fc db", fc_objective, &c, c.b, db_ref, (size_t)cout, 3, 0.25f, 1e-5, &r);
             float *dy = malloc(out * 4), *dw = malloc(nw * 4), *db = malloc(cout * 4), *dx = malloc(in * 4);
-            float *base = random_floats(&r, in, 1.0), *sum = malloc(in * 4);
+            float *base = test_random(&r, in, 1.0), *sum = malloc(in * 4);
             for (size_t i = 0; i < in; i++) sum[i] = base[i] + dx_ref[i];
             for (int mode = 0; mode < 3; mode++) {
                 memcpy(dy, c.r, out * 4);
@@ -417,9 +406,9 @@ static void test_flatten_dropout_backward(void **state) {
     rng_seed(&r, 15);
     MiscCtx c = {.c = 5, .n = 3, .h = 4, .w = 2, .p = 0.4f, .seed = 99};
     size_t count = (size_t)c.c * c.n * c.h * c.w;
-    c.x = random_floats(&r, count, 1.0), c.y = malloc(count * 4), c.r = random_floats(&r, count, 1.0);
+    c.x = test_random(&r, count, 1.0), c.y = malloc(count * 4), c.r = test_random(&r, count, 1.0);
     c.mask = malloc(count);
-    float *dx = malloc(count * 4), *base = random_floats(&r, count, 1.0), *again = malloc(count * 4);
+    float *dx = malloc(count * 4), *base = test_random(&r, count, 1.0), *again = malloc(count * 4);
     for (int d = 0; d < 2; d++) {
         c.dropout = d;
         misc_objective(&c);
@@ -469,7 +458,7 @@ static void test_softmax_xent(void **state) {
     Rng r;
     rng_seed(&r, 16);
     const int c = 7, n = 4, labels[4] = {0, 6, 3, 3};
-    XentCtx ctx = {c, n, random_floats(&r, (size_t)c * n, 2.0), 0.3f, labels};
+    XentCtx ctx = {c, n, test_random(&r, (size_t)c * n, 2.0), 0.3f, labels};
     float *dx = malloc((size_t)c * n * 4);
     double loss = softmax_xent(c, n, ctx.x, labels, 0.3f, dx);
     assert_true(loss > 0 && isfinite(loss));

@@ -15,12 +15,6 @@
 #include "classifier.h"
 #include "testutil.h"
 
-static float *random_floats(Rng *r, size_t n, double scale) {
-    float *x = malloc((n ? n : 1) * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = (float)(scale * rng_normal(r));
-    return x;
-}
-
 // max |a - b| <= tol * max(1, max |b|)
 static void assert_close(const float *a, const float *b, size_t n, double tol, const char *what) {
     double worst = 0, scale = 1;
@@ -51,8 +45,8 @@ static void test_conv(void **state) {
         s.ho = conv_out_size(s.h, s.k, s.stride, s.pad);
         s.wo = conv_out_size(s.w, s.k, s.stride, s.pad);
         size_t in = (size_t)s.cin * s.n * s.h * s.w, out = (size_t)s.cout * s.n * s.ho * s.wo;
-        float *x = random_floats(&r, in, 1.0), *w = random_floats(&r, (size_t)s.cout * s.cin * s.k * s.k, 0.3);
-        float *b = random_floats(&r, (size_t)s.cout, 0.5);
+        float *x = test_random(&r, in, 1.0), *w = test_random(&r, (size_t)s.cout * s.cin * s.k * s.k, 0.3);
+        float *b = test_random(&r, (size_t)s.cout, 0.5);
         float *ref = calloc(out, sizeof(float)), *fast = calloc(out, sizeof(float));
         size_t rows1 = (size_t)s.split * s.n * s.ho * s.wo;
         conv_forward_ref(&s, x, w, b, ref, ref + rows1);
@@ -98,7 +92,7 @@ static void test_pool(void **state) {
         s.wo = pool_out_size(s.w, s.k, s.stride, s.pad);
         assert_true(s.ho > 0 && s.wo > 0);
         size_t in = (size_t)s.c * s.n * s.h * s.w, out = (size_t)s.c * s.n * s.ho * s.wo;
-        float *x = random_floats(&r, in, 10.0), *ref = malloc(out * 4), *fast = malloc(out * 4);
+        float *x = test_random(&r, in, 10.0), *ref = malloc(out * 4), *fast = malloc(out * 4);
         maxpool_forward_ref(&s, x, ref);
         maxpool_forward(&s, x, fast, w2);
         assert_memory_equal(fast, ref, out * sizeof(float)); // a maximum is exact
@@ -135,7 +129,7 @@ static void test_lrn(void **state) {
         LrnShape s = {.c = cases[t].c, .n = 3, .h = 17, .w = 31, .size = cases[t].size, .alpha = cases[t].alpha,
                       .beta = cases[t].beta, .k = cases[t].k};
         size_t n = (size_t)s.c * s.n * s.h * s.w;
-        float *x = random_floats(&r, n, 200.0), *ref = malloc(n * 4), *fast = malloc(n * 4);
+        float *x = test_random(&r, n, 200.0), *ref = malloc(n * 4), *fast = malloc(n * 4);
         lrn_forward_ref(&s, x, ref);
         lrn_forward(&s, x, fast, w2);
         assert_close(fast, ref, n, 1e-5, "lrn");
@@ -159,8 +153,8 @@ static void test_fc_softmax_flatten(void **state) {
     rng_seed(&r, 4);
     Workers *w2 = workers_create(2);
     int cin = 70, cout = 33, n = 5;
-    float *x = random_floats(&r, (size_t)cin * n, 1.0), *w = random_floats(&r, (size_t)cout * cin, 0.2);
-    float *b = random_floats(&r, (size_t)cout, 1.0), *ref = malloc((size_t)cout * n * 4), *fast = malloc((size_t)cout * n * 4);
+    float *x = test_random(&r, (size_t)cin * n, 1.0), *w = test_random(&r, (size_t)cout * cin, 0.2);
+    float *b = test_random(&r, (size_t)cout, 1.0), *ref = malloc((size_t)cout * n * 4), *fast = malloc((size_t)cout * n * 4);
     float *scratch = malloc(fc_scratch_size(cin, cout, n, 2) * 2 * sizeof(float));
     for (int relu = 0; relu < 2; relu++) {
         fc_forward_ref(cin, cout, n, relu, x, w, b, ref);
@@ -201,7 +195,7 @@ static void test_net_fast_vs_reference(void **state) {
     size_t per = 3 * 96 * 96;
     Rng r;
     rng_seed(&r, 5);
-    float *x = random_floats(&r, n * per, 50.0);
+    float *x = test_random(&r, n * per, 50.0);
     Err e;
     assert_int_equal(net_plan(&fast, n, true, true, &e), 0);
     assert_int_equal(net_plan(&ref, n, true, true, &e), 0);
@@ -230,7 +224,7 @@ static void test_net_batching(void **state) {
     size_t per = 3 * 96 * 96;
     Rng r;
     rng_seed(&r, 6);
-    float *x = random_floats(&r, n * per, 50.0);
+    float *x = test_random(&r, n * per, 50.0);
     float batched[5 * 10], single[10], kept[5 * 10];
     Err e;
     assert_int_equal(net_forward(&net, x, n, &e), 0); // plans on first use: reuse, no aux

@@ -80,14 +80,6 @@ static TrainOptions tiny_options(const Fixture *f, const char *out) {
     return o;
 }
 
-static bool same_file(const char *a, const char *b) {
-    size_t na, nb;
-    char *x = test_slurp(a, &na), *y = test_slurp(b, &nb);
-    bool same = na == nb && memcmp(x, y, na) == 0;
-    free(x), free(y);
-    return same;
-}
-
 static void test_run_outputs(void **state) {
     Fixture *f = *state;
     char *out = join(f->dir, "run");
@@ -147,8 +139,8 @@ static void test_resume_is_exact(void **state) {
     if (train_run(&o, &e)) fail_msg("%s", e.msg);
     char *ca = join(a, "checkpoint.bin"), *cb = join(b, "checkpoint.bin");
     char *ma = join(a, "model.safetensors"), *mb = join(b, "model.safetensors");
-    assert_true(same_file(ca, cb));
-    assert_true(same_file(ma, mb));
+    assert_true(test_same_file(ca, cb));
+    assert_true(test_same_file(ma, mb));
     // The resumed log holds each step once.
     char *lb = join(b, "log.csv");
     size_t n;
@@ -166,7 +158,7 @@ static void test_resume_is_exact(void **state) {
         if (train_run(&o, &e)) fail_msg("%s", e.msg);
     }
     char *k1 = join(t1, "checkpoint.bin"), *k2 = join(t2, "checkpoint.bin");
-    assert_true(same_file(k1, k2));
+    assert_true(test_same_file(k1, k2));
     free(t1), free(t2), free(k1), free(k2);
     // A different seed gives different weights.
     char *c2 = join(f->dir, "other_seed");
@@ -175,7 +167,7 @@ static void test_resume_is_exact(void **state) {
     o.seed = 8;
     if (train_run(&o, &e)) fail_msg("%s", e.msg);
     char *cc = join(c2, "checkpoint.bin");
-    assert_false(same_file(ca, cc));
+    assert_false(test_same_file(ca, cc));
     free(a), free(b), free(ca), free(cb), free(ma), free(mb), free(lb), free(c2), free(cc);
 }
 
@@ -369,7 +361,7 @@ static void test_multibox_training(void **state) {
     o.resume = true;
     if (train_run(&o, &e)) fail_msg("%s", e.msg);
     char *mb = join(b, "model.safetensors");
-    assert_true(same_file(model, mb));
+    assert_true(test_same_file(model, mb));
     // a classifier config with --task multibox, and the reverse: refused
     o = tiny_options(f, a);
     o.multibox = true;
@@ -417,8 +409,8 @@ static void test_kill_and_resume(void **state) {
     free(out);
     char *a = join(straight, "checkpoint.bin"), *ma = join(straight, "model.safetensors"),
          *mb = join(killed, "model.safetensors");
-    assert_true(same_file(a, ckpt));
-    assert_true(same_file(ma, mb));
+    assert_true(test_same_file(a, ckpt));
+    assert_true(test_same_file(ma, mb));
     free(a), free(ma), free(mb), free(ckpt), free(straight), free(killed);
 }
 

@@ -62,11 +62,6 @@ static json_t *load_detections_js(const char *dir) {
     return root;
 }
 
-static bool same_file(const char *a, const char *b) {
-    struct stat sa, sb;
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
 static void write_text(const char *path, const char *text) {
     Err e;
     if (write_file_atomic(path, text, strlen(text), &e)) fail_msg("%s", e.msg);
@@ -153,7 +148,7 @@ static void test_viewer_write(void **state) {
         assert_non_null(src);
         assert_true(src[0] != '/'); // relative
         char *p = path_join(dir, src);
-        if (!same_file(p, originals[i])) fail_msg("src %s does not lead from %s to %s", src, dir, originals[i]);
+        if (!test_same_file(p, originals[i])) fail_msg("src %s does not lead from %s to %s", src, dir, originals[i]);
         free(p);
     }
     json_t *im0 = json_array_get(images, 0);

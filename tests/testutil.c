@@ -88,3 +88,23 @@ float *test_normal(uint64_t seed, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = (float)rng_normal(&r);
     return x;
 }
+
+float *test_random(Rng *r, size_t n, double scale) {
+    float *x = xmalloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = (float)(scale * rng_normal(r));
+    return x;
+}
+
+float *test_copy(const float *x, size_t n) {
+    float *y = xmalloc((n ? n : 1) * sizeof(float));
+    memcpy(y, x, n * sizeof(float));
+    return y;
+}
+
+bool test_same_file(const char *a, const char *b) {
+    size_t na, nb;
+    char *x = test_slurp(a, &na), *y = test_slurp(b, &nb);
+    bool same = na == nb && memcmp(x, y, na) == 0;
+    free(x), free(y);
+    return same;
+}

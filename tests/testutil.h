@@ -26,5 +26,11 @@ void test_tiny_net(Net *net);
 void test_net_of(Net *net, const char *config);
 // n floats drawn from a standard normal with this seed (inputs of unit scale). Caller frees.
 float *test_normal(uint64_t seed, size_t n);
+// n floats of N(0, scale^2) drawn from r (a stream the caller keeps going). Caller frees.
+float *test_random(Rng *r, size_t n, double scale);
+// A copy of x (n floats). Caller frees.
+float *test_copy(const float *x, size_t n);
+// Whether two files hold the same bytes.
+bool test_same_file(const char *a, const char *b);
 
 #endif
