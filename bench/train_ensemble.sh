@@ -24,7 +24,7 @@ P=$O/proposals-train.json
 [ -f $P ] || $BIN proposals --list data/raccoon/ImageSets/Main/train.txt --root data/raccoon/JPEGImages --ext .jpg \
     -o $P --quiet
 # member  seed  positives  hard background  jitter
-for row in "1 1 0.25 0 0" "2 2 0.25 0.5 0" "3 3 0.30 0 0.1" "4 4 0.20 0.5 0.1" "5 5 0.30 0.25 0" "6 6 0.20 0.25 0.1"; do
+for row in "1 1 0.25 0 0" "2 2 0.25 0.5 0" "3 3 0.30 0 0.1" "4 4 0.20 0 0.1" "5 5 0.30 0 0" "6 6 0.20 0 0.1"; do
     set -- $row
     k=$1 seed=$2 pos=$3 hard=$4 jit=$5
     case " ${MEMBERS:-1 2 3 4 5 6} " in *" $k "*) ;; *) continue ;; esac

@@ -14,7 +14,7 @@ rm -rf "$out"
 start=$(date +%s)
 $BIN train --config configs/googlenet-tiny.cfg --classes 2 --epochs "$epochs" --seed 1 --out "$out" \
     --data data/raccoon/ImageSets/Main/train.txt --val data/raccoon/ImageSets/Main/test.txt \
-    --lr 0.01 --log-every 10
+    --recipe paper --lr 0.01 --log-every 10
 end=$(date +%s)
 cp "$out/curves.png" results/training-raccoon.png
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
@@ -26,7 +26,7 @@ first=$(awk -F, 'NR == 2 { print $4 }' "$out/log.csv")
     echo "$cpu; $((end - start)) s wall in all, proposals and validation included)."
     echo
     echo "\`inception train --config configs/googlenet-tiny.cfg --classes 2 --epochs $epochs --seed 1 --data"
-    echo "data/raccoon/ImageSets/Main/train.txt --val data/raccoon/ImageSets/Main/test.txt --lr 0.01\`: GoogLeNet at"
+    echo "data/raccoon/ImageSets/Main/train.txt --val data/raccoon/ImageSets/Main/test.txt --recipe paper --lr 0.01\`: GoogLeNet at"
     echo "1/16 width and 96x96 input, random initialisation, the 160 training photos' Selective Search proposals"
     echo "(the detector's setting) labelled R-CNN style (IoU >= 0.5 with a raccoon: positive; else background),"
     echo "batches of 32 positive and 96 background regions warped with 16 px of context, flips, SGD with momentum"
