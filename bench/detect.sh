@@ -195,11 +195,11 @@ Command: `bench/detect.sh speed` ({machine}).
 | the 40 test photos | {s40:.1f} | {s40 / 40:.2f} | {int(kb40) / 1024:.0f} MiB | {largest} |
 
 Peak memory as the same 8 photos come back again and again (`--cascade`, to be quick): 8 images
-{int(kbc8) / 1024:.0f} MiB, 40 images {int(kbc40) / 1024:.0f} MiB, 320 images {int(kbc320) / 1024:.0f} MiB. It
-rises over the first tens of images and then stays flat: one image is in flight at a time, its detections go to
-the journal as it ends, and the output is written from the journal a line at a time; the rise is the allocator
-keeping freed blocks of the large temporaries (decoded photos, the regions cut from them, Selective Search's
-graphs), not data that accumulates. Peak memory also grows with the largest photo, decoded as float RGB (12
+{int(kbc8) / 1024:.0f} MiB, 40 images {int(kbc40) / 1024:.0f} MiB, 320 images {int(kbc320) / 1024:.0f} MiB. Nothing
+accumulates per image: one image is in flight at a time, its detections go to the journal as it ends, and the
+output is written from the journal a line at a time; the growth (most of it over the first 40 images) is, as far
+as we can tell, the allocator keeping freed blocks of the large temporaries (decoded photos, the regions cut from
+them, Selective Search's graphs). Peak memory also grows with the largest photo, decoded as float RGB (12
 bytes a pixel), from which every region is cut.
 """)
 EOF
