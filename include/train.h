@@ -1,6 +1,6 @@
 // train.h: what training needs besides the network's backward pass.
-//   sgd        SGD with momentum and weight decay (PyTorch's semantics), the paper's step schedule, Polyak
-//              averaging of the weights
+//   sgd        SGD with momentum and weight decay (PyTorch's semantics), the paper's step schedule or a warm-up
+//              and cosine, Polyak averaging of the weights
 //   prefetch   a loader thread that fills the next batch while the current one trains
 //   regions    R-CNN-style region samples for detection training: proposals labelled by their overlap
 //   checkpoint the whole training state in one file (magic, version, checksum), written atomically
@@ -63,8 +63,10 @@ void sgd_free(Sgd *s);
 // run after the warm-up that is done.
 double sgd_lr(const SgdConfig *c, double epoch);
 // One update of params (n) from grads (n), PyTorch's SGD: g = grad + wd * decay_mult * w; v = momentum * v + g;
-// w -= lr * lr_mult * v; then average = polyak * average + (1 - polyak) * w. Parameters outside every group are
-// left alone, their average too (MultiBox priors: see the trainer's make_groups).
+// w -= lr * lr_mult * v; then average = d * average + (1 - d) * w with d = min(polyak, (1 + t) / (10 + t)) at
+// step t (a warm-up: early on the average is over the steps so far, not pulled toward the initial weights).
+// Parameters outside every group are left alone, their average too (MultiBox priors, BN statistics: see the
+// trainer's make_groups).
 void sgd_step(Sgd *s, const SgdConfig *c, double lr, const ParamGroup *groups, int n_groups, float *params,
               const float *grads);
 
