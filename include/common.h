@@ -156,9 +156,26 @@ double box_area(Box b);       // (x2 - x1 + 1) * (y2 - y1 + 1); 0 when empty
 double box_iou(Box a, Box b); // intersection over union with the +1 convention; 0 when they do not overlap
 Box box_clip(Box b, int w, int h); // inside a w x h image's pixels 1..w, 1..h; empty (x2 < x1 or y2 < y1) if outside
 
+// ---------------------------------------------------------------------------------------------------------------
+// limits: what the inputs may hold, in one place (README, "Limits"). Each reader checks its input against these
+// before allocating for it, and refuses more with an error naming the file. The network's own limits (layers,
+// channels, classes, MultiBox boxes), the ensemble's members and the images' pixels are in their rooms' headers
+// (classifier.h, detect.h, image.h), beside the structures they size; README lists them all.
+
 // Image indices are 1..IMAGE_ID_MAX; image lists, ground truth and blacklists refuse larger ones. Tables are never
 // indexed by them directly, so that one large index costs no memory.
 #define IMAGE_ID_MAX INT32_MAX
+#define GT_MAX_IMAGES 50000000                // images of one ground truth (ILSVRC DET val: 20,121)
+#define CLASS_MAP_MAX 100000                  // classes of a class map (map_det.txt, meta_det.mat: 200)
+#define IMAGE_LIST_MAX_BYTES (1u << 30)       // an image list file
+#define ANNOTATION_MAX_BYTES (64u << 20)      // one XML annotation
+#define DETS_MAX_BYTES ((size_t)8 << 30)      // a submission or detections file read by eval
+#define DETECT_MAX_FILE ((size_t)16 << 30)    // a detections JSON or its journal read back by detect
+#define WEIGHTS_MAX_BYTES (8ull << 30)        // a safetensors file
+#define NPY_MAX_HEADER 65536                  // a .npy header
+#define ONNX_MAX_BYTES (2ull << 30)           // an ONNX file (protobuf's own 2 GiB limit)
+#define MULTIBOX_MAX_PRIORS (1 << 20)         // priors of a priors file (the papers use 100 to 1,400)
+#define NET_MAX_ACT_BYTES (16ull << 30)       // activation memory a plan may ask for
 
 // One detection: a scored box of a class in an image. The detector makes them, detection files hold them, the
 // evaluator reads them: one type from end to end.

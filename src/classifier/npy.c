@@ -13,7 +13,6 @@
 #endif
 
 #define NPY_MAGIC "\x93NUMPY"
-#define NPY_MAX_HEADER 65536
 
 typedef struct {
     const char *p, *end;

@@ -15,7 +15,6 @@
 #include "layers.h"
 #include "onnx.pb-c.h"
 
-#define ONNX_MAX_BYTES (2ull << 30)
 
 typedef struct {
     const char *path;

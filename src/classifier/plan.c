@@ -12,7 +12,6 @@
 #include "layers.h"
 
 #define ALIGN_FLOATS 16 // 64 bytes: a cache line, and AVX-512 aligned
-#define NET_MAX_ACT_BYTES (16ull << 30)
 
 typedef struct {
     int v;

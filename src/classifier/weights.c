@@ -14,7 +14,6 @@
 #include <string.h>
 
 #define WEIGHTS_VERSION "1"
-#define WEIGHTS_MAX_BYTES (8ull << 30)
 
 typedef struct {
     size_t begin, end;

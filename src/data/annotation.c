@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ANNOTATION_MAX_BYTES (64u << 20)
 
 static xmlNode *child(xmlNode *parent, const char *name) {
     for (xmlNode *c = parent->children; c; c = c->next)

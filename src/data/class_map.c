@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CLASS_MAP_MAX 100000
 
 static void map_alloc(ClassMap *m, int n) {
     m->n = n;

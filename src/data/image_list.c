@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define IMAGE_LIST_MAX_BYTES (1u << 30)
 
 static void list_push(ImageList *l, size_t *cap, char *name, int id) {
     if ((size_t)l->n == *cap) {

@@ -15,7 +15,6 @@
 #include <unistd.h>
 
 #define JSON_FLAGS (JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9))
-#define DETECT_MAX_FILE ((size_t)16 << 30)
 
 static json_t *coord(double v) { return v == floor(v) && fabs(v) < 1e15 ? json_integer((json_int_t)v) : json_real(v); }
 

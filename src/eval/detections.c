@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DETS_MAX_BYTES ((size_t)8 << 30)
 
 void dets_free(Detections *d) {
     free(d->d);

@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GT_MAX_IMAGES 50000000
 
 double eval_ilsvrc_threshold(Box b) {
     // eval_detection.m: thr = (w.*h)./((w+10).*(h+10)); min(0.5, thr). Same operations, same order.

@@ -11,10 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-// More priors than this in a file is not a MultiBox network (the papers use 100 to 1,400): refused before
-// allocating.
-#define MULTIBOX_MAX_PRIORS (1 << 20)
-
 typedef struct {
     double v[4]; // x1, y1, x2, y2
 } Pt;
