@@ -215,6 +215,18 @@ static void test_onnx_refused(void **state) {
     expect_onnx_error(TINY, tmp("t.onnx"), "not an ONNX model");
     write_bytes(tmp("t.onnx"), "", 0);
     expect_onnx_error(TINY, tmp("t.onnx"), "without a graph");
+    // a graph of a million empty initializers: 2 MB on disk, hundreds of MB decoded; refused at the budget
+    size_t count = 1000000, len = 2 * count;
+    unsigned char *big = malloc(len + 8), *w = big;
+    *w++ = 0x3a; // ModelProto.graph (7), length-delimited
+    for (size_t v = len; ; v >>= 7) {
+        *w++ = (unsigned char)((v & 0x7f) | (v >= 0x80 ? 0x80 : 0));
+        if (v < 0x80) break;
+    }
+    for (size_t i = 0; i < count; i++) *w++ = 0x2a, *w++ = 0x00; // GraphProto.initializer (5), empty
+    write_bytes(tmp("t.onnx"), big, (size_t)(w - big));
+    free(big);
+    expect_onnx_error(TINY, tmp("t.onnx"), "decoding it needs more than 71 MiB for a 2000004-byte file");
     free(buf);
     expect_onnx_error(TINY, tmp("absent.onnx"), "absent.onnx");
 }

@@ -546,6 +546,46 @@ done:
     return rc;
 }
 
+// protobuf-c's allocations while decoding, counted against a budget: an entry can take far more memory decoded
+// than on disk (an empty initializer is 2 bytes in the file, a few hundred once decoded, so 20 MB of them asked
+// for 1.9 GB). A model decodes to about its own size; the budget allows four times that and 64 MiB more.
+typedef struct {
+    size_t used, budget;
+    bool exceeded;
+} DecodeBudget;
+
+static void *budget_alloc(void *data, size_t size) {
+    DecodeBudget *b = data;
+    if (size > b->budget - b->used) {
+        b->exceeded = true;
+        return NULL;
+    }
+    b->used += size;
+    return malloc(size);
+}
+
+static void budget_free(void *data, void *p) {
+    (void)data;
+    free(p);
+}
+
+// The file's model, decoded within the budget; NULL with *e set when it does not decode or needs more.
+static Onnx__ModelProto *onnx_decode(const char *path, DecodeBudget *b, ProtobufCAllocator *a, Err *e) {
+    char *buf;
+    size_t n;
+    if (read_file_all(path, ONNX_MAX_BYTES, &buf, &n, e)) return NULL;
+    *b = (DecodeBudget){.budget = ((size_t)64 << 20) + 4 * n};
+    *a = (ProtobufCAllocator){.alloc = budget_alloc, .free = budget_free, .allocator_data = b};
+    Onnx__ModelProto *model = onnx__model_proto__unpack(a, n, (const uint8_t *)buf);
+    free(buf);
+    if (!model && b->exceeded)
+        err_set(e, "%s: decoding it needs more than %zu MiB for a %zu-byte file (a model decodes to about its own "
+                   "size): refused", path, b->budget >> 20, n);
+    else if (!model)
+        err_set(e, "%s: not an ONNX model (the protobuf does not decode)", path);
+    return model;
+}
+
 int onnx_import(Net *net, const char *path, bool *has_aux, Err *e) {
     if (net->multibox_k)
         return err_set(e, "%s: config %s has a multibox head; ONNX import reads GoogLeNet classifiers (import into "
@@ -554,14 +594,12 @@ int onnx_import(Net *net, const char *path, bool *has_aux, Err *e) {
         return err_set(e, "%s: config %s uses batch normalisation (batchnorm = true); ONNX import reads "
                        "bvlc_googlenet's graph, which has none (import into a config without batchnorm)", path,
                        net->cfg.path);
-    char *buf;
-    size_t n;
-    if (read_file_all(path, ONNX_MAX_BYTES, &buf, &n, e)) return -1;
-    Onnx__ModelProto *model = onnx__model_proto__unpack(NULL, n, (const uint8_t *)buf);
-    free(buf);
-    if (!model) return err_set(e, "%s: not an ONNX model (the protobuf does not decode)", path);
+    DecodeBudget budget;
+    ProtobufCAllocator alloc;
+    Onnx__ModelProto *model = onnx_decode(path, &budget, &alloc, e);
+    if (!model) return -1;
     if (!model->graph || !model->graph->n_output) {
-        onnx__model_proto__free_unpacked(model, NULL);
+        onnx__model_proto__free_unpacked(model, &alloc);
         return err_set(e, "%s: ONNX model without a graph or outputs", path);
     }
     Importer im = {.path = path, .net = net, .g = model->graph, .e = e};
@@ -581,6 +619,6 @@ int onnx_import(Net *net, const char *path, bool *has_aux, Err *e) {
     }
     free(im.staged);
     free(im.filled);
-    onnx__model_proto__free_unpacked(model, NULL);
+    onnx__model_proto__free_unpacked(model, &alloc);
     return rc;
 }
