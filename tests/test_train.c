@@ -259,6 +259,23 @@ static void test_region_batches_jitter_hard(void **state) {
     dataset_free(&d);
 }
 
+// A 'path label' list whose label is not a whole number is a classification list with a bad line (named), not a
+// list of image names without their Annotations directory; a list of bare paths says what a classification list
+// needs.
+static void test_list_labels_refused(void **state) {
+    (void)state;
+    DatasetOptions o = {.max_classes = 2, .quiet = true};
+    Dataset d;
+    Err e;
+    char *bad = test_tmpfile(".txt", "a.jpg 1.5\na.jpg 0\n"), *bare = test_tmpfile(".txt", "a.jpg\n");
+    assert_int_equal(dataset_open(bad, &o, &d, &e), -1);
+    if (!strstr(e.msg, ":1: expected 'path label'")) fail_msg("%s", e.msg);
+    assert_int_equal(dataset_open(bare, &o, &d, &e), -1);
+    assert_non_null(strstr(e.msg, "a classification list has a label after each path"));
+    unlink(bad), unlink(bare);
+    free(bad), free(bare);
+}
+
 // ILSVRC's layout (ImageSets/DET/SET.txt, Annotations/DET/SET, Data/DET/SET) opens for MultiBox too; a box
 // reaching outside its image is clipped and counted, one entirely outside dropped.
 static void test_ilsvrc_layout_boxes(void **state) {
@@ -370,6 +387,7 @@ int main(void) {
         cmocka_unit_test(test_regions),
         cmocka_unit_test(test_box_batches),
         cmocka_unit_test(test_region_batches_jitter_hard),
+        cmocka_unit_test(test_list_labels_refused),
         cmocka_unit_test(test_ilsvrc_layout_boxes),
         cmocka_unit_test(test_checkpoint_roundtrip_and_refusals),
     };

@@ -253,9 +253,9 @@ static bool looks_labelled(const char *path) {
         if (tab > last) last = tab;
         if (!last) {
             labelled = false;
-        } else {
+        } else { // any number: a label that is not a whole one is then reported by the sample list's loader
             char *end;
-            strtol(last + 1, &end, 10);
+            strtod(last + 1, &end);
             labelled = *end == '\0' && end != last + 1;
         }
         break;
@@ -298,7 +298,8 @@ int dataset_open(const char *spec, const DatasetOptions *o, Dataset *d, Err *e) 
         if (!path_is_dir(lay.ann_dir))
             rc = err_set(e, "%s: a list of image names, but %s is not a directory (expected the VOC layout "
                             "ROOT/ImageSets/Main/LIST.txt with ROOT/Annotations and ROOT/JPEGImages, or ILSVRC's "
-                            "ROOT/ImageSets/DET/SET.txt with ROOT/Annotations/DET/SET and ROOT/Data/DET/SET)",
+                            "ROOT/ImageSets/DET/SET.txt with ROOT/Annotations/DET/SET and ROOT/Data/DET/SET; a "
+                            "classification list has a label after each path: 'path label')",
                          spec, lay.ann_dir);
         else if (image_list_load(spec, &list, e) == 0) {
             rc = open_detection_set(d, &lay, &list, o, e);
