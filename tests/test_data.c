@@ -13,6 +13,7 @@
 
 #include "data.h"
 #include "image.h"
+#include "testutil.h"
 
 static void test_crop_window_distribution(void **state) {
     (void)state;
@@ -160,6 +161,33 @@ static void test_class_map_from_no_names(void **state) {
     class_map_free(&m);
 }
 
+// map_det.txt files that would mislabel classes: a WNID given twice, a class without a name; a good one loads.
+static void test_class_map_refused(void **state) {
+    (void)state;
+    const char *cases[][2] = {
+        {"n01 1 ant\nn02 2 bee\nn01 3 cat\n", "WNID n01 is given to two classes (ids 1 and 3)"},
+        {"n01 1 ant\nn02 2   \n", ":2: class 2 has an empty name"},
+        {"n01 1 ant\nn03 3 cat\n", "id 2 is missing"},
+    };
+    for (size_t q = 0; q < sizeof cases / sizeof cases[0]; q++) {
+        char *p = test_tmpfile(".txt", cases[q][0]);
+        ClassMap m;
+        Err e = {{0}};
+        assert_int_equal(class_map_load(p, &m, &e), -1);
+        if (!strstr(e.msg, cases[q][1]) || !strstr(e.msg, p)) fail_msg("expected '%s' in: %s", cases[q][1], e.msg);
+        unlink(p);
+        free(p);
+    }
+    char *p = test_tmpfile(".txt", "n01 1 ant\nn02 2 honey bee\n");
+    ClassMap m;
+    Err e;
+    assert_int_equal(class_map_load(p, &m, &e), 0);
+    assert_string_equal(m.name[1], "honey bee");
+    class_map_free(&m);
+    unlink(p);
+    free(p);
+}
+
 static void test_warp_region(void **state) {
     (void)state;
     Image im;
@@ -260,7 +288,7 @@ int main(void) {
         cmocka_unit_test(test_crop_window_distribution), cmocka_unit_test(test_photometric),
         cmocka_unit_test(test_augment_reproducible),     cmocka_unit_test(test_warp_region),
         cmocka_unit_test(test_augment_with_boxes),      cmocka_unit_test(test_class_map_from_no_names),
-        cmocka_unit_test(test_sample_lists),
+        cmocka_unit_test(test_sample_lists),              cmocka_unit_test(test_class_map_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -521,7 +521,13 @@ static void test_bad_xml(void **state) {
         {"<annotation><object><name>dog</name><bndbox><xmin>1</xmin>", "malformed XML"}, // truncated
         {"<annotation><object><name>dog</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>x</xmax><ymax>5</ymax>"
          "</bndbox></object></annotation>",
-         "<xmax> is not a number"},
+         "<xmax> is not a finite number"},
+        {"<annotation><object><name>dog</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>inf</xmax><ymax>5</ymax>"
+         "</bndbox></object></annotation>",
+         "<xmax> is not a finite number: 'inf'"},
+        {"<annotation><object><name>dog</name><bndbox><xmin>nan</xmin><ymin>1</ymin><xmax>4</xmax><ymax>5</ymax>"
+         "</bndbox></object></annotation>",
+         "<xmin> is not a finite number: 'nan'"},
         {"<annotation>\n<object><name>dog</name><bndbox><xmin>10</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax>"
          "</bndbox></object></annotation>",
          ":2: box"},

@@ -5,6 +5,7 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,8 +37,8 @@ static int child_number(const char *path, xmlNode *parent, const char *name, dou
     if (!s) return err_set(e, "%s:%ld: <%s> is missing", path, xmlGetLineNo(parent), name);
     char *end;
     *out = strtod(s, &end);
-    bool ok = *s && !*end && *out == *out;
-    if (!ok) err_set(e, "%s:%ld: <%s> is not a number: '%s'", path, xmlGetLineNo(parent), name, s);
+    bool ok = *s && !*end && isfinite(*out); // nan and inf are no pixel coordinates
+    if (!ok) err_set(e, "%s:%ld: <%s> is not a finite number: '%s'", path, xmlGetLineNo(parent), name, s);
     free(s);
     return ok ? 0 : -1;
 }

@@ -12,10 +12,30 @@ static void map_alloc(ClassMap *m, int n) {
     m->name = xcalloc((size_t)n, sizeof(char *));
 }
 
+typedef struct {
+    const char *wnid;
+    int id;
+} IdWnid;
+
+static int cmp_wnid(const void *a, const void *b) {
+    return strcmp(((const IdWnid *)a)->wnid, ((const IdWnid *)b)->wnid);
+}
+
+// Every id 1..n present, and no WNID twice (a detection of one would count for two classes).
 static int check_complete(const char *path, ClassMap *m, Err *e) {
     for (int k = 0; k < m->n; k++)
         if (!m->wnid[k]) return err_set(e, "%s: class ids do not run 1..%d (id %d is missing)", path, m->n, k + 1);
-    return 0;
+    IdWnid *order = xmalloc((size_t)m->n * sizeof(IdWnid));
+    int rc = 0;
+    for (int k = 0; k < m->n; k++) order[k] = (IdWnid){m->wnid[k], k + 1};
+    qsort(order, (size_t)m->n, sizeof(IdWnid), cmp_wnid);
+    for (int k = 1; k < m->n && !rc; k++)
+        if (!strcmp(order[k - 1].wnid, order[k].wnid))
+            rc = err_set(e, "%s: WNID %s is given to two classes (ids %d and %d)", path, order[k].wnid,
+                         order[k - 1].id < order[k].id ? order[k - 1].id : order[k].id,
+                         order[k - 1].id < order[k].id ? order[k].id : order[k - 1].id);
+    free(order);
+    return rc;
 }
 
 typedef struct {
@@ -72,6 +92,10 @@ static int load_txt(const char *path, ClassMap *m, Err *e) {
             goto done;
         }
         while (*name == ' ' || *name == '\t') name++;
+        if (!*name) {
+            err_set(e, "%s:%d: class %ld has an empty name", path, line_no, id);
+            goto done;
+        }
         MapRow r = {wnid, name, id, line_no};
         VEC_PUSH(&rows, r);
         if (id > max_id) max_id = id;
