@@ -122,6 +122,9 @@ typedef struct {
     size_t cap_pos, cap_bg, cap_hard;
 } RegionSet;
 
+// The best IoU of box b with any of the n_gt boxes, and in *best_k which one (-1: none overlaps). The rule that
+// labels a region: class of gt[*best_k] when the IoU reaches pos_iou, else background.
+double region_best_overlap(Box b, const Box *gt, int n_gt, int *best_k);
 void region_set_add_image(RegionSet *rs, int image, const Box *gt, const int *gt_label, int n_gt,
                           const Box *proposals, int n_proposals, double pos_iou);
 // Draws n_pos positives, n_hard hard background and n_bg background regions uniformly (with replacement) into

@@ -13,6 +13,8 @@ PACKAGES="$PACKAGES python3 python3-numpy python3-torch python3-onnx python3-ope
 valgrind"
 # the MultiBox loss reference (tools/multibox_reference.py): SciPy's optimal assignment, independent of ours
 PACKAGES="$PACKAGES python3-scipy"
+# the crop set of bench/train_crops.sh (tools/make_crops.py): Pillow
+PACKAGES="$PACKAGES python3-pil"
 # the viewer page's test (tests/test_viewer.c): headless Chromium takes screenshots of it, with fonts for its labels
 PACKAGES="$PACKAGES chromium fonts-dejavu-core"
 # peak memory in bench/detect.sh: GNU time (/usr/bin/time -f %M)

@@ -440,17 +440,12 @@ static int classify_batch(Dataset *d, const NetConfig *cfg, const BatchRecipe *r
     return 0;
 }
 
-// The label a box would get in image i (regions.c's rule): the best-overlapping object's class + 1 when the IoU
-// reaches pos_iou, else background.
+// The label a box would get in image i (regions.c's rule).
 static int region_label(const Dataset *d, int i, Box b) {
     const DatasetImage *im = &d->images[i];
-    double best = 0;
-    int label = 0;
-    for (int k = 0; k < im->n_gt; k++) {
-        double ov = box_iou(b, im->gt[k]);
-        if (ov > best) best = ov, label = ov >= d->pos_iou ? im->gt_label[k] + 1 : 0;
-    }
-    return label;
+    int k;
+    double best = region_best_overlap(b, im->gt, im->n_gt, &k);
+    return k >= 0 && best >= d->pos_iou ? im->gt_label[k] + 1 : 0;
 }
 
 // Scale and aspect jitter: the region's centre moved by up to `j` of its size and each side scaled by a factor

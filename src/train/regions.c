@@ -12,17 +12,23 @@ static void push(Region **v, size_t *n, size_t *cap, Region r) {
     (*v)[(*n)++] = r;
 }
 
+double region_best_overlap(Box b, const Box *gt, int n_gt, int *best_k) {
+    double best = 0;
+    *best_k = -1;
+    for (int k = 0; k < n_gt; k++) {
+        double ov = box_iou(b, gt[k]);
+        if (ov > best) best = ov, *best_k = k;
+    }
+    return best;
+}
+
 void region_set_add_image(RegionSet *rs, int image, const Box *gt, const int *gt_label, int n_gt,
                           const Box *proposals, int n_proposals, double pos_iou) {
     for (int k = 0; k < n_gt; k++)
         push(&rs->pos, &rs->n_pos, &rs->cap_pos, (Region){image, gt[k], gt_label[k] + 1, 1.0f});
     for (int i = 0; i < n_proposals; i++) {
-        double best = 0;
-        int best_k = -1;
-        for (int k = 0; k < n_gt; k++) {
-            double ov = box_iou(proposals[i], gt[k]);
-            if (ov > best) best = ov, best_k = k;
-        }
+        int best_k;
+        double best = region_best_overlap(proposals[i], gt, n_gt, &best_k);
         if (best_k >= 0 && best >= pos_iou) {
             push(&rs->pos, &rs->n_pos, &rs->cap_pos, (Region){image, proposals[i], gt_label[best_k] + 1, (float)best});
             continue;
