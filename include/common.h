@@ -167,6 +167,8 @@ Box box_clip(Box b, int w, int h); // inside a w x h image's pixels 1..w, 1..h; 
 #define IMAGE_ID_MAX INT32_MAX
 #define GT_MAX_IMAGES 50000000                // images of one ground truth (ILSVRC DET val: 20,121)
 #define CLASS_MAP_MAX 100000                  // classes of a class map (map_det.txt, meta_det.mat: 200)
+#define MAT_MAX_BYTES (1ull << 30)            // a .mat file, and each compressed element once inflated
+#define MAT_MAX_DEPTH 32                      // cells and structs nested in a .mat file (the devkit's: 2)
 #define IMAGE_LIST_MAX_BYTES (1u << 30)       // an image list file
 #define ANNOTATION_MAX_BYTES (64u << 20)      // one XML annotation
 #define DETS_MAX_BYTES ((size_t)8 << 30)      // a submission or detections file read by eval

@@ -127,6 +127,10 @@ int augment_with_boxes(const Image *src, const Augment *a, int out_w, int out_h,
 // when the variable is not numeric or i is out of range.
 
 struct matvar_t;
+// Checks a MAT file's structure before libmatio reads it (src/data/mat_check.c): every element inside its parent,
+// compressed elements whole and their checksums right, data as large as the dimensions say, nesting at most
+// MAT_MAX_DEPTH, at most MAT_MAX_BYTES (file and each inflated element). 0, or -1 with e naming the file and problem.
+int mat_check(const char *path, Err *e);
 bool mat_number(const struct matvar_t *v, size_t i, double *out);
 size_t mat_numel(const struct matvar_t *v);
 

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # build and tests
 PACKAGES="build-essential cmake pkg-config libopencv-dev libopenblas-dev libpng-dev libcmocka-dev libxml2-dev
-libjansson-dev libmatio-dev libprotobuf-c-dev protobuf-c-compiler"
+libjansson-dev libmatio-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev"
 # reference scripts (tools/) and benchmarks (bench/): PyTorch, ONNX, NumPy, OpenCV contrib, Node.js for
 # onnxruntime-node, valgrind for memory checks
 PACKAGES="$PACKAGES python3 python3-numpy python3-torch python3-onnx python3-opencv libopencv-contrib-dev nodejs

@@ -141,6 +141,7 @@ static double mat_scalar(matvar_t *v, bool *ok) {
 }
 
 static int load_mat(const char *path, ClassMap *m, Err *e) {
+    if (mat_check(path, e)) return -1;
     mat_t *mat = Mat_Open(path, MAT_ACC_RDONLY);
     if (!mat) return err_set(e, "%s: not a readable MATLAB file", path);
     int rc = -1;
@@ -175,7 +176,11 @@ static int load_mat(const char *path, ClassMap *m, Err *e) {
         bool ok;
         double id = mat_scalar(Mat_VarGetStructFieldByName(syn, "ILSVRC2015_DET_ID", i), &ok);
         if (!ok) id = mat_scalar(Mat_VarGetStructFieldByName(syn, "ILSVRC2014_DET_ID", i), &ok);
-        if (id < 1 || id > n) continue;
+        if (!(id >= 1 && id <= n)) continue; // parents, and NaN (refused below as a missing class)
+        if (id != (int)id) {
+            err_set(e, "%s: synsets(%zu) has a DET id %g that is not a whole number", path, i + 1, id);
+            goto done;
+        }
         int k = (int)id - 1;
         if (m->wnid[k]) {
             err_set(e, "%s: class id %d appears twice", path, k + 1);

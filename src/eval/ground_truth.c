@@ -129,6 +129,10 @@ int gt_load_mat(const char *path, ClassMap *classes, GroundTruth *gt, Err *e) {
     gt->classes = *classes;
     *classes = (ClassMap){0};
     int n_classes = gt->classes.n;
+    if (mat_check(path, e)) {
+        gt_free(gt);
+        return -1;
+    }
     mat_t *mat = Mat_Open(path, MAT_ACC_RDONLY);
     if (!mat) {
         gt_free(gt);
