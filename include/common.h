@@ -108,6 +108,10 @@ typedef struct {
 int atomic_open(AtomicFile *af, const char *path, Err *e);
 int atomic_commit(AtomicFile *af, Err *e);   // flush, fsync, close, rename; on failure removes the temp file
 void atomic_abort(AtomicFile *af);           // close and remove the temp file
+// A temporary of the caller's naming, kept when a run is killed so that a later one resumes it (OUT.partial):
+// written anew or appended to; atomic_commit renames it over path, atomic_keep closes it and leaves it there.
+int atomic_open_journal(AtomicFile *af, const char *path, const char *journal, bool append, Err *e);
+void atomic_keep(AtomicFile *af);
 int write_file_atomic(const char *path, const void *data, size_t n, Err *e);
 
 // Reads a whole file (NUL-terminated for convenience; *n excludes the NUL). Refuses files over max_bytes.
@@ -173,6 +177,7 @@ Box box_clip(Box b, int w, int h); // inside a w x h image's pixels 1..w, 1..h; 
 #define ANNOTATION_MAX_BYTES (64u << 20)      // one XML annotation
 #define DETS_MAX_BYTES ((size_t)8 << 30)      // a submission or detections file read by eval
 #define DETECT_MAX_FILE ((size_t)16 << 30)    // a detections JSON or its journal read back by detect
+#define PROPOSALS_MAX_FILE ((size_t)16 << 30) // a proposals journal (or finished file) read back by --resume
 #define WEIGHTS_MAX_BYTES (8ull << 30)        // a safetensors file
 #define NPY_MAX_HEADER 65536                  // a .npy header
 #define ONNX_MAX_BYTES (2ull << 30)           // an ONNX file (protobuf's own 2 GiB limit)

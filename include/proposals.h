@@ -180,13 +180,21 @@ void proposals_free(Proposals *p);
 
 typedef struct {
     AtomicFile af;
-    int n_images;
+    int n_images;         // images in the file, those resumed included
+    char *journal;        // OUT.partial, renamed over OUT at the end (NULL: '-' or a device, written straight)
+    int n_done;
+    char **done;          // (n_done) files the resumed journal already held, sorted
 } ProposalsWriter;
 
-int proposals_json_open(ProposalsWriter *w, const char *path, const char *setting, Err *e);
+// Opens OUT's journal (OUT.partial): anew, or with `resume` continuing it (its setting must be this run's; a torn
+// last line is dropped) or a finished OUT. Without `resume` an existing journal is an error: an interrupted run's
+// work is never thrown away. '-' and devices are written straight through (no resume).
+int proposals_json_open(ProposalsWriter *w, const char *path, const char *setting, bool resume, Err *e);
+// Whether the resumed journal already holds this image.
+bool proposals_json_has(const ProposalsWriter *w, const char *file);
 int proposals_json_add(ProposalsWriter *w, const char *file, int width, int height, const Proposals *p, Err *e);
-int proposals_json_commit(ProposalsWriter *w, Err *e);
-void proposals_json_abort(ProposalsWriter *w);
+int proposals_json_commit(ProposalsWriter *w, Err *e); // renames the journal over OUT
+void proposals_json_abort(ProposalsWriter *w);          // keeps a journal that holds images, for --resume
 
 typedef struct {
     char *file;

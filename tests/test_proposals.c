@@ -416,7 +416,7 @@ static void test_json_roundtrip(void **state) {
     char *path = test_tmpfile(".json", NULL);
     ProposalsWriter w;
     Err e;
-    assert_int_equal(proposals_json_open(&w, path, "test", &e), 0);
+    assert_int_equal(proposals_json_open(&w, path, "test", false, &e), 0);
     Box b1[2] = {{1, 2, 30, 40}, {5, 5, 6, 7}};
     Proposals p1 = {.n = 2, .box = b1, .seconds = 0.5}, p2 = {.n = 0, .box = NULL, .seconds = NAN};
     assert_int_equal(proposals_json_add(&w, "a.jpg", 50, 60, &p1, &e), 0);
@@ -448,6 +448,66 @@ static void test_json_roundtrip(void **state) {
     assert_int_equal(proposals_json_read(path, &set, &e), -1);
     assert_non_null(strstr(e.msg, path));
     proposals_set_free(&set);
+    unlink(path);
+    free(path);
+}
+
+// The journal (OUT.partial): a killed run's torn last line is dropped and --resume goes on after the images it
+// holds, to the file an uninterrupted run writes; a journal is never overwritten without --resume, nor resumed
+// with another setting; a finished file resumed is written again unchanged.
+static void add_image(ProposalsWriter *w, int i) {
+    Box b = {1 + i, 2, 30 + i, 40};
+    Proposals p = {.n = 1, .box = &b, .seconds = NAN};
+    char name[16];
+    snprintf(name, sizeof name, "img%d.jpg", i);
+    Err e;
+    if (proposals_json_has(w, name)) return;
+    assert_int_equal(proposals_json_add(w, name, 50, 60, &p, &e), 0);
+}
+
+static void test_json_resume(void **state) {
+    (void)state;
+    char *path = test_tmpfile(".json", NULL), journal[4096];
+    snprintf(journal, sizeof journal, "%s.partial", path);
+    ProposalsWriter w;
+    Err e;
+    assert_int_equal(proposals_json_open(&w, path, "s", false, &e), 0);
+    for (int i = 0; i < 5; i++) add_image(&w, i);
+    assert_int_equal(proposals_json_commit(&w, &e), 0);
+    size_t n_ref;
+    char *ref = test_slurp(path, &n_ref);
+    unlink(path);
+    // a run killed in its fourth image: three whole lines and a torn one
+    assert_int_equal(proposals_json_open(&w, path, "s", false, &e), 0);
+    for (int i = 0; i < 4; i++) add_image(&w, i);
+    fflush(w.af.f);
+    long torn = ftell(w.af.f) - 7;
+    assert_int_equal(truncate(journal, torn), 0);
+    proposals_json_abort(&w); // keeps the journal: it holds images
+    assert_false(access(path, F_OK) == 0);
+    assert_int_equal(proposals_json_open(&w, path, "s", false, &e), -1); // without --resume: refused
+    assert_non_null(strstr(e.msg, "--resume"));
+    assert_int_equal(proposals_json_open(&w, path, "other", true, &e), -1); // another setting
+    assert_non_null(strstr(e.msg, "another setting"));
+    assert_int_equal(proposals_json_open(&w, path, "s", true, &e), 0);
+    assert_int_equal(w.n_done, 3);
+    assert_true(proposals_json_has(&w, "img2.jpg") && !proposals_json_has(&w, "img3.jpg"));
+    for (int i = 0; i < 5; i++) add_image(&w, i);
+    assert_int_equal(proposals_json_commit(&w, &e), 0);
+    size_t n;
+    char *got = test_slurp(path, &n);
+    assert_int_equal(n, n_ref);
+    assert_memory_equal(got, ref, n);
+    free(got);
+    assert_false(access(journal, F_OK) == 0);
+    // resuming a finished file: nothing to add, the same file
+    assert_int_equal(proposals_json_open(&w, path, "s", true, &e), 0);
+    assert_int_equal(w.n_done, 5);
+    assert_int_equal(proposals_json_commit(&w, &e), 0);
+    got = test_slurp(path, &n);
+    assert_int_equal(n, n_ref);
+    assert_memory_equal(got, ref, n);
+    free(got), free(ref);
     unlink(path);
     free(path);
 }
@@ -554,7 +614,8 @@ int main(void) {
         cmocka_unit_test(test_determinism),         cmocka_unit_test(test_resize_maps_back),
         cmocka_unit_test(test_quality_mode),        cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_recall_hand),
-        cmocka_unit_test(test_json_roundtrip),      cmocka_unit_test(test_config),
+        cmocka_unit_test(test_json_roundtrip),      cmocka_unit_test(test_json_resume),
+        cmocka_unit_test(test_config),
         cmocka_unit_test(test_cli_real_image),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

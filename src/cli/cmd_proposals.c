@@ -48,7 +48,10 @@ static void usage(FILE *f) {
             "  --threads N           worker threads (default: one per core; the boxes do not depend on it)\n"
             "\n"
             "output:\n"
-            "  -o, --output FILE     proposals JSON, written atomically ('-': standard output)\n"
+            "  -o, --output FILE     proposals JSON, written atomically ('-': standard output); while the run goes,\n"
+            "                        the images done are in FILE.partial, renamed to FILE at the end\n"
+            "  --resume              continue a killed run from FILE.partial (or a finished FILE): the images it\n"
+            "                        holds are skipped, the result is the uninterrupted run's\n"
             "  --keep-going          skip unreadable images (reported; exit status 1) instead of stopping\n"
             "  --quiet               no progress on stderr\n"
             "\n"
@@ -179,7 +182,7 @@ static int propose(const Image *im, const ProposalParams *p, MultiboxOption *mb,
 enum {
     OPT_LIST = 256, OPT_ROOT, OPT_EXT, OPT_SHARD, OPT_CONFIG, OPT_MODE, OPT_KSCALE, OPT_MAX, OPT_MAXSIDE, OPT_MINBOX,
     OPT_SEED, OPT_THREADS, OPT_QUIET, OPT_KEEPGOING, OPT_EVAL, OPT_ANN, OPT_FROM, OPT_DIFFICULT, OPT_PLOT,
-    OPT_REPORT, OPT_LABEL, OPT_HELP, OPT_MB, OPT_MBCFG, OPT_MBTOP, OPT_MBONLY
+    OPT_REPORT, OPT_LABEL, OPT_HELP, OPT_MB, OPT_MBCFG, OPT_MBTOP, OPT_MBONLY, OPT_RESUME
 };
 
 int cmd_proposals(int argc, char **argv) {
@@ -197,12 +200,13 @@ int cmd_proposals(int argc, char **argv) {
         {"report", required_argument, 0, OPT_REPORT},   {"label", required_argument, 0, OPT_LABEL},
         {"help", no_argument, 0, OPT_HELP},             {"multibox", required_argument, 0, OPT_MB},
         {"multibox-config", required_argument, 0, OPT_MBCFG}, {"multibox-top", required_argument, 0, OPT_MBTOP},
-        {"multibox-only", no_argument, 0, OPT_MBONLY},  {0, 0, 0, 0},
+        {"multibox-only", no_argument, 0, OPT_MBONLY},  {"resume", no_argument, 0, OPT_RESUME},
+        {0, 0, 0, 0},
     };
     const char *list = NULL, *root = NULL, *ext = NULL, *config = NULL, *mode = NULL, *output = NULL;
     const char *kscale = NULL, *max = NULL, *maxside = NULL, *minbox = NULL, *seed = NULL, *threads = NULL;
     long shard_i = 0, shard_n = 1;
-    bool quiet = false, keep_going = false;
+    bool quiet = false, keep_going = false, resume = false;
     Eval ev = {0};
     StrVec from = {0};
     MultiboxOption mb = {.top = 200};
@@ -241,6 +245,7 @@ int cmd_proposals(int argc, char **argv) {
         case OPT_MBCFG: mb.config = optarg; break;
         case OPT_MBTOP: mb.top_arg = optarg; break;
         case OPT_MBONLY: mb.only = true; break;
+        case OPT_RESUME: resume = true; break;
         case 'h':
         case OPT_HELP: usage(stdout); strvec_free(&from); return 0;
         default: strvec_free(&from); return cli_usage_error(CMD, "unknown option");
@@ -274,6 +279,8 @@ int cmd_proposals(int argc, char **argv) {
     if (!bad && from.len && (shard_n > 1 || output)) bad = cli_usage_error(CMD, "--shard and -o need images, not --from");
     if (!bad && !from.len && !images.n) bad = cli_usage_error(CMD, "no images");
     if (!bad && !ev.on && !output) bad = cli_usage_error(CMD, "-o FILE is required (or use --eval)");
+    if (!bad && resume && (!output || ev.on))
+        bad = cli_usage_error(CMD, "--resume continues -o FILE without --eval (evaluate the finished file with --from)");
     if (!bad && !ev.on && (ev.plot || ev.report || ev.ann_dir || ev.difficult))
         bad = cli_usage_error(CMD, "--annotations, --plot, --report and --difficult need --eval");
     if (!bad && !cli_report_stream(CMD, (const char *[]){output, ev.plot, ev.report}, 3, &ev.out)) bad = 2;
@@ -320,12 +327,16 @@ int cmd_proposals(int argc, char **argv) {
     } else { // compute (and evaluate)
         ProposalsWriter w = {0};
         bool writing = output != NULL;
-        if (writing && proposals_json_open(&w, output, setting, &e)) rc = cli_fail(CMD, &e), writing = false;
+        if (writing && proposals_json_open(&w, output, setting, resume, &e)) rc = cli_fail(CMD, &e), writing = false;
         int64_t total = ((int64_t)images.n - shard_i + shard_n - 1) / shard_n;
         Progress pr;
         progress_init(&pr, "proposals", total, "img", quiet);
         for (int i = (int)shard_i; i < images.n && !rc; i += (int)shard_n) {
             const char *file = images.names[i];
+            if (writing && proposals_json_has(&w, file)) { // resumed: already in the journal
+                progress_add(&pr, 1);
+                continue;
+            }
             Image im = {0};
             Proposals props;
             if (too_large(file, &p, &e) || image_load(file, &im, &e) || propose(&im, &p, &mb, &props, &e)) {

@@ -181,6 +181,15 @@ int atomic_open(AtomicFile *af, const char *path, Err *e) {
     return 0;
 }
 
+int atomic_open_journal(AtomicFile *af, const char *path, const char *journal, bool append, Err *e) {
+    *af = (AtomicFile){0};
+    af->f = fopen(journal, append ? "ab" : "wb");
+    if (!af->f) return err_set(e, "%s: cannot open for writing: %s", journal, strerror(errno));
+    af->path = xstrdup(path);
+    af->tmp_path = xstrdup(journal);
+    return 0;
+}
+
 static void atomic_free(AtomicFile *af) {
     free(af->path);
     free(af->tmp_path);
@@ -197,6 +206,11 @@ static int atomic_close(AtomicFile *af) {
 void atomic_abort(AtomicFile *af) {
     if (af->f) atomic_close(af);
     if (af->tmp_path) unlink(af->tmp_path);
+    atomic_free(af);
+}
+
+void atomic_keep(AtomicFile *af) {
+    if (af->f) atomic_close(af);
     atomic_free(af);
 }
 

@@ -1,26 +1,114 @@
 // Proposals files: {"setting": "...", "images": [{"file", "width", "height", "seconds", "boxes": [[x1, y1, x2, y2],
-// ...]}, ...]}. Written one image per line as images finish (jansson formats each image), through an atomic
-// temp file, so a run over thousands of images holds one image in memory and never leaves a half-written file.
+// ...]}, ...]}, one image per line as images finish (jansson formats each image), so that a run over thousands of
+// images holds one image in memory. The lines go to a journal beside the output (OUT.partial: the file so far,
+// flushed after each image) that is renamed over OUT when the run ends: a killed run never leaves a half-written
+// OUT, and --resume goes on after the images its journal holds (a torn last line is dropped).
 #include "proposals.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-int proposals_json_open(ProposalsWriter *w, const char *path, const char *setting, Err *e) {
-    *w = (ProposalsWriter){0};
-    if (atomic_open(&w->af, path, e)) return -1;
+static const char closing[] = "\n]}\n";
+
+// The file's first bytes, which a journal resumed must start with: {"setting": "...",\n"images": [
+static char *header_text(const char *path, const char *setting, Err *e) {
     json_t *s = json_string(setting ? setting : "");
-    if (!s) {
-        atomic_abort(&w->af);
-        return err_set(e, "%s: setting is not valid UTF-8", path);
-    }
-    fputs("{\"setting\": ", w->af.f);
-    json_dumpf(s, w->af.f, JSON_ENCODE_ANY);
+    char *dumped = s ? json_dumps(s, JSON_ENCODE_ANY) : NULL;
     json_decref(s);
-    fputs(",\n\"images\": [", w->af.f);
+    if (!dumped) return err_set(e, "%s: setting is not valid UTF-8", path), NULL;
+    size_t n = strlen(dumped) + 32;
+    char *h = xmalloc(n);
+    snprintf(h, n, "{\"setting\": %s,\n\"images\": [", dumped);
+    free(dumped);
+    return h;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+// Reads a journal written with this header: the images of its complete lines become w->done, and the file is cut
+// after the last of them (a killed run's torn line goes).
+static int journal_read(ProposalsWriter *w, const char *header, Err *e) {
+    char *text;
+    size_t n, h = strlen(header);
+    if (read_file_all(w->journal, PROPOSALS_MAX_FILE, &text, &n, e)) return -1;
+    if (n < h || memcmp(text, header, h)) {
+        free(text);
+        return err_set(e, "%s: made with another setting or not a proposals journal; run without --resume to "
+                          "start afresh (after removing it)", w->journal);
+    }
+    VEC(char *) done = {0};
+    size_t good = h;
+    for (char *line = text + h; line < text + n && *line == (good == h ? '\n' : ',');) {
+        line += good == h ? 1 : 2; // "\n{...}" first, ",\n{...}" after
+        char *end = memchr(line, '\n', (size_t)(text + n - line));
+        size_t len = (end ? (size_t)(end - line) : (size_t)(text + n - line));
+        if (len && line[len - 1] == ',') len--;
+        json_t *o = json_loadb(line, len, 0, NULL);
+        const char *file = json_string_value(json_object_get(o, "file"));
+        if (file) VEC_PUSH(&done, xstrdup(file));
+        json_decref(o);
+        if (!file) break;
+        good = (size_t)(line - text) + len;
+        line += len;
+    }
+    free(text);
+    if (truncate(w->journal, (off_t)good)) {
+        for (size_t i = 0; i < done.len; i++) free(done.data[i]);
+        free(done.data);
+        return err_set(e, "%s: %s", w->journal, strerror(errno));
+    }
+    if (done.len) qsort(done.data, done.len, sizeof(char *), cmp_str);
+    w->done = done.data, w->n_done = w->n_images = (int)done.len;
     return 0;
+}
+
+// --resume after a run that finished: its output, less the closing, becomes the journal.
+static int journal_from_output(ProposalsWriter *w, const char *path, Err *e) {
+    char *text;
+    size_t n, c = strlen(closing);
+    if (read_file_all(path, PROPOSALS_MAX_FILE, &text, &n, e)) return -1;
+    int rc = n < c || memcmp(text + n - c, closing, c)
+                 ? err_set(e, "%s: not a finished proposals file; run without --resume", path)
+                 : write_file_atomic(w->journal, text, n - c, e);
+    free(text);
+    return rc;
+}
+
+// Anew, or (resume) continuing OUT.partial or a finished OUT. '-' and devices are written straight through.
+int proposals_json_open(ProposalsWriter *w, const char *path, const char *setting, bool resume, Err *e) {
+    *w = (ProposalsWriter){0};
+    struct stat st;
+    bool regular = strcmp(path, "-") && (stat(path, &st) || S_ISREG(st.st_mode));
+    char *header = header_text(path, setting, e);
+    if (!header) return -1;
+    int rc = 0;
+    bool journal = false; // an existing journal (or finished output) continued
+    if (!regular) {
+        rc = resume ? err_set(e, "%s: --resume needs a file to write to", path) : atomic_open(&w->af, path, e);
+    } else {
+        w->journal = xmalloc(strlen(path) + 16);
+        sprintf(w->journal, "%s.partial", path);
+        journal = access(w->journal, F_OK) == 0;
+        if (journal && !resume)
+            rc = err_set(e, "%s: an interrupted run's journal is there: --resume continues it (or remove it)",
+                         w->journal);
+        else if (resume && !journal && access(path, F_OK) == 0) rc = journal_from_output(w, path, e), journal = !rc;
+        if (!rc && journal) rc = journal_read(w, header, e);
+        if (!rc) rc = atomic_open_journal(&w->af, path, w->journal, journal, e);
+    }
+    if (!rc && !journal) fputs(header, w->af.f);
+    free(header);
+    if (rc) proposals_json_abort(w);
+    return rc;
+}
+
+bool proposals_json_has(const ProposalsWriter *w, const char *file) {
+    return w->n_done && bsearch(&file, w->done, (size_t)w->n_done, sizeof(char *), cmp_str);
 }
 
 static json_t *coord(double v) { return v == floor(v) && fabs(v) < 1e15 ? json_integer((json_int_t)v) : json_real(v); }
@@ -50,17 +138,31 @@ int proposals_json_add(ProposalsWriter *w, const char *file, int width, int heig
     fputs(w->n_images ? ",\n" : "\n", w->af.f);
     int rc = json_dumpf(o, w->af.f, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
     json_decref(o);
-    if (rc) return err_set(e, "%s: write failed", w->af.path);
+    if (rc || fflush(w->af.f)) return err_set(e, "%s: write failed", w->af.path); // flushed: a kill loses this image at most
     w->n_images++;
     return 0;
 }
 
-int proposals_json_commit(ProposalsWriter *w, Err *e) {
-    fputs("\n]}\n", w->af.f);
-    return atomic_commit(&w->af, e);
+static void writer_free(ProposalsWriter *w) {
+    for (int i = 0; i < w->n_done; i++) free(w->done[i]);
+    free(w->done);
+    free(w->journal);
+    *w = (ProposalsWriter){0};
 }
 
-void proposals_json_abort(ProposalsWriter *w) { atomic_abort(&w->af); }
+int proposals_json_commit(ProposalsWriter *w, Err *e) {
+    fputs(closing, w->af.f);
+    int rc = atomic_commit(&w->af, e);
+    writer_free(w);
+    return rc;
+}
+
+// A journal that holds images stays for --resume; an empty one goes.
+void proposals_json_abort(ProposalsWriter *w) {
+    if (w->journal && w->n_images) atomic_keep(&w->af);
+    else atomic_abort(&w->af);
+    writer_free(w);
+}
 
 static int read_image(const char *path, size_t idx, json_t *o, ProposalsImage *im, Err *e) {
     *im = (ProposalsImage){0};

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -144,7 +145,14 @@ static int proposals_compute_all(Dataset *d, const DatasetOptions *o, Err *e) {
     ProposalsWriter w;
     char setting[256];
     proposals_params_describe(o->proposals, setting, sizeof setting);
-    if (o->proposals_cache && proposals_json_open(&w, o->proposals_cache, setting, e)) return -1;
+    if (o->proposals_cache) {
+        // A journal that a killed run left is this cache's own, not a user's work: computed again from the start.
+        char *journal = xmalloc(strlen(o->proposals_cache) + 16);
+        sprintf(journal, "%s.partial", o->proposals_cache);
+        unlink(journal);
+        free(journal);
+        if (proposals_json_open(&w, o->proposals_cache, setting, false, e)) return -1;
+    }
     Progress prog;
     progress_init(&prog, "proposals", d->n_images, "img", o->quiet);
     for (int i = 0; i < d->n_images; i++) {
