@@ -355,10 +355,11 @@ static json_t *reader_next(OutputReader *r, bool *bad, Err *e) {
     if (n && r->line[n - 1] == ',') r->line[--n] = '\0';
     json_error_t je;
     json_t *img = json_loads(r->line, 0, &je);
-    if (!json_is_object(img)) {
-        json_decref(img);
+    if (!json_is_object(img)) { // (found by fuzzing: a line of valid JSON that is not an object was used freed)
         *bad = true;
-        err_set(e, "%s:%ld: %s", r->path, r->line_no, json_is_object(img) ? "not an image" : je.text);
+        err_set(e, "%s:%ld: %s", r->path, r->line_no, img ? "not an image object" : je.text);
+        json_decref(img);
+        return NULL;
     }
     return img;
 }
