@@ -86,46 +86,49 @@ seeds() {
 }
 
 CPU=$(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)
-TABLE=$F/fuzz-table.md
-: >$TABLE
+ROWS=$F/rows # one row a harness, from its latest run: a run of some harnesses keeps the others' rows
+mkdir -p $ROWS
+
+# The table row of a harness's run, from its log: executions, rate, edges, features, corpus, findings.
+row() {
+    log=$F/fuzz-$1.log
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' $log | tail -1)
+    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' $log | tail -1)
+    cov=$(grep -o 'cov: [0-9]*' $log | tail -1 | cut -d' ' -f2)
+    ft=$(grep -o 'ft: [0-9]*' $log | tail -1 | cut -d' ' -f2)
+    reports=$(grep -c '==ERROR\|deadly signal\|ALARM: working on the last Unit\|out-of-memory\|runtime error' $log)
+    found=$(ls $F/findings/$1 | wc -l)
+    verdict="none"
+    [ "$reports" -eq 0 ] && [ "$found" -eq 0 ] || verdict="**$reports report(s), $found input(s) in findings/$1**"
+    echo "| $1 | ${execs:-?} | ${rate:-?} | ${cov:-?} | ${ft:-?} | $(ls $F/corpus/$1 | wc -l) | $verdict | $2 |"
+}
+
 for t in $TARGETS; do
     C=$F/corpus/$t
     X=$F/findings/$t
     mkdir -p $C $X
     for s in $(seeds $t); do cp "$s" $C/ 2>/dev/null || true; done
-    log=$F/fuzz-$t.log
     echo "fuzz: $t ($SECONDS_EACH s or $RUNS runs)" >&2
     # -rss_limit_mb: the tool's documented limits let a reader hold 1 GiB for a 1 GiB input; inputs here are small
-    set +e
     ASAN_OPTIONS=detect_leaks=1 $F/tests/fuzz/fuzz_$t -max_total_time=$SECONDS_EACH -runs=$RUNS -timeout=10 \
-        -rss_limit_mb=2048 -max_len=1048576 -artifact_prefix=$X/ -print_final_stats=1 $C >$log 2>&1
-    rc=$?
-    set -e
-    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' $log | tail -1)
-    secs=$(sed -n 's/^stat::average_exec_per_sec: *//p' $log | tail -1)
-    cov=$(grep -o 'cov: [0-9]*' $log | tail -1 | cut -d' ' -f2)
-    ft=$(grep -o 'ft: [0-9]*' $log | tail -1 | cut -d' ' -f2)
-    files=$(ls $C | wc -l)
-    found=$(ls $X | wc -l)
-    verdict="none"
-    [ "$rc" -ne 0 ] || [ "$found" -ne 0 ] && verdict="**$found input(s) in findings/$t (exit $rc)**"
-    echo "| $t | ${execs:-?} | ${secs:-?} | ${cov:-?} | ${ft:-?} | $files | $verdict |" >>$TABLE
+        -rss_limit_mb=2048 -max_len=1048576 -artifact_prefix=$X/ -print_final_stats=1 $C >$F/fuzz-$t.log 2>&1 || true
+    row $t "$(git rev-parse --short HEAD) $(date -u +%m-%d)" >$ROWS/$t
 done
 
 cat >$F/fuzz-section.md <<EOF
 ## Fuzzing
 
-\`bench/fuzz.sh -t $SECONDS_EACH -r $RUNS\` at commit $(git rev-parse --short HEAD) on $(date -u +%Y-%m-%d), $CPU, one
-core a harness (the machine's two shared with other work): clang 14 libFuzzer with AddressSanitizer, UBSan and
+\`bench/fuzz.sh -t $SECONDS_EACH -r $RUNS\` (each harness until $RUNS executions or $SECONDS_EACH s), $CPU, one core a
+harness (the machine's two shared with other work); each row says the commit and the day (UTC) of its run: clang 14 libFuzzer with AddressSanitizer, UBSan and
 leak checking over the whole library (\`-DINCEPTION_FUZZ=ON\`). Each harness writes its input to a file and reads it
 through the call the tool makes (\`tests/fuzz/fuzz.c\`); almost every input is refused with an error, which is the
 expected outcome. *executions*: inputs run; *cov*: code edges reached (our code and the instrumented parts only:
 libmatio, libxml2, jansson, protobuf-c, OpenCV and zlib are Debian's uninstrumented builds, fuzzed through our
 calls but not guided inside); *corpus*: inputs kept. A finding is a crash, leak, timeout (10 s) or sanitizer report.
 
-| harness | executions | exec/s | cov | features | corpus | findings |
-|---|---|---|---|---|---|---|
-$(cat $TABLE)
+| harness | executions | exec/s | cov | features | corpus | findings | run |
+|---|---|---|---|---|---|---|---|
+$(for t in $ALL; do [ -f $ROWS/$t ] && cat $ROWS/$t; done)
 EOF
 /usr/bin/python3 bench/results_section.py $F/fuzz-section.md $R
 echo "fuzz: wrote $R" >&2
