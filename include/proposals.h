@@ -182,6 +182,7 @@ typedef struct {
     AtomicFile af;
     int n_images;         // images in the file, those resumed included
     char *journal;        // OUT.partial, renamed over OUT at the end (NULL: '-' or a device, written straight)
+    bool resumed;         // an earlier run's journal (or finished OUT) was continued
     int n_done;
     char **done;          // (n_done) files the resumed journal already held, sorted
 } ProposalsWriter;

@@ -328,6 +328,8 @@ int cmd_proposals(int argc, char **argv) {
         ProposalsWriter w = {0};
         bool writing = output != NULL;
         if (writing && proposals_json_open(&w, output, setting, resume, &e)) rc = cli_fail(CMD, &e), writing = false;
+        if (writing && resume && !w.resumed && !quiet) // not an error (a first run may say --resume), never silent
+            fprintf(stderr, "--resume: no %s.partial or %s yet: starting afresh\n", output, output);
         int64_t total = ((int64_t)images.n - shard_i + shard_n - 1) / shard_n;
         Progress pr;
         progress_init(&pr, "proposals", total, "img", quiet);

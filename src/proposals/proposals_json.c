@@ -102,6 +102,7 @@ int proposals_json_open(ProposalsWriter *w, const char *path, const char *settin
         if (!rc) rc = atomic_open_journal(&w->af, path, w->journal, journal, e);
     }
     if (!rc && !journal) fputs(header, w->af.f);
+    w->resumed = !rc && journal;
     free(header);
     if (rc) proposals_json_abort(w);
     return rc;
