@@ -2,7 +2,7 @@
 // batchnorm.c).
 // Internal to src/classifier. Every activation is (C, N, H, W): channels outermost, then the batch, so that one
 // channel of a whole batch is contiguous. Each layer has its fast forward and a plain reference forward that the
-// tests hold it to, and likewise a fast and a reference backward pass beside them (issue 5: training).
+// tests hold it to, and likewise a fast and a reference backward pass beside them.
 //
 // Backward conventions: dy is the gradient of the loss with respect to the layer's output, dx the one with
 // respect to its input. dx is overwritten, or added to when `accumulate` is set (a value read by several layers
