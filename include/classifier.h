@@ -443,6 +443,14 @@ void weights_extra_free(WeightsExtra *x);
 // Malformed class metadata is an error naming the file.
 int weights_read_classes(const char *path, ModelClasses *mc, Err *e);
 void model_classes_free(ModelClasses *mc);
+// The classes from the text of the metadata entries that record them (a weight file's, an ONNX model's):
+// "classes" (a JSON array of names, as text), "wnids" (likewise, or NULL: the names) and "background" ("true" or
+// "false"). classes NULL: none recorded (mc->classes.n == 0). Malformed entries are an error naming `path`.
+int model_classes_parse(const char *path, const char *classes, const char *wnids, const char *background,
+                        ModelClasses *mc, Err *e);
+// The text of the "classes" entry (wnids false) or of the "wnids" entry (true; NULL when the WNIDs are the names);
+// NULL when mc records no classes. Caller frees.
+char *model_classes_text(const ModelClasses *mc, bool wnids);
 
 // ---------------------------------------------------------------------------------------------------------------
 // npy: NumPy's format, float32 little-endian, C order
@@ -463,14 +471,43 @@ int npy_save(const char *path, const float *data, int ndim, const int64_t *shape
 void npy_free(NpyArray *a);
 
 // ---------------------------------------------------------------------------------------------------------------
-// onnx import
+// import: pretrained weights from ONNX (onnx.c) and Caffe (caffe.c); export to ONNX (onnx_export.c)
 
-// Reads an ONNX model, matches its graph to the config's layers (Conv+Relu, MaxPool, LRN, Concat of the four
-// Inception branches, AveragePool, Dropout/Identity, Flatten/Reshape, Gemm or MatMul+Add, Softmax) and copies the
-// weights into net. Refuses graphs of another topology, naming the first node that does not fit. The auxiliary
-// heads are imported when the graph has them as extra outputs; *has_aux tells (may be NULL). A config with
-// batch normalisation is refused (bvlc_googlenet has none).
-int onnx_import(Net *net, const char *path, bool *has_aux, Err *e);
+#define IMPORT_MAX_META 4
+
+// What an import found, for its report and for the weight file it writes.
+typedef struct {
+    char source[160];       // "ONNX (IR 8, opset 13, pytorch 1.13.0)", "Caffe (142 layers, V2)"
+    int tensors;            // parameter tensors imported
+    size_t values;          // floats imported (the auxiliary heads' included when has_aux)
+    bool has_aux;           // the file has the auxiliary heads, and they were imported
+    int unused;             // nodes (ONNX) or layers (Caffe) of the file that compute none of the config's outputs
+    ModelClasses classes;   // class names the file records (ONNX metadata); classes.n == 0 when none
+    int n_meta;
+    MetaEntry meta[IMPORT_MAX_META]; // what the weight file records besides (Caffe: the input convention)
+} ImportReport;
+
+void import_report_free(ImportReport *r);
+
+// Reads an ONNX model and maps its graph onto the config by what it computes, from the main output back to the
+// input: Conv + Relu (or Clip at 0, or a FusedConv with a Relu activation), MaxPool (ceil_mode, or explicit end
+// padding), LRN, the Concat of the four Inception branches, AveragePool, GlobalAveragePool or ReduceMean over H
+// and W where the config pools the whole map, Flatten / Reshape (constant or computed shape) / Squeeze, Gemm or
+// MatMul + Add, Softmax or LogSoftmax; Identity, Dropout and Pads of zeros are looked through; opsets 7 to 17
+// (attributes that became inputs are read from constants); initializers as raw_data, float_data or Constant
+// nodes. Copies the weights into net only when the whole graph matched; otherwise the error names the node, its
+// op and what the config expected there. The auxiliary heads are imported when the graph has them as extra
+// outputs. Class names in the model's metadata ("classes", "wnids", "background") are read into the report. A
+// config with batch normalisation or a MultiBox head is refused. report may be NULL.
+int onnx_import(Net *net, const char *path, ImportReport *report, Err *e);
+
+// Writes the network (net->params, or the folded weights of a batch-normalised config) as an ONNX model, opset
+// 13: input "data" (N, C, input, input), output the config's last layer ("prob", or the logits when the config has
+// no softmax); with_aux adds the auxiliary heads as outputs "loss1", "loss2", .... Pools are written with explicit
+// end padding (Caffe's round-up), so any runtime computes our output sizes. classes (may be NULL) go into the
+// model's metadata as weight files record them; the preprocessing (channel order, mean, scale) is recorded too.
+// Written atomically.
+int onnx_export(Net *net, const char *path, bool with_aux, const ModelClasses *classes, Err *e);
 
 // ---------------------------------------------------------------------------------------------------------------
 // classify: Section 7 of the paper
