@@ -501,6 +501,14 @@ void import_report_free(ImportReport *r);
 // config with batch normalisation or a MultiBox head is refused. report may be NULL.
 int onnx_import(Net *net, const char *path, ImportReport *report, Err *e);
 
+// Reads a Caffe model (NetParameter, binary .caffemodel, current `layer` or V1 `layers`) and maps bvlc_googlenet's
+// layer names onto the config ("conv1/7x7_s2" -> conv1, "conv2/3x3_reduce" -> conv2/reduce, "inception_3a/1x1",
+// "loss1/conv", "loss3/classifier" -> classifier, ...; a layer named as the config's piece is taken too), checking
+// every blob's shape and size, the convolutions' and inner products' recorded hyper-parameters, and the pooling and
+// LRN layers in order. Unknown layer types are refused. The report records Caffe's input convention (BGR, 0..255
+// minus the mean) for the weight file's metadata. report may be NULL.
+int caffe_import(Net *net, const char *path, ImportReport *report, Err *e);
+
 // Writes the network (net->params, or the folded weights of a batch-normalised config) as an ONNX model, opset
 // 13: input "data" (N, C, input, input), output the config's last layer ("prob", or the logits when the config has
 // no softmax); with_aux adds the auxiliary heads as outputs "loss1", "loss2", .... Pools are written with explicit
