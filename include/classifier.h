@@ -506,8 +506,9 @@ int onnx_import(Net *net, const char *path, ImportReport *report, Err *e);
 // "loss1/conv", "loss3/classifier" -> classifier, ...; a layer named as the config's piece is taken too), checking
 // every blob's shape and size, the convolutions' and inner products' recorded hyper-parameters, and the pooling and
 // LRN layers in order. Unknown layer types are refused. The report records Caffe's input convention (BGR, 0..255
-// minus the mean) for the weight file's metadata. report may be NULL.
-int caffe_import(Net *net, const char *path, ImportReport *report, Err *e);
+// minus the mean) for the weight file's metadata. prototxt (may be NULL): the deploy file (text format), whose
+// layers, kinds, hyper-parameters and input size are checked against the config the same way. report may be NULL.
+int caffe_import(Net *net, const char *path, const char *prototxt, ImportReport *report, Err *e);
 
 // Writes the network (net->params, or the folded weights of a batch-normalised config) as an ONNX model, opset
 // 13: input "data" (N, C, input, input), output the config's last layer ("prob", or the logits when the config has

@@ -3,7 +3,8 @@
 // (BlobShape, auxiliary heads) and the V1 form of 2014 (num/channels/height/width, no auxiliary heads), and saved
 // PyTorch's outputs. Both import and our forward matches PyTorch within 1e-4 of the logits' spread (observed:
 // 2.4e-7). Bad files are refused naming the file, the layer and the problem: blobs whose size disagrees with their
-// shape or whose shape is not the config's, unknown layer types, truncated files, absurd repeated counts.
+// shape or whose shape is not the config's, unknown layer types, truncated files, absurd repeated counts. A
+// deploy.prototxt is read in text format and checked likewise.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -52,7 +53,7 @@ static void check_file(const char *file, bool aux, const char *form) {
     test_tiny_net(&net);
     Err e;
     ImportReport r;
-    if (caffe_import(&net, file, &r, &e)) fail_msg("%s", e.msg);
+    if (caffe_import(&net, file, NULL, &r, &e)) fail_msg("%s", e.msg);
     assert_int_equal(r.has_aux, aux);
     assert_non_null(strstr(r.source, form));
     assert_int_equal(r.unused, 0);
@@ -84,14 +85,18 @@ static void test_v1_form(void **state) {
     check_file(DIR "model-v1.caffemodel", false, "142 layers, V1");
 }
 
-static void expect_refusal(const char *file, const char *want) {
+static void expect_refusal_with(const char *file, const char *prototxt, const char *want) {
     Net net;
     test_tiny_net(&net);
     Err e;
-    assert_int_equal(caffe_import(&net, file, NULL, &e), -1);
+    assert_int_equal(caffe_import(&net, file, prototxt, NULL, &e), -1);
     if (!strstr(e.msg, want)) fail_msg("expected '%s' in '%s'", want, e.msg);
     for (size_t i = 0; i < net.params_size; i++) assert_true(net.params[i] == 0.0f); // nothing copied
     net_free(&net);
+}
+
+static void expect_refusal(const char *file, const char *want) {
+    expect_refusal_with(file, NULL, want);
 }
 
 static void write_file(const char *path, const void *data, size_t n) {
@@ -113,7 +118,7 @@ static void test_refusals(void **state) {
     Net net;
     test_net_of(&net, "../configs/googlenet.cfg");
     Err e;
-    assert_int_equal(caffe_import(&net, DIR "model.caffemodel", NULL, &e), -1);
+    assert_int_equal(caffe_import(&net, DIR "model.caffemodel", NULL, NULL, &e), -1);
     assert_non_null(strstr(e.msg, "layer 'conv1/7x7_s2'"));
     net_free(&net);
     // truncated
@@ -133,6 +138,32 @@ static void test_refusals(void **state) {
     // a NetParameter without layers
     write_file(path, "\x0a\x03" "abc", 5);
     expect_refusal(path, "a Caffe model without layers");
+    unlink(path);
+    free(path);
+}
+
+// A deploy.prototxt (text format, read with the same proto subset) is checked against the config as well.
+static void test_deploy(void **state) {
+    (void)state;
+    Net net;
+    test_tiny_net(&net);
+    Err e;
+    if (caffe_import(&net, DIR "model.caffemodel", DIR "deploy.prototxt", NULL, &e)) fail_msg("%s", e.msg);
+    net_free(&net);
+    expect_refusal_with(DIR "model.caffemodel", DIR "bad-deploy.prototxt",
+                        "bad-deploy.prototxt: layer 'conv1/7x7_s2' is not the 7x7/2 convolution with padding 3 and 4 "
+                        "outputs of config " TINY " layer conv1 (line 21)");
+    char *path = test_tmpfile(".prototxt", "name: \"x\"\nlayer {\n  name: \"a\"\n  convolution_param { kernel_size: x }\n}\n");
+    expect_refusal_with(DIR "model.caffemodel", path, ".prototxt:4: an integer expected");
+    write_file(path, "layer { name: \"a\"\n unknown { a: 1 b { c: \"x\" } }\n type: \"Convolution\"\n", 70);
+    expect_refusal_with(DIR "model.caffemodel", path, ".prototxt:4: the file ends inside a block");
+    // the input size of another config
+    char *text = test_slurp(DIR "deploy.prototxt", NULL), *at = strstr(text, "dim: 96");
+    assert_non_null(at);
+    memcpy(at, "dim: 64", 7);
+    write_file(path, text, strlen(text));
+    expect_refusal_with(DIR "model.caffemodel", path, "its input is 3 x 64 x 96; config " TINY " takes 3 x 96 x 96");
+    free(text);
     unlink(path);
     free(path);
 }
@@ -169,6 +200,7 @@ int main(void) {
         cmocka_unit_test(test_current_form),
         cmocka_unit_test(test_v1_form),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_deploy),
         cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -10,7 +10,8 @@ Usage (Debian's interpreter: /usr/bin/python3 has torch and protobuf; protoc fro
 
 Writes OUTDIR/model.caffemodel (current `layer` form, blobs with BlobShape, the auxiliary heads included),
 OUTDIR/model-v1.caffemodel (the V1 `layers` form of 2014, blobs as num/channels/height/width, no auxiliary
-heads), and logits.npy, loss1.npy, loss2.npy: PyTorch's outputs on INPUT. Also three small files the importer
+heads), deploy.prototxt (text format, as bvlc_googlenet's deploy file: an Input layer, no blobs, no auxiliary
+heads) and bad-deploy.prototxt (its conv1 5x5), and logits.npy, loss1.npy, loss2.npy: PyTorch's outputs on INPUT. Also three small files the importer
 must refuse: bad-size.caffemodel (conv1's blob holds fewer values than its shape), bad-shape.caffemodel (conv1's
 weights of another kernel size), bad-type.caffemodel (an Eltwise layer: a residual network). Layer names, types and order are
 bvlc_googlenet's (conv1/7x7_s2, conv1/relu_7x7, pool1/3x3_s2, pool1/norm1, conv2/3x3_reduce, ...,
@@ -143,6 +144,30 @@ def write(pb, v1, net, spec, model, path, with_aux):
         f.write(w.net.SerializeToString())
 
 
+def write_deploy(pb, outdir, net, spec, model):
+    """deploy.prototxt as bvlc_googlenet's: an Input layer, no blobs, no auxiliary heads nor losses; in text format
+    (with a comment and `shape: {`, as people write it). bad-deploy.prototxt: conv1 with a 5x5 kernel."""
+    from google.protobuf import text_format
+    path = os.path.join(outdir, 'deploy.prototxt')
+    write(pb, False, net, spec, model, path, False)
+    n = pb.NetParameter()
+    with open(path, 'rb') as f:
+        n.ParseFromString(f.read())
+    deploy = pb.NetParameter(name=n.name)
+    inp = deploy.layer.add(name='data', type='Input')
+    inp.top.append('data')
+    inp.input_param.shape.add().dim.extend([10, net['channels'], net['input'], net['input']])
+    for L in n.layer:
+        L.ClearField('blobs')
+        deploy.layer.add().CopyFrom(L)
+    text = '# GoogLeNet-tiny, deployed as bvlc_googlenet\n' + text_format.MessageToString(deploy).replace('shape {', 'shape: {')
+    with open(path, 'w') as f:
+        f.write(text)
+    bad = text.replace('kernel_size: 7', 'kernel_size: 5', 1)
+    with open(os.path.join(outdir, 'bad-deploy.prototxt'), 'w') as f:
+        f.write(bad)
+
+
 def write_bad(pb, outdir, model):
     """Files that are not this network, each a few layers long."""
     w = model.mods['conv1'].conv.weight.detach().numpy()
@@ -181,6 +206,7 @@ def main():
         np.save(os.path.join(a.outdir, 'loss%d.npy' % (i + 1)), t.numpy().astype(np.float32))
     write(pb, False, net, spec, model, os.path.join(a.outdir, 'model.caffemodel'), True)
     write(pb, True, net, spec, model, os.path.join(a.outdir, 'model-v1.caffemodel'), False)
+    write_deploy(pb, a.outdir, net, spec, model)
     write_bad(pb, a.outdir, model)
     print('wrote %s (seed %d)' % (a.outdir, a.seed), file=sys.stderr)
 

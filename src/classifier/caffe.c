@@ -5,7 +5,8 @@
 // conv1, "conv2/3x3_reduce" for conv2/reduce, "loss3/classifier" for classifier; inception and auxiliary pieces
 // are named alike) or by its own name, and its blobs' shapes (BlobShape, or the old num/channels/height/width)
 // and sizes are checked; so are the hyper-parameters the file records (kernel, stride, padding, outputs) and,
-// in order, its pooling and LRN layers against the config's. Layer types GoogLeNet does not have are refused.
+// in order, its pooling and LRN layers against the config's. Layer types GoogLeNet does not have are refused. A
+// deploy.prototxt, when given, is read (prototxt.c, the same proto subset) and checked the same way, blobs aside.
 // Weights are staged and copied into the net only when everything matched.
 #include "classifier.h"
 
@@ -35,6 +36,7 @@ typedef struct {
     bool *used;     // [n_layers]
     float *staged;  // parameter arena being filled
     bool *filled;   // [n_params]
+    bool deploy;    // a deploy file: layers and hyper-parameters checked, no blobs, no auxiliary heads
     Err *e;
 } CaffeImporter;
 
@@ -214,6 +216,7 @@ static int import_pair(CaffeImporter *im, const LayerSpec *L, const char *prefix
     snprintf(name, sizeof name, "%s.bias", prefix);
     int b = net_find_param(im->net, name);
     const Param *P = &im->net->param[w];
+    if (im->deploy && P->aux) return 1; // a deploy file has no training heads
     CaffeLayer *cl = layer_for(im, L, prefix);
     if (!cl) {
         char alt[NET_NAME_MAX + 16];
@@ -240,6 +243,7 @@ static int import_pair(CaffeImporter *im, const LayerSpec *L, const char *prefix
             return err_set(im->e, "%s: layer '%s' has %u outputs; config %s layer %s (line %d) has %d", im->path,
                            cl->name, cl->fc->num_output, im->net->cfg.path, L->name, L->line, P->shape[0]);
     }
+    if (im->deploy) return 0;
     if (copy_blob(im, cl, 0, w, transpose)) return -1;
     bool bias = cl->n_blobs > 1;
     if (bias) return copy_blob(im, cl, 1, b, false);
@@ -339,18 +343,55 @@ static int caffe_match(CaffeImporter *im, ImportReport *r) {
     if (absent_aux && absent_aux != aux_layers)
         return err_set(im->e, "%s: the file has some of the auxiliary heads but not all", im->path);
     r->has_aux = aux_layers && !absent_aux;
-    for (int i = 0; i < im->net->n_params; i++)
+    for (int i = 0; !im->deploy && i < im->net->n_params; i++)
         if (!im->filled[i] && !im->net->param[i].aux)
             return err_set(im->e, "%s: parameter %s was not found", im->path, im->net->param[i].name);
     return check_trunk_order(im);
 }
 
-int caffe_import(Net *net, const char *path, ImportReport *report, Err *e) {
+// A deploy file's input size (input_dim, input_shape, or an Input layer's shape), where it gives one: the config's.
+static int check_input(const CaffeImporter *d, const Caffe__NetParameter *np) {
+    int64_t dims[4];
+    size_t n = 0;
+    const Caffe__BlobShape *shape = np->n_input_shape ? np->input_shape[0] : NULL;
+    for (size_t i = 0; !shape && i < np->n_layer; i++)
+        if (np->layer[i]->input_param && np->layer[i]->input_param->n_shape) shape = np->layer[i]->input_param->shape[0];
+    if (shape)
+        for (size_t i = 0; i < shape->n_dim && n < 4; i++) dims[n++] = shape->dim[i];
+    else
+        for (size_t i = 0; i < np->n_input_dim && n < 4; i++) dims[n++] = np->input_dim[i];
+    const NetConfig *cfg = &d->net->cfg;
+    if (n == 4 && (dims[1] != cfg->channels || dims[2] != cfg->input || dims[3] != cfg->input))
+        return err_set(d->e, "%s: its input is %lld x %lld x %lld; config %s takes %d x %d x %d", d->path,
+                       (long long)dims[1], (long long)dims[2], (long long)dims[3], cfg->path, cfg->channels,
+                       cfg->input, cfg->input);
+    return 0;
+}
+
+// The deploy file (text format): the layers the weights went to, with the same kinds and hyper-parameters, the
+// pooling and LRN layers in order, the input size.
+static int check_deploy(const CaffeImporter *im, const char *prototxt) {
+    Caffe__NetParameter *np = prototxt_parse(prototxt, &caffe__net_parameter__descriptor, PROTOTXT_MAX_BYTES, im->e);
+    if (!np) return -1;
+    CaffeImporter d = {.path = prototxt, .net = im->net, .deploy = true, .e = im->e};
+    ImportReport unused = {0};
+    int rc = np->n_layer && np->n_layers ? err_set(im->e, "%s: layers in both the V1 and the current form", prototxt)
+             : !np->n_layer && !np->n_layers ? err_set(im->e, "%s: a Caffe net without layers", prototxt) : 0;
+    if (rc == 0) rc = caffe_layers(&d, np);
+    if (rc == 0) rc = caffe_match(&d, &unused);
+    if (rc == 0) rc = check_input(&d, np);
+    free(d.layer);
+    free(d.used);
+    protobuf_c_message_free_unpacked(&np->base, NULL);
+    return rc;
+}
+
+int caffe_import(Net *net, const char *path, const char *prototxt, ImportReport *report, Err *e) {
     if (net->multibox_k || net->cfg.batchnorm)
         return err_set(e, "%s: config %s has %s; Caffe import reads bvlc_googlenet, which has none", path,
                        net->cfg.path, net->multibox_k ? "a multibox head" : "batch normalisation");
     PbBudget budget;
-    Caffe__NetParameter *np = pb_decode_file(path, ONNX_MAX_BYTES, "a Caffe model (NetParameter)", unpack_net,
+    Caffe__NetParameter *np = pb_decode_file(path, CAFFE_MAX_BYTES, "a Caffe model (NetParameter)", unpack_net,
                                              &budget, e);
     if (!np) return -1;
     CaffeImporter im = {.path = path, .net = net, .e = e};
@@ -363,6 +404,7 @@ int caffe_import(Net *net, const char *path, ImportReport *report, Err *e) {
     im.staged = xcalloc(net->params_size ? net->params_size : 1, sizeof(float));
     im.filled = xcalloc((size_t)net->n_params + 1, sizeof(bool));
     if (rc == 0) rc = caffe_match(&im, &r);
+    if (rc == 0 && prototxt) rc = check_deploy(&im, prototxt);
     if (rc == 0) {
         for (int i = 0; i < net->n_params; i++)
             if (im.filled[i]) {

@@ -49,20 +49,22 @@ static void print_report(const Net *net, const char *path, const ImportReport *r
 int cmd_import(int argc, char **argv) {
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"output", required_argument, NULL, 'o'},
+                                         {"prototxt", required_argument, NULL, 'p'},
                                          {"quiet", no_argument, NULL, 'q'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
-    const char *config = NULL, *output = NULL;
+    const char *config = NULL, *output = NULL, *prototxt = NULL;
     bool quiet = false;
     int c;
-    while ((c = getopt_long(argc, argv, "c:o:qh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:o:p:qh", opts, NULL)) != -1) {
         switch (c) {
         case 'c': config = optarg; break;
         case 'o': output = optarg; break;
+        case 'p': prototxt = optarg; break;
         case 'q': quiet = true; break;
         case 'h':
             printf("usage: inception import MODEL.onnx --config C -o MODEL.safetensors [--quiet]\n"
-                   "       inception import MODEL.caffemodel --config C -o MODEL.safetensors [--quiet]\n\n"
+                   "       inception import MODEL.caffemodel [--prototxt deploy.prototxt] --config C -o MODEL.safetensors\n\n"
                    "Imports the weights of a GoogLeNet whose graph matches config C layer for layer, and writes them as\n"
                    "safetensors atomically.\n\n"
                    "ONNX: any opset from 7 to 17 and the usual ways of writing each layer (Conv + Relu or Clip or\n"
@@ -70,11 +72,12 @@ int cmd_import(int argc, char **argv) {
                    "for a pooling of the whole map; Flatten, Reshape or Squeeze; Gemm or MatMul + Add; Softmax or\n"
                    "LogSoftmax; Dropout, Identity and zero Pads looked through). Auxiliary heads are imported when the\n"
                    "graph has them as extra outputs; class names in the model's metadata are kept.\n\n"
-                   "Caffe (a file named *.caffemodel: binary NetParameter, current or V1 layers): bvlc_googlenet's\n"
-                   "layer names (conv1/7x7_s2, inception_3a/1x1, loss1/conv, loss3/classifier, ...) mapped onto the\n"
-                   "config, every blob's shape and size checked, and the hyper-parameters the file records (kernels,\n"
-                   "strides, padding, outputs; pooling and LRN layers in order). Caffe's input convention (BGR, 0..255\n"
-                   "minus the mean) is recorded in the weight file.\n\n"
+                   "Caffe (a file named *.caffemodel, or any file with --prototxt: binary NetParameter, current or V1\n"
+                   "layers): bvlc_googlenet's layer names (conv1/7x7_s2, inception_3a/1x1, loss1/conv,\n"
+                   "loss3/classifier, ...) mapped onto the config, every blob's shape and size checked, and the\n"
+                   "hyper-parameters the file records (kernels, strides, padding, outputs; pooling and LRN layers in\n"
+                   "order). --prototxt: the deploy file (text format), checked the same way, its input size too.\n"
+                   "Caffe's input convention (BGR, 0..255 minus the mean) is recorded in the weight file.\n\n"
                    "A file of another topology is refused, naming the node or layer that does not fit and what was\n"
                    "expected. The report says what was imported and what the file did not have.\n");
             return 0;
@@ -88,7 +91,8 @@ int cmd_import(int argc, char **argv) {
     Net net;
     if (load_config_net(config, 0, &net, &e)) return cli_fail("import", &e);
     ImportReport r = {0};
-    int rc = ends_with(path, ".caffemodel") ? caffe_import(&net, path, &r, &e) : onnx_import(&net, path, &r, &e);
+    bool caffe = prototxt || ends_with(path, ".caffemodel");
+    int rc = caffe ? caffe_import(&net, path, prototxt, &r, &e) : onnx_import(&net, path, &r, &e);
     if (rc == 0 && r.n_meta && net.cfg.order != CHANNELS_BGR && !quiet)
         fprintf(stderr, "inception import: warning: config %s feeds RGB; Caffe's weights expect BGR planes\n", config);
     if (rc == 0) {
