@@ -9,7 +9,9 @@
 //   layers      one file per layer, fast kernel beside its plain reference (layers.h, internal)
 //   weights     safetensors load/save, checked against the config
 //   npy         NumPy .npy float32 read/write
-//   onnx        onnx_import: pretrained GoogLeNet weights from an ONNX graph of the same topology
+//   import      onnx_import, caffe_import: pretrained GoogLeNet weights from an ONNX graph or a Caffe model of the
+//               same topology (decode.c: protobuf decoding within a budget; prototxt.c: Caffe's text format)
+//   export      onnx_export: a network as ONNX that other runtimes run
 //   classify    the paper's Section 7 test-time crops (1, 10 or 144) averaged over softmax outputs
 //   multibox    the MultiBox head's loss: bipartite matching of ground truth to priors, location + confidence
 //   batchnorm   `batchnorm = true`: every convolution is conv -> BN -> ReLU (Inception-v2's way) in training,

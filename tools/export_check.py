@@ -7,7 +7,8 @@ RUNTIME: opencv (cv2.dnn.readNetFromONNX, Debian python3-opencv) or ort (ONNX Ru
 onnxruntime-node: tools/export_check_ort.js, installed in bench/ as bench/forward.sh does when missing).
 Each output NAME of the model, run on INPUT (N, C, H, W), must match OURS within 1e-4 of the spread (max - min)
 of OURS; NAME@log compares the logarithms (of probabilities near 0 and 1, whose logarithms keep the logits'
-differences that the probabilities round away). --classes: the JSON array of names the model's metadata "classes" must hold (read with the onnx package).
+differences that the probabilities round away; values below 1e-30, which float32 rounds to 0 where logits lie far
+apart, count as 1e-30). --classes: the JSON array of names the model's metadata "classes" must hold (read with the onnx package).
 Prints the largest difference of each output. Exit status: 0 match, 1 mismatch or failure, 77 the runtime is
 not available here (the message says why).
 """
@@ -92,8 +93,8 @@ def main():
     for n in refs:
         ours = np.load(refs[n])
         theirs = np.asarray(outs[n.split('@')[0]]).reshape(ours.shape)
-        if n.endswith('@log'):
-            ours, theirs = np.log(ours.astype(np.float64)), np.log(theirs.astype(np.float64))
+        if n.endswith('@log'):  # below 1e-30 (rounded to 0 where logits are far apart) both count as 1e-30
+            ours, theirs = (np.log(np.maximum(v.astype(np.float64), 1e-30)) for v in (ours, theirs))
         spread = float(ours.max() - ours.min())
         worst = float(np.abs(theirs - ours).max())
         good = worst <= TOLERANCE * spread
