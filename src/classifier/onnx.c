@@ -156,6 +156,15 @@ static bool const_scalar(const Importer *im, const char *name, double *v) {
     return !const_values(im, name, v, 1, &n) && n == 1;
 }
 
+// An axis or index from a file as a long: a whole number of modest size (casting others would be undefined), made
+// non-negative against `rank` when negative. False when it is not one or is out of [0, rank).
+static bool axis_of(double v, long rank, long *out) {
+    if (!(fabs(v) <= 1 << 20) || v != floor(v)) return false;
+    long a = (long)v < 0 ? (long)v + rank : (long)v;
+    *out = a;
+    return a >= 0 && a < rank;
+}
+
 // An optional input: present when the node has it and its name is not empty.
 static const char *input_at(const Onnx__NodeProto *n, size_t i) {
     return i < n->n_input && n->input[i][0] ? n->input[i] : NULL;
@@ -379,7 +388,8 @@ static const char *match_global(const Importer *im, const Onnx__NodeProto *n, bo
     if (ints_of(im, n, "axes", 1, axes, 4, &na) != 0 || na != 2) return NULL; // absent: every axis, batch too
     bool h = false, w = false;
     for (size_t i = 0; i < 2; i++) {
-        long ax = (long)axes[i] < 0 ? (long)axes[i] + 4 : (long)axes[i];
+        long ax;
+        if (!axis_of(axes[i], 4, &ax)) return NULL;
         h |= ax == 2, w |= ax == 3;
     }
     return h && w ? n->input[0] : NULL;
@@ -454,8 +464,9 @@ static int shape_eval(const Importer *im, const char *name, double *v, size_t *n
     double tmp[SHAPE_MAX], idx[SHAPE_MAX];
     size_t nt = 0, ni = 0;
     if (is_op(p, "Shape")) {
-        int64_t start = attr_int(p, "start", 0), end = attr_int(p, "end", 4); // opset 15
-        start = start < 0 ? start + 4 : start, end = end < 0 ? end + 4 : end > 4 ? 4 : end;
+        int64_t start = attr_int(p, "start", 0), end = attr_int(p, "end", 4); // opset 15, clamped as ONNX does
+        start = start < -4 ? 0 : start < 0 ? start + 4 : start > 4 ? 4 : start;
+        end = end < -4 ? 0 : end < 0 ? end + 4 : end > 4 ? 4 : end;
         *n = 0;
         for (int64_t i = start; i < end; i++) v[(*n)++] = i == 0 ? SHAPE_BATCH : SHAPE_UNKNOWN;
         return 0;
@@ -466,9 +477,8 @@ static int shape_eval(const Importer *im, const char *name, double *v, size_t *n
         if (shape_eval(im, p->input[0], tmp, &nt, depth + 1) || shape_eval(im, p->input[1], idx, &ni, depth + 1))
             return -1;
         for (size_t i = 0; i < ni; i++) {
-            if (idx[i] <= SHAPE_BATCH) return -1;
-            long k = (long)idx[i] < 0 ? (long)idx[i] + (long)nt : (long)idx[i];
-            if (k < 0 || k >= (long)nt) return -1;
+            long k;
+            if (!axis_of(idx[i], (long)nt, &k)) return -1; // (the batch and unknown entries are no indices)
             v[i] = tmp[k];
         }
         *n = ni;
@@ -488,10 +498,10 @@ static int shape_eval(const Importer *im, const char *name, double *v, size_t *n
         if (shape_eval(im, p->input[0], tmp, &nt, depth + 1) || ints_of(im, p, "starts", 1, st, 1, &ns) != 0 ||
             ints_of(im, p, "ends", 2, en, 1, &ne) != 0 || ns != 1 || ne != 1 || input_at(p, 4))
             return -1;
-        long b = (long)st[0] < 0 ? (long)st[0] + (long)nt : (long)st[0];
-        long e = en[0] > (double)nt ? (long)nt : (long)en[0] < 0 ? (long)en[0] + (long)nt : (long)en[0];
+        double bd = fmin(fmax(st[0] < 0 ? st[0] + (double)nt : st[0], 0), (double)nt); // clamped, as ONNX does
+        double ed = fmin(fmax(en[0] < 0 ? en[0] + (double)nt : en[0], 0), (double)nt);
         *n = 0;
-        for (long i = b < 0 ? 0 : b; i < e; i++) v[(*n)++] = tmp[i];
+        for (long i = (long)bd; i < (long)ed; i++) v[(*n)++] = tmp[i];
         return 0;
     }
     return -1;
@@ -516,8 +526,8 @@ static bool squeezes_spatial(const Importer *im, Onnx__NodeProto *n, const char 
         }
         bool drop[4] = {false};
         for (size_t i = 0; i < na; i++) {
-            long a = (long)axes[i] < 0 ? (long)axes[i] + rank : (long)axes[i];
-            if (a < 0 || a >= rank) return false;
+            long a;
+            if (!axis_of(axes[i], rank, &a)) return false;
             drop[a] = true;
         }
         int r = 0;
