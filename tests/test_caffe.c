@@ -149,6 +149,7 @@ static void test_deploy(void **state) {
     test_tiny_net(&net);
     Err e;
     if (caffe_import(&net, DIR "model.caffemodel", DIR "deploy.prototxt", NULL, &e)) fail_msg("%s", e.msg);
+    if (caffe_import(&net, DIR "model-v1.caffemodel", DIR "deploy-v1.prototxt", NULL, &e)) fail_msg("%s", e.msg);
     net_free(&net);
     expect_refusal_with(DIR "model.caffemodel", DIR "bad-deploy.prototxt",
                         "bad-deploy.prototxt: layer 'conv1/7x7_s2' is not the 7x7/2 convolution with padding 3 and 4 "

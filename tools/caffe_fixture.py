@@ -11,7 +11,8 @@ Usage (Debian's interpreter: /usr/bin/python3 has torch and protobuf; protoc fro
 Writes OUTDIR/model.caffemodel (current `layer` form, blobs with BlobShape, the auxiliary heads included),
 OUTDIR/model-v1.caffemodel (the V1 `layers` form of 2014, blobs as num/channels/height/width, no auxiliary
 heads), deploy.prototxt (text format, as bvlc_googlenet's deploy file: an Input layer, no blobs, no auxiliary
-heads) and bad-deploy.prototxt (its conv1 5x5), and logits.npy, loss1.npy, loss2.npy: PyTorch's outputs on INPUT. Also three small files the importer
+heads), deploy-v1.prototxt (the same in the V1 form, the input as input_dim) and bad-deploy.prototxt (its conv1
+5x5), and logits.npy, loss1.npy, loss2.npy: PyTorch's outputs on INPUT. Also three small files the importer
 must refuse: bad-size.caffemodel (conv1's blob holds fewer values than its shape), bad-shape.caffemodel (conv1's
 weights of another kernel size), bad-type.caffemodel (an Eltwise layer: a residual network). Layer names, types and order are
 bvlc_googlenet's (conv1/7x7_s2, conv1/relu_7x7, pool1/3x3_s2, pool1/norm1, conv2/3x3_reduce, ...,
@@ -166,6 +167,18 @@ def write_deploy(pb, outdir, net, spec, model):
     bad = text.replace('kernel_size: 7', 'kernel_size: 5', 1)
     with open(os.path.join(outdir, 'bad-deploy.prototxt'), 'w') as f:
         f.write(bad)
+    # the V1 form of 2014: `layers` with enum types, the input as input / input_dim
+    path = os.path.join(outdir, 'deploy-v1.prototxt')
+    write(pb, True, net, spec, model, path, False)
+    n = pb.NetParameter()
+    with open(path, 'rb') as f:
+        n.ParseFromString(f.read())
+    for L in n.layers:
+        L.ClearField('blobs')
+    n.input.append('data')
+    n.input_dim.extend([10, net['channels'], net['input'], net['input']])
+    with open(path, 'w') as f:
+        f.write(text_format.MessageToString(n))
 
 
 def write_bad(pb, outdir, model):
