@@ -9,7 +9,9 @@
 //   layers      one file per layer, fast kernel beside its plain reference (layers.h, internal)
 //   weights     safetensors load/save, checked against the config
 //   npy         NumPy .npy float32 read/write
-//   onnx        onnx_import: pretrained GoogLeNet weights from an ONNX graph of the same topology
+//   import      onnx_import, caffe_import: pretrained GoogLeNet weights from an ONNX graph or a Caffe model of the
+//               same topology (decode.c: protobuf decoding within a budget; prototxt.c: Caffe's text format)
+//   export      onnx_export: a network as ONNX that other runtimes run
 //   classify    the paper's Section 7 test-time crops (1, 10 or 144) averaged over softmax outputs
 //   multibox    the MultiBox head's loss: bipartite matching of ground truth to priors, location + confidence
 //   batchnorm   `batchnorm = true`: every convolution is conv -> BN -> ReLU (Inception-v2's way) in training,
@@ -443,6 +445,14 @@ void weights_extra_free(WeightsExtra *x);
 // Malformed class metadata is an error naming the file.
 int weights_read_classes(const char *path, ModelClasses *mc, Err *e);
 void model_classes_free(ModelClasses *mc);
+// The classes from the text of the metadata entries that record them (a weight file's, an ONNX model's):
+// "classes" (a JSON array of names, as text), "wnids" (likewise, or NULL: the names) and "background" ("true" or
+// "false"). classes NULL: none recorded (mc->classes.n == 0). Malformed entries are an error naming `path`.
+int model_classes_parse(const char *path, const char *classes, const char *wnids, const char *background,
+                        ModelClasses *mc, Err *e);
+// The text of the "classes" entry (wnids false) or of the "wnids" entry (true; NULL when the WNIDs are the names);
+// NULL when mc records no classes. Caller frees.
+char *model_classes_text(const ModelClasses *mc, bool wnids);
 
 // ---------------------------------------------------------------------------------------------------------------
 // npy: NumPy's format, float32 little-endian, C order
@@ -463,14 +473,52 @@ int npy_save(const char *path, const float *data, int ndim, const int64_t *shape
 void npy_free(NpyArray *a);
 
 // ---------------------------------------------------------------------------------------------------------------
-// onnx import
+// import: pretrained weights from ONNX (onnx.c) and Caffe (caffe.c); export to ONNX (onnx_export.c)
 
-// Reads an ONNX model, matches its graph to the config's layers (Conv+Relu, MaxPool, LRN, Concat of the four
-// Inception branches, AveragePool, Dropout/Identity, Flatten/Reshape, Gemm or MatMul+Add, Softmax) and copies the
-// weights into net. Refuses graphs of another topology, naming the first node that does not fit. The auxiliary
-// heads are imported when the graph has them as extra outputs; *has_aux tells (may be NULL). A config with
-// batch normalisation is refused (bvlc_googlenet has none).
-int onnx_import(Net *net, const char *path, bool *has_aux, Err *e);
+#define IMPORT_MAX_META 4
+
+// What an import found, for its report and for the weight file it writes.
+typedef struct {
+    char source[160];       // "ONNX (IR 8, opset 13, pytorch 1.13.0)", "Caffe (142 layers, V2)"
+    int tensors;            // parameter tensors imported
+    size_t values;          // floats imported (the auxiliary heads' included when has_aux)
+    bool has_aux;           // the file has the auxiliary heads, and they were imported
+    int unused;             // nodes (ONNX) or layers (Caffe) of the file that compute none of the config's outputs
+    ModelClasses classes;   // class names the file records (ONNX metadata); classes.n == 0 when none
+    int n_meta;
+    MetaEntry meta[IMPORT_MAX_META]; // what the weight file records besides (Caffe: the input convention)
+} ImportReport;
+
+void import_report_free(ImportReport *r);
+
+// Reads an ONNX model and maps its graph onto the config by what it computes, from the main output back to the
+// input: Conv + Relu (or Clip at 0, or a FusedConv with a Relu activation), MaxPool (ceil_mode, or explicit end
+// padding), LRN, the Concat of the four Inception branches, AveragePool, GlobalAveragePool or ReduceMean over H
+// and W where the config pools the whole map, Flatten / Reshape (constant or computed shape) / Squeeze, Gemm or
+// MatMul + Add, Softmax or LogSoftmax; Identity, Dropout and Pads of zeros are looked through; opsets 7 to 17
+// (attributes that became inputs are read from constants); initializers as raw_data, float_data or Constant
+// nodes. Copies the weights into net only when the whole graph matched; otherwise the error names the node, its
+// op and what the config expected there. The auxiliary heads are imported when the graph has them as extra
+// outputs. Class names in the model's metadata ("classes", "wnids", "background") are read into the report. A
+// config with batch normalisation or a MultiBox head is refused. report may be NULL.
+int onnx_import(Net *net, const char *path, ImportReport *report, Err *e);
+
+// Reads a Caffe model (NetParameter, binary .caffemodel, current `layer` or V1 `layers`) and maps bvlc_googlenet's
+// layer names onto the config ("conv1/7x7_s2" -> conv1, "conv2/3x3_reduce" -> conv2/reduce, "inception_3a/1x1",
+// "loss1/conv", "loss3/classifier" -> classifier, ...; a layer named as the config's piece is taken too), checking
+// every blob's shape and size, the convolutions' and inner products' recorded hyper-parameters, and the pooling and
+// LRN layers in order. Unknown layer types are refused. The report records Caffe's input convention (BGR, 0..255
+// minus the mean) for the weight file's metadata. prototxt (may be NULL): the deploy file (text format), whose
+// layers, kinds, hyper-parameters and input size are checked against the config the same way. report may be NULL.
+int caffe_import(Net *net, const char *path, const char *prototxt, ImportReport *report, Err *e);
+
+// Writes the network (net->params, or the folded weights of a batch-normalised config) as an ONNX model, opset
+// 13: input "data" (N, C, input, input), output the config's last layer ("prob", or the logits when the config has
+// no softmax); with_aux adds the auxiliary heads as outputs "loss1", "loss2", .... Pools are written with explicit
+// end padding (Caffe's round-up), so any runtime computes our output sizes. classes (may be NULL) go into the
+// model's metadata as weight files record them; the preprocessing (channel order, mean, scale) is recorded too.
+// Written atomically.
+int onnx_export(Net *net, const char *path, bool with_aux, const ModelClasses *classes, Err *e);
 
 // ---------------------------------------------------------------------------------------------------------------
 // classify: Section 7 of the paper

@@ -181,6 +181,8 @@ Box box_clip(Box b, int w, int h); // inside a w x h image's pixels 1..w, 1..h; 
 #define WEIGHTS_MAX_BYTES (8ull << 30)        // a safetensors file
 #define NPY_MAX_HEADER 65536                  // a .npy header
 #define ONNX_MAX_BYTES (2ull << 30)           // an ONNX file (protobuf's own 2 GiB limit)
+#define CAFFE_MAX_BYTES (2ull << 30)          // a .caffemodel (protobuf's own 2 GiB limit)
+#define PROTOTXT_MAX_BYTES (16u << 20)        // a Caffe .prototxt (bvlc_googlenet's deploy file: 36 KB)
 #define MULTIBOX_MAX_PRIORS (1 << 20)         // priors of a priors file (the papers use 100 to 1,400)
 #define NET_MAX_ACT_BYTES (16ull << 30)       // activation memory a plan may ask for
 

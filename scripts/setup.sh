@@ -11,6 +11,8 @@ libjansson-dev libmatio-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev"
 # onnxruntime-node, valgrind for memory checks
 PACKAGES="$PACKAGES python3 python3-numpy python3-torch python3-onnx python3-opencv libopencv-contrib-dev nodejs
 valgrind"
+# the Caffe fixtures (tools/caffe_fixture.py): Python protobuf messages compiled by protoc from our caffe.proto
+PACKAGES="$PACKAGES python3-protobuf protobuf-compiler"
 # the MultiBox loss reference (tools/multibox_reference.py): SciPy's optimal assignment, independent of ours
 PACKAGES="$PACKAGES python3-scipy"
 # the crop set of bench/train_crops.sh (tools/make_crops.py): Pillow

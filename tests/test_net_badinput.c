@@ -197,10 +197,12 @@ static void expect_onnx_error(const char *config, const char *path, const char *
 
 static void test_onnx_refused(void **state) {
     const char *dir = *state;
-    // another topology: a residual network with global average pooling
+    // another topology: a residual network with global average pooling (which is pool5 here: the 3x3 pool of a
+    // 3x3 map), refused where its residual sum stands for the last Inception module
     expect_onnx_error(TINY, "data/other-topology.onnx",
-                      "does not match config ../configs/googlenet-tiny.cfg at layer pool5 (line 41): node "
-                      "'/GlobalAveragePool' (GlobalAveragePool)");
+                      "does not match config ../configs/googlenet-tiny.cfg at layer inception_5b (line 40): node "
+                      "'/Relu_1' (Relu) computes '/Relu_1_output_0' where a Concat of four branches along the "
+                      "channels was expected");
     // GoogLeNet-tiny into the full-width config: the shapes differ
     expect_onnx_error("../configs/googlenet.cfg", "data/googlenet-tiny/model.onnx",
                       "config ../configs/googlenet.cfg layer classifier.weight needs 1000 outputs from 1024 inputs");

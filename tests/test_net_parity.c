@@ -72,9 +72,10 @@ static void test_parity_pytorch_export(void **state) {
     Net net;
     test_tiny_net(&net);
     Err e;
-    bool aux = false;
-    if (onnx_import(&net, FIXTURES "model.onnx", &aux, &e)) fail_msg("%s", e.msg);
-    assert_true(aux);
+    ImportReport r;
+    if (onnx_import(&net, FIXTURES "model.onnx", &r, &e)) fail_msg("%s", e.msg);
+    assert_true(r.has_aux);
+    import_report_free(&r);
     run_fixture_input(&net, true, true);
     for (size_t i = 0; i < sizeof LAYERS / sizeof LAYERS[0]; i++) compare_layer(&net, LAYERS[i], LAYERS[i]);
     // The reference kernels agree with PyTorch as well.
@@ -93,9 +94,10 @@ static void test_parity_bvlc_layout(void **state) {
     Net net;
     test_tiny_net(&net);
     Err e;
-    bool aux = true;
-    if (onnx_import(&net, FIXTURES "model-bvlc.onnx", &aux, &e)) fail_msg("%s", e.msg);
-    assert_false(aux);
+    ImportReport r;
+    if (onnx_import(&net, FIXTURES "model-bvlc.onnx", &r, &e)) fail_msg("%s", e.msg);
+    assert_false(r.has_aux);
+    import_report_free(&r);
     run_fixture_input(&net, false, false); // memory reused: only the outputs survive
     compare_layer(&net, "classifier", "classifier");
     compare_layer(&net, "prob", "prob");

@@ -15,9 +15,28 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <protobuf-c/protobuf-c.h>
+
 #include "common.h"
 
 typedef struct Workers Workers;
+
+// decode.c: a protobuf file (ONNX, Caffe) decoded within a memory budget of four times its size and 64 MiB, so
+// that a file of absurd repeated counts is refused before it asks for gigabytes.
+typedef struct {
+    size_t used, budget;
+    bool exceeded;
+    ProtobufCAllocator alloc; // counts against the budget; free the message with it
+} PbBudget;
+typedef void *(*PbUnpack)(ProtobufCAllocator *a, size_t n, const uint8_t *data);
+// Reads path (refused over max_bytes) and unpacks it; NULL with *e set when it does not decode ("not <what>") or
+// needs more than the budget. b must stay where it is until the message is freed.
+void *pb_decode_file(const char *path, size_t max_bytes, const char *what, PbUnpack unpack, PbBudget *b, Err *e);
+// prototxt.c: a protobuf text-format file (Caffe's .prototxt) read into a message of descriptor d, fields found by
+// name (the .proto subset is the schema; fields it lacks are skipped); refused over max_bytes, and when it needs
+// more memory than 64 MiB and four times its size. NULL with *e set ("FILE:LINE: problem"). Free with
+// protobuf_c_message_free_unpacked(m, NULL).
+void *prototxt_parse(const char *path, const ProtobufCMessageDescriptor *d, size_t max_bytes, Err *e);
 
 // Output size of a convolution (rounded down) and of a Caffe pooling (rounded up, the last window starting
 // inside the image). 0 when the patch does not fit.

@@ -1,13 +1,17 @@
-// Importing GoogLeNet weights from ONNX. The file is decoded with protobuf-c from our subset of onnx.proto; the
-// graph is then matched to the config backwards, from the main output to the input: each config layer expects
-// the nodes that compute it (Conv + Relu, MaxPool, LRN, a Concat of the four Inception branches, AveragePool,
-// Flatten/Reshape + Gemm or MatMul + Add, Softmax), and their attributes and weight shapes must be the config's.
-// Nodes that compute the identity at inference (Identity, Dropout, a Pad of zeros) are looked through. Matching
-// from the outputs means every node that influences an output is checked, so a graph of another topology is
-// refused at the first node that does not fit, with that node's name. Weights are staged and copied into the
-// net only when the whole graph matched.
+// Importing GoogLeNet weights from ONNX. The file is decoded with protobuf-c from our subset of onnx.proto (within
+// a memory budget, decode.c); the graph is then matched to the config backwards, from the main output to the
+// input: each config layer expects the nodes that compute it, in any of the forms exporters write (Conv + Relu,
+// Clip at 0 or a fused activation; MaxPool; LRN; a Concat of the four Inception branches; AveragePool, or a global
+// pooling where the config pools the whole map; Flatten, Reshape or Squeeze; Gemm or MatMul + Add; Softmax or
+// LogSoftmax), and their attributes and weight shapes must be the config's. Attributes that later opsets turned
+// into inputs are read from the constants feeding them, and shapes computed in the graph (Shape, Gather, Concat,
+// ...) are evaluated. Nodes that compute the identity at inference (Identity, Dropout, a Pad of zeros) are looked
+// through. Matching from the outputs means every node that influences an output is checked, so a graph of another
+// topology is refused at the first node that does not fit, with that node's name. Weights are staged and copied
+// into the net only when the whole graph matched.
 #include "classifier.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,11 +26,14 @@ typedef struct {
     Onnx__GraphProto *g;
     float *staged;  // parameter arena being filled
     bool *filled;   // [n_params]
+    bool *used;     // [n_node]: looked up while matching (the rest compute nothing the config has)
     Err *e;
 } Importer;
 
 // ---------------------------------------------------------------------------------------------------------------
 // graph lookups
+
+static bool is_op(const Onnx__NodeProto *n, const char *op);
 
 static const char *node_label(const Onnx__NodeProto *n) {
     if (n->name && n->name[0]) return n->name;
@@ -42,7 +49,10 @@ static Onnx__TensorProto *find_initializer(const Importer *im, const char *name)
 static Onnx__NodeProto *find_producer(const Importer *im, const char *name) {
     for (size_t i = 0; i < im->g->n_node; i++)
         for (size_t k = 0; k < im->g->node[i]->n_output; k++)
-            if (!strcmp(im->g->node[i]->output[k], name)) return im->g->node[i];
+            if (!strcmp(im->g->node[i]->output[k], name)) {
+                if (im->used) im->used[i] = true;
+                return im->g->node[i];
+            }
     return NULL;
 }
 
@@ -82,48 +92,118 @@ static size_t tensor_numel(const Onnx__TensorProto *t) {
     return n;
 }
 
-// The int64 values of a small constant tensor (pads, shapes); -1 if it is not one.
-static int int_constant(const Importer *im, const char *name, int64_t *out, size_t max, size_t *n) {
+// One value of a tensor's data, as a double (shapes, pads, ratios, bounds: small integers and plain floats).
+static bool tensor_value(const Onnx__TensorProto *t, size_t i, double *v) {
+    static const size_t width[] = {[ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT] = 4, [ONNX__TENSOR_PROTO__DATA_TYPE__INT32] = 4,
+                                   [ONNX__TENSOR_PROTO__DATA_TYPE__INT64] = 8, [ONNX__TENSOR_PROTO__DATA_TYPE__BOOL] = 1,
+                                   [ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE] = 8};
+    int type = t->data_type;
+    if (type < 0 || type >= (int)(sizeof width / sizeof width[0]) || !width[type]) return false;
+    if (t->has_raw_data) {
+        if (t->raw_data.len < (i + 1) * width[type]) return false;
+        const uint8_t *p = t->raw_data.data + i * width[type];
+        uint64_t u = 0;
+        for (size_t b = width[type]; b-- > 0;) u = u << 8 | p[b]; // little-endian
+        float f;
+        double d;
+        uint32_t u32 = (uint32_t)u;
+        switch (type) {
+        case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: memcpy(&f, &u32, 4), *v = f; break;
+        case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: memcpy(&d, &u, 8), *v = d; break;
+        case ONNX__TENSOR_PROTO__DATA_TYPE__INT32: *v = (int32_t)u32; break;
+        case ONNX__TENSOR_PROTO__DATA_TYPE__INT64: *v = (double)(int64_t)u; break;
+        default: *v = u != 0; break;
+        }
+        return true;
+    }
+    switch (type) { // the typed fields: bool and int32 share int32_data
+    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: return i < t->n_float_data && (*v = t->float_data[i], true);
+    case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: return i < t->n_double_data && (*v = t->double_data[i], true);
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT64: return i < t->n_int64_data && (*v = (double)t->int64_data[i], true);
+    default: return i < t->n_int32_data && (*v = t->int32_data[i], true);
+    }
+}
+
+// The values of a small numeric constant (pads, shapes, axes, ratios): an initializer, a Constant node's tensor or
+// its value_float(s) / value_int(s); -1 if it is not one or has more than max values.
+static int const_values(const Importer *im, const char *name, double *out, size_t max, size_t *n) {
+    Onnx__NodeProto *c = find_initializer(im, name) ? NULL : find_producer(im, name);
+    if (is_op(c, "Constant") && !find_attr(c, "value")) {
+        Onnx__AttributeProto *a;
+        *n = 0;
+        if ((a = find_attr(c, "value_ints")) && a->n_ints <= max)
+            for (size_t i = 0; i < a->n_ints; i++) out[(*n)++] = (double)a->ints[i];
+        else if ((a = find_attr(c, "value_floats")) && a->n_floats <= max)
+            for (size_t i = 0; i < a->n_floats; i++) out[(*n)++] = a->floats[i];
+        else if ((a = find_attr(c, "value_int")) && max >= 1) out[(*n)++] = (double)a->i;
+        else if ((a = find_attr(c, "value_float")) && max >= 1) out[(*n)++] = a->f;
+        else return -1;
+        return 0;
+    }
     Onnx__TensorProto *t = find_constant(im, name);
-    if (!t || t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__INT64) return -1;
+    if (!t) return -1;
     size_t count = tensor_numel(t);
     if (count > max) return -1;
-    if (t->has_raw_data) {
-        if (t->raw_data.len != count * 8) return -1;
-        for (size_t i = 0; i < count; i++) {
-            uint64_t v = 0;
-            for (int b = 7; b >= 0; b--) v = v << 8 | t->raw_data.data[i * 8 + (size_t)b];
-            out[i] = (int64_t)v;
-        }
-    } else {
-        if (t->n_int64_data != count) return -1;
-        for (size_t i = 0; i < count; i++) out[i] = t->int64_data[i];
-    }
+    for (size_t i = 0; i < count; i++)
+        if (!tensor_value(t, i, &out[i])) return -1;
     *n = count;
     return 0;
+}
+
+// The one value of a scalar constant (or one-element tensor); false if it is not one.
+static bool const_scalar(const Importer *im, const char *name, double *v) {
+    size_t n;
+    return !const_values(im, name, v, 1, &n) && n == 1;
+}
+
+// An axis or index from a file as a long: a whole number of modest size (casting others would be undefined), made
+// non-negative against `rank` when negative. False when it is not one or is out of [0, rank).
+static bool axis_of(double v, long rank, long *out) {
+    if (!(fabs(v) <= 1 << 20) || v != floor(v)) return false;
+    long a = (long)v < 0 ? (long)v + rank : (long)v;
+    *out = a;
+    return a >= 0 && a < rank;
+}
+
+// An optional input: present when the node has it and its name is not empty.
+static const char *input_at(const Onnx__NodeProto *n, size_t i) {
+    return i < n->n_input && n->input[i][0] ? n->input[i] : NULL;
+}
+
+// An attribute's ints, or (later opsets) the constant input that replaced it; -1 if neither can be read.
+static int ints_of(const Importer *im, const Onnx__NodeProto *n, const char *attr, size_t input, double *out, size_t max,
+                   size_t *count) {
+    Onnx__AttributeProto *a = find_attr(n, attr);
+    if (a) {
+        if (a->n_ints > max) return -1;
+        for (size_t i = 0; i < a->n_ints; i++) out[i] = (double)a->ints[i];
+        *count = a->n_ints;
+        return 0;
+    }
+    const char *in = input_at(n, input);
+    if (!in) return *count = 0, 1; // absent: the op's default
+    return const_values(im, in, out, max, count);
 }
 
 static bool is_op(const Onnx__NodeProto *n, const char *op) {
     return n && n->op_type && !strcmp(n->op_type, op) && (!n->domain || !n->domain[0] || !strcmp(n->domain, "ai.onnx"));
 }
 
-// Whether a node is the identity at inference: Identity, Dropout (its first output), Pad by zeros.
+// Whether a node is the identity at inference: Identity, Dropout (its first output; not in training mode), a Pad
+// by zeros (pads an attribute before opset 11, an input since).
 static bool is_identity(const Importer *im, const Onnx__NodeProto *n, const char *out) {
     if (is_op(n, "Identity")) return true;
-    if (is_op(n, "Dropout")) return n->n_output && !strcmp(n->output[0], out);
+    if (is_op(n, "Dropout")) {
+        double training = 0;
+        const char *mode = input_at(n, 2); // opset 12: training_mode, default false
+        return n->n_output && !strcmp(n->output[0], out) && (!mode || (const_scalar(im, mode, &training) && !training));
+    }
     if (is_op(n, "Pad") && n->n_input >= 1) {
         Onnx__AttributeProto *mode = find_attr(n, "mode");
         if (mode && mode->s.len && (mode->s.len != 8 || memcmp(mode->s.data, "constant", 8))) return false;
-        int64_t pads[16];
+        double pads[16];
         size_t np = 0;
-        Onnx__AttributeProto *a = find_attr(n, "pads");
-        if (a) { // opset < 11: an attribute
-            if (a->n_ints > 16) return false;
-            for (size_t i = 0; i < a->n_ints; i++) pads[i] = a->ints[i];
-            np = a->n_ints;
-        } else if (n->n_input < 2 || int_constant(im, n->input[1], pads, 16, &np)) {
-            return false;
-        }
+        if (ints_of(im, n, "pads", 1, pads, 16, &np) < 0 || np == 0) return false;
         for (size_t i = 0; i < np; i++)
             if (pads[i]) return false;
         return true;
@@ -227,17 +307,43 @@ static void find_pair(const Importer *im, const char *prefix, int *w, int *b) {
     *b = net_find_param(im->net, name);
 }
 
+// A ReLU producing t: Relu, or Clip to [0, +inf) (bounds attributes before opset 11, inputs since). Returns the
+// node and sets *x to the tensor it rectifies; NULL with the error set otherwise. A FusedConv (ONNX Runtime's
+// optimised graphs) with a Relu activation is returned as is, with *x = t: the caller takes it as the conv.
+static Onnx__NodeProto *match_relu(Importer *im, const LayerSpec *L, const char *part, const char *t, const char **x) {
+    Onnx__NodeProto *n = producer(im, t, &t);
+    *x = t;
+    if (n && n->op_type && !strcmp(n->op_type, "FusedConv") && n->domain && !strcmp(n->domain, "com.microsoft")) {
+        Onnx__AttributeProto *a = find_attr(n, "activation");
+        if (a && a->s.len == 4 && !memcmp(a->s.data, "Relu", 4)) return n;
+    }
+    if (is_op(n, "Relu") && n->n_input == 1) return *x = n->input[0], n;
+    if (is_op(n, "Clip") && n->n_input >= 1) {
+        double lo = -INFINITY, hi = INFINITY;
+        Onnx__AttributeProto *a;
+        bool ok = true;
+        if ((a = find_attr(n, "min"))) lo = a->f;
+        else if (input_at(n, 1)) ok &= const_scalar(im, n->input[1], &lo);
+        if ((a = find_attr(n, "max"))) hi = a->f;
+        else if (input_at(n, 2)) ok &= const_scalar(im, n->input[2], &hi);
+        if (ok && lo == 0 && hi >= FLT_MAX) return *x = n->input[0], n;
+    }
+    mismatch(im, L, part, t, n, "a Relu (or Clip to [0, inf))");
+    return NULL;
+}
+
 // Conv + Relu with the weights of param `prefix`; `part` names the piece of a module, for messages.
 static const char *match_conv(Importer *im, const LayerSpec *L, const char *part, const char *t, const char *prefix,
                               int k, int stride, int pad) {
     int w, b;
     find_pair(im, prefix, &w, &b);
     const Param *pw = &im->net->param[w], *pb = &im->net->param[b];
-    Onnx__NodeProto *relu = producer(im, t, &t);
-    if (!is_op(relu, "Relu") || relu->n_input != 1) return mismatch(im, L, part, t, relu, "a Relu"), NULL;
-    const char *ct;
-    Onnx__NodeProto *conv = producer(im, relu->input[0], &ct);
-    if (!is_op(conv, "Conv") || conv->n_input < 2) return mismatch(im, L, part, ct, conv, "a Conv"), NULL;
+    const char *ct = t;
+    Onnx__NodeProto *relu = match_relu(im, L, part, t, &ct), *conv = relu;
+    if (!relu) return NULL;
+    if (!is_op(relu, "Relu") && !is_op(relu, "Clip")) ct = t; // fused
+    else conv = producer(im, ct, &ct);
+    if (!(is_op(conv, "Conv") || conv == relu) || conv->n_input < 2) return mismatch(im, L, part, ct, conv, "a Conv"), NULL;
     char want[160];
     snprintf(want, sizeof want, "a %dx%d/%d convolution with padding %d", k, k, stride, pad);
     Onnx__AttributeProto *a;
@@ -272,6 +378,23 @@ static const char *match_conv(Importer *im, const LayerSpec *L, const char *part
     return conv->input[0];
 }
 
+// A pooling over the whole map: GlobalAveragePool / GlobalMaxPool, or ReduceMean / ReduceMax over axes 2 and 3
+// (an attribute, or an input since opset 18; any keepdims). Returns the tensor it reads; NULL if n is not one.
+static const char *match_global(const Importer *im, const Onnx__NodeProto *n, bool max) {
+    if (is_op(n, max ? "GlobalMaxPool" : "GlobalAveragePool") && n->n_input == 1) return n->input[0];
+    if (!is_op(n, max ? "ReduceMax" : "ReduceMean") || n->n_input < 1) return NULL;
+    double axes[4];
+    size_t na = 0;
+    if (ints_of(im, n, "axes", 1, axes, 4, &na) != 0 || na != 2) return NULL; // absent: every axis, batch too
+    bool h = false, w = false;
+    for (size_t i = 0; i < 2; i++) {
+        long ax;
+        if (!axis_of(axes[i], 4, &ax)) return NULL;
+        h |= ax == 2, w |= ax == 3;
+    }
+    return h && w ? n->input[0] : NULL;
+}
+
 // A pooling that produces an out x out map from an in x in one as the config's (Caffe ceil-mode) pooling does:
 // ceil_mode, or explicit extra padding at the end (how Caffe-converted models express it).
 static const char *match_pool(Importer *im, const LayerSpec *L, const char *part, const char *t, bool max, int k,
@@ -280,6 +403,10 @@ static const char *match_pool(Importer *im, const LayerSpec *L, const char *part
     Onnx__NodeProto *n = producer(im, t, &t);
     char want[160];
     snprintf(want, sizeof want, "a %dx%d/%d %s with padding %d", k, k, stride, op, pad);
+    if (out == 1 && pad == 0 && in <= k) { // the one window covers the whole map: a global pooling is the same
+        const char *global = match_global(im, n, max);
+        if (global) return global;
+    }
     if (!is_op(n, op) || n->n_input != 1) return mismatch(im, L, part, t, n, want), NULL;
     Onnx__AttributeProto *a;
     bool ok = (a = find_attr(n, "kernel_shape")) && a->n_ints == 2 && a->ints[0] == k && a->ints[1] == k;
@@ -320,24 +447,121 @@ static const char *match_lrn(Importer *im, const LayerSpec *L, const char *t) {
     return n->input[0];
 }
 
-// Flatten (axis 1) or Reshape to (batch, c*h*w) in front of a fully connected layer.
-static const char *match_flatten(Importer *im, const LayerSpec *L, const char *part, const char *t, long flat) {
+// Values of a shape computed in the graph: the batch size (unknown), or unknown, or a number.
+#define SHAPE_BATCH (-1e300)
+#define SHAPE_UNKNOWN (-2e300)
+#define SHAPE_MAX 8
+
+// Evaluates a small int64 vector the graph computes from constants and the shape of a tensor (PyTorch's
+// x.view(x.size(0), -1): Shape, Gather, Unsqueeze, Concat, Cast, Slice). Every tensor the importer meets before a
+// fully connected layer is (N, C, H, W) or (N, C), so a Shape is taken as [N, ?, ?, ?]: only its batch entry is
+// known, and anything built from the unknown entries is refused. -1 if it cannot be evaluated.
+static int shape_eval(const Importer *im, const char *name, double *v, size_t *n, int depth) {
+    if (depth > 16) return -1;
+    if (!const_values(im, name, v, SHAPE_MAX, n)) return 0;
+    Onnx__NodeProto *p = find_producer(im, name);
+    if (!p || !p->n_input) return -1;
+    double tmp[SHAPE_MAX], idx[SHAPE_MAX];
+    size_t nt = 0, ni = 0;
+    if (is_op(p, "Shape")) {
+        int64_t start = attr_int(p, "start", 0), end = attr_int(p, "end", 4); // opset 15, clamped as ONNX does
+        start = start < -4 ? 0 : start < 0 ? start + 4 : start > 4 ? 4 : start;
+        end = end < -4 ? 0 : end < 0 ? end + 4 : end > 4 ? 4 : end;
+        *n = 0;
+        for (int64_t i = start; i < end; i++) v[(*n)++] = i == 0 ? SHAPE_BATCH : SHAPE_UNKNOWN;
+        return 0;
+    }
+    if (is_op(p, "Cast") || is_op(p, "Identity") || is_op(p, "Unsqueeze") || is_op(p, "Squeeze"))
+        return shape_eval(im, p->input[0], v, n, depth + 1); // a scalar and its 1-vector are alike here
+    if (is_op(p, "Gather") && p->n_input == 2 && attr_int(p, "axis", 0) == 0) {
+        if (shape_eval(im, p->input[0], tmp, &nt, depth + 1) || shape_eval(im, p->input[1], idx, &ni, depth + 1))
+            return -1;
+        for (size_t i = 0; i < ni; i++) {
+            long k;
+            if (!axis_of(idx[i], (long)nt, &k)) return -1; // (the batch and unknown entries are no indices)
+            v[i] = tmp[k];
+        }
+        *n = ni;
+        return 0;
+    }
+    if (is_op(p, "Concat") && attr_int(p, "axis", 0) == 0) {
+        *n = 0;
+        for (size_t i = 0; i < p->n_input; i++) {
+            if (shape_eval(im, p->input[i], tmp, &nt, depth + 1) || *n + nt > SHAPE_MAX) return -1;
+            for (size_t k = 0; k < nt; k++) v[(*n)++] = tmp[k];
+        }
+        return 0;
+    }
+    if (is_op(p, "Slice")) {
+        double st[1], en[1];
+        size_t ns, ne;
+        if (shape_eval(im, p->input[0], tmp, &nt, depth + 1) || ints_of(im, p, "starts", 1, st, 1, &ns) != 0 ||
+            ints_of(im, p, "ends", 2, en, 1, &ne) != 0 || ns != 1 || ne != 1 || input_at(p, 4))
+            return -1;
+        double bd = fmin(fmax(st[0] < 0 ? st[0] + (double)nt : st[0], 0), (double)nt); // clamped, as ONNX does
+        double ed = fmin(fmax(en[0] < 0 ? en[0] + (double)nt : en[0], 0), (double)nt);
+        *n = 0;
+        for (long i = (long)bd; i < (long)ed; i++) v[(*n)++] = tmp[i];
+        return 0;
+    }
+    return -1;
+}
+
+// Whether a chain of Squeeze nodes ending at n removes exactly axes 2 and 3 of an (N, C, 1, 1) map; *x gets what
+// the first of them reads.
+static bool squeezes_spatial(const Importer *im, Onnx__NodeProto *n, const char **x) {
+    Onnx__NodeProto *chain[4];
+    int k = 0;
+    for (; k < 4 && is_op(n, "Squeeze") && n->n_input >= 1; k++) chain[k] = n, n = producer(im, n->input[0], NULL);
+    if (!k) return false;
+    *x = chain[k - 1]->input[0];
+    int dims[4] = {0, 1, 2, 3}, rank = 4; // which original axis each current one is
+    for (int c = k - 1; c >= 0; c--) {
+        double axes[4];
+        size_t na = 0;
+        if (ints_of(im, chain[c], "axes", 1, axes, 4, &na) < 0) return false;
+        if (na == 0) { // every axis of size 1: the spatial ones (and a batch of one, which does not matter here)
+            rank = 2;
+            continue;
+        }
+        bool drop[4] = {false};
+        for (size_t i = 0; i < na; i++) {
+            long a;
+            if (!axis_of(axes[i], rank, &a)) return false;
+            drop[a] = true;
+        }
+        int r = 0;
+        for (int i = 0; i < rank; i++)
+            if (!drop[i]) dims[r++] = dims[i];
+        rank = r;
+    }
+    return rank == 2 && dims[0] == 0 && dims[1] == 1;
+}
+
+// Flatten (axis 1), Reshape to (batch, c*h*w) (its shape an attribute before opset 5, then a constant or computed
+// input), or Squeeze of the spatial axes (1x1 maps) in front of a fully connected layer.
+static const char *match_flatten(Importer *im, const LayerSpec *L, const char *part, const char *t, long flat,
+                                 bool spatial_one) {
     Onnx__NodeProto *n = producer(im, t, &t);
     if (is_op(n, "Flatten") && n->n_input == 1 && attr_int(n, "axis", 1) == 1) return n->input[0];
     if (is_op(n, "Reshape") && n->n_input >= 1) {
-        int64_t shape[4] = {0, 0, 0, 0};
+        double shape[SHAPE_MAX];
         size_t ns = 0;
-        Onnx__AttributeProto *a = find_attr(n, "shape"); // opset < 5: an attribute, later an input
+        Onnx__AttributeProto *a = find_attr(n, "shape");
         bool known = false;
-        if (a && n->n_input == 1 && a->n_ints <= 4) {
-            for (size_t i = 0; i < a->n_ints; i++) shape[i] = a->ints[i];
+        if (a && n->n_input == 1 && a->n_ints <= SHAPE_MAX) {
+            for (size_t i = 0; i < a->n_ints; i++) shape[i] = (double)a->ints[i];
             ns = a->n_ints, known = true;
         } else if (n->n_input == 2) {
-            known = !int_constant(im, n->input[1], shape, 4, &ns);
+            known = !shape_eval(im, n->input[1], shape, &ns, 0);
         }
-        if (known && ns == 2 && shape[0] >= -1 && (shape[1] == -1 || shape[1] == flat)) return n->input[0];
+        // (0: copy the input's dimension, the batch; a fixed number: the batch the graph was traced with)
+        if (known && ns == 2 && (shape[0] == SHAPE_BATCH || shape[0] >= -1) && (shape[1] == -1 || shape[1] == flat))
+            return n->input[0];
     }
-    return mismatch(im, L, part, t, n, "a Flatten or Reshape to (batch, features)"), NULL;
+    const char *x;
+    if (spatial_one && squeezes_spatial(im, n, &x)) return x;
+    return mismatch(im, L, part, t, n, "a Flatten, Reshape or Squeeze to (batch, features)"), NULL;
 }
 
 // Gemm, or MatMul + Add (then Relu when relu), with the weights of param `prefix`.
@@ -346,11 +570,8 @@ static const char *match_fc(Importer *im, const LayerSpec *L, const char *part, 
     int w, b;
     find_pair(im, prefix, &w, &b);
     const Param *pw = &im->net->param[w], *pb = &im->net->param[b];
+    if (relu && !match_relu(im, L, part, t, &t)) return NULL;
     Onnx__NodeProto *n = producer(im, t, &t);
-    if (relu) {
-        if (!is_op(n, "Relu") || n->n_input != 1) return mismatch(im, L, part, t, n, "a Relu"), NULL;
-        n = producer(im, n->input[0], &t);
-    }
     size_t out = (size_t)pw->shape[0], in = (size_t)pw->shape[1];
     const char *x, *wname, *bname;
     bool transpose;
@@ -448,7 +669,7 @@ static const char *match_aux(Importer *im, int li, const char *t) {
     if (!(t = match_fc(im, L, "classifier", t, p, false))) return NULL;
     snprintf(p, sizeof p, "%s/fc", L->name);
     if (!(t = match_fc(im, L, "fc", t, p, true))) return NULL;
-    if (!(t = match_flatten(im, L, "flatten", t, (long)conv->c * conv->h * conv->w))) return NULL;
+    if (!(t = match_flatten(im, L, "flatten", t, (long)conv->c * conv->h * conv->w, conv->h * conv->w == 1))) return NULL;
     snprintf(p, sizeof p, "%s/conv", L->name);
     if (!(t = match_conv(im, L, "conv", t, p, 1, 1, 0))) return NULL;
     return match_pool(im, L, "pool", t, false, L->aux_k, L->aux_stride, 0, layer_input(im, li)->h, pool->h);
@@ -463,16 +684,24 @@ static const char *match_trunk(Importer *im, const char *t, const char **aux_in)
         char p[NET_NAME_MAX];
         switch (L->kind) {
         case LAYER_SOFTMAX: { // optional in the graph: our forward's output is the logits either way
-            Onnx__NodeProto *n = producer(im, t, NULL);
-            if (is_op(n, "Softmax") && n->n_input == 1) t = n->input[0];
+            const char *st = t;
+            Onnx__NodeProto *n = producer(im, t, &st);
+            if ((is_op(n, "Softmax") || is_op(n, "LogSoftmax")) && n->n_input == 1) {
+                int64_t axis = attr_int(n, "axis", 1); // over (N, classes) the default, 1 or -1, is the classes
+                if (axis != 1 && axis != -1)
+                    return mismatch(im, L, NULL, st, n, "a Softmax or LogSoftmax over the classes (axis 1)"), NULL;
+                t = n->input[0];
+            }
             break;
         }
         case LAYER_FC:
             t = match_fc(im, L, NULL, t, L->name, false);
-            if (t && in->h * in->w > 1) t = match_flatten(im, L, NULL, t, (long)in->c * in->h * in->w);
-            else if (t) { // a flatten of a 1x1 map, if present, changes nothing
+            if (t && in->h * in->w > 1) t = match_flatten(im, L, NULL, t, (long)in->c * in->h * in->w, false);
+            else if (t) { // a flatten of a 1x1 map, if present, changes nothing (a global pooling without keepdims
+                          // has none)
                 Onnx__NodeProto *n = producer(im, t, NULL);
-                if (is_op(n, "Flatten") || is_op(n, "Reshape")) t = match_flatten(im, L, NULL, t, in->c);
+                if (is_op(n, "Flatten") || is_op(n, "Reshape") || is_op(n, "Squeeze"))
+                    t = match_flatten(im, L, NULL, t, in->c, true);
             }
             break;
         case LAYER_DROPOUT: break; // looked through
@@ -546,47 +775,32 @@ done:
     return rc;
 }
 
-// protobuf-c's allocations while decoding, counted against a budget: an entry can take far more memory decoded
-// than on disk (an empty initializer is 2 bytes in the file, a few hundred once decoded, so 20 MB of them asked
-// for 1.9 GB). A model decodes to about its own size; the budget allows four times that and 64 MiB more.
-typedef struct {
-    size_t used, budget;
-    bool exceeded;
-} DecodeBudget;
-
-static void *budget_alloc(void *data, size_t size) {
-    DecodeBudget *b = data;
-    if (size > b->budget - b->used) {
-        b->exceeded = true;
-        return NULL;
-    }
-    b->used += size;
-    return malloc(size);
+static void *unpack_model(ProtobufCAllocator *a, size_t n, const uint8_t *data) {
+    return onnx__model_proto__unpack(a, n, data);
 }
 
-static void budget_free(void *data, void *p) {
-    (void)data;
-    free(p);
+// The metadata entry `key` of the model; NULL when absent.
+static const char *model_meta(const Onnx__ModelProto *m, const char *key) {
+    for (size_t i = 0; i < m->n_metadata_props; i++)
+        if (m->metadata_props[i]->key && !strcmp(m->metadata_props[i]->key, key)) return m->metadata_props[i]->value;
+    return NULL;
 }
 
-// The file's model, decoded within the budget; NULL with *e set when it does not decode or needs more.
-static Onnx__ModelProto *onnx_decode(const char *path, DecodeBudget *b, ProtobufCAllocator *a, Err *e) {
-    char *buf;
-    size_t n;
-    if (read_file_all(path, ONNX_MAX_BYTES, &buf, &n, e)) return NULL;
-    *b = (DecodeBudget){.budget = ((size_t)64 << 20) + 4 * n};
-    *a = (ProtobufCAllocator){.alloc = budget_alloc, .free = budget_free, .allocator_data = b};
-    Onnx__ModelProto *model = onnx__model_proto__unpack(a, n, (const uint8_t *)buf);
-    free(buf);
-    if (!model && b->exceeded)
-        err_set(e, "%s: decoding it needs more than %zu MiB for a %zu-byte file (a model decodes to about its own "
-                   "size): refused", path, b->budget >> 20, n);
-    else if (!model)
-        err_set(e, "%s: not an ONNX model (the protobuf does not decode)", path);
-    return model;
+// Where the weights came from: IR version, opset, producer.
+static void describe_model(const Onnx__ModelProto *m, char *buf, size_t n) {
+    long long opset = 0;
+    for (size_t i = 0; i < m->n_opset_import; i++)
+        if (!m->opset_import[i]->domain || !m->opset_import[i]->domain[0]) opset = m->opset_import[i]->version;
+    snprintf(buf, n, "ONNX (IR %lld, opset %lld%s%.40s%s%.20s)", (long long)m->ir_version, opset,
+             m->producer_name && m->producer_name[0] ? ", " : "", m->producer_name ? m->producer_name : "",
+             m->producer_version && m->producer_version[0] ? " " : "", m->producer_version ? m->producer_version : "");
 }
 
-int onnx_import(Net *net, const char *path, bool *has_aux, Err *e) {
+void import_report_free(ImportReport *r) {
+    model_classes_free(&r->classes);
+}
+
+int onnx_import(Net *net, const char *path, ImportReport *report, Err *e) {
     if (net->multibox_k)
         return err_set(e, "%s: config %s has a multibox head; ONNX import reads GoogLeNet classifiers (import into "
                        "the classifier's config)", path, net->cfg.path);
@@ -594,31 +808,47 @@ int onnx_import(Net *net, const char *path, bool *has_aux, Err *e) {
         return err_set(e, "%s: config %s uses batch normalisation (batchnorm = true); ONNX import reads "
                        "bvlc_googlenet's graph, which has none (import into a config without batchnorm)", path,
                        net->cfg.path);
-    DecodeBudget budget;
-    ProtobufCAllocator alloc;
-    Onnx__ModelProto *model = onnx_decode(path, &budget, &alloc, e);
+    PbBudget budget;
+    Onnx__ModelProto *model = pb_decode_file(path, ONNX_MAX_BYTES, "an ONNX model", unpack_model, &budget, e);
     if (!model) return -1;
     if (!model->graph || !model->graph->n_output) {
-        onnx__model_proto__free_unpacked(model, &alloc);
+        onnx__model_proto__free_unpacked(model, &budget.alloc);
         return err_set(e, "%s: ONNX model without a graph or outputs", path);
     }
+    ImportReport r = {0};
+    describe_model(model, r.source, sizeof r.source);
+    int rc = model_classes_parse(path, model_meta(model, "classes"), model_meta(model, "wnids"),
+                                 model_meta(model, "background") ? model_meta(model, "background") : "false",
+                                 &r.classes, e);
+    if (rc == 0 && r.classes.classes.n && r.classes.classes.n + r.classes.background != net->cfg.classes)
+        rc = err_set(e, "%s: its metadata names %d classes%s; config %s has %d outputs", path, r.classes.classes.n,
+                     r.classes.background ? " and background" : "", net->cfg.path, net->cfg.classes);
     Importer im = {.path = path, .net = net, .g = model->graph, .e = e};
     im.staged = xcalloc(net->params_size ? net->params_size : 1, sizeof(float));
     im.filled = xcalloc((size_t)net->n_params + 1, sizeof(bool));
-    bool aux = false;
-    int rc = import_graph(&im, &aux);
+    im.used = xcalloc(model->graph->n_node + 1, sizeof(bool));
+    if (rc == 0) rc = import_graph(&im, &r.has_aux);
     for (int i = 0; rc == 0 && i < net->n_params; i++)
-        if (!im.filled[i] && !(net->param[i].aux && !aux))
+        if (!im.filled[i] && !(net->param[i].aux && !r.has_aux))
             rc = err_set(e, "%s: parameter %s was not found in the graph", path, net->param[i].name);
     if (rc == 0) {
         for (int i = 0; i < net->n_params; i++)
-            if (im.filled[i])
+            if (im.filled[i]) {
                 memcpy(net->params + net->param[i].offset, im.staged + net->param[i].offset,
                        net->param[i].size * sizeof(float));
-        if (has_aux) *has_aux = aux;
+                r.tensors++, r.values += net->param[i].size;
+            }
+        // what feeds the nodes used counts as used (the constants of a Dropout's ratio, say)
+        for (size_t i = 0; i < model->graph->n_node; i++)
+            for (size_t k = 0; im.used[i] && k < model->graph->node[i]->n_input; k++)
+                find_producer(&im, model->graph->node[i]->input[k]);
+        for (size_t i = 0; i < model->graph->n_node; i++) r.unused += !im.used[i];
     }
+    if (rc == 0 && report) *report = r;
+    else import_report_free(&r);
     free(im.staged);
     free(im.filled);
-    onnx__model_proto__free_unpacked(model, &alloc);
+    free(im.used);
+    onnx__model_proto__free_unpacked(model, &budget.alloc);
     return rc;
 }

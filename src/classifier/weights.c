@@ -235,11 +235,7 @@ int weights_load_finetune(Net *net, const char *path, int *skipped, Err *e) {
 }
 
 // A list of strings as the text of a JSON array (metadata values must be strings).
-static json_t *string_list(char *const *s, int n) {
-    json_t *a = json_array();
-    for (int k = 0; k < n; k++) json_array_append_new(a, json_string(s[k]));
-    char *text = json_dumps(a, JSON_COMPACT);
-    json_decref(a);
+static json_t *string_value(char *text) {
     json_t *v = json_string(text);
     free(text);
     return v;
@@ -250,10 +246,9 @@ static json_t *metadata(const Net *net, const ModelClasses *mc) {
     json_t *m = json_pack("{ssssss}", "format", "inception", "version", WEIGHTS_VERSION, "config",
                           base ? base + 1 : net->cfg.path);
     if (mc && mc->classes.n > 0) {
-        json_object_set_new(m, "classes", string_list(mc->classes.name, mc->classes.n));
-        bool same = true;
-        for (int k = 0; k < mc->classes.n; k++) same = same && !strcmp(mc->classes.name[k], mc->classes.wnid[k]);
-        if (!same) json_object_set_new(m, "wnids", string_list(mc->classes.wnid, mc->classes.n));
+        json_object_set_new(m, "classes", string_value(model_classes_text(mc, false)));
+        char *wnids = model_classes_text(mc, true);
+        if (wnids) json_object_set_new(m, "wnids", string_value(wnids));
         json_object_set_new(m, "background", json_string(mc->background ? "true" : "false"));
     }
     return m;
@@ -341,9 +336,9 @@ void model_classes_free(ModelClasses *mc) {
     *mc = (ModelClasses){0};
 }
 
-// A metadata entry holding a JSON array of n strings as text into out (n entries allocated); n < 0: any length.
-static int parse_list(const char *path, json_t *meta, const char *key, int *n, char ***out, Err *e) {
-    const char *text = json_string_value(json_object_get(meta, key));
+// The text of a JSON array of n strings (metadata "classes", "wnids") into out (n entries allocated); n < 0: any
+// length.
+static int parse_list(const char *path, const char *key, const char *text, int *n, char ***out, Err *e) {
     json_error_t je;
     json_t *a = text ? json_loads(text, 0, &je) : NULL;
     bool ok = json_is_array(a) && json_array_size(a) > 0 && json_array_size(a) <= CONFIG_MAX_CLASSES &&
@@ -359,6 +354,43 @@ static int parse_list(const char *path, json_t *meta, const char *key, int *n, c
     for (int k = 0; k < *n; k++) (*out)[k] = xstrdup(json_string_value(json_array_get(a, (size_t)k)));
     json_decref(a);
     return 0;
+}
+
+int model_classes_parse(const char *path, const char *classes, const char *wnids_text, const char *bg,
+                        ModelClasses *mc, Err *e) {
+    *mc = (ModelClasses){0};
+    if (!classes) return 0;
+    int n = -1;
+    char **names = NULL, **wnids = NULL;
+    int rc = parse_list(path, "classes", classes, &n, &names, e);
+    if (rc == 0 && wnids_text) rc = parse_list(path, "wnids", wnids_text, &n, &wnids, e);
+    if (rc == 0 && (!bg || (strcmp(bg, "true") && strcmp(bg, "false"))))
+        rc = err_set(e, "%s: metadata \"background\" must be \"true\" or \"false\"", path);
+    if (rc == 0) {
+        mc->classes = (ClassMap){n, wnids ? wnids : xcalloc((size_t)n, sizeof(char *)), names};
+        for (int k = 0; !wnids && k < n; k++) mc->classes.wnid[k] = xstrdup(names[k]);
+        mc->background = !strcmp(bg, "true");
+        names = wnids = NULL;
+    }
+    for (int k = 0; names && k < n; k++) free(names[k]);
+    for (int k = 0; wnids && k < n; k++) free(wnids[k]);
+    free(names), free(wnids);
+    return rc;
+}
+
+char *model_classes_text(const ModelClasses *mc, bool wnids) {
+    if (mc->classes.n <= 0) return NULL;
+    char *const *s = wnids ? mc->classes.wnid : mc->classes.name;
+    if (wnids) {
+        bool same = true;
+        for (int k = 0; k < mc->classes.n; k++) same = same && !strcmp(mc->classes.name[k], mc->classes.wnid[k]);
+        if (same) return NULL;
+    }
+    json_t *a = json_array();
+    for (int k = 0; k < mc->classes.n; k++) json_array_append_new(a, json_string(s[k]));
+    char *text = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    return text;
 }
 
 // A weight file's header alone: *f is left open (for reading tensors), *data_start and *data_len locate the data.
@@ -393,25 +425,11 @@ int weights_read_classes(const char *path, ModelClasses *mc, Err *e) {
     if (header_read(path, &f, &root, &data_start, &data_len, e)) return -1;
     fclose(f);
     json_t *meta = json_object_get(root, "__metadata__");
-    int rc = 0;
-    if (json_object_get(meta, "classes")) {
-        int n = -1;
-        char **names = NULL, **wnids = NULL;
-        rc = parse_list(path, meta, "classes", &n, &names, e);
-        if (rc == 0 && json_object_get(meta, "wnids")) rc = parse_list(path, meta, "wnids", &n, &wnids, e);
-        const char *bg = json_string_value(json_object_get(meta, "background"));
-        if (rc == 0 && (!bg || (strcmp(bg, "true") && strcmp(bg, "false"))))
-            rc = err_set(e, "%s: metadata \"background\" must be \"true\" or \"false\"", path);
-        if (rc == 0) {
-            mc->classes = (ClassMap){n, wnids ? wnids : xcalloc((size_t)n, sizeof(char *)), names};
-            for (int k = 0; !wnids && k < n; k++) mc->classes.wnid[k] = xstrdup(names[k]);
-            mc->background = !strcmp(bg, "true");
-            names = wnids = NULL;
-        }
-        for (int k = 0; names && k < n; k++) free(names[k]);
-        for (int k = 0; wnids && k < n; k++) free(wnids[k]);
-        free(names), free(wnids);
-    }
+    int rc = model_classes_parse(path, json_string_value(json_object_get(meta, "classes")),
+                                 json_string_value(json_object_get(meta, "wnids")),
+                                 json_string_value(json_object_get(meta, "background")), mc, e);
+    if (rc == 0 && json_object_get(meta, "classes") && !mc->classes.n)
+        rc = err_set(e, "%s: metadata \"classes\" must be a JSON array of one or more strings, as text", path);
     json_decref(root);
     return rc;
 }

@@ -1,4 +1,4 @@
-// inception forward / import: the raw network on .npy tensors, and pretrained weights from ONNX.
+// inception forward / classify: the raw network on .npy tensors, and images classified with test-time crops.
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,45 +112,6 @@ fail:
     if (rc) cli_fail("forward", &e);
     free(out);
     npy_free(&x);
-    net_free(&net);
-    return rc;
-}
-
-int cmd_import(int argc, char **argv) {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"output", required_argument, NULL, 'o'},
-                                         {"quiet", no_argument, NULL, 'q'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {0}};
-    const char *config = NULL, *output = NULL;
-    bool quiet = false;
-    int c;
-    while ((c = getopt_long(argc, argv, "c:o:qh", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c': config = optarg; break;
-        case 'o': output = optarg; break;
-        case 'q': quiet = true; break;
-        case 'h':
-            printf("usage: inception import MODEL.onnx --config C -o MODEL.safetensors [--quiet]\n\n"
-                   "Imports the weights of an ONNX GoogLeNet (the public bvlc_googlenet export, or the PyTorch\n"
-                   "export of tools/reference.py) whose graph matches config C layer for layer; graphs of another\n"
-                   "topology are refused, naming the first node that does not fit. Auxiliary heads are imported\n"
-                   "when the graph has them as extra outputs. Writes safetensors atomically.\n");
-            return 0;
-        default: return cli_usage_error("import", "unknown option");
-        }
-    }
-    if (optind != argc - 1) return cli_usage_error("import", "expected one MODEL.onnx");
-    if (!config || !output) return cli_usage_error("import", "--config and -o are required");
-    Err e;
-    Net net;
-    if (load_net(config, &net, &e)) return cli_fail("import", &e);
-    bool aux = false;
-    int rc = onnx_import(&net, argv[optind], &aux, &e) || weights_save(&net, output, aux, NULL, NULL, &e) ? 1 : 0;
-    if (rc) cli_fail("import", &e);
-    else if (!quiet)
-        fprintf(stderr, "imported %s: %zu parameters%s -> %s\n", argv[optind], net.params_size,
-                aux ? " (with the auxiliary heads)" : "", output);
     net_free(&net);
     return rc;
 }

@@ -18,7 +18,8 @@ static const Command COMMANDS[] = {
     {"multibox", cmd_multibox, "MultiBox proposals: k-means priors from a training set's boxes (priors)"},
     {"classify", cmd_classify, "top-5 classes of images with the paper's 1/10/144-crop test-time scheme"},
     {"forward", cmd_forward, "run the network on a .npy tensor (logits or any layer's output)"},
-    {"import", cmd_import, "import pretrained GoogLeNet weights from ONNX into safetensors"},
+    {"import", cmd_import, "import pretrained GoogLeNet weights from ONNX or Caffe into safetensors"},
+    {"export", cmd_export, "export a network's weights as an ONNX model (ONNX Runtime, OpenCV DNN, ...)"},
     {"train", cmd_train, "train an Inception network (classification, or regions for detection) with the paper's recipe"},
     {"summary", cmd_summary, "Table 1 of the paper (output sizes, params, multiply-adds) for a network config"},
 };
