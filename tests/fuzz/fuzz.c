@@ -168,8 +168,25 @@ static int fuzz_safetensors(Err *e) {
 }
 
 static int fuzz_onnx(Err *e) {
-    bool aux;
-    return onnx_import(&fz.net, fz.path, &aux, e);
+    ImportReport r = {0};
+    int rc = onnx_import(&fz.net, fz.path, &r, e);
+    import_report_free(&r);
+    return rc;
+}
+
+static int fuzz_caffe(Err *e) {
+    ImportReport r = {0};
+    int rc = caffe_import(&fz.net, fz.path, NULL, &r, e);
+    import_report_free(&r);
+    return rc;
+}
+
+// A deploy file beside the test's real .caffemodel (the text-format reader and the checks against the config).
+static int fuzz_prototxt(Err *e) {
+    ImportReport r = {0};
+    int rc = caffe_import(&fz.net, FUZZ_ROOT "/tests/data/caffe/model.caffemodel", fz.path, &r, e);
+    import_report_free(&r);
+    return rc;
 }
 
 static int fuzz_checkpoint(Err *e) {
@@ -210,7 +227,8 @@ static const Target targets[] = {
     {"class_map_mat", ".mat", fuzz_class_map, false},   {"blacklist", ".txt", fuzz_blacklist, false},
     {"annotation", ".xml", fuzz_annotation, false},     {"ground_truth_mat", ".mat", fuzz_ground_truth_mat, false},
     {"npy", ".npy", fuzz_npy, false},                   {"safetensors", ".safetensors", fuzz_safetensors, true},
-    {"onnx", ".onnx", fuzz_onnx, true},                 {"checkpoint", ".ckpt", fuzz_checkpoint, true},
+    {"onnx", ".onnx", fuzz_onnx, true},                 {"caffe", ".caffemodel", fuzz_caffe, true},
+    {"prototxt", ".prototxt", fuzz_prototxt, true},     {"checkpoint", ".ckpt", fuzz_checkpoint, true},
     {"priors", ".priors", fuzz_priors, false},          {"image", ".img", fuzz_image, false},
 };
 
