@@ -445,6 +445,10 @@ void weights_extra_free(WeightsExtra *x);
 // Malformed class metadata is an error naming the file.
 int weights_read_classes(const char *path, ModelClasses *mc, Err *e);
 void model_classes_free(ModelClasses *mc);
+// The net of a config whose classifier is sized by the classes a weight file records (a model trained here on
+// other data: its classes, and background when it has one), or by the config when the file records none; the
+// weights are not loaded. mc (may be NULL) receives the recorded classes; free it with model_classes_free.
+int net_create_for_weights(Net *net, const char *config, const char *weights, ModelClasses *mc, Err *e);
 // The classes from the text of the metadata entries that record them (a weight file's, an ONNX model's):
 // "classes" (a JSON array of names, as text), "wnids" (likewise, or NULL: the names) and "background" ("true" or
 // "false"). classes NULL: none recorded (mc->classes.n == 0). Malformed entries are an error naming `path`.

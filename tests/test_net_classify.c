@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "classifier.h"
+#include "testutil.h"
 
 // An image whose red channel is the x coordinate, green the y coordinate, blue constant.
 static void gradient_image(Image *im, int w, int h) {
@@ -117,7 +118,39 @@ static void test_average(void **state) {
     free(cfg);
 }
 
+// A model trained here records its classes (background and raccoon): classify sizes the config's classifier by
+// them and prints their names; forward runs it too (both once refused the file: the config says 10 classes).
+static void test_recorded_classes(void **state) {
+    (void)state;
+    int status;
+    char *out = test_run("classify --config ../configs/googlenet-tiny.cfg --weights data/tiny-members/member-1.safetensors "
+                         "--crops 1 --quiet data/detset/JPEGImages/raccoon-39.jpg",
+                         &status);
+    assert_int_equal(status, 0);
+    assert_non_null(strstr(out, "raccoon"));
+    assert_non_null(strstr(out, "background"));
+    free(out);
+    char *dir = test_tmpdir(), x[512], y[512], cmd[2048];
+    snprintf(x, sizeof x, "%s/x.npy", dir), snprintf(y, sizeof y, "%s/y.npy", dir);
+    float *input = test_normal(3, 3 * 96 * 96);
+    Err e;
+    assert_int_equal(npy_save(x, input, 3, (int64_t[]){3, 96, 96}, &e), 0);
+    snprintf(cmd, sizeof cmd, "forward --config ../configs/googlenet-tiny.cfg --weights "
+             "data/tiny-members/member-1.safetensors --input %s --output %s --quiet", x, y);
+    free(test_run(cmd, &status));
+    assert_int_equal(status, 0);
+    NpyArray a;
+    assert_int_equal(npy_load(y, 1 << 20, &a, &e), 0);
+    assert_int_equal(a.ndim, 2);
+    assert_int_equal(a.shape[1], 2); // background and raccoon
+    npy_free(&a);
+    free(input);
+    test_rmtree(dir);
+    free(dir);
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_crops), cmocka_unit_test(test_average)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_crops), cmocka_unit_test(test_average),
+                                       cmocka_unit_test(test_recorded_classes)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -434,6 +434,19 @@ int weights_read_classes(const char *path, ModelClasses *mc, Err *e) {
     return rc;
 }
 
+int net_create_for_weights(Net *net, const char *config, const char *weights, ModelClasses *mc, Err *e) {
+    ModelClasses own;
+    if (!mc) mc = &own;
+    if (weights_read_classes(weights, mc, e)) return -1;
+    NetConfig *cfg = xmalloc(sizeof *cfg); // large: off the stack
+    int rc = config_load(config, cfg, e);
+    if (!rc && mc->classes.n) config_set_classes(cfg, mc->classes.n + mc->background);
+    if (!rc) rc = net_create(net, cfg, e);
+    free(cfg);
+    if (rc || mc == &own) model_classes_free(mc);
+    return rc;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // extras: tensors and metadata beside the parameters
 

@@ -6,12 +6,10 @@
 #include "classifier.h"
 #include "cli.h"
 
-// The net of a config; outputs > 0 overrides its number of classes (a model trained on other data).
-static int load_config_net(const char *config, int outputs, Net *net, Err *e) {
-    NetConfig *cfg = xmalloc(sizeof *cfg);
-    int rc = config_load(config, cfg, e);
-    if (rc == 0 && outputs > 0) config_set_classes(cfg, outputs);
-    if (rc == 0) rc = net_create(net, cfg, e);
+// The net of a config.
+static int load_config_net(const char *config, Net *net, Err *e) {
+    NetConfig *cfg = xmalloc(sizeof *cfg); // large: off the stack
+    int rc = config_load(config, cfg, e) || net_create(net, cfg, e) ? -1 : 0;
     free(cfg);
     return rc;
 }
@@ -89,7 +87,7 @@ int cmd_import(int argc, char **argv) {
     const char *path = argv[optind];
     Err e;
     Net net;
-    if (load_config_net(config, 0, &net, &e)) return cli_fail("import", &e);
+    if (load_config_net(config, &net, &e)) return cli_fail("import", &e);
     ImportReport r = {0};
     bool caffe = prototxt || ends_with(path, ".caffemodel");
     int rc = caffe ? caffe_import(&net, path, prototxt, &r, &e) : onnx_import(&net, path, &r, &e);
@@ -141,13 +139,9 @@ int cmd_export(int argc, char **argv) {
     const char *weights = argv[optind];
     Err e;
     Net net;
-    ModelClasses mc = {0};
+    ModelClasses mc;
     // a model trained here records its classes: the config's classifier is sized by them, as detection does
-    if (weights_read_classes(weights, &mc, &e)) return cli_fail("export", &e);
-    if (load_config_net(config, mc.classes.n ? mc.classes.n + mc.background : 0, &net, &e)) {
-        model_classes_free(&mc);
-        return cli_fail("export", &e);
-    }
+    if (net_create_for_weights(&net, config, weights, &mc, &e)) return cli_fail("export", &e);
     bool has_aux = false;
     int rc = weights_load(&net, weights, &has_aux, &e);
     if (rc == 0 && aux && !has_aux)

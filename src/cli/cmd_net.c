@@ -6,14 +6,6 @@
 #include "classifier.h"
 #include "cli.h"
 
-// Loads a config and builds its net; the error names the file.
-static int load_net(const char *config, Net *net, Err *e) {
-    NetConfig *cfg = xmalloc(sizeof *cfg);
-    int rc = config_load(config, cfg, e) || net_create(net, cfg, e) ? -1 : 0;
-    free(cfg);
-    return rc;
-}
-
 int cmd_forward(int argc, char **argv) {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"weights", required_argument, NULL, 'w'},
@@ -57,7 +49,7 @@ int cmd_forward(int argc, char **argv) {
         return cli_usage_error("forward", "--config, --weights, --input and --output are required");
     Err e;
     Net net;
-    if (load_net(config, &net, &e)) return cli_fail("forward", &e);
+    if (net_create_for_weights(&net, config, weights, NULL, &e)) return cli_fail("forward", &e);
     if (threads) net.threads = (int)threads;
     NpyArray x = {0};
     float *out = NULL;
@@ -139,6 +131,15 @@ static int load_labels(const char *path, int classes, char **text, char ***names
     return 0;
 }
 
+// The name of output c: from --labels, or the classes the weight file records (output 0 is background when it has
+// one); NULL when neither names it.
+static const char *output_name(char **labels, const ModelClasses *mc, int c) {
+    if (labels) return labels[c];
+    if (!mc->classes.n) return NULL;
+    if (mc->background) return c == 0 ? "background" : mc->classes.name[c - 1];
+    return mc->classes.name[c];
+}
+
 int cmd_classify(int argc, char **argv) {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"weights", required_argument, NULL, 'w'},
@@ -180,7 +181,8 @@ int cmd_classify(int argc, char **argv) {
     if (!config || !weights) return cli_usage_error("classify", "--config and --weights are required");
     Err e;
     Net net;
-    if (load_net(config, &net, &e)) return cli_fail("classify", &e);
+    ModelClasses mc;
+    if (net_create_for_weights(&net, config, weights, &mc, &e)) return cli_fail("classify", &e);
     char *label_text = NULL, **names = NULL;
     float *probs = xmalloc((size_t)net.cfg.classes * sizeof(float));
     int rc = 0;
@@ -201,14 +203,17 @@ int cmd_classify(int argc, char **argv) {
         topk(probs, net.cfg.classes, k, idx);
         printf("%s (%ld crops)\n", argv[i], crops);
         for (int j = 0; j < k; j++) {
-            if (names) printf("  %d  %.4f  %s\n", j + 1, probs[idx[j]], names[idx[j]]);
-            else printf("  %d  %.4f  class %d\n", j + 1, probs[idx[j]], idx[j]);
+            int c = idx[j];
+            const char *name = output_name(names, &mc, c);
+            if (name) printf("  %d  %.4f  %s\n", j + 1, probs[c], name);
+            else printf("  %d  %.4f  class %d\n", j + 1, probs[c], c);
         }
     }
 done:
     free(probs);
     free(names);
     free(label_text);
+    model_classes_free(&mc);
     net_free(&net);
     return rc;
 }
