@@ -89,137 +89,152 @@ static int extra_shape(const char *path, const char *name, json_t *t, Span s, in
     return 0;
 }
 
-// The loader of both entry points. With `finetune`, tensors whose shape differs from the config's (the layers
-// that depend on the number of classes) are skipped and counted, and keep the net's current values.
+// The loader of both entry points, in steps over one Loading: the header read, each tensor staged (checked and
+// copied aside, the net untouched), then the file as a whole checked (every data byte in one tensor, every
+// parameter present, auxiliary heads complete or absent), and only then the staged values copied into the net.
+// With `finetune`, tensors whose shape differs from the config's (the layers that depend on the number of
+// classes) are skipped and counted, and keep the net's current values.
+typedef struct {
+    Net *net;
+    const char *path;
+    bool finetune;
+    int skipped;
+    const char *data;   // the tensors' bytes (after the header)
+    size_t data_len;
+    bool *found;        // (n_params) accounted for: loaded or skipped
+    bool *loaded;       // (n_params) staged, to be copied in
+    Span *spans;        // (n_spans) every tensor's bytes
+    int n_spans;
+    float *staged;      // (params_size) the values read, copied into the net at the end
+} Loading;
+
+// The 8-byte length and the JSON header; l->data and l->data_len then say where the tensors' bytes are.
+static int header_parse(Loading *l, const char *buf, size_t n, json_t **root, Err *e) {
+    if (n < 8) return err_set(e, "%s: not a safetensors file (%zu bytes)", l->path, n);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | (unsigned char)buf[i];
+    if (hlen > WEIGHTS_MAX_HEADER || hlen > n - 8)
+        return err_set(e, "%s: not a safetensors file, or truncated (header of %llu bytes, file of %zu)", l->path,
+                       (unsigned long long)hlen, n);
+    json_error_t jerr;
+    *root = json_loadb(buf + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(*root))
+        return err_set(e, "%s: safetensors header is not a JSON object: %s", l->path, *root ? "" : jerr.text);
+    l->data = buf + 8 + hlen, l->data_len = n - 8 - (size_t)hlen;
+    return 0;
+}
+
+static int metadata_check(const Loading *l, json_t *meta, Err *e) {
+    const char *format = json_string_value(json_object_get(meta, "format"));
+    const char *version = json_string_value(json_object_get(meta, "version"));
+    if (format && !strcmp(format, "inception") && (!version || strcmp(version, WEIGHTS_VERSION)))
+        return err_set(e, "%s: inception weights of version %s; this build reads version %s", l->path,
+                       version ? version : "(none)", WEIGHTS_VERSION);
+    return 0;
+}
+
+// One parameter's tensor: its bytes, shape and values checked, then staged.
+static int param_stage(Loading *l, const char *name, json_t *t, int pi, Span s, Err *e) {
+    const Param *p = &l->net->param[pi];
+    if (check_tensor(l->net, l->path, name, t, p, e)) {
+        if (!l->finetune || !json_is_array(json_object_get(t, "shape"))) return -1;
+        l->skipped++;
+        l->found[pi] = true; // accounted for: keeps the net's value
+        return 0;
+    }
+    if (s.end - s.begin != p->size * sizeof(float))
+        return err_set(e, "%s: tensor '%s': %zu bytes of data for %zu floats", l->path, name, s.end - s.begin,
+                       p->size);
+    float *dst = l->staged + p->offset;
+    memcpy(dst, l->data + s.begin, p->size * sizeof(float));
+    for (size_t i = 0; i < p->size; i++)
+        if (!isfinite(dst[i]))
+            return err_set(e, "%s: tensor '%s' holds %s at index %zu", l->path, name,
+                           isnan(dst[i]) ? "NaN" : "infinity", i);
+    if (pi == l->net->priors) { // MultiBox priors are boxes, not just numbers
+        char what[1024];
+        snprintf(what, sizeof what, "%s: tensor '%s'", l->path, name);
+        if (multibox_priors_check(dst, l->net->multibox_k, what, e)) return -1;
+    }
+    l->found[pi] = l->loaded[pi] = true;
+    return 0;
+}
+
+// One header entry: the metadata, an extra tensor (its bytes accounted for, its reader checks the rest), or a
+// parameter.
+static int entry_read(Loading *l, const char *name, json_t *t, Err *e) {
+    if (!strcmp(name, "__metadata__")) return metadata_check(l, t, e);
+    Span s;
+    if (get_offsets(l->path, name, t, l->data_len, &s, e)) return -1;
+    if (weights_is_extra(name)) {
+        int nd, shape[4];
+        if (extra_shape(l->path, name, t, s, &nd, shape, e)) return -1;
+    } else {
+        int pi = net_find_param(l->net, name);
+        if (pi < 0)
+            return err_set(e, "%s: tensor '%s' is not a parameter of config %s", l->path, name, l->net->cfg.path);
+        if (param_stage(l, name, t, pi, s, e)) return -1;
+    }
+    l->spans[l->n_spans++] = s;
+    return 0;
+}
+
+// Every byte of data belongs to exactly one tensor.
+static int spans_check(Loading *l, Err *e) {
+    qsort(l->spans, (size_t)l->n_spans, sizeof *l->spans, by_begin);
+    size_t at = 0;
+    for (int i = 0; i < l->n_spans; i++) {
+        if (l->spans[i].begin != at)
+            return err_set(e, "%s: tensor data %s at byte %zu", l->path, l->spans[i].begin < at ? "overlaps" : "has a hole",
+                           at);
+        at = l->spans[i].end;
+    }
+    if (at != l->data_len) return err_set(e, "%s: %zu bytes after the last tensor", l->path, l->data_len - at);
+    return 0;
+}
+
+// Every parameter of the main network found; the auxiliary heads' all or none (*has_aux: all).
+static int params_complete(const Loading *l, bool *has_aux, Err *e) {
+    const Net *net = l->net;
+    int aux_found = 0, aux_total = 0;
+    const char *aux_missing = NULL;
+    for (int i = 0; i < net->n_params; i++) {
+        const Param *p = &net->param[i];
+        if (!p->aux && !l->found[i])
+            return err_set(e, "%s: tensor '%s' of config %s is missing", l->path, p->name, net->cfg.path);
+        aux_total += p->aux, aux_found += p->aux && l->found[i];
+        if (p->aux && !l->found[i] && !aux_missing) aux_missing = p->name;
+    }
+    if (aux_found && aux_found != aux_total)
+        return err_set(e, "%s: auxiliary-head tensor '%s' is missing (aux heads must be complete or absent)", l->path,
+                       aux_missing);
+    if (has_aux) *has_aux = aux_total > 0 && aux_found == aux_total;
+    return 0;
+}
+
 static int load(Net *net, const char *path, bool finetune, bool *has_aux, int *skipped, Err *e) {
     char *buf;
     size_t n;
     if (read_file_all(path, WEIGHTS_MAX_BYTES, &buf, &n, e)) return -1;
-    int rc = -1;
-    json_t *root = NULL;
-    bool *found = xcalloc((size_t)net->n_params + 1, sizeof(bool));
-    bool *staged_ok = xcalloc((size_t)net->n_params + 1, sizeof(bool)); // loaded (not skipped)
-    Span *spans = NULL; // (header entries) every tensor's bytes
-    int n_spans = 0;
-    float *staged = xmalloc((net->params_size ? net->params_size : 1) * sizeof(float)); // net untouched on failure
-    if (n < 8) {
-        err_set(e, "%s: not a safetensors file (%zu bytes)", path, n);
-        goto done;
-    }
-    uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | (unsigned char)buf[i];
-    if (hlen > WEIGHTS_MAX_HEADER || hlen > n - 8) {
-        err_set(e, "%s: not a safetensors file, or truncated (header of %llu bytes, file of %zu)", path,
-                (unsigned long long)hlen, n);
-        goto done;
-    }
-    json_error_t jerr;
-    root = json_loadb(buf + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root || !json_is_object(root)) {
-        err_set(e, "%s: safetensors header is not a JSON object: %s", path, root ? "" : jerr.text);
-        goto done;
-    }
-    spans = xmalloc((json_object_size(root) + 1) * sizeof *spans);
-    const char *data = buf + 8 + hlen;
-    size_t data_len = n - 8 - (size_t)hlen;
+    Loading l = {.net = net, .path = path, .finetune = finetune,
+                 .found = xcalloc((size_t)net->n_params + 1, sizeof(bool)),
+                 .loaded = xcalloc((size_t)net->n_params + 1, sizeof(bool)),
+                 .staged = xmalloc((net->params_size ? net->params_size : 1) * sizeof(float))};
+    json_t *root = NULL, *t;
     const char *name;
-    json_t *t;
-    json_object_foreach(root, name, t) {
-        if (!strcmp(name, "__metadata__")) {
-            const char *format = json_string_value(json_object_get(t, "format"));
-            const char *version = json_string_value(json_object_get(t, "version"));
-            if (format && !strcmp(format, "inception") && (!version || strcmp(version, WEIGHTS_VERSION))) {
-                err_set(e, "%s: inception weights of version %s; this build reads version %s", path,
-                        version ? version : "(none)", WEIGHTS_VERSION);
-                goto done;
-            }
-            continue;
-        }
-        if (weights_is_extra(name)) { // not the net's: its bytes are accounted for, its reader checks the rest
-            Span s;
-            int nd, shape[4];
-            if (get_offsets(path, name, t, data_len, &s, e) || extra_shape(path, name, t, s, &nd, shape, e)) goto done;
-            spans[n_spans++] = s;
-            continue;
-        }
-        int pi = net_find_param(net, name);
-        if (pi < 0) {
-            err_set(e, "%s: tensor '%s' is not a parameter of config %s", path, name, net->cfg.path);
-            goto done;
-        }
-        const Param *p = &net->param[pi];
-        Span s;
-        if (get_offsets(path, name, t, data_len, &s, e)) goto done;
-        if (check_tensor(net, path, name, t, p, e)) {
-            if (!finetune || !json_is_array(json_object_get(t, "shape"))) goto done;
-            (*skipped)++;
-            found[pi] = true; // accounted for: keeps the net's value
-            spans[n_spans++] = s;
-            continue;
-        }
-        if (s.end - s.begin != p->size * sizeof(float)) {
-            err_set(e, "%s: tensor '%s': %zu bytes of data for %zu floats", path, name, s.end - s.begin, p->size);
-            goto done;
-        }
-        float *dst = staged + p->offset;
-        memcpy(dst, data + s.begin, p->size * sizeof(float));
-        for (size_t i = 0; i < p->size; i++)
-            if (!isfinite(dst[i])) {
-                err_set(e, "%s: tensor '%s' holds %s at index %zu", path, name, isnan(dst[i]) ? "NaN" : "infinity", i);
-                goto done;
-            }
-        if (pi == net->priors) { // MultiBox priors are boxes, not just numbers
-            char what[1024];
-            snprintf(what, sizeof what, "%s: tensor '%s'", path, name);
-            if (multibox_priors_check(dst, net->multibox_k, what, e)) goto done;
-        }
-        found[pi] = staged_ok[pi] = true;
-        spans[n_spans++] = s;
+    int rc = header_parse(&l, buf, n, &root, e);
+    if (!rc) {
+        l.spans = xmalloc((json_object_size(root) + 1) * sizeof *l.spans);
+        json_object_foreach(root, name, t) if ((rc = entry_read(&l, name, t, e))) break;
     }
-    // Every byte of data belongs to exactly one tensor.
-    qsort(spans, (size_t)n_spans, sizeof *spans, by_begin);
-    size_t at = 0;
-    for (int i = 0; i < n_spans; i++) {
-        if (spans[i].begin != at) {
-            err_set(e, "%s: tensor data %s at byte %zu", path, spans[i].begin < at ? "overlaps" : "has a hole", at);
-            goto done;
-        }
-        at = spans[i].end;
-    }
-    if (at != data_len) {
-        err_set(e, "%s: %zu bytes after the last tensor", path, data_len - at);
-        goto done;
-    }
-    int aux_found = 0, aux_total = 0;
-    for (int i = 0; i < net->n_params; i++) {
-        const Param *p = &net->param[i];
-        if (p->aux) {
-            aux_total++;
-            aux_found += found[i];
-        } else if (!found[i]) {
-            err_set(e, "%s: tensor '%s' of config %s is missing", path, p->name, net->cfg.path);
-            goto done;
-        }
-    }
-    if (aux_found && aux_found != aux_total) {
-        for (int i = 0; i < net->n_params; i++)
-            if (net->param[i].aux && !found[i]) {
-                err_set(e, "%s: auxiliary-head tensor '%s' is missing (aux heads must be complete or absent)", path,
-                        net->param[i].name);
-                break;
-            }
-        goto done;
-    }
-    if (has_aux) *has_aux = aux_total > 0 && aux_found == aux_total;
-    for (int i = 0; i < net->n_params; i++)
-        if (found[i] && staged_ok[i]) memcpy(net->params + net->param[i].offset, staged + net->param[i].offset, net->param[i].size * sizeof(float));
-    rc = 0;
-done:
-    free(staged);
+    if (!rc) rc = spans_check(&l, e) || params_complete(&l, has_aux, e) ? -1 : 0;
+    for (int i = 0; !rc && i < net->n_params; i++) // the whole file checked: now the net changes
+        if (l.loaded[i])
+            memcpy(net->params + net->param[i].offset, l.staged + net->param[i].offset,
+                   net->param[i].size * sizeof(float));
+    *skipped = l.skipped;
+    free(l.staged), free(l.found), free(l.loaded), free(l.spans);
     json_decref(root);
-    free(found);
-    free(staged_ok);
-    free(spans);
     free(buf);
     return rc;
 }
