@@ -8,6 +8,7 @@
 // it with two stable linear-time sorts (radix sorts by image, then by score).
 #include "eval.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,74 +114,82 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-int eval_run(const GroundTruth *gt, const Detections *dets, const Blacklist *bl, EvalProtocol protocol,
-             EvalResult *r, Err *e) {
-    *r = (EvalResult){0};
-    size_t n = dets->n;
-    int C = gt->classes.n, N = gt->n_images;
-    if (n > UINT32_MAX) return err_set(e, "%zu detections: more than this evaluator handles", n);
-    int *image_of = xmalloc((n ? n : 1) * sizeof(int)); // (n) each detection's ground-truth image, looked up once
-    for (size_t t = 0; t < n; t++) {
+// Each detection's ground-truth image (n), looked up once; an error for one the ground truth does not have.
+static int *detection_images(const GroundTruth *gt, const Detections *dets, Err *e) {
+    int *image_of = xmalloc((dets->n ? dets->n : 1) * sizeof(int));
+    for (size_t t = 0; t < dets->n; t++) {
         const Detection *x = &dets->d[t];
         image_of[t] = gt_find_id(gt, x->image_id);
-        if (image_of[t] < 0 || x->label < 0 || x->label >= C) {
+        if (image_of[t] < 0 || x->label < 0 || x->label >= gt->classes.n) {
             free(image_of);
             return err_set(e, "detection %zu: image index %d or class %d is not in the ground truth", t + 1,
-                           x->image_id, x->label + 1);
+                           x->image_id, x->label + 1), NULL;
         }
     }
+    return image_of;
+}
 
-    // Blacklisted labels per image, as lists indexed by ground-truth image (CSR).
-    int *black_start = xcalloc((size_t)N + 1, sizeof(int));
+// Items grouped by ground-truth image (CSR): image i's are item[start[i] .. start[i + 1]).
+typedef struct {
+    size_t *start; // (N + 1)
+    int *item;     // (start[N])
+} ByImage;
+
+static void by_image_free(ByImage *b) { free(b->start), free(b->item); }
+
+// The blacklisted labels of each image.
+static ByImage blacklist_by_image(const GroundTruth *gt, const Blacklist *bl) {
+    int N = gt->n_images;
     size_t n_bl = bl ? bl->n : 0;
+    ByImage b = {xcalloc((size_t)N + 2, sizeof(size_t)), NULL};
     for (size_t q = 0; q < n_bl; q++) {
         int i = gt_find_id(gt, bl->image_id[q]);
-        if (i >= 0) black_start[i + 1]++;
+        if (i >= 0) b.start[i + 2]++;
     }
-    for (int i = 0; i < N; i++) black_start[i + 1] += black_start[i];
-    int *black = xmalloc((size_t)(black_start[N] ? black_start[N] : 1) * sizeof(int));
-    int *fill = xcalloc((size_t)N + 1, sizeof(int));
-    for (size_t q = 0; q < n_bl; q++) {
+    for (int i = 0; i < N; i++) b.start[i + 2] += b.start[i + 1];
+    b.item = xmalloc((b.start[N + 1] ? b.start[N + 1] : 1) * sizeof(int));
+    for (size_t q = 0; q < n_bl; q++) { // start[i + 1] is image i's fill cursor, then its end
         int i = gt_find_id(gt, bl->image_id[q]);
-        if (i >= 0) black[black_start[i] + fill[i]++] = bl->label[q];
+        if (i >= 0) b.item[b.start[i + 1]++] = bl->label[q];
     }
+    return b;
+}
 
-    // The evaluation order (see the top of this file).
-    uint32_t *order = xmalloc((n ? n : 1) * sizeof(uint32_t));
-    eval_order(dets->d, n, order);
+// The detections of each image in evaluation order (a stable counting sort of `order` keeps it within an image).
+static ByImage detections_by_image(int N, const int *image_of, const uint32_t *order, size_t n) {
+    ByImage b = {xcalloc((size_t)N + 2, sizeof(size_t)), xmalloc((n ? n : 1) * sizeof(int))};
+    for (size_t t = 0; t < n; t++) b.start[image_of[t] + 2]++;
+    for (int i = 0; i < N; i++) b.start[i + 2] += b.start[i + 1];
+    for (size_t t = 0; t < n; t++) b.item[b.start[image_of[order[t]] + 1]++] = (int)order[t];
+    return b;
+}
 
-    // Bucket the ordered detections by image (a stable counting sort keeps the order within each image).
-    uint32_t *by_image = xmalloc((n ? n : 1) * sizeof(uint32_t));
-    size_t *start = xcalloc((size_t)N + 1, sizeof(size_t));
-    for (size_t t = 0; t < n; t++) start[image_of[t] + 1]++;
-    for (int i = 0; i < N; i++) start[i + 1] += start[i];
-    size_t *cursor = xmalloc(((size_t)N + 1) * sizeof(size_t));
-    memcpy(cursor, start, ((size_t)N + 1) * sizeof(size_t));
-    for (size_t t = 0; t < n; t++) by_image[cursor[image_of[order[t]]]++] = order[t];
-
-    // Match, image by image, and count the positives.
-    unsigned char *status = xmalloc(n ? n : 1);
+// Matches every image's detections (status: TP, FP or ignored, per detection) and counts each class's positives.
+static void match_all(const GroundTruth *gt, const Detections *dets, const ByImage *det, const ByImage *black,
+                      EvalProtocol protocol, unsigned char *status, int *positives) {
     int max_boxes = 1;
-    for (int i = 0; i < N; i++) max_boxes = gt->images[i].n > max_boxes ? gt->images[i].n : max_boxes;
+    for (int i = 0; i < gt->n_images; i++) max_boxes = gt->images[i].n > max_boxes ? gt->images[i].n : max_boxes;
     unsigned char *taken = xmalloc((size_t)max_boxes);
-    r->n_classes = C;
-    r->positives = xcalloc((size_t)C, sizeof(int));
-    for (int i = 0; i < N; i++) {
+    for (int i = 0; i < gt->n_images; i++) {
         const GtImage *im = &gt->images[i];
-        const int *bl_i = black + black_start[i];
-        int n_bl_i = black_start[i + 1] - black_start[i];
-        match_image(im, dets->d, by_image + start[i], start[i + 1] - start[i], bl_i, n_bl_i, protocol, taken,
-                    status);
+        const int *bl_i = black->item + black->start[i];
+        int n_bl_i = (int)(black->start[i + 1] - black->start[i]);
+        match_image(im, dets->d, (const uint32_t *)det->item + det->start[i], det->start[i + 1] - det->start[i],
+                    bl_i, n_bl_i, protocol, taken, status);
         for (int k = 0; k < im->n; k++) {
             bool counted = !(protocol == EVAL_VOC && im->difficult[k]);
             for (int q = 0; q < n_bl_i; q++) counted &= bl_i[q] != im->label[k];
-            r->positives[im->label[k]] += counted;
+            positives[im->label[k]] += counted;
         }
     }
+    free(taken);
+}
 
-    // Precision-recall curves in evaluation order, one per class.
+// Precision-recall curves in evaluation order, one per class.
+static void pr_curves(const Detections *dets, const uint32_t *order, const unsigned char *status, EvalResult *r) {
+    int C = r->n_classes;
     r->detections = xcalloc((size_t)C, sizeof(int));
-    for (size_t t = 0; t < n; t++)
+    for (size_t t = 0; t < dets->n; t++)
         if (status[t] != DET_IGNORED) r->detections[dets->d[t].label]++;
     r->pr_len = xcalloc((size_t)C, sizeof(int));
     r->recall = xcalloc((size_t)C, sizeof(double *));
@@ -190,7 +199,7 @@ int eval_run(const GroundTruth *gt, const Detections *dets, const Blacklist *bl,
         r->recall[c] = xmalloc((size_t)(r->detections[c] ? r->detections[c] : 1) * sizeof(double));
         r->precision[c] = xmalloc((size_t)(r->detections[c] ? r->detections[c] : 1) * sizeof(double));
     }
-    for (size_t t = 0; t < n; t++) {
+    for (size_t t = 0; t < dets->n; t++) {
         uint32_t j = order[t];
         if (status[j] == DET_IGNORED) continue;
         int c = dets->d[j].label, k = r->pr_len[c]++;
@@ -198,11 +207,14 @@ int eval_run(const GroundTruth *gt, const Detections *dets, const Blacklist *bl,
         r->recall[c][k] = (double)tp[c] / (double)r->positives[c]; // Inf/NaN without positives: AP is NaN then
         r->precision[c][k] = (double)tp[c] / (double)(tp[c] + fp[c]);
     }
+    free(tp), free(fp);
+}
 
-    // AP per class; mean and median over the classes that have positives.
-    r->ap = xmalloc((size_t)C * sizeof(double));
-    double *scored = xmalloc((size_t)(C ? C : 1) * sizeof(double));
-    double sum = 0;
+// AP per class; mean and median over the classes that have positives.
+static void ap_summary(EvalResult *r) {
+    int C = r->n_classes;
+    r->ap = xmalloc((size_t)(C ? C : 1) * sizeof(double));
+    double *scored = xmalloc((size_t)(C ? C : 1) * sizeof(double)), sum = 0;
     for (int c = 0; c < C; c++) {
         r->ap[c] = r->positives[c] > 0 ? eval_average_precision(r->recall[c], r->precision[c], r->pr_len[c]) : NAN;
         if (r->positives[c] > 0) scored[r->n_scored++] = r->ap[c], sum += r->ap[c];
@@ -214,20 +226,27 @@ int eval_run(const GroundTruth *gt, const Detections *dets, const Blacklist *bl,
         int m = r->n_scored;
         r->median_ap = m % 2 ? scored[m / 2] : 0.5 * (scored[m / 2 - 1] + scored[m / 2]);
     }
-
     free(scored);
-    free(tp);
-    free(fp);
-    free(taken);
-    free(status);
-    free(cursor);
-    free(start);
-    free(by_image);
-    free(image_of);
-    free(order);
-    free(fill);
-    free(black);
-    free(black_start);
+}
+
+int eval_run(const GroundTruth *gt, const Detections *dets, const Blacklist *bl, EvalProtocol protocol,
+             EvalResult *r, Err *e) {
+    *r = (EvalResult){0};
+    size_t n = dets->n;
+    if (n > UINT32_MAX || n > INT_MAX) return err_set(e, "%zu detections: more than this evaluator handles", n);
+    int *image_of = detection_images(gt, dets, e);
+    if (!image_of) return -1;
+    uint32_t *order = xmalloc((n ? n : 1) * sizeof(uint32_t)); // the evaluation order (the top of this file)
+    eval_order(dets->d, n, order);
+    ByImage black = blacklist_by_image(gt, bl), det = detections_by_image(gt->n_images, image_of, order, n);
+    unsigned char *status = xmalloc(n ? n : 1);
+    r->n_classes = gt->classes.n;
+    r->positives = xcalloc((size_t)(r->n_classes ? r->n_classes : 1), sizeof(int));
+    match_all(gt, dets, &det, &black, protocol, status, r->positives);
+    pr_curves(dets, order, status, r);
+    ap_summary(r);
+    free(status), free(order), free(image_of);
+    by_image_free(&black), by_image_free(&det);
     return 0;
 }
 
