@@ -100,11 +100,8 @@ static bool valid_name(const char *s) {
     return true;
 }
 
-// One [layers] row, tokens[0] = type, tokens[1] = name.
-static int parse_layer(Where *w, NetConfig *cfg, char **tok, int nt) {
-    if (cfg->n_layers == CONFIG_MAX_LAYERS) return fail(w, "more than %d layers", CONFIG_MAX_LAYERS);
-    LayerSpec *L = &cfg->layers[cfg->n_layers];
-    *L = (LayerSpec){.line = w->line, .stride = 1, .lrn_size = 5, .alpha = 1e-4f, .beta = 0.75f, .lrn_k = 1.0f};
+// The row's type and name: kind set, name checked and unique.
+static int layer_head(Where *w, NetConfig *cfg, LayerSpec *L, char **tok, int nt) {
     int kind = -1;
     for (size_t i = 0; i < sizeof KINDS / sizeof KINDS[0]; i++)
         if (!strcmp(tok[0], KINDS[i].name)) kind = (int)i;
@@ -117,89 +114,99 @@ static int parse_layer(Where *w, NetConfig *cfg, char **tok, int nt) {
     for (int i = 0; i < cfg->n_layers; i++)
         if (!strcmp(cfg->layers[i].name, tok[1])) return fail(w, "layer name '%s' used twice", tok[1]);
     snprintf(L->name, sizeof L->name, "%s", tok[1]);
+    return 0;
+}
 
-    if (L->kind == LAYER_INCEPTION) {
-        if (nt != 8) return fail(w, "inception %s needs six numbers: #1x1 #3x3reduce #3x3 #5x5reduce #5x5 poolproj", L->name);
-        int *cols[6] = {&L->n1x1, &L->n3x3r, &L->n3x3, &L->n5x5r, &L->n5x5, &L->npool};
-        static const char *const col_names[6] = {"#1x1", "#3x3 reduce", "#3x3", "#5x5 reduce", "#5x5", "pool proj"};
-        for (int i = 0; i < 6; i++)
-            if (get_channels(w, cfg, col_names[i], tok[2 + i], cols[i])) return -1;
-        cfg->n_layers++;
-        return 0;
-    }
+// An inception row: Table 1's six columns.
+static int inception_columns(Where *w, NetConfig *cfg, LayerSpec *L, char **tok, int nt) {
+    if (nt != 8) return fail(w, "inception %s needs six numbers: #1x1 #3x3reduce #3x3 #5x5reduce #5x5 poolproj", L->name);
+    int *cols[6] = {&L->n1x1, &L->n3x3r, &L->n3x3, &L->n5x5r, &L->n5x5, &L->npool};
+    static const char *const col_names[6] = {"#1x1", "#3x3 reduce", "#3x3", "#5x5 reduce", "#5x5", "pool proj"};
+    for (int i = 0; i < 6; i++)
+        if (get_channels(w, cfg, col_names[i], tok[2 + i], cols[i])) return -1;
+    return 0;
+}
 
-    bool patched = L->kind == LAYER_CONV || L->kind == LAYER_MAXPOOL || L->kind == LAYER_AVGPOOL;
-    int first = 2;
-    if (patched) {
-        if (nt < 3 || strchr(tok[2], '=')) return fail(w, "%s %s needs a patch size KxK/S", tok[0], L->name);
-        if (get_patch(w, "patch", tok[2], &L->k, &L->stride)) return -1;
-        first = 3;
+// One key=value of a row; 1 when the layer's kind has no such key.
+static int layer_key(Where *w, NetConfig *cfg, LayerSpec *L, const char *key, const char *val) {
+#define KEY(k, parse) if (!strcmp(key, k)) return parse
+    switch (L->kind) {
+    case LAYER_CONV:
+        KEY("pad", get_int(w, key, val, 0, 63, &L->pad));
+        KEY("out", get_channels(w, cfg, key, val, &L->out));
+        KEY("reduce", get_channels(w, cfg, key, val, &L->n3x3r));
+        break;
+    case LAYER_MAXPOOL:
+    case LAYER_AVGPOOL: KEY("pad", get_int(w, key, val, 0, 63, &L->pad)); break;
+    case LAYER_LRN:
+        KEY("size", get_int(w, key, val, 1, 31, &L->lrn_size));
+        KEY("alpha", get_float(w, key, val, 0, 1e3, &L->alpha));
+        KEY("beta", get_float(w, key, val, 0, 10, &L->beta));
+        KEY("k", get_float(w, key, val, 1e-6, 1e3, &L->lrn_k));
+        break;
+    case LAYER_AUX:
+        KEY("pool", get_patch(w, key, val, &L->aux_k, &L->aux_stride));
+        KEY("conv", get_channels(w, cfg, key, val, &L->aux_conv));
+        KEY("fc", get_channels(w, cfg, key, val, &L->aux_fc));
+        KEY("dropout", get_float(w, key, val, 0, 0.999, &L->aux_p));
+        break;
+    case LAYER_DROPOUT: KEY("p", get_float(w, key, val, 0, 0.999, &L->p)); break;
+    case LAYER_FC:
+        KEY("out", (L->out_is_classes = !strcmp(val, "classes"), get_channels(w, cfg, key, val, &L->out)));
+        break;
+    case LAYER_MULTIBOX: KEY("k", get_int(w, key, val, 1, MULTIBOX_MAX_K, &L->multibox_k)); break;
+    default: break;
     }
-    bool seen_out = false, seen_p = false, seen_pool = false;
+#undef KEY
+    return 1;
+}
+
+static bool seen_key(char seen[][32], int n_seen, const char *key) {
+    for (int j = 0; j < n_seen; j++)
+        if (!strcmp(seen[j], key)) return true;
+    return false;
+}
+
+// The row's key=value tokens from tok[first], each once, then what each kind requires.
+static int layer_keys(Where *w, NetConfig *cfg, LayerSpec *L, char **tok, int first, int nt) {
     char seen[MAX_TOKENS][32];
     int n_seen = 0;
     for (int i = first; i < nt; i++) {
         char *eq = strchr(tok[i], '=');
         if (!eq || eq == tok[i] || !eq[1]) return fail(w, "expected key=value, got '%s'", tok[i]);
         *eq = '\0';
-        const char *key = tok[i], *val = eq + 1;
-        for (int j = 0; j < n_seen; j++)
-            if (!strcmp(seen[j], key)) return fail(w, "key '%s' given twice", key);
-        snprintf(seen[n_seen++], sizeof seen[0], "%s", key);
-        int rc = 0;
-        bool known = true;
-        switch (L->kind) {
-        case LAYER_CONV:
-            if (!strcmp(key, "pad")) rc = get_int(w, key, val, 0, 63, &L->pad);
-            else if (!strcmp(key, "out")) rc = get_channels(w, cfg, key, val, &L->out), seen_out = true;
-            else if (!strcmp(key, "reduce")) rc = get_channels(w, cfg, key, val, &L->n3x3r);
-            else known = false;
-            break;
-        case LAYER_MAXPOOL:
-        case LAYER_AVGPOOL:
-            if (!strcmp(key, "pad")) rc = get_int(w, key, val, 0, 63, &L->pad);
-            else known = false;
-            break;
-        case LAYER_LRN:
-            if (!strcmp(key, "size")) rc = get_int(w, key, val, 1, 31, &L->lrn_size);
-            else if (!strcmp(key, "alpha")) rc = get_float(w, key, val, 0, 1e3, &L->alpha);
-            else if (!strcmp(key, "beta")) rc = get_float(w, key, val, 0, 10, &L->beta);
-            else if (!strcmp(key, "k")) rc = get_float(w, key, val, 1e-6, 1e3, &L->lrn_k);
-            else known = false;
-            break;
-        case LAYER_AUX:
-            if (!strcmp(key, "pool")) rc = get_patch(w, key, val, &L->aux_k, &L->aux_stride), seen_pool = true;
-            else if (!strcmp(key, "conv")) rc = get_channels(w, cfg, key, val, &L->aux_conv);
-            else if (!strcmp(key, "fc")) rc = get_channels(w, cfg, key, val, &L->aux_fc);
-            else if (!strcmp(key, "dropout")) rc = get_float(w, key, val, 0, 0.999, &L->aux_p);
-            else known = false;
-            break;
-        case LAYER_DROPOUT:
-            if (!strcmp(key, "p")) rc = get_float(w, key, val, 0, 0.999, &L->p), seen_p = true;
-            else known = false;
-            break;
-        case LAYER_FC:
-            if (!strcmp(key, "out")) {
-                rc = get_channels(w, cfg, key, val, &L->out), seen_out = true;
-                L->out_is_classes = !strcmp(val, "classes");
-            }
-            else known = false;
-            break;
-        case LAYER_MULTIBOX:
-            if (!strcmp(key, "k")) rc = get_int(w, key, val, 1, MULTIBOX_MAX_K, &L->multibox_k);
-            else known = false;
-            break;
-        default:
-            known = false;
-        }
-        if (!known) return fail(w, "unknown key '%s' for a %s layer", key, tok[0]);
+        if (seen_key(seen, n_seen, tok[i])) return fail(w, "key '%s' given twice", tok[i]);
+        snprintf(seen[n_seen++], sizeof seen[0], "%s", tok[i]);
+        int rc = layer_key(w, cfg, L, tok[i], eq + 1);
+        if (rc > 0) return fail(w, "unknown key '%s' for a %s layer", tok[i], tok[0]);
         if (rc) return -1;
     }
-    if ((L->kind == LAYER_CONV || L->kind == LAYER_FC) && !seen_out) return fail(w, "%s %s needs out=N", tok[0], L->name);
-    if (L->kind == LAYER_DROPOUT && !seen_p) return fail(w, "dropout %s needs p=P", L->name);
+    if ((L->kind == LAYER_CONV || L->kind == LAYER_FC) && !seen_key(seen, n_seen, "out"))
+        return fail(w, "%s %s needs out=N", tok[0], L->name);
+    if (L->kind == LAYER_DROPOUT && !seen_key(seen, n_seen, "p")) return fail(w, "dropout %s needs p=P", L->name);
     if (L->kind == LAYER_MULTIBOX && !L->multibox_k) return fail(w, "multibox %s needs k=K (the boxes)", L->name);
-    if (L->kind == LAYER_AUX && (!seen_pool || !L->aux_conv || !L->aux_fc))
+    if (L->kind == LAYER_AUX && (!seen_key(seen, n_seen, "pool") || !L->aux_conv || !L->aux_fc))
         return fail(w, "aux %s needs pool=KxK/S conv=N fc=N (and optionally dropout=P)", L->name);
+    return 0;
+}
+
+// One row of the table: its type, name, patch size (conv and pools) and key=value settings, or an inception row.
+static int parse_layer(Where *w, NetConfig *cfg, char **tok, int nt) {
+    if (cfg->n_layers == CONFIG_MAX_LAYERS) return fail(w, "more than %d layers", CONFIG_MAX_LAYERS);
+    LayerSpec *L = &cfg->layers[cfg->n_layers];
+    *L = (LayerSpec){.line = w->line, .stride = 1, .lrn_size = 5, .alpha = 1e-4f, .beta = 0.75f, .lrn_k = 1.0f};
+    if (layer_head(w, cfg, L, tok, nt)) return -1;
+    if (L->kind == LAYER_INCEPTION) {
+        if (inception_columns(w, cfg, L, tok, nt)) return -1;
+        cfg->n_layers++;
+        return 0;
+    }
+    bool patched = L->kind == LAYER_CONV || L->kind == LAYER_MAXPOOL || L->kind == LAYER_AVGPOOL;
+    if (patched) {
+        if (nt < 3 || strchr(tok[2], '=')) return fail(w, "%s %s needs a patch size KxK/S", tok[0], L->name);
+        if (get_patch(w, "patch", tok[2], &L->k, &L->stride)) return -1;
+    }
+    if (layer_keys(w, cfg, L, tok, patched ? 3 : 2, nt)) return -1;
     if (patched && L->pad >= L->k) return fail(w, "%s %s: padding must be smaller than the patch", tok[0], L->name);
     if (L->kind == LAYER_LRN && L->lrn_size % 2 == 0) return fail(w, "lrn %s: size must be odd", L->name);
     cfg->n_layers++;
