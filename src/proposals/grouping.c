@@ -190,12 +190,17 @@ static Pair heap_pop(PairHeap *hp) {
 
 typedef VEC(int) IntVec;
 
+// The state of one grouping: regions 0..n-1 are the segmentation's, each merge creates the next (2n - 1 at most).
 typedef struct {
     unsigned sims;
     int nc, nt;
     double im_size;
-    SsNode *node;
+    SsNode *node;            // (2n - 1)
     float *colour, *texture; // (2n - 1, nc), (2n - 1, nt) for the regions created so far
+    IntVec *nb;              // (2n - 1) the neighbours of each live region
+    bool *alive;             // (2n - 1) not yet merged into a larger region
+    int *stamp;              // (2n - 1) scratch: the last region whose neighbour list took this one
+    PairHeap heap;           // candidate pairs, most similar first (stale ones skipped when popped)
 } Grouping;
 
 static float similarity(const Grouping *g, int i, int j) {
@@ -210,6 +215,83 @@ static float similarity(const Grouping *g, int i, int j) {
     return (float)s;
 }
 
+// A histogram table of cap rows whose first n are the regions' (NULL when this similarity does not use them).
+static float *hist_table(const float *src, int n, int cap, int bins) {
+    float *t = xmalloc((size_t)cap * bins * sizeof *t);
+    memcpy(t, src, (size_t)n * bins * sizeof *t);
+    return t;
+}
+
+// The segmentation's regions as the first nodes, their adjacent pairs in the heap.
+static void grouping_init(Grouping *g, const SsRegions *r, unsigned sims) {
+    int n = r->n, cap = 2 * n - 1;
+    *g = (Grouping){.sims = sims, .nc = r->nc, .nt = r->nt, .im_size = r->im_size};
+    g->node = xmalloc((size_t)cap * sizeof *g->node);
+    for (int i = 0; i < n; i++) {
+        g->node[i] = (SsNode){.size = r->size[i], .a = -1, .b = -1};
+        memcpy(g->node[i].box, r->box + 4 * i, sizeof g->node[i].box);
+    }
+    if (sims & SS_SIM_COLOUR) g->colour = hist_table(r->colour, n, cap, g->nc);
+    if (sims & SS_SIM_TEXTURE) g->texture = hist_table(r->texture, n, cap, g->nt);
+    g->nb = xcalloc((size_t)cap, sizeof *g->nb);
+    g->alive = xcalloc((size_t)cap, sizeof *g->alive);
+    g->stamp = xmalloc((size_t)cap * sizeof *g->stamp);
+    for (int i = 0; i < cap; i++) g->stamp[i] = -1;
+    for (int i = 0; i < n; i++) g->alive[i] = true;
+    for (int i = 0; i < r->n_pairs; i++) {
+        int a = r->pairs[2 * i], b = r->pairs[2 * i + 1];
+        VEC_PUSH(&g->nb[a], b);
+        VEC_PUSH(&g->nb[b], a);
+        heap_push(&g->heap, (Pair){similarity(g, a, b), a, b});
+    }
+}
+
+// Region t is a and b merged: its size, box and histograms.
+static void node_merge(Grouping *g, int a, int b, int t) {
+    const SsNode *na = &g->node[a], *nb = &g->node[b];
+    SsNode *nt = &g->node[t];
+    nt->size = na->size + nb->size;
+    nt->a = a, nt->b = b;
+    nt->box[0] = na->box[0] < nb->box[0] ? na->box[0] : nb->box[0];
+    nt->box[1] = na->box[1] < nb->box[1] ? na->box[1] : nb->box[1];
+    nt->box[2] = na->box[2] > nb->box[2] ? na->box[2] : nb->box[2];
+    nt->box[3] = na->box[3] > nb->box[3] ? na->box[3] : nb->box[3];
+    if (g->colour)
+        ss_hist_merge(g->colour + (size_t)a * g->nc, na->size, g->colour + (size_t)b * g->nc, nb->size,
+                      g->colour + (size_t)t * g->nc, g->nc);
+    if (g->texture)
+        ss_hist_merge(g->texture + (size_t)a * g->nt, na->size, g->texture + (size_t)b * g->nt, nb->size,
+                      g->texture + (size_t)t * g->nt, g->nt);
+    g->alive[a] = g->alive[b] = false;
+    g->alive[t] = true;
+}
+
+// Region t's neighbours are those of its parts, once each; each of them drops the parts for t, and its pair with
+// t joins the heap.
+static void neighbours_merge(Grouping *g, int a, int b, int t) {
+    for (int side = 0; side < 2; side++) {
+        IntVec *v = &g->nb[side ? b : a];
+        for (size_t i = 0; i < v->len; i++) {
+            int u = v->data[i];
+            if (!g->alive[u] || g->stamp[u] == t) continue;
+            g->stamp[u] = t;
+            VEC_PUSH(&g->nb[t], u);
+        }
+        free(v->data);
+        *v = (IntVec){0};
+    }
+    for (size_t i = 0; i < g->nb[t].len; i++) {
+        int u = g->nb[t].data[i];
+        IntVec *v = &g->nb[u];
+        size_t k = 0;
+        for (size_t j = 0; j < v->len; j++)
+            if (g->alive[v->data[j]]) v->data[k++] = v->data[j];
+        v->len = k;
+        VEC_PUSH(v, t);
+        heap_push(&g->heap, (Pair){similarity(g, u, t), u, t});
+    }
+}
+
 int ss_group(const SsRegions *r, unsigned sims, SsHierarchy *h, Err *e) {
     *h = (SsHierarchy){0};
     int n = r->n;
@@ -218,88 +300,19 @@ int ss_group(const SsRegions *r, unsigned sims, SsHierarchy *h, Err *e) {
         return err_set(e, "grouping: invalid similarity mask %u", sims);
     if (((sims & SS_SIM_COLOUR) && !r->colour) || ((sims & SS_SIM_TEXTURE) && !r->texture))
         return err_set(e, "grouping: the similarity needs histograms the regions lack");
-    int cap = 2 * n - 1;
-    Grouping g = {.sims = sims, .nc = r->nc, .nt = r->nt, .im_size = r->im_size};
-    g.node = xmalloc((size_t)cap * sizeof *g.node);
-    for (int i = 0; i < n; i++) {
-        g.node[i] = (SsNode){.size = r->size[i], .a = -1, .b = -1};
-        memcpy(g.node[i].box, r->box + 4 * i, sizeof g.node[i].box);
-    }
-    if (sims & SS_SIM_COLOUR) {
-        g.colour = xmalloc((size_t)cap * g.nc * sizeof *g.colour);
-        memcpy(g.colour, r->colour, (size_t)n * g.nc * sizeof *g.colour);
-    }
-    if (sims & SS_SIM_TEXTURE) {
-        g.texture = xmalloc((size_t)cap * g.nt * sizeof *g.texture);
-        memcpy(g.texture, r->texture, (size_t)n * g.nt * sizeof *g.texture);
-    }
-    IntVec *nb = xcalloc((size_t)cap, sizeof *nb); // neighbours of each live region
-    bool *alive = xcalloc((size_t)cap, sizeof *alive);
-    int *stamp = xmalloc((size_t)cap * sizeof *stamp);
-    for (int i = 0; i < cap; i++) stamp[i] = -1;
-    for (int i = 0; i < n; i++) alive[i] = true;
-    PairHeap heap = {0};
-    for (int i = 0; i < r->n_pairs; i++) {
-        int a = r->pairs[2 * i], b = r->pairs[2 * i + 1];
-        VEC_PUSH(&nb[a], b);
-        VEC_PUSH(&nb[b], a);
-        heap_push(&heap, (Pair){similarity(&g, a, b), a, b});
-    }
-
-    int t = n; // the next region
-    while (heap.len && t < cap) {
-        Pair p = heap_pop(&heap);
-        if (!alive[p.a] || !alive[p.b]) continue; // stale: one side was merged since
-        int a = p.a, b = p.b;
-        SsNode *na = &g.node[a], *nb_ = &g.node[b], *nt = &g.node[t];
-        nt->size = na->size + nb_->size;
-        nt->a = a, nt->b = b;
-        nt->box[0] = na->box[0] < nb_->box[0] ? na->box[0] : nb_->box[0];
-        nt->box[1] = na->box[1] < nb_->box[1] ? na->box[1] : nb_->box[1];
-        nt->box[2] = na->box[2] > nb_->box[2] ? na->box[2] : nb_->box[2];
-        nt->box[3] = na->box[3] > nb_->box[3] ? na->box[3] : nb_->box[3];
-        if (g.colour)
-            ss_hist_merge(g.colour + (size_t)a * g.nc, na->size, g.colour + (size_t)b * g.nc, nb_->size,
-                          g.colour + (size_t)t * g.nc, g.nc);
-        if (g.texture)
-            ss_hist_merge(g.texture + (size_t)a * g.nt, na->size, g.texture + (size_t)b * g.nt, nb_->size,
-                          g.texture + (size_t)t * g.nt, g.nt);
-        alive[a] = alive[b] = false;
-        alive[t] = true;
-        // The new region's neighbours: those of its parts, once each.
-        for (int side = 0; side < 2; side++) {
-            IntVec *v = &nb[side ? b : a];
-            for (size_t i = 0; i < v->len; i++) {
-                int u = v->data[i];
-                if (!alive[u] || stamp[u] == t) continue;
-                stamp[u] = t;
-                VEC_PUSH(&nb[t], u);
-            }
-            free(v->data);
-            *v = (IntVec){0};
-        }
-        for (size_t i = 0; i < nb[t].len; i++) {
-            int u = nb[t].data[i];
-            IntVec *v = &nb[u];
-            size_t k = 0;
-            for (size_t j = 0; j < v->len; j++)
-                if (alive[v->data[j]]) v->data[k++] = v->data[j];
-            v->len = k;
-            VEC_PUSH(v, t);
-            heap_push(&heap, (Pair){similarity(&g, u, t), u, t});
-        }
+    Grouping g;
+    grouping_init(&g, r, sims);
+    int t = n, cap = 2 * n - 1; // t: the next region
+    while (g.heap.len && t < cap) {
+        Pair p = heap_pop(&g.heap);
+        if (!g.alive[p.a] || !g.alive[p.b]) continue; // stale: one side was merged since
+        node_merge(&g, p.a, p.b, t);
+        neighbours_merge(&g, p.a, p.b, t);
         t++;
     }
-    for (int i = 0; i < cap; i++) free(nb[i].data);
-    free(nb);
-    free(alive);
-    free(stamp);
-    free(heap.data);
-    free(g.colour);
-    free(g.texture);
-    h->n_init = n;
-    h->n = t; // cap unless the region graph was disconnected
-    h->node = g.node;
+    for (int i = 0; i < cap; i++) free(g.nb[i].data);
+    free(g.nb), free(g.alive), free(g.stamp), free(g.heap.data), free(g.colour), free(g.texture);
+    *h = (SsHierarchy){.n_init = n, .n = t, .node = g.node}; // n = cap unless the region graph was disconnected
     return 0;
 }
 
