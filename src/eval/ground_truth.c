@@ -124,11 +124,60 @@ static int read_vars(mat_t *mat, const char *path, matvar_t **ids, matvar_t **la
 
 static bool is_integer(double x) { return x == floor(x); }
 
+// The cache's variables for one image.
+typedef struct {
+    const char *path;
+    matvar_t *ids, *labels, *boxes, *thrs; // thrs may be NULL
+    int n_classes;
+} GtMat;
+
+// Object j of image i: its label, box and (from the cache, or the formula) threshold.
+static int mat_object(const GtMat *m, size_t i, GtImage *im, matvar_t *lab, matvar_t *bb, matvar_t *th, size_t j,
+                      Err *e) {
+    double c = NAN, x[4];
+    if (!mat_number(lab, j, &c) || !is_integer(c) || c < 1 || c > m->n_classes)
+        return err_set(e, "%s: image %zu (index %d): label %g is not a class id in 1..%d", m->path, i + 1,
+                       im->image_id, c, m->n_classes);
+    for (int q = 0; q < 4; q++)
+        if (!mat_number(bb, 4 * j + (size_t)q, &x[q]) || !isfinite(x[q]))
+            return err_set(e, "%s: image %zu (index %d): box %zu is not numeric", m->path, i + 1, im->image_id, j + 1);
+    im->label[j] = (int)c - 1;
+    im->box[j] = (Box){x[0], x[1], x[2], x[3]};
+    if (x[2] < x[0] || x[3] < x[1])
+        return err_set(e, "%s: image %zu (index %d): box %zu has xmax < xmin or ymax < ymin", m->path, i + 1,
+                       im->image_id, j + 1);
+    if (!th) {
+        im->thr[j] = eval_ilsvrc_threshold(im->box[j]);
+        return 0;
+    }
+    if (!mat_number(th, j, &im->thr[j]) || !(im->thr[j] >= 0 && im->thr[j] <= 1))
+        return err_set(e, "%s: image %zu (index %d): threshold %zu is not in [0, 1]", m->path, i + 1, im->image_id,
+                       j + 1);
+    return 0;
+}
+
+// Image i: its index and its objects (the cells of labels, boxes and thresholds must agree in length).
+static int mat_image(const GtMat *m, size_t i, GtImage *im, Err *e) {
+    double id;
+    if (!mat_number(m->ids, i, &id) || !is_integer(id) || id < 1 || id > IMAGE_ID_MAX)
+        return err_set(e, "%s: gt_img_ids(%zu) is not a valid image index (an integer in 1..%d)", m->path, i + 1,
+                       IMAGE_ID_MAX);
+    im->image_id = (int)id;
+    matvar_t *lab = Mat_VarGetCell(m->labels, (int)i), *bb = Mat_VarGetCell(m->boxes, (int)i);
+    matvar_t *th = m->thrs ? Mat_VarGetCell(m->thrs, (int)i) : NULL;
+    size_t k = lab ? mat_numel(lab) : 0, nb = bb ? mat_numel(bb) : 0;
+    if ((k && !lab->data) || nb != 4 * k || (th && mat_numel(th) != k))
+        return err_set(e, "%s: image %zu (index %d): %zu labels but %zu box coordinates%s", m->path, i + 1,
+                       im->image_id, k, nb, th && mat_numel(th) != k ? " and a different number of thresholds" : "");
+    gt_image_alloc(im, (int)k);
+    for (size_t j = 0; j < k; j++)
+        if (mat_object(m, i, im, lab, bb, th, j, e)) return -1;
+    return 0;
+}
+
 int gt_load_mat(const char *path, ClassMap *classes, GroundTruth *gt, Err *e) {
-    *gt = (GroundTruth){0};
-    gt->classes = *classes;
+    *gt = (GroundTruth){.classes = *classes};
     *classes = (ClassMap){0};
-    int n_classes = gt->classes.n;
     if (mat_check(path, e)) {
         gt_free(gt);
         return -1;
@@ -138,72 +187,20 @@ int gt_load_mat(const char *path, ClassMap *classes, GroundTruth *gt, Err *e) {
         gt_free(gt);
         return err_set(e, "%s: not a readable MATLAB v5/v7 file", path);
     }
-    matvar_t *ids = NULL, *labels = NULL, *boxes = NULL, *thrs = NULL;
-    int rc = -1;
+    GtMat m = {.path = path, .n_classes = gt->classes.n};
     // gt_obj_thr is optional: recomputed from the boxes when absent.
-    if (read_vars(mat, path, &ids, &labels, &boxes, &thrs, e)) goto done;
-    size_t n = mat_numel(ids);
-    if (n == 0 || n > GT_MAX_IMAGES || mat_numel(labels) != n || mat_numel(boxes) != n ||
-        (thrs && mat_numel(thrs) != n)) {
-        err_set(e, "%s: gt_img_ids, gt_obj_labels, gt_obj_bboxes and gt_obj_thr disagree in length", path);
-        goto done;
-    }
-    gt->images = xcalloc(n, sizeof(GtImage));
-    for (size_t i = 0; i < n; i++) {
-        GtImage *im = &gt->images[i];
+    int rc = read_vars(mat, path, &m.ids, &m.labels, &m.boxes, &m.thrs, e);
+    size_t n = rc ? 0 : mat_numel(m.ids);
+    if (!rc && (n == 0 || n > GT_MAX_IMAGES || mat_numel(m.labels) != n || mat_numel(m.boxes) != n ||
+                (m.thrs && mat_numel(m.thrs) != n)))
+        rc = err_set(e, "%s: gt_img_ids, gt_obj_labels, gt_obj_bboxes and gt_obj_thr disagree in length", path);
+    if (!rc) gt->images = xcalloc(n, sizeof(GtImage));
+    for (size_t i = 0; !rc && i < n; i++) {
         gt->n_images = (int)i + 1;
-        double id;
-        if (!mat_number(ids, i, &id) || !is_integer(id) || id < 1 || id > IMAGE_ID_MAX) {
-            err_set(e, "%s: gt_img_ids(%zu) is not a valid image index (an integer in 1..%d)", path, i + 1,
-                    IMAGE_ID_MAX);
-            goto done;
-        }
-        im->image_id = (int)id;
-        matvar_t *lab = Mat_VarGetCell(labels, (int)i), *bb = Mat_VarGetCell(boxes, (int)i);
-        matvar_t *th = thrs ? Mat_VarGetCell(thrs, (int)i) : NULL;
-        size_t k = lab ? mat_numel(lab) : 0;
-        if ((k && !lab->data) || (bb ? mat_numel(bb) : 0) != 4 * k || (th && mat_numel(th) != k)) {
-            err_set(e, "%s: image %zu (index %d): %zu labels but %zu box coordinates%s", path, i + 1, im->image_id,
-                    k, bb ? mat_numel(bb) : 0, th && mat_numel(th) != k ? " and a different number of thresholds" : "");
-            goto done;
-        }
-        gt_image_alloc(im, (int)k);
-        for (size_t j = 0; j < k; j++) {
-            double c = NAN, x[4];
-            if (!mat_number(lab, j, &c) || !is_integer(c) || c < 1 || c > n_classes) {
-                err_set(e, "%s: image %zu (index %d): label %g is not a class id in 1..%d", path, i + 1,
-                        im->image_id, c, n_classes);
-                goto done;
-            }
-            for (int q = 0; q < 4; q++)
-                if (!mat_number(bb, 4 * j + (size_t)q, &x[q]) || !isfinite(x[q])) {
-                    err_set(e, "%s: image %zu (index %d): box %zu is not numeric", path, i + 1, im->image_id, j + 1);
-                    goto done;
-                }
-            im->label[j] = (int)c - 1;
-            im->box[j] = (Box){x[0], x[1], x[2], x[3]};
-            if (x[2] < x[0] || x[3] < x[1]) {
-                err_set(e, "%s: image %zu (index %d): box %zu has xmax < xmin or ymax < ymin", path, i + 1,
-                        im->image_id, j + 1);
-                goto done;
-            }
-            if (th) {
-                if (!mat_number(th, j, &im->thr[j]) || !(im->thr[j] >= 0 && im->thr[j] <= 1)) {
-                    err_set(e, "%s: image %zu (index %d): threshold %zu is not in [0, 1]", path, i + 1,
-                            im->image_id, j + 1);
-                    goto done;
-                }
-            } else {
-                im->thr[j] = eval_ilsvrc_threshold(im->box[j]);
-            }
-        }
+        rc = mat_image(&m, i, &gt->images[i], e);
     }
-    rc = gt_index(gt, path, e);
-done:
-    Mat_VarFree(ids);
-    Mat_VarFree(labels);
-    Mat_VarFree(boxes);
-    Mat_VarFree(thrs);
+    if (!rc) rc = gt_index(gt, path, e);
+    Mat_VarFree(m.ids), Mat_VarFree(m.labels), Mat_VarFree(m.boxes), Mat_VarFree(m.thrs);
     Mat_Close(mat);
     if (rc) gt_free(gt);
     return rc;
