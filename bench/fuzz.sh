@@ -18,7 +18,8 @@ while getopts t:r: opt; do
 done
 shift $((OPTIND - 1))
 ALL="submission detections_json detect_output proposals_json proposals_config net_config ensemble image_list
-sample_list class_map class_map_mat blacklist annotation ground_truth_mat npy safetensors onnx checkpoint priors image"
+sample_list class_map class_map_mat blacklist annotation ground_truth_mat npy safetensors onnx caffe prototxt
+checkpoint priors image"
 TARGETS="${*:-$ALL}"
 HERE=$(pwd)
 F=build-fuzz
@@ -78,7 +79,9 @@ seeds() {
     ground_truth_mat) echo $S/gt.mat ;;
     npy) ls tests/data/batchnorm/*.npy tests/data/bbox/*.npy | head -8 ;;
     safetensors) echo tests/data/tiny-members/member-1.safetensors ;;
-    onnx) echo tests/data/other-topology.onnx ;;
+    onnx) ls tests/data/other-topology.onnx tests/data/onnx-forms/*.onnx ;;
+    caffe) ls tests/data/caffe/*.caffemodel ;;
+    prototxt) ls tests/data/caffe/*.prototxt ;;
     checkpoint) echo $S/train/checkpoint.bin ;;
     priors) echo models/raccoon/multibox-priors.json ;;
     image) ls tests/data/formats/pattern.* tests/data/detset/JPEGImages/raccoon-39.jpg ;;
@@ -96,7 +99,7 @@ row() {
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' $log | tail -1)
     cov=$(grep -o 'cov: [0-9]*' $log | tail -1 | cut -d' ' -f2)
     ft=$(grep -o 'ft: [0-9]*' $log | tail -1 | cut -d' ' -f2)
-    reports=$(grep -c '==ERROR\|deadly signal\|ALARM: working on the last Unit\|out-of-memory\|runtime error' $log)
+    reports=$(grep -c '==ERROR\|deadly signal\|ALARM: working on the last Unit\|out-of-memory\|runtime error' $log || true)
     found=$(ls $F/findings/$1 | wc -l)
     verdict="none"
     [ "$reports" -eq 0 ] && [ "$found" -eq 0 ] || verdict="**$reports report(s), $found input(s) in findings/$1**"
