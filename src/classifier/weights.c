@@ -488,10 +488,10 @@ static int read_extra_tensor(const char *path, FILE *f, size_t data_start, size_
         return err_set(e, "%s: tensor '%s': cannot read its data (truncated file?)", path, name);
     }
     for (size_t i = 0; i < count; i++)
-        if (!isfinite(nt.data[i])) {
+        if (!isfinite(nt.data[i])) { // the message first: it reads the value (found by fuzzing: it was read freed)
+            err_set(e, "%s: tensor '%s' holds %s at index %zu", path, name, isnan(nt.data[i]) ? "NaN" : "infinity", i);
             free(nt.data);
-            return err_set(e, "%s: tensor '%s' holds %s at index %zu", path, name,
-                           isnan(nt.data[i]) ? "NaN" : "infinity", i);
+            return -1;
         }
     x->tensor = xrealloc(x->tensor, (size_t)(x->n_tensors + 1) * sizeof *x->tensor);
     x->tensor[x->n_tensors++] = nt;
