@@ -201,6 +201,12 @@ int cmd_train(int argc, char **argv) {
     if (o.priors && !o.multibox) return cli_usage_error("train", "--priors goes with --task multibox");
     if (o.init && o.finetune) return cli_usage_error("train", "--init and --finetune exclude each other");
     Err e;
-    if (train_run(&o, &e)) return cli_fail("train", &e);
-    return 0;
+    Cluster c;
+    if (cluster_open(&c, &e)) return cli_fail("train", &e);
+    o.cluster = &c;
+    o.quiet |= c.rank > 0; // rank 0 speaks for the job
+    int rc = 0;
+    if (train_run(&o, &e)) rc = e.msg[0] ? cli_fail("train", &e) : 1; // empty: another process said what failed
+    cluster_close(&c);
+    return rc;
 }
