@@ -357,6 +357,19 @@ static void test_train_resume_two_ranks(void **state) {
     free(a), free(b), free(dir), free(straight), free(resumed), free(list);
 }
 
+// proposals --list on two processes writes the file one process writes (but for each image's wall time).
+static void test_proposals_two_ranks(void **state) {
+    Fixture *f = *state;
+    char *one = join(f->dir, "p1.json"), *two = join(f->dir, "p2.json");
+    const char *args = "proposals --list %s --root " PHOTOS " --ext .jpg --max 50 --threads 1 --quiet -o %s";
+    RUN_OK(0, args, f->list, one);
+    RUN_OK(2, args, f->list, two);
+    char *a = without_seconds(one), *b = without_seconds(two);
+    assert_string_equal(a, b);
+    assert_non_null(strstr(a, "raccoon-12.jpg"));
+    free(a), free(b), free(one), free(two);
+}
+
 // A command that does not share work refuses to run N times.
 static void test_refuses_serial_command(void **state) {
     (void)state;
@@ -372,6 +385,7 @@ int main(void) {
         cmocka_unit_test(test_detect_two_ranks),
         cmocka_unit_test(test_detect_killed_rank_resumed),
         cmocka_unit_test(test_detect_failure_named),
+        cmocka_unit_test(test_proposals_two_ranks),
         cmocka_unit_test(test_train_two_ranks),
         cmocka_unit_test(test_train_resume_two_ranks),
         cmocka_unit_test(test_refuses_serial_command),
