@@ -18,7 +18,8 @@
 #endif
 
 int cluster_launch_size(void) {
-    static const char *const VARS[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_NTASKS"};
+    // Set for each process a launcher starts (Open MPI's mpirun; MPICH's and srun's PMI), not for a job script.
+    static const char *const VARS[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"};
     for (size_t i = 0; i < sizeof VARS / sizeof VARS[0]; i++) {
         const char *v = getenv(VARS[i]);
         if (v && atoi(v) > 1) return atoi(v);
