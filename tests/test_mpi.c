@@ -82,7 +82,8 @@ static int teardown(void **state) {
 static char *run_env(const char *env, int n, int *status, const char *fmt, va_list ap) {
     char args[4096], cmd[5000];
     vsnprintf(args, sizeof args, fmt, ap);
-    if (n) snprintf(cmd, sizeof cmd, MPI_ENV "%s %s -n %d --oversubscribe %s %s 2>&1", env, MPIRUN, n, INCEPTION_BIN, args);
+    if (n)
+        snprintf(cmd, sizeof cmd, MPI_ENV "%s %s -n %d --oversubscribe %s %s 2>&1", env, MPIRUN, n, INCEPTION_BIN, args);
     else snprintf(cmd, sizeof cmd, "%s %s 2>&1", INCEPTION_BIN, args);
     return test_shell(cmd, status);
 }
@@ -265,7 +266,8 @@ static char *write_train_set(const char *dir) {
         Image im;
         assert_int_equal(image_alloc(&im, 40, 32, 3, &e), 0);
         for (int p = 0; p < 40 * 32; p++)
-            for (int c = 0; c < 3; c++) im.px[3 * p + c] = (float)(c == label ? 180 : 60) + (float)(rng_uniform(&r) * 40);
+            for (int c = 0; c < 3; c++)
+                im.px[3 * p + c] = (float)(c == label ? 180 : 60) + (float)(rng_uniform(&r) * 40);
         char name[32], *path;
         snprintf(name, sizeof name, "img%02d.png", i);
         path = join(dir, name);

@@ -379,7 +379,8 @@ int detect_writer_commit(DetectWriter *w, const ImageList *order, const char *su
     if (!rc && order) rc = journal_order(f, w->journal_path, order, &at, &n_at, e);
     Output o;
     if (!rc)
-        rc = output_open(&o, w->path, submission, json_object_get(head, "setting"), json_object_get(head, "classes"), e);
+        rc = output_open(&o, w->path, submission, json_object_get(head, "setting"), json_object_get(head, "classes"),
+                         e);
     bool opened = !rc;
     for (size_t k = 0; !rc && (order ? k < n_at : true); k++) {
         if (order && fseek(f, at[k].offset, SEEK_SET)) rc = err_set(e, "%s: %s", w->journal_path, strerror(errno));

@@ -310,7 +310,7 @@ typedef struct {
     Net net, eval_net;
     int batch;   // images a step: --batch, or 32 for classification and 128 for regions (R-CNN)
     int share_lo, share_n; // this process's images of each batch (all of them when alone)
-    double comm_seconds;   // spent summing gradients and statistics across processes
+    double comm_seconds;   // spent summing the gradients across processes
     Sgd sgd;
     ParamGroup *groups;
     int n_groups;
@@ -577,9 +577,9 @@ int train_run(const TrainOptions *o, Err *e) {
     // Rank 0 opens the sets first: a detection set's proposals are computed once and cached for the others.
     if (agree(&r, lead ? open_sets(&r, e) : 0, e) || agree(&r, lead ? 0 : open_sets(&r, e), e)) goto done;
     r.batch = o->batch > 0 ? o->batch : r.train.kind == DATASET_REGIONS ? 128 : 32;
-    if (r.batch < r.c->size) {
-        if (agree(&r, err_set(e, "a batch of %d cannot be shared among %d processes", r.batch, r.c->size), e)) goto done;
-    }
+    if (r.batch < r.c->size && agree(&r, err_set(e, "a batch of %d cannot be shared among %d processes", r.batch,
+                                                 r.c->size), e))
+        goto done;
     r.share_lo = (int)((long)r.batch * r.c->rank / r.c->size);
     r.share_n = (int)((long)r.batch * (r.c->rank + 1) / r.c->size) - r.share_lo;
     if (agree(&r, setup_net(&r, e), e)) goto done;
@@ -608,8 +608,9 @@ int train_run(const TrainOptions *o, Err *e) {
     }
     if (agree(&r, lead && !(r.log = log_open(r.log_path, resumed, step, e)) ? -1 : 0, e)) goto done;
 
-    BatchRecipe recipe = {.seed = o->seed, .batch = r.batch, .share_lo = r.share_lo, .context = o->context, .pos_fraction = o->pos_fraction,
-                          .hard_fraction = o->hard_fraction, .jitter = o->jitter, .augment = o->augment ? augment_paper() : augment_none()};
+    BatchRecipe recipe = {.seed = o->seed, .batch = r.batch, .share_lo = r.share_lo, .context = o->context,
+                          .pos_fraction = o->pos_fraction, .hard_fraction = o->hard_fraction, .jitter = o->jitter,
+                          .augment = o->augment ? augment_paper() : augment_none()};
     if (r.train.kind == DATASET_CLASSIFY && o->augment) recipe.augment.area_min = o->crop_area_min;
     if (r.train.kind == DATASET_REGIONS) recipe.augment = (Augment){.flip = o->augment};
     if (r.train.kind == DATASET_BOXES && o->augment) recipe.augment.area_min = 0.3; // crops that keep objects
