@@ -20,6 +20,8 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: inception proposals [options] IMAGES... -o proposals.json\n"
             "       inception proposals --eval [options] (IMAGES... | --from proposals.json ...)\n"
+            "       mpirun -n N inception proposals --list LIST ... -o proposals.json   (the N processes share the\n"
+            "                             images; rank 0 writes the file one process would; --eval runs alone)\n"
             "\n"
             "Selective Search object proposals (Uijlings et al. 2013) as the GoogLeNet detector uses them: R-CNN's\n"
             "fast mode with the superpixel size doubled (configs/proposals-detector.cfg). Boxes are [x1, y1, x2, y2],\n"

@@ -8,6 +8,9 @@
 
 static const char *USAGE =
     "usage: inception train --config C --data LIST --classes N --epochs E --seed S --out DIR [options]\n"
+    "       mpirun -n P inception train ... : P processes share each batch of --batch images (synchronous data\n"
+    "                     parallelism: gradients summed in rank order, batch normalisation over the whole batch;\n"
+    "                     rank 0 writes the log, checkpoints and model; --threads is per process)\n"
     "\n"
     "Trains the network of a config (Sections 5 and 6 of the paper): the main loss plus 0.3 x each auxiliary\n"
     "head's, SGD with momentum 0.9, Polyak averaging (the averaged weights are the ones saved for inference),\n"
