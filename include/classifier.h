@@ -209,6 +209,8 @@ typedef struct {
     uint8_t *masks;       // what the last net_forward_train recorded: dropout masks, max-pooling argmaxes
     size_t masks_size;
     int train_batch;      // batch of the training plan (0: none; net_plan resets it)
+    int share_lo, share_of; // net_set_share: training passes see images share_lo.. of a batch of share_of (0: whole)
+    const Cluster *share;   // the processes that share it
     int train_state;      // 0: nothing to differentiate, 1: net_forward_train ran, 2: net_loss too
     bool input_grad;      // net_backward also computes the gradient of the input (set before net_train_begin)
 } Net;
@@ -280,10 +282,17 @@ int net_train_begin(Net *net, int batch, Err *e);
 // another batch size, drops it; net_forward at the same batch runs inference on the training plan and keeps it,
 // ending the step in progress).
 int net_forward_train(Net *net, const float *x, int batch, Rng *rng, Err *e);
+// Data parallelism: the training passes that follow see images lo .. lo + batch - 1 of a batch of `of` images that
+// the processes of c share, each calling this with its own lo. Dropout draws the whole batch's masks and keeps
+// this share's; batch normalisation normalises with the whole batch's statistics (each channel's sums added
+// across the processes: three collective sums per BN layer and step), so every process moves the running ones
+// alike; the losses average over `of` images. The processes' parameter gradients then sum (cluster_sum_floats)
+// to the whole batch's, up to float rounding. of = 0: the batch is whole (the default). The fast kernels only.
+void net_set_share(Net *net, int lo, int of, const Cluster *c);
 // Softmax cross-entropy of the main classifier plus aux_weight times that of each auxiliary head, each averaged
-// over the batch; labels (batch) in [0, classes). Returns the total; head_losses (may be NULL) gets the main,
-// loss1 and loss2 terms unweighted (net->n_heads of them: 1 + the auxiliary heads of the config). Keeps the
-// logit gradients for net_backward. NaN if the logits are not finite, if a label is out of range, or if
+// over the batch (net_set_share's whole batch when set); labels (batch) in [0, classes). Returns the total;
+// head_losses (may be NULL) gets the main, loss1 and loss2 terms unweighted (net->n_heads of them: 1 + the
+// auxiliary heads of the config). Keeps the logit gradients for net_backward. NaN if the logits are not finite, if a label is out of range, or if
 // net_forward_train has not run; net_backward then refuses to run. A MultiBox network's loss is
 // net_loss_multibox: NaN here.
 double net_loss(Net *net, const int *labels, float aux_weight, double *head_losses);

@@ -6,6 +6,7 @@
 //   boxes        Box, box_iou: the devkit's +1 pixel convention; Detection, a scored box
 //   files        atomic_open/atomic_commit: temp file, fsync, rename; read_file_all
 //   time         now_seconds
+//   cluster      Cluster: the processes of an `mpirun -n N` job (or this one alone); Farm hands out work items
 #ifndef INCEPTION_COMMON_H
 #define INCEPTION_COMMON_H
 
@@ -199,5 +200,53 @@ typedef struct {
 // time
 
 double now_seconds(void); // monotonic
+
+// ---------------------------------------------------------------------------------------------------------------
+// cluster: the processes of an `mpirun -n N` job, through MPI (src/common/cluster.c, the only file that includes
+// mpi.h). Without MPI at build time, or outside mpirun, it is one process of rank 0 and every call below is
+// cheap and local. Rank 0 writes the outputs; the others compute.
+
+typedef struct {
+    int rank, size;
+    bool mpi; // MPI_Init was called (launched by mpirun with N > 1): cluster_close finalises it
+} Cluster;
+
+// The processes launched with this one (OMPI_COMM_WORLD_SIZE, PMI_SIZE: set by mpirun, mpiexec, srun), 1 when
+// none; read before MPI starts, so that commands that run alone can refuse N > 1.
+int cluster_launch_size(void);
+// Joins the job: MPI when launched with N > 1 (an error naming the rebuild to do when this build has no MPI).
+int cluster_open(Cluster *c, Err *e);
+void cluster_close(Cluster *c);
+// Every rank says whether it is fine; all get the lowest rank that is not (-1: all are fine). Collective.
+int cluster_first_failure(const Cluster *c, bool ok);
+// x (n) from rank 0 to every rank. Collective.
+void cluster_broadcast(const Cluster *c, void *x, size_t bytes);
+// x (n) becomes the sum over the ranks of their x, on every rank, added in rank order ((x0 + x1) + x2 ...) so that
+// the result depends on the values alone, never on timing or on how MPI would pair them. Each rank sums 1/N of
+// the vector (an all-to-all, then an all-gather: 2 (N - 1) / N of x sent per rank). Collective.
+void cluster_sum_floats(const Cluster *c, float *x, size_t n);
+void cluster_sum_doubles(const Cluster *c, double *x, size_t n);
+
+// A farm: rank 0 hands out work items one at a time; each rank (rank 0 too) takes the next when it is done with
+// its last, so that slow items do not hold the others up. Every result goes to a sink that runs on rank 0 only,
+// one call at a time, in the order results arrive. Rank 0 serves the other ranks from a thread of its own.
+//   sink(ctx, rank, item, status, data, len, e): a result; status and data are the worker's (farm_submit).
+//   A sink that returns -1 (e set) stops the handing out; results in flight still reach it.
+typedef int (*FarmSink)(void *ctx, int rank, long item, int status, const char *data, size_t len, Err *e);
+
+typedef struct FarmServer FarmServer;
+typedef struct {
+    const Cluster *c;
+    FarmServer *server; // rank 0: the queue, the sink and the thread serving the other ranks
+} Farm;
+
+// Collective. items (n; rank 0's, ignored elsewhere): what to hand out, in this order.
+int farm_start(Farm *f, const Cluster *c, const long *items, long n, FarmSink sink, void *ctx, Err *e);
+// The next item for this rank, or -1 when there is none left (or the sink stopped the farm).
+long farm_next(Farm *f);
+// This rank's result for an item (data: len bytes, may be NULL).
+void farm_submit(Farm *f, long item, int status, const char *data, size_t len);
+// Collective: waits for every rank's last result; rank 0 gets the sink's first error, if any.
+int farm_finish(Farm *f, Err *e);
 
 #endif

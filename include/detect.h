@@ -209,8 +209,14 @@ int detect_writer_open(DetectWriter *w, const char *path, struct json_t *setting
 // Whether the journal already holds this image (resume).
 bool detect_writer_has(const DetectWriter *w, const char *file);
 int detect_writer_add(DetectWriter *w, const ClassMap *classes, const DetectRecord *r, Err *e);
+// The same in two halves, for runs shared among processes: an image's journal line (a worker makes it; NULL with
+// e set when the file name is not UTF-8; caller frees), and the line appended to the journal (rank 0).
+char *detect_record_line(const ClassMap *classes, const DetectRecord *r, Err *e);
+int detect_writer_add_line(DetectWriter *w, const char *line, Err *e);
 // Writes OUT (and the ILSVRC submission when `submission` is not NULL) atomically from the journal, then removes it.
-int detect_writer_commit(DetectWriter *w, const char *submission, Err *e);
+// Images come in `order`'s order (the run's list; images it does not hold last), whatever order they were
+// journaled in; NULL: journal order.
+int detect_writer_commit(DetectWriter *w, const ImageList *order, const char *submission, Err *e);
 // Without committing: the journal stays for --resume (unless it holds no image at all).
 void detect_writer_close(DetectWriter *w);
 

@@ -194,6 +194,10 @@ int proposals_json_open(ProposalsWriter *w, const char *path, const char *settin
 // Whether the resumed journal already holds this image.
 bool proposals_json_has(const ProposalsWriter *w, const char *file);
 int proposals_json_add(ProposalsWriter *w, const char *file, int width, int height, const Proposals *p, Err *e);
+// The same in two halves, for work shared among processes: an image's line (NULL with e set when the file name is
+// not UTF-8; caller frees), and the line added to the file.
+char *proposals_json_line(const char *file, int width, int height, const Proposals *p, Err *e);
+int proposals_json_add_line(ProposalsWriter *w, const char *line, Err *e);
 int proposals_json_commit(ProposalsWriter *w, Err *e); // renames the journal over OUT
 void proposals_json_abort(ProposalsWriter *w);          // keeps a journal that holds images, for --resume
 

@@ -216,7 +216,8 @@ void batch_free(Batch *b);
 // How batches are drawn (the same for every run with the same seed, whatever the timing or thread count).
 typedef struct {
     uint64_t seed;
-    int batch;             // images a batch
+    int batch;             // images a batch (the whole batch, when processes share it)
+    int share_lo;          // this process's share is images share_lo .. share_lo + Batch.n - 1 of it (0 alone)
     int context;           // regions: pixels of context at the input size (16)
     double pos_fraction;   // regions: share of positives in a batch (R-CNN: 32 of 128)
     double hard_fraction;  // regions: share of the background drawn from the hard background (0: none apart)
@@ -231,6 +232,7 @@ long dataset_steps_per_epoch(const Dataset *d, const BatchRecipe *r);
 // Batch number `index` of a run (epoch = index / steps_per_epoch): samples in a seeded per-epoch order,
 // augmented with randomness seeded by (seed, index); images that fail to decode are skipped and counted. Boxes:
 // each image cropped, flipped and distorted as classification's, its boxes following (augment_with_boxes).
+// b->n images from r->share_lo on: a share of the batch is exactly those images of the whole one.
 int dataset_batch(Dataset *d, const NetConfig *cfg, const BatchRecipe *r, long index, Batch *b, Err *e);
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -271,6 +273,9 @@ typedef struct {
     double crop_area_min;      // classification: the smallest random crop, as a share of the image (paper: 0.08)
     bool resume;               // continue from out/checkpoint.bin when it exists
     bool quiet;
+    const Cluster *cluster;    // processes sharing each batch (mpirun; NULL: this one alone): each computes the
+                               // gradient of its share, the shares' gradients are summed in rank order, rank 0
+                               // writes the log, checkpoints and model, and every rank resumes from them
 } TrainOptions;
 
 // The default recipe: TRAIN_RECIPE_DEFAULT. Training from scratch on a few hundred photos (results/training.md).
@@ -288,6 +293,8 @@ typedef struct {
     int n;               // images or regions evaluated
 } ValResult;
 
+// A failure in another process of o->cluster leaves e->msg empty on the ranks that have nothing to add (the
+// failing one, or rank 0, says what happened).
 int train_run(const TrainOptions *o, Err *e);
 // Draws a run's log.csv as a PNG: the training loss against steps, and the validation figures against steps.
 int train_plot_log(const char *log_csv, const char *png, const char *title, Err *e);

@@ -19,6 +19,8 @@ PACKAGES="$PACKAGES python3-scipy"
 PACKAGES="$PACKAGES python3-pil"
 # the viewer page's test (tests/test_viewer.c): headless Chromium takes screenshots of it, with fonts for its labels
 PACKAGES="$PACKAGES chromium fonts-dejavu-core"
+# MPI (optional at build time, README "Many processes"): `mpirun -n N inception detect|proposals|train`
+PACKAGES="$PACKAGES libopenmpi-dev openmpi-bin"
 # peak memory in bench/detect.sh: GNU time (/usr/bin/time -f %M)
 PACKAGES="$PACKAGES time"
 # Debian's npm is a package of its own; NodeSource's nodejs (seen on some machines) ships npm and conflicts with it.

@@ -259,6 +259,42 @@ static void test_region_batches_jitter_hard(void **state) {
     dataset_free(&d);
 }
 
+// Shares of a batch (processes training together) are exactly those images of the whole batch: regions (with
+// jitter and flips, whose streams run through the whole batch) and boxes (per-image streams), for shares of 5 and
+// 11 of 16, over three batches.
+static void test_batch_shares(void **state) {
+    (void)state;
+    NetConfig cfg;
+    Err e;
+    assert_int_equal(config_load("../configs/googlenet-tiny.cfg", &cfg, &e), 0);
+    ProposalParams pp;
+    proposals_params_default(&pp);
+    for (int boxes = 0; boxes < 2; boxes++) {
+        DatasetOptions o = {.proposals = &pp, .pos_iou = 0.5, .cache_budget = 1u << 26, .quiet = true, .boxes = boxes};
+        Dataset d;
+        assert_int_equal(dataset_open("data/detset", &o, &d, &e), 0);
+        int B = boxes ? 4 : 16, lo = boxes ? 1 : 5;
+        BatchRecipe whole = {.seed = 3, .batch = B, .context = 16, .pos_fraction = 0.25, .jitter = 0.2,
+                             .augment = boxes ? augment_paper() : (Augment){.flip = true}};
+        BatchRecipe first = whole, second = whole;
+        second.share_lo = lo;
+        Batch a, b, c;
+        batch_alloc(&a, B, &cfg), batch_alloc(&b, lo, &cfg), batch_alloc(&c, B - lo, &cfg);
+        size_t per = 3 * 96 * 96;
+        for (long i = 0; i < 3; i++) {
+            assert_int_equal(dataset_batch(&d, &cfg, &whole, i, &a, &e), 0);
+            assert_int_equal(dataset_batch(&d, &cfg, &first, i, &b, &e), 0);
+            assert_int_equal(dataset_batch(&d, &cfg, &second, i, &c, &e), 0);
+            assert_memory_equal(a.x, b.x, (size_t)lo * per * sizeof(float));
+            assert_memory_equal(a.x + lo * per, c.x, (size_t)(B - lo) * per * sizeof(float));
+            assert_memory_equal(a.labels, b.labels, (size_t)lo * sizeof(int));
+            assert_memory_equal(a.labels + lo, c.labels, (size_t)(B - lo) * sizeof(int));
+        }
+        batch_free(&a), batch_free(&b), batch_free(&c);
+        dataset_free(&d);
+    }
+}
+
 // A 'path label' list whose label is not a whole number is a classification list with a bad line (named), not a
 // list of image names without their Annotations directory; a list of bare paths says what a classification list
 // needs.
@@ -387,6 +423,7 @@ int main(void) {
         cmocka_unit_test(test_regions),
         cmocka_unit_test(test_box_batches),
         cmocka_unit_test(test_region_batches_jitter_hard),
+        cmocka_unit_test(test_batch_shares),
         cmocka_unit_test(test_list_labels_refused),
         cmocka_unit_test(test_ilsvrc_layout_boxes),
         cmocka_unit_test(test_checkpoint_roundtrip_and_refusals),

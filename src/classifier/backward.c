@@ -31,7 +31,8 @@ double net_loss(Net *net, const int *labels, float aux_weight, double *head_loss
     for (int h = 0; h < net->n_heads; h++) {
         View v = {net->head[h], 0, c};
         float weight = h == 0 ? 1.0f : aux_weight;
-        double loss = softmax_xent(c, n, act_ptr(net, v), labels, weight, grad_ptr(net, v));
+        double loss = softmax_xent_over(c, n, net->share_of > n ? net->share_of : n, act_ptr(net, v), labels,
+                                        weight, grad_ptr(net, v));
         if (head_losses) head_losses[h] = loss;
         total += weight * loss;
     }
@@ -97,7 +98,8 @@ static void backward_op(Net *net, const Op *op) {
     case OP_SOFTMAX: // the loss starts from the logits
         break;
     case OP_BN: {
-        BnShape s = {.c = op->in.c, .m = (size_t)n * in->h * in->w, .split = op->out.c, .relu = op->relu};
+        BnShape s = {.c = op->in.c, .m = (size_t)n * in->h * in->w, .split = op->out.c, .relu = op->relu,
+                     .share = net->share_of > n ? net->share : NULL, .m_all = (size_t)net->share_of * in->h * in->w};
         const float *y2 = op->out2.c ? act_ptr(net, op->out2) : NULL;
         float *dy2 = op->out2.c ? grad_ptr(net, op->out2) : NULL;
         const float *gamma = net->params + net->param[op->weight].offset;

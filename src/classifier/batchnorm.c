@@ -56,10 +56,14 @@ static float sum_dot_dev(const float *g, const float *x, size_t n, float mean) {
     return sum;
 }
 
+// The values a channel's statistics are over: the whole batch's when processes share it.
+static size_t values_all(const BnShape *s) { return s->share ? s->m_all : s->m; }
+
 // PyTorch's update: the running variance moves toward the unbiased batch variance (with one value a channel,
 // where that is undefined and PyTorch refuses to train, toward the biased one, 0).
 static void update_running(const BnShape *s, float *mean, float *var, double bmean, double bvar) {
-    double unbiased = s->m > 1 ? bvar * (double)s->m / (double)(s->m - 1) : bvar;
+    const size_t m = values_all(s);
+    double unbiased = m > 1 ? bvar * (double)m / (double)(m - 1) : bvar;
     *mean = (float)((1.0 - BN_MOMENTUM) * *mean + BN_MOMENTUM * bmean);
     *var = (float)((1.0 - BN_MOMENTUM) * *var + BN_MOMENTUM * unbiased);
 }
@@ -71,7 +75,10 @@ typedef struct {
     const BnShape *s;
     const float *x, *gamma, *beta;
     float *y, *y2, *saved, *run_mean, *run_var;
+    float *sums; // shared batch: (2c) each channel's sum, then its sum of squared deviations
 } BnJob;
+
+static void bn_normalise_channel(const BnJob *j, int r, float mean, float var);
 
 // One channel: its statistics, the running ones, then y = relu(a x + c) with a = gamma / std, c = beta - a mean.
 static void bn_forward_channel(void *arg, int r, int thread) {
@@ -79,9 +86,36 @@ static void bn_forward_channel(void *arg, int r, int thread) {
     const BnJob *j = arg;
     const BnShape *s = j->s;
     const float *x = j->x + (size_t)r * s->m; // (m)
-    float *y = out_row(s, j->y, j->y2, r);    // (m)
     const float mean = sum_floats(x, s->m) / (float)s->m;
     const float var = sum_sq_dev(x, s->m, mean) / (float)s->m; // biased: what the batch is normalised with
+    bn_normalise_channel(j, r, mean, var);
+}
+
+// A shared batch's channel in three passes, the sums added across the processes between them.
+static void bn_sum_channel(void *arg, int r, int thread) {
+    (void)thread;
+    const BnJob *j = arg;
+    j->sums[r] = sum_floats(j->x + (size_t)r * j->s->m, j->s->m);
+}
+
+static void bn_dev_channel(void *arg, int r, int thread) {
+    (void)thread;
+    const BnJob *j = arg;
+    const float mean = j->sums[r] / (float)j->s->m_all;
+    j->sums[j->s->c + r] = sum_sq_dev(j->x + (size_t)r * j->s->m, j->s->m, mean);
+}
+
+static void bn_shared_channel(void *arg, int r, int thread) {
+    (void)thread;
+    const BnJob *j = arg;
+    const float m = (float)j->s->m_all;
+    bn_normalise_channel(j, r, j->sums[r] / m, j->sums[j->s->c + r] / m);
+}
+
+static void bn_normalise_channel(const BnJob *j, int r, float mean, float var) {
+    const BnShape *s = j->s;
+    const float *x = j->x + (size_t)r * s->m; // (m)
+    float *y = out_row(s, j->y, j->y2, r);    // (m)
     const float invstd = 1.0f / sqrtf(var + BN_EPS);
     j->saved[r] = mean, j->saved[s->c + r] = invstd;
     update_running(s, j->run_mean + r, j->run_var + r, mean, var);
@@ -99,7 +133,17 @@ void batchnorm_forward_train(const BnShape *s, const float *x, const float *gamm
                              float *y2, float *saved, float *running_mean, float *running_var, Workers *workers) {
     BnJob j = {.s = s, .x = x, .gamma = gamma, .beta = beta, .y = y, .y2 = y2, .saved = saved,
                .run_mean = running_mean, .run_var = running_var};
-    workers_run(workers, s->c, bn_forward_channel, &j);
+    if (!s->share) {
+        workers_run(workers, s->c, bn_forward_channel, &j);
+        return;
+    }
+    j.sums = xmalloc(2 * (size_t)s->c * sizeof(float));
+    workers_run(workers, s->c, bn_sum_channel, &j);
+    cluster_sum_floats(s->share, j.sums, (size_t)s->c);
+    workers_run(workers, s->c, bn_dev_channel, &j);
+    cluster_sum_floats(s->share, j.sums + s->c, (size_t)s->c);
+    workers_run(workers, s->c, bn_shared_channel, &j);
+    free(j.sums);
 }
 
 // The definition in double.
@@ -133,23 +177,52 @@ typedef struct {
     const float *x, *y, *y2, *gamma, *saved;
     float *dy, *dy2, *dgamma, *dbeta, *dx;
     bool accumulate;
+    float *sums; // shared batch: (2c) dbeta, then dgamma, added across the processes
 } BnBackJob;
 
-static void bn_backward_channel(void *arg, int r, int thread) {
-    (void)thread;
-    const BnBackJob *j = arg;
+static void bn_backward_dx(const BnBackJob *j, int r, float dbeta, float dgamma);
+
+// dbeta and dgamma of one channel (g masked by the ReLU in place on the way).
+static void bn_param_grads(const BnBackJob *j, int r) {
     const BnShape *s = j->s;
     const size_t m = s->m;
     const float *x = j->x + r * m, *y = out_row(s, (float *)j->y, (float *)j->y2, r); // (m) each
     float *g = out_row(s, j->dy, j->dy2, r);                                          // (m), masked in place
-    const float mean = j->saved[r], invstd = j->saved[s->c + r];
-    const float dbeta = relu_mask_sum(g, y, m, s->relu);
-    const float dgamma = invstd * sum_dot_dev(g, x, m, mean);
-    j->dbeta[r] = dbeta, j->dgamma[r] = dgamma;
+    j->dbeta[r] = relu_mask_sum(g, y, m, s->relu);
+    j->dgamma[r] = j->saved[s->c + r] * sum_dot_dev(g, x, m, j->saved[r]);
+}
+
+static void bn_backward_channel(void *arg, int r, int thread) {
+    (void)thread;
+    const BnBackJob *j = arg;
+    bn_param_grads(j, r);
+    bn_backward_dx(j, r, j->dbeta[r], j->dgamma[r]);
+}
+
+// A shared batch: this share's dbeta and dgamma are its parameters' gradients (the trainer adds them up across
+// the processes with every other gradient); dx needs the whole batch's, added here first.
+static void bn_shared_grads(void *arg, int r, int thread) {
+    (void)thread;
+    const BnBackJob *j = arg;
+    bn_param_grads(j, r);
+    j->sums[r] = j->dbeta[r], j->sums[j->s->c + r] = j->dgamma[r];
+}
+
+static void bn_shared_dx(void *arg, int r, int thread) {
+    (void)thread;
+    const BnBackJob *j = arg;
+    bn_backward_dx(j, r, j->sums[r], j->sums[j->s->c + r]);
+}
+
+static void bn_backward_dx(const BnBackJob *j, int r, float dbeta, float dgamma) {
     if (!j->dx) return;
+    const BnShape *s = j->s;
+    const size_t m = s->m;
+    const float *x = j->x + r * m, *g = out_row(s, j->dy, j->dy2, r); // (m) each, g masked
+    const float mean = j->saved[r], invstd = j->saved[s->c + r], m_all = (float)values_all(s);
     float *dx = j->dx + r * m;
     // dx = a (g - b) - c (x - mean)
-    const float a = j->gamma[r] * invstd, b = dbeta / (float)m, c = a * invstd * dgamma / (float)m;
+    const float a = j->gamma[r] * invstd, b = dbeta / m_all, c = a * invstd * dgamma / m_all;
     if (j->accumulate)
         for (size_t i = 0; i < m; i++) dx[i] += a * (g[i] - b) - c * (x[i] - mean);
     else
@@ -161,7 +234,15 @@ void batchnorm_backward(const BnShape *s, const float *x, const float *y, const 
                         bool accumulate, Workers *workers) {
     BnBackJob j = {.s = s, .x = x, .y = y, .y2 = y2, .gamma = gamma, .saved = saved, .dy = dy, .dy2 = dy2,
                    .dgamma = dgamma, .dbeta = dbeta, .dx = dx, .accumulate = accumulate};
-    workers_run(workers, s->c, bn_backward_channel, &j);
+    if (!s->share) {
+        workers_run(workers, s->c, bn_backward_channel, &j);
+        return;
+    }
+    j.sums = xmalloc(2 * (size_t)s->c * sizeof(float));
+    workers_run(workers, s->c, bn_shared_grads, &j);
+    cluster_sum_floats(s->share, j.sums, 2 * (size_t)s->c);
+    workers_run(workers, s->c, bn_shared_dx, &j);
+    free(j.sums);
 }
 
 // The definition in double, the batch statistics recomputed from x.

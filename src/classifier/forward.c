@@ -59,7 +59,10 @@ static void run_op(Net *net, const Op *op, Rng *rng) {
         flatten_forward(op->in.c, n, in->h, in->w, x, y);
         break;
     case OP_DROPOUT:
-        if (rng) dropout_forward_train((size_t)op->in.c * n * in->h * in->w, op->p, x, y, net->masks + op->mask, rng);
+        if (rng && net->share_of > n)
+            dropout_forward_train_share(op->in.c, n, (size_t)in->h * in->w, net->share_lo, net->share_of, op->p, x, y,
+                                        net->masks + op->mask, rng);
+        else if (rng) dropout_forward_train((size_t)op->in.c * n * in->h * in->w, op->p, x, y, net->masks + op->mask, rng);
         else dropout_forward_inference((size_t)op->in.c * n * in->h * in->w, x, y);
         break;
     case OP_FC:
@@ -71,7 +74,8 @@ static void run_op(Net *net, const Op *op, Rng *rng) {
         break;
     case OP_BN: {
         if (!rng) break; // inference: folded into the convolution, which wrote y already
-        BnShape s = {.c = op->in.c, .m = (size_t)n * in->h * in->w, .split = op->out.c, .relu = op->relu};
+        BnShape s = {.c = op->in.c, .m = (size_t)n * in->h * in->w, .split = op->out.c, .relu = op->relu,
+                     .share = net->share_of > n ? net->share : NULL, .m_all = (size_t)net->share_of * in->h * in->w};
         float *y2 = op->out2.c ? view_ptr(net, op->out2) : NULL, *saved = (float *)(net->masks + op->mask);
         float *prm = net->params, *mean = prm + net->param[op->mean].offset, *var = prm + net->param[op->var].offset;
         const float *gamma = prm + net->param[op->weight].offset, *beta = prm + net->param[op->bias].offset;
@@ -112,6 +116,10 @@ int net_forward_train(Net *net, const float *x, int batch, Rng *rng, Err *e) {
     forward(net, x, batch, rng);
     net->train_state = 1;
     return 0;
+}
+
+void net_set_share(Net *net, int lo, int of, const Cluster *c) {
+    net->share_lo = lo, net->share_of = of, net->share = of ? c : NULL;
 }
 
 int net_read(const Net *net, const char *name, float *dst, Err *e) {

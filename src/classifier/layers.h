@@ -100,6 +100,8 @@ typedef struct {
     size_t m;   // values a channel: n * h * w
     int split;  // channels from `split` on are in the second output (the fused Inception 1x1s); c when one
     bool relu;
+    const Cluster *share; // processes sharing the batch (net_set_share; NULL: alone): the statistics are the
+    size_t m_all;         // whole batch's, of m_all values a channel, its sums added across them
 } BnShape;
 
 // Training, on the batch's statistics. x: (c, m) the convolution's output; gamma, beta, running_mean,
@@ -200,6 +202,8 @@ void softmax_forward(int c, int n, const float *x, float *y);
 // dx (may be NULL) = weight * (softmax(x) - onehot(label)) / n. NaN (dx untouched) when a logit is not finite or
 // a label is out of range. O(c n): one plain version, checked against finite differences.
 double softmax_xent(int c, int n, const float *x, const int *labels, float weight, float *dx);
+// The same divided by mean_over rather than n: n images of a batch of mean_over that processes share.
+double softmax_xent_over(int c, int n, int mean_over, const float *x, const int *labels, float weight, float *dx);
 
 // ---------------------------------------------------------------------------------------------------------------
 // dropout.c: inference is the identity (inverted dropout scales at training time). x, y: `count` floats.
@@ -208,6 +212,8 @@ void dropout_forward_inference(size_t count, const float *x, float *y);
 // Each unit kept with probability 1 - p (mask 1) and scaled by 1/(1 - p), or dropped (mask 0, y 0); the mask is
 // drawn from rng, unit by unit, so a seed gives the same masks on any number of threads.
 void dropout_forward_train(size_t count, float p, const float *x, float *y, uint8_t *mask, Rng *rng);
+void dropout_forward_train_share(int c, int n, size_t hw, int lo, int of, float p, const float *x, float *y,
+                                 uint8_t *mask, Rng *rng);
 void dropout_backward(size_t count, float p, const uint8_t *mask, const float *dy, float *dx, bool accumulate);
 
 #endif

@@ -223,10 +223,13 @@ double net_loss_multibox(Net *net, const MultiboxTruth *truth, float alpha, doub
         for (int i = 0; i < n; i++) out[C * i + c] = z[c * n + i];
     double loss = multibox_loss(out, net->params + net->param[net->priors].offset, net->multibox_k, n, truth, alpha,
                                 dout, NULL, parts);
+    const double share = net->share_of > n ? (double)n / net->share_of : 1.0; // the mean over the whole batch
     if (isfinite(loss)) {
         for (size_t c = 0; c < C; c++)
-            for (int i = 0; i < n; i++) dz[c * n + i] = dout[C * i + c];
+            for (int i = 0; i < n; i++) dz[c * n + i] = share == 1.0 ? dout[C * i + c] : (float)(dout[C * i + c] * share);
         net->train_state = 2;
+        loss *= share;
+        if (parts) parts[0] *= share, parts[1] *= share;
     }
     free(out);
     free(dout);

@@ -21,6 +21,7 @@ static void usage(FILE *f) {
         "usage: inception detect IMAGES... --ensemble FILE -o OUT.json [options]\n"
         "       inception detect --list LIST --root DIR --ext EXT --ensemble FILE --shard I/N -o PART.json\n"
         "       inception detect --merge PART0.json PART1.json ... -o OUT.json [--submission OUT.txt]\n"
+        "       mpirun -n N inception detect --list LIST ... --ensemble FILE -o OUT.json [--submission OUT.txt]\n"
         "\n"
         "The GoogLeNet detector (paper Sec. 8): Selective Search proposals in the detector's setting (superpixels x2),\n"
         "each region warped with context (R-CNN) and scored by every network of the ensemble, their softmax outputs\n"
@@ -35,6 +36,8 @@ static void usage(FILE *f) {
         "                        the submission's image_index (default: the line's position)\n"
         "  --root DIR, --ext EXT the list's names are DIR/name + EXT\n"
         "  --shard I/N           only images I, I+N, I+2N, ... (0 <= I < N); --merge joins the parts\n"
+        "                        (under mpirun -n N the N processes share the images as they go: each takes the\n"
+        "                        next image when it is done; rank 0 writes the same files one process would)\n"
         "  --proposals FILE      use saved proposals (inception proposals JSON; repeatable), matched by file name,\n"
         "                        as they are (the ensemble's MultiBox network is not run on them)\n"
         "  --keep-going          skip unreadable images (reported; exit status 1) instead of stopping\n"
@@ -211,17 +214,29 @@ static int saved_load(SavedProposals *s, const Options *o, Err *e) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// the run
+// the run: every process (one, or each of an mpirun job) scores the images a farm hands it; rank 0 keeps the
+// journal, the progress and the outputs
 
 typedef struct {
     const Options *o;
+    const Cluster *c;
     Ensemble en;
     SavedProposals saved;
-    DetectWriter w;
-    Progress prog;
-    int64_t regions;  // scored so far, for the rate
+    DetectWriter w;   // rank 0
+    Progress prog;    // rank 0: the whole job's
+    double t0;
+    int64_t regions;  // scored so far (rank 0: by the whole job), for the rate
     int skipped;      // unreadable images (--keep-going)
 } Run;
+
+// What a process sends back for an image: the farm's status, and a RESULT: its regions, then the journal line
+// (IMAGE_DONE) or the error (the others).
+enum { IMAGE_DONE, IMAGE_SKIPPED, IMAGE_FAILED };
+
+typedef struct {
+    int64_t regions;
+    char text[];
+} Result;
 
 // The image's regions: saved ones when given, else the ensemble's proposals.
 static int regions_of(Run *r, const char *file, const Image *im, Proposals *out, Err *e) {
@@ -243,8 +258,9 @@ static char *overlay_path(const char *dir, const char *file) {
     return p;
 }
 
-// One image, start to end: decode, regions, scores, detections, then its line in the journal and its overlay.
-static int detect_image(Run *r, const char *file, int image_id, Err *e) {
+// One image, start to end: decode, regions, scores, detections, its overlay, then its journal line (*line,
+// caller frees); *regions gets how many regions were scored.
+static int detect_image(Run *r, const char *file, int image_id, char **line, int64_t *regions, Err *e) {
     double t0 = now_seconds();
     Image im = {0};
     Proposals props = {0};
@@ -269,8 +285,8 @@ static int detect_image(Run *r, const char *file, int image_id, Err *e) {
         free(png);
     }
     DetectRecord rec = {file, image_id, im.w, im.h, now_seconds() - t0, d.data, d.len, gt_path ? &gt : NULL};
-    if (!rc) rc = detect_writer_add(&r->w, &r->en.classes, &rec, e);
-    r->regions += props.n;
+    if (!rc) rc = (*line = detect_record_line(&r->en.classes, &rec, e)) ? 0 : -1;
+    *regions = props.n;
     if (gt_path) annotation_free(&gt);
     free(gt_path);
     free(d.data);
@@ -282,39 +298,79 @@ static int detect_image(Run *r, const char *file, int image_id, Err *e) {
     return rc;
 }
 
-// Every image of the shard that the journal does not hold yet. Unreadable images stop the run, or with
-// --keep-going are reported and counted.
-static int detect_all(Run *r, Err *e) {
-    const Options *o = r->o;
-    int64_t total = 0;
-    for (int i = (int)o->shard_i; i < o->images.n; i += (int)o->shard_n) total++;
-    progress_init(&r->prog, "detect", total, "img", o->quiet);
-    double t0 = now_seconds();
-    for (int i = (int)o->shard_i; i < o->images.n; i += (int)o->shard_n) {
-        const char *file = o->images.names[i];
-        if (!detect_writer_has(&r->w, file)) {
-            if (detect_image(r, file, o->images.ids[i], e)) {
-                if (strstr(e->msg, file) != e->msg) err_prefix(e, "%s", file);
-                if (!o->keep_going || strstr(e->msg, r->w.journal_path)) return -1;
-                fprintf(stderr, "%sinception detect: skipped: %s\n", o->quiet ? "" : "\n", e->msg);
-                r->skipped++;
-            }
-        }
-        double dt = now_seconds() - t0;
-        progress_note(&r->prog, "%.0f regions/s", dt > 0 ? (double)r->regions / dt : 0);
-        progress_add(&r->prog, 1);
-    }
-    progress_finish(&r->prog);
-    return 0;
+// Rank 0, one result at a time: the image's line into the journal, a skipped image reported, a failed one
+// stops the job (naming the process when there are several).
+static int take_result(void *ctx, int rank, long item, int status, const char *data, size_t len, Err *e) {
+    (void)item;
+    Run *r = ctx;
+    const Result *res = (const Result *)data;
+    if (len < sizeof(Result)) return err_set(e, "rank %d sent a malformed result", rank);
+    r->regions += res->regions;
+    int rc = 0;
+    if (status == IMAGE_DONE) rc = detect_writer_add_line(&r->w, res->text, e);
+    else if (status == IMAGE_SKIPPED) {
+        fprintf(stderr, "%sinception detect: skipped: %s\n", r->o->quiet ? "" : "\n", res->text);
+        r->skipped++;
+    } else rc = r->c->size > 1 ? err_set(e, "%s (rank %d)", res->text, rank) : err_set(e, "%s", res->text);
+    double dt = now_seconds() - r->t0;
+    progress_note(&r->prog, "%.0f regions/s", dt > 0 ? (double)r->regions / dt : 0);
+    progress_add(&r->prog, 1);
+    return rc;
 }
 
-// Everything that could fail before the work starts: the ensemble, saved proposals, the output directories, the
-// journal.
+// Every process: the images the farm hands out, each sent back to rank 0.
+static void detect_share(Run *r, Farm *farm) {
+    const Options *o = r->o;
+    for (long i; (i = farm_next(farm)) >= 0;) {
+        const char *file = o->images.names[i];
+        Result *res = NULL;
+        char *line = NULL;
+        int64_t regions = 0;
+        Err e;
+        int status = IMAGE_DONE;
+        if (detect_image(r, file, o->images.ids[i], &line, &regions, &e)) {
+            if (strstr(e.msg, file) != e.msg) err_prefix(&e, "%s", file);
+            status = o->keep_going ? IMAGE_SKIPPED : IMAGE_FAILED;
+        }
+        const char *text = status == IMAGE_DONE ? line : e.msg;
+        size_t len = sizeof(Result) + strlen(text) + 1;
+        res = xmalloc(len);
+        res->regions = regions;
+        memcpy(res->text, text, len - sizeof(Result));
+        farm_submit(farm, i, status, (const char *)res, len);
+        free(res);
+        free(line);
+    }
+}
+
+// Every image of the shard that the journal does not hold yet, shared among the processes. Unreadable images stop
+// the run, or with --keep-going are reported and counted.
+static int detect_all(Run *r, Err *e) {
+    const Options *o = r->o;
+    VEC(long) todo = {0};
+    int64_t total = 0;
+    for (int i = (int)o->shard_i; i < o->images.n; i += (int)o->shard_n, total++)
+        if (r->c->rank == 0 && !detect_writer_has(&r->w, o->images.names[i])) VEC_PUSH(&todo, (long)i);
+    progress_init(&r->prog, "detect", total, "img", o->quiet);
+    progress_add(&r->prog, total - (int64_t)todo.len); // done by an earlier run (--resume)
+    r->t0 = now_seconds();
+    Farm farm;
+    int rc = farm_start(&farm, r->c, todo.data, (long)todo.len, take_result, r, e);
+    if (!rc) detect_share(r, &farm);
+    if (farm_finish(&farm, e)) rc = -1;
+    if (!rc) progress_finish(&r->prog);
+    free(todo.data);
+    return rc;
+}
+
+// Everything that could fail before the work starts: the ensemble, saved proposals, and on rank 0 the output
+// directories and the journal.
 static int run_open(Run *r, Err *e) {
     const Options *o = r->o;
     if (ensemble_load(o->ensemble, (int)o->threads, &r->en, e)) return -1;
     apply_overrides(o, &r->en);
     if (saved_load(&r->saved, o, e)) return -1;
+    if (r->c->rank > 0) return 0;
     if ((o->overlays && make_dirs(o->overlays, e)) || (o->viewer && make_dirs(o->viewer, e))) return -1;
     if (o->submission) { // written at the end: make sure now that it can be
         char *dir = path_dirname(o->submission);
@@ -338,7 +394,7 @@ static int run_open(Run *r, Err *e) {
 }
 
 static void run_close(Run *r) {
-    detect_writer_close(&r->w);
+    if (r->c->rank == 0) detect_writer_close(&r->w);
     proposals_set_free(&r->saved.set);
     free(r->saved.order);
     ensemble_free(&r->en);
@@ -353,21 +409,42 @@ int cmd_detect(int argc, char **argv) {
     }
     Err e;
     int rc = 0;
+    if (o.merging && cluster_launch_size() > 1) {
+        options_free(&o);
+        return cli_usage_error(CMD, "--merge runs as one process, not under mpirun -n N");
+    }
     if (o.merging) {
         rc = detect_merge(o.merge.data, (int)o.merge.len, o.output, o.submission, &e) ? cli_fail(CMD, &e) : 0;
         options_free(&o);
         return rc;
     }
-    Run r = {.o = &o};
-    if (run_open(&r, &e) || detect_all(&r, &e) || detect_writer_commit(&r.w, o.submission, &e) ||
-        (o.viewer && viewer_write(o.viewer, o.output, &e)))
-        rc = cli_fail(CMD, &e);
-    if (!rc && r.skipped) {
-        fprintf(stderr, "inception detect: %d image(s) skipped\n", r.skipped);
-        rc = 1;
+    Cluster c;
+    if (cluster_open(&c, &e)) {
+        options_free(&o);
+        return cli_fail(CMD, &e);
     }
-    if (!rc && !o.quiet) fprintf(stderr, "wrote %s\n", o.output);
+    o.quiet |= c.rank > 0; // rank 0 speaks for the job
+    Run r = {.o = &o, .c = &c};
+    bool opened = run_open(&r, &e) == 0;
+    // One message for a failure every process shares (a bad ensemble): the first failing rank's.
+    int first = cluster_first_failure(&c, opened);
+    if (first == c.rank) rc = c.size > 1 && c.rank > 0 ? (err_prefix(&e, "rank %d", c.rank), cli_fail(CMD, &e))
+                                                        : cli_fail(CMD, &e);
+    else if (first >= 0) rc = 1;
+    if (!rc && c.rank == 0) {
+        if (detect_all(&r, &e) || detect_writer_commit(&r.w, &o.images, o.submission, &e) ||
+            (o.viewer && viewer_write(o.viewer, o.output, &e)))
+            rc = cli_fail(CMD, &e);
+        if (!rc && r.skipped) {
+            fprintf(stderr, "inception detect: %d image(s) skipped\n", r.skipped);
+            rc = 1;
+        }
+        if (!rc && !o.quiet) fprintf(stderr, "wrote %s\n", o.output);
+    } else if (!rc) {
+        detect_all(&r, &e); // a worker: its failures are rank 0's to report
+    }
     run_close(&r);
+    cluster_close(&c);
     options_free(&o);
     xmlCleanupParser();
     return rc;

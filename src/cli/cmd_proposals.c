@@ -20,6 +20,8 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: inception proposals [options] IMAGES... -o proposals.json\n"
             "       inception proposals --eval [options] (IMAGES... | --from proposals.json ...)\n"
+            "       mpirun -n N inception proposals --list LIST ... -o proposals.json   (the N processes share the\n"
+            "                             images; rank 0 writes the file one process would; --eval runs alone)\n"
             "\n"
             "Selective Search object proposals (Uijlings et al. 2013) as the GoogLeNet detector uses them: R-CNN's\n"
             "fast mode with the superpixel size doubled (configs/proposals-detector.cfg). Boxes are [x1, y1, x2, y2],\n"
@@ -179,6 +181,106 @@ static int propose(const Image *im, const ProposalParams *p, MultiboxOption *mb,
     return 0;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// computing over a list: every process (one, or each of an mpirun job) proposes for the images a farm hands it;
+// rank 0 writes them in list order (holding those that finish early until their turn), reports and counts
+
+typedef struct {
+    const ImageList *images;
+    long shard_i, shard_n;
+    const ProposalParams *p;
+    MultiboxOption *mb;
+    Eval *ev;             // one process only: images are evaluated as they are proposed
+    bool keep_going, quiet;
+    const Cluster *c;
+    bool lines;           // -o: each image's line is made (by whichever process) and sent to rank 0
+    ProposalsWriter *w;   // rank 0's output (NULL elsewhere, or without -o)
+    Progress prog;
+    long n;               // items: the shard's images
+    char **pending;       // rank 0: (n) lines that wait for the ones before them; SKIPPED_LINE: nothing to write
+    long next;            // the next item to write
+    int skipped;
+} Compute;
+
+enum { IMAGE_DONE, IMAGE_SKIPPED, IMAGE_FAILED };
+static char SKIPPED_LINE[] = "";
+
+// One image: its proposals, evaluated when asked, as a line of the output (*line NULL without -o).
+static int compute_image(Compute *k, const char *file, char **line, Err *e) {
+    Image im = {0};
+    Proposals props = {0};
+    int rc = too_large(file, k->p, e) || image_load(file, &im, e) || propose(&im, k->p, k->mb, &props, e) ? -1 : 0;
+    if (!rc && k->ev->on) rc = eval_image(k->ev, file, &props, e);
+    if (!rc && k->lines) rc = (*line = proposals_json_line(file, im.w, im.h, &props, e)) ? 0 : -1;
+    image_free(&im);
+    proposals_free(&props);
+    return rc;
+}
+
+// Rank 0, one result at a time.
+static int take_result(void *ctx, int rank, long item, int status, const char *data, size_t len, Err *e) {
+    (void)len;
+    Compute *k = ctx;
+    long at = (item - k->shard_i) / k->shard_n;
+    if (status == IMAGE_FAILED) return k->c->size > 1 ? err_set(e, "%s (rank %d)", data, rank) : err_set(e, "%s", data);
+    if (status == IMAGE_SKIPPED) {
+        if (!k->quiet) fputc('\n', stderr);
+        fprintf(stderr, "inception proposals: skipped: %s\n", data);
+        k->skipped++;
+    }
+    k->pending[at] = status == IMAGE_DONE && k->w ? xstrdup(data) : SKIPPED_LINE;
+    progress_add(&k->prog, 1);
+    int rc = 0;
+    for (; k->next < k->n && k->pending[k->next]; k->next++) { // the next ones in list order, as far as they are here
+        char *line = k->pending[k->next];
+        if (line == SKIPPED_LINE) continue;
+        if (!rc) rc = proposals_json_add_line(k->w, line, e);
+        free(line);
+        k->pending[k->next] = SKIPPED_LINE;
+    }
+    return rc;
+}
+
+// Every process: the images the farm hands out, each sent back to rank 0.
+static void compute_share(Compute *k, Farm *farm) {
+    for (long i; (i = farm_next(farm)) >= 0;) {
+        const char *file = k->images->names[i];
+        char *line = NULL;
+        Err e;
+        int status = IMAGE_DONE;
+        if (compute_image(k, file, &line, &e)) {
+            if (strstr(e.msg, file) != e.msg) err_prefix(&e, "%s", file);
+            status = k->keep_going ? IMAGE_SKIPPED : IMAGE_FAILED;
+        }
+        const char *text = status == IMAGE_DONE ? (line ? line : "") : e.msg;
+        farm_submit(farm, i, status, text, strlen(text) + 1);
+        free(line);
+    }
+}
+
+static int compute_all(Compute *k, Err *e) {
+    long n = k->n = (long)((k->images->n - k->shard_i + k->shard_n - 1) / k->shard_n), n_items = 0;
+    long *items = xmalloc((size_t)(n ? n : 1) * sizeof(long)); // what the farm hands out (rank 0's counts)
+    k->pending = xcalloc((size_t)(n ? n : 1), sizeof(char *));
+    for (long j = 0; j < n; j++) {
+        long i = k->shard_i + j * k->shard_n;
+        if (k->w && proposals_json_has(k->w, k->images->names[i])) k->pending[j] = SKIPPED_LINE; // resumed
+        else items[n_items++] = i;
+    }
+    progress_init(&k->prog, "proposals", n, "img", k->quiet);
+    progress_add(&k->prog, n - n_items);
+    Farm farm;
+    int rc = farm_start(&farm, k->c, items, n_items, take_result, k, e);
+    if (!rc) compute_share(k, &farm);
+    if (farm_finish(&farm, e)) rc = -1;
+    if (!rc) progress_finish(&k->prog);
+    for (long j = 0; j < n; j++)
+        if (k->pending[j] != SKIPPED_LINE) free(k->pending[j]);
+    free(k->pending);
+    free(items);
+    return rc;
+}
+
 enum {
     OPT_LIST = 256, OPT_ROOT, OPT_EXT, OPT_SHARD, OPT_CONFIG, OPT_MODE, OPT_KSCALE, OPT_MAX, OPT_MAXSIDE, OPT_MINBOX,
     OPT_SEED, OPT_THREADS, OPT_QUIET, OPT_KEEPGOING, OPT_EVAL, OPT_ANN, OPT_FROM, OPT_DIFFICULT, OPT_PLOT,
@@ -300,6 +402,18 @@ int cmd_proposals(int argc, char **argv) {
         strvec_free(&from);
         return bad;
     }
+    Cluster cl;
+    if (!bad && ((ev.on && cluster_launch_size() > 1) || (from.len && cluster_launch_size() > 1)))
+        bad = cli_usage_error(CMD, "--eval runs as one process: under mpirun write -o FILE, then evaluate it with "
+                                   "--eval --from FILE alone");
+    if (!bad && cluster_open(&cl, &e)) bad = cli_fail(CMD, &e);
+    if (bad) {
+        image_list_free(&images);
+        strvec_free(&from);
+        if (mb.loaded) net_free(&mb.net);
+        return bad;
+    }
+    quiet |= cl.rank > 0; // rank 0 speaks for the job
     char setting[512];
     proposals_params_describe(&p, setting, sizeof setting);
     if (mb.loaded) { // the setting says what the boxes are
@@ -324,43 +438,18 @@ int cmd_proposals(int argc, char **argv) {
         if (!rc) progress_finish(&pr);
         proposals_set_free(&set);
         snprintf(setting, sizeof setting, "from %s%s", from.data[0], from.len > 1 ? " ..." : "");
-    } else { // compute (and evaluate)
+    } else { // compute (and evaluate), shared among the processes of an mpirun job
         ProposalsWriter w = {0};
-        bool writing = output != NULL;
+        bool writing = output != NULL && cl.rank == 0;
         if (writing && proposals_json_open(&w, output, setting, resume, &e)) rc = cli_fail(CMD, &e), writing = false;
         if (writing && resume && !w.resumed && !quiet) // not an error (a first run may say --resume), never silent
             fprintf(stderr, "--resume: no %s.partial or %s yet: starting afresh\n", output, output);
-        int64_t total = ((int64_t)images.n - shard_i + shard_n - 1) / shard_n;
-        Progress pr;
-        progress_init(&pr, "proposals", total, "img", quiet);
-        for (int i = (int)shard_i; i < images.n && !rc; i += (int)shard_n) {
-            const char *file = images.names[i];
-            if (writing && proposals_json_has(&w, file)) { // resumed: already in the journal
-                progress_add(&pr, 1);
-                continue;
-            }
-            Image im = {0};
-            Proposals props;
-            if (too_large(file, &p, &e) || image_load(file, &im, &e) || propose(&im, &p, &mb, &props, &e)) {
-                image_free(&im);
-                if (strstr(e.msg, file) != e.msg) err_prefix(&e, "%s", file);
-                if (!keep_going) {
-                    rc = cli_fail(CMD, &e);
-                    break;
-                }
-                if (!quiet) fputc('\n', stderr);
-                fprintf(stderr, "inception proposals: skipped: %s\n", e.msg);
-                skipped++;
-                progress_add(&pr, 1);
-                continue;
-            }
-            if (writing && proposals_json_add(&w, file, im.w, im.h, &props, &e)) rc = cli_fail(CMD, &e);
-            if (!rc && ev.on && eval_image(&ev, file, &props, &e)) rc = cli_fail(CMD, &e);
-            image_free(&im);
-            proposals_free(&props);
-            progress_add(&pr, 1);
-        }
-        if (!rc) progress_finish(&pr);
+        if (cluster_first_failure(&cl, rc == 0) >= 0 && !rc) rc = 1; // rank 0 could not open the output
+        Compute k = {.images = &images, .shard_i = shard_i, .shard_n = shard_n, .p = &p, .mb = &mb, .ev = &ev,
+                     .keep_going = keep_going, .quiet = quiet, .c = &cl, .lines = output != NULL,
+                     .w = writing ? &w : NULL};
+        if (!rc && compute_all(&k, &e)) rc = cl.rank == 0 ? cli_fail(CMD, &e) : 1;
+        skipped = k.skipped;
         if (writing) {
             if (rc) proposals_json_abort(&w);
             else if (proposals_json_commit(&w, &e)) rc = cli_fail(CMD, &e);
@@ -371,6 +460,7 @@ int cmd_proposals(int argc, char **argv) {
         fprintf(stderr, "inception proposals: %d image(s) skipped\n", skipped);
         rc = 1;
     }
+    cluster_close(&cl);
     prop_eval_free(&ev.ev);
     image_list_free(&images);
     if (mb.loaded) net_free(&mb.net);

@@ -8,6 +8,9 @@
 
 static const char *USAGE =
     "usage: inception train --config C --data LIST --classes N --epochs E --seed S --out DIR [options]\n"
+    "       mpirun -n P inception train ... : P processes share each batch of --batch images (synchronous data\n"
+    "                     parallelism: gradients summed in rank order, batch normalisation over the whole batch;\n"
+    "                     rank 0 writes the log, checkpoints and model; --threads is per process)\n"
     "\n"
     "Trains the network of a config (Sections 5 and 6 of the paper): the main loss plus 0.3 x each auxiliary\n"
     "head's, SGD with momentum 0.9, Polyak averaging (the averaged weights are the ones saved for inference),\n"
@@ -201,6 +204,12 @@ int cmd_train(int argc, char **argv) {
     if (o.priors && !o.multibox) return cli_usage_error("train", "--priors goes with --task multibox");
     if (o.init && o.finetune) return cli_usage_error("train", "--init and --finetune exclude each other");
     Err e;
-    if (train_run(&o, &e)) return cli_fail("train", &e);
-    return 0;
+    Cluster c;
+    if (cluster_open(&c, &e)) return cli_fail("train", &e);
+    o.cluster = &c;
+    o.quiet |= c.rank > 0; // rank 0 speaks for the job
+    int rc = 0;
+    if (train_run(&o, &e)) rc = e.msg[0] ? cli_fail("train", &e) : 1; // empty: another process said what failed
+    cluster_close(&c);
+    return rc;
 }

@@ -9,19 +9,20 @@ typedef struct {
     const char *name;
     int (*run)(int argc, char **argv);
     const char *summary;
+    bool parallel; // runs under `mpirun -n N` (the others refuse N > 1 rather than do the same work N times)
 } Command;
 
 static const Command COMMANDS[] = {
-    {"detect", cmd_detect, "detect objects in images: proposals, an ensemble of networks, NMS; JSON, overlays, viewer"},
-    {"eval", cmd_eval, "mean average precision of detections against ILSVRC DET / VOC ground truth"},
-    {"proposals", cmd_proposals, "Selective Search region proposals (JSON), and their recall against ground truth"},
-    {"multibox", cmd_multibox, "MultiBox proposals: k-means priors from a training set's boxes (priors)"},
-    {"classify", cmd_classify, "top-5 classes of images with the paper's 1/10/144-crop test-time scheme"},
-    {"forward", cmd_forward, "run the network on a .npy tensor (logits or any layer's output)"},
-    {"import", cmd_import, "import pretrained GoogLeNet weights from ONNX or Caffe into safetensors"},
-    {"export", cmd_export, "export a network's weights as an ONNX model (ONNX Runtime, OpenCV DNN, ...)"},
-    {"train", cmd_train, "train an Inception network (classification, or regions for detection) with the paper's recipe"},
-    {"summary", cmd_summary, "Table 1 of the paper (output sizes, params, multiply-adds) for a network config"},
+    {"detect", cmd_detect, "detect objects in images: proposals, an ensemble of networks, NMS; JSON, overlays, viewer", true},
+    {"eval", cmd_eval, "mean average precision of detections against ILSVRC DET / VOC ground truth", false},
+    {"proposals", cmd_proposals, "Selective Search region proposals (JSON), and their recall against ground truth", true},
+    {"multibox", cmd_multibox, "MultiBox proposals: k-means priors from a training set's boxes (priors)", false},
+    {"classify", cmd_classify, "top-5 classes of images with the paper's 1/10/144-crop test-time scheme", false},
+    {"forward", cmd_forward, "run the network on a .npy tensor (logits or any layer's output)", false},
+    {"import", cmd_import, "import pretrained GoogLeNet weights from ONNX or Caffe into safetensors", false},
+    {"export", cmd_export, "export a network's weights as an ONNX model (ONNX Runtime, OpenCV DNN, ...)", false},
+    {"train", cmd_train, "train an Inception network (classification, or regions for detection) with the paper's recipe", true},
+    {"summary", cmd_summary, "Table 1 of the paper (output sizes, params, multiply-adds) for a network config", false},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 
@@ -79,8 +80,17 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    for (size_t i = 0; i < N_COMMANDS; i++)
-        if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].run(argc - 1, argv + 1);
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        if (strcmp(argv[1], COMMANDS[i].name)) continue;
+        int n = cluster_launch_size();
+        if (n > 1 && !COMMANDS[i].parallel) {
+            fprintf(stderr, "inception %s: started as one of %d processes (mpirun -n %d), but %s runs as one "
+                            "process: start it alone (only detect, proposals and train share work under mpirun)\n",
+                    argv[1], n, n, argv[1]);
+            return 2;
+        }
+        return COMMANDS[i].run(argc - 1, argv + 1);
+    }
     fprintf(stderr, "inception: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

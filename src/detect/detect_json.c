@@ -8,6 +8,7 @@
 #include "detect.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -205,15 +206,26 @@ bool detect_writer_has(const DetectWriter *w, const char *file) {
     return w->n_done && bsearch(&file, w->done, (size_t)w->n_done, sizeof(char *), cmp_str);
 }
 
-int detect_writer_add(DetectWriter *w, const ClassMap *classes, const DetectRecord *r, Err *e) {
+char *detect_record_line(const ClassMap *classes, const DetectRecord *r, Err *e) {
     json_t *img = record_json(classes, r);
-    if (!img) return err_set(e, "%s: file name is not valid UTF-8", r->file);
-    int rc = json_dumpf(img, w->f, JSON_FLAGS);
+    if (!img) return err_set(e, "%s: file name is not valid UTF-8", r->file), NULL;
+    char *line = json_dumps(img, JSON_FLAGS);
     json_decref(img);
-    fputc('\n', w->f);
-    if (rc || fflush(w->f)) return err_set(e, "%s: write failed: %s", w->journal_path, strerror(errno));
+    return line;
+}
+
+int detect_writer_add_line(DetectWriter *w, const char *line, Err *e) {
+    if (fputs(line, w->f) < 0 || fputc('\n', w->f) < 0 || fflush(w->f))
+        return err_set(e, "%s: write failed: %s", w->journal_path, strerror(errno));
     w->n_added++;
     return 0;
+}
+
+int detect_writer_add(DetectWriter *w, const ClassMap *classes, const DetectRecord *r, Err *e) {
+    char *line = detect_record_line(classes, r, e);
+    int rc = line ? detect_writer_add_line(w, line, e) : -1;
+    free(line);
+    return rc;
 }
 
 void detect_writer_close(DetectWriter *w) {
@@ -292,7 +304,67 @@ static bool next_line(FILE *f, char **line, size_t *cap) {
     return true;
 }
 
-int detect_writer_commit(DetectWriter *w, const char *submission, Err *e) {
+// Where each journal line goes in the output: the position of its image in the run's list (images it does not
+// list: after them, in journal order), and where the line starts in the journal.
+typedef struct {
+    long pos;
+    long offset;
+} LineAt;
+
+typedef struct {
+    const char *name;
+    long pos;
+} NamePos;
+
+static int cmp_name_pos(const void *a, const void *b) {
+    const NamePos *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+static int cmp_line_at(const void *a, const void *b) {
+    const LineAt *x = a, *y = b;
+    return x->pos != y->pos ? (x->pos > y->pos) - (x->pos < y->pos) : (x->offset > y->offset) - (x->offset < y->offset);
+}
+
+// The list position of a file: its first in the list (by = the list sorted by name, then position).
+static long list_position(const NamePos *by, int n, const char *file) {
+    long lo = 0, hi = n; // first entry whose name is >= file
+    while (lo < hi) {
+        long mid = (lo + hi) / 2;
+        if (strcmp(by[mid].name, file) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < n && !strcmp(by[lo].name, file) ? by[lo].pos : LONG_MAX;
+}
+
+// The journal's image lines (f just past its header) in list order: a run shared among processes (mpirun)
+// journals its images in the order they finish, and resumed runs add theirs after the first run's.
+static int journal_order(FILE *f, const char *path, const ImageList *order, LineAt **out, size_t *n, Err *e) {
+    NamePos *by = xmalloc((size_t)(order->n ? order->n : 1) * sizeof(NamePos));
+    for (int i = 0; i < order->n; i++) by[i] = (NamePos){order->names[i], i};
+    qsort(by, (size_t)order->n, sizeof(NamePos), cmp_name_pos);
+    VEC(LineAt) at = {0};
+    char *line = NULL;
+    size_t cap = 0;
+    int rc = 0;
+    for (long off = ftell(f), no = 2; next_line(f, &line, &cap); off = ftell(f), no++) {
+        json_error_t je;
+        json_t *img = json_loads(line, 0, &je);
+        const char *file = json_string_value(json_object_get(img, "file"));
+        if (!file) rc = err_set(e, "%s:%ld: %s", path, no, img ? "an image without its file" : je.text);
+        else VEC_PUSH(&at, ((LineAt){list_position(by, order->n, file), off}));
+        json_decref(img);
+        if (rc) break;
+    }
+    free(line);
+    free(by);
+    if (at.len) qsort(at.data, at.len, sizeof(LineAt), cmp_line_at);
+    *out = at.data, *n = at.len;
+    return rc;
+}
+
+int detect_writer_commit(DetectWriter *w, const ImageList *order, const char *submission, Err *e) {
     fclose(w->f);
     w->f = NULL;
     FILE *f = fopen(w->journal_path, "r");
@@ -301,20 +373,28 @@ int detect_writer_commit(DetectWriter *w, const char *submission, Err *e) {
     size_t cap = 0;
     json_error_t je;
     json_t *head = next_line(f, &line, &cap) ? json_loads(line, 0, &je) : NULL;
+    LineAt *at = NULL;
+    size_t n_at = 0;
+    int rc = head ? 0 : err_set(e, "%s: no header line", w->journal_path);
+    if (!rc && order) rc = journal_order(f, w->journal_path, order, &at, &n_at, e);
     Output o;
-    int rc = head ? output_open(&o, w->path, submission, json_object_get(head, "setting"),
-                                json_object_get(head, "classes"), e)
-                  : err_set(e, "%s: no header line", w->journal_path);
-    for (long no = 2; !rc && next_line(f, &line, &cap); no++) {
+    if (!rc)
+        rc = output_open(&o, w->path, submission, json_object_get(head, "setting"), json_object_get(head, "classes"),
+                         e);
+    bool opened = !rc;
+    for (size_t k = 0; !rc && (order ? k < n_at : true); k++) {
+        if (order && fseek(f, at[k].offset, SEEK_SET)) rc = err_set(e, "%s: %s", w->journal_path, strerror(errno));
+        if (rc || !next_line(f, &line, &cap)) break;
         json_t *img = json_loads(line, 0, &je);
-        if (!img) rc = err_set(e, "%s:%ld: %s", w->journal_path, no, je.text);
+        if (!img) rc = err_set(e, "%s: %s", w->journal_path, je.text);
         else output_add(&o, img);
         json_decref(img);
     }
-    if (head && rc) output_abort(&o);
-    if (!rc) rc = output_commit(&o, e);
+    if (opened && rc) output_abort(&o);
+    if (opened && !rc) rc = output_commit(&o, e);
     if (!rc) unlink(w->journal_path);
     json_decref(head);
+    free(at);
     free(line);
     fclose(f);
     return rc;

@@ -114,7 +114,7 @@ bool proposals_json_has(const ProposalsWriter *w, const char *file) {
 
 static json_t *coord(double v) { return v == floor(v) && fabs(v) < 1e15 ? json_integer((json_int_t)v) : json_real(v); }
 
-int proposals_json_add(ProposalsWriter *w, const char *file, int width, int height, const Proposals *p, Err *e) {
+char *proposals_json_line(const char *file, int width, int height, const Proposals *p, Err *e) {
     json_t *boxes = json_array();
     for (int i = 0; i < p->n; i++) {
         const Box *b = &p->box[i];
@@ -128,7 +128,7 @@ int proposals_json_add(ProposalsWriter *w, const char *file, int width, int heig
     json_t *f = json_string(file);
     if (!f) {
         json_decref(boxes);
-        return err_set(e, "%s: file name is not valid UTF-8", file);
+        return err_set(e, "%s: file name is not valid UTF-8", file), NULL;
     }
     json_t *o = json_object();
     json_object_set_new(o, "file", f);
@@ -136,12 +136,24 @@ int proposals_json_add(ProposalsWriter *w, const char *file, int width, int heig
     json_object_set_new(o, "height", json_integer(height));
     if (isfinite(p->seconds)) json_object_set_new(o, "seconds", json_real(round(p->seconds * 1e6) / 1e6));
     json_object_set_new(o, "boxes", boxes);
-    fputs(w->n_images ? ",\n" : "\n", w->af.f);
-    int rc = json_dumpf(o, w->af.f, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
+    char *line = json_dumps(o, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
     json_decref(o);
-    if (rc || fflush(w->af.f)) return err_set(e, "%s: write failed", w->af.path); // flushed: a kill loses this image at most
+    return line;
+}
+
+int proposals_json_add_line(ProposalsWriter *w, const char *line, Err *e) {
+    fputs(w->n_images ? ",\n" : "\n", w->af.f);
+    // flushed: a kill loses this image at most
+    if (fputs(line, w->af.f) < 0 || fflush(w->af.f)) return err_set(e, "%s: write failed", w->af.path);
     w->n_images++;
     return 0;
+}
+
+int proposals_json_add(ProposalsWriter *w, const char *file, int width, int height, const Proposals *p, Err *e) {
+    char *line = proposals_json_line(file, width, height, p, e);
+    int rc = line ? proposals_json_add_line(w, line, e) : -1;
+    free(line);
+    return rc;
 }
 
 static void writer_free(ProposalsWriter *w) {

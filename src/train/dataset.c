@@ -419,20 +419,21 @@ static int classify_batch(Dataset *d, const NetConfig *cfg, const BatchRecipe *r
     int n = d->samples.n;
     epoch_order(d, r, epoch, n);
     size_t per = (size_t)cfg->channels * cfg->input * cfg->input;
-    for (int t = 0; t < b->n; t++) {
+    for (int i = 0; i < b->n; i++) {
+        const int t = r->share_lo + i; // the image's place in the whole batch
         Rng rng;
         rng_seed_at(&rng, r->seed, (uint64_t)index, (uint64_t)t);
         Image img, aug;
         Err de;
         // An image that does not decode is skipped for the next one in this epoch's order (warned and counted
         // once).
-        long pos = within * b->n + t;
+        long pos = within * r->batch + t;
         for (int tries = 0;; tries++, pos++) {
             if (tries == n) return err_set(e, "%s: no image of the set decodes", d->source);
             uint32_t k = d->perm[pos % n];
             if (d->bad_sample[k]) continue;
             if (image_load(d->samples.s[k].path, &img, &de) == 0) {
-                b->labels[t] = d->samples.s[k].label;
+                b->labels[i] = d->samples.s[k].label;
                 break;
             }
             d->bad_sample[k] = 1;
@@ -442,7 +443,7 @@ static int classify_batch(Dataset *d, const NetConfig *cfg, const BatchRecipe *r
         int rc = augment_image(&img, &r->augment, cfg->input, cfg->input, &rng, &aug, e);
         image_free(&img);
         if (rc) return -1;
-        classify_preprocess(cfg, &aug, b->x + (size_t)t * per);
+        classify_preprocess(cfg, &aug, b->x + (size_t)i * per);
         image_free(&aug);
     }
     return 0;
@@ -472,13 +473,16 @@ static int regions_batch(Dataset *d, const NetConfig *cfg, const BatchRecipe *r,
     Rng rng, jit;
     rng_seed_at(&rng, r->seed, (uint64_t)index, 0x7e610115);
     rng_seed_at(&jit, r->seed, (uint64_t)index, 0x717e5); // apart, so that jitter 0 draws what it always drew
-    int n_pos = (int)lround(b->n * r->pos_fraction), n_hard = (int)lround((b->n - n_pos) * r->hard_fraction);
-    Region *regs = xmalloc((size_t)b->n * sizeof(Region));
+    const int B = r->batch, lo = r->share_lo; // the whole batch; this process warps regions lo .. lo + b->n - 1
+    int n_pos = (int)lround(B * r->pos_fraction), n_hard = (int)lround((B - n_pos) * r->hard_fraction);
+    Region *regs = xmalloc((size_t)B * sizeof(Region));
     size_t per = (size_t)cfg->channels * cfg->input * cfg->input;
     Image scratch = {0};
     int rc = -1;
-    region_set_sample(&d->regions, n_pos, n_hard, b->n - n_pos - n_hard, &rng, regs);
-    for (int t = 0; t < b->n; t++) {
+    region_set_sample(&d->regions, n_pos, n_hard, B - n_pos - n_hard, &rng, regs);
+    // The regions before this process's share draw from the same streams: they are drawn (their images decoded,
+    // from the cache mostly), not warped, so that each share is what one process would have made of it.
+    for (int t = 0; t < lo + b->n; t++) {
         const Image *img = NULL;
         Err de;
         // Regions of an image that does not decode are replaced by fresh draws of the same kind.
@@ -492,11 +496,13 @@ static int regions_batch(Dataset *d, const NetConfig *cfg, const BatchRecipe *r,
             region_set_sample(&d->regions, pos ? 1 : 0, 0, pos ? 0 : 1, &rng, again);
             regs[t] = again[0];
         }
-        float *x = b->x + (size_t)t * per;
         Box box = r->jitter > 0 ? region_jitter(d, &regs[t], img, r->jitter, &jit) : regs[t].box;
+        bool flip = r->augment.flip && rng_below(&rng, 2);
+        if (t < lo) continue;
+        float *x = b->x + (size_t)(t - lo) * per;
         if (classify_warp_region(cfg, img, box, r->context, x, e)) goto done;
-        if (r->augment.flip && rng_below(&rng, 2)) flip_tensor(x, cfg->channels, cfg->input);
-        b->labels[t] = regs[t].label;
+        if (flip) flip_tensor(x, cfg->channels, cfg->input);
+        b->labels[t - lo] = regs[t].label;
     }
     rc = 0;
 done:
@@ -513,13 +519,14 @@ static int boxes_batch(Dataset *d, const NetConfig *cfg, const BatchRecipe *r, l
     size_t per = (size_t)cfg->channels * cfg->input * cfg->input;
     Image scratch = {0};
     int rc = 0;
-    for (int t = 0; t < b->n && !rc; t++) {
+    for (int i = 0; i < b->n && !rc; i++) {
+        const int t = r->share_lo + i; // the image's place in the whole batch
         Rng rng;
         rng_seed_at(&rng, r->seed, (uint64_t)index, (uint64_t)t);
         const Image *img = NULL;
         uint32_t k = 0;
         Err de = {""};
-        for (long pos = within * b->n + t, tries = 0; !img; pos++, tries++) {
+        for (long pos = within * r->batch + t, tries = 0; !img; pos++, tries++) {
             if (tries == n) return image_free(&scratch), err_set(e, "%s: no image of the set decodes (%s)", d->source, de.msg);
             k = d->perm[pos % n];
             img = d->images[k].bad ? NULL : dataset_image(d, (int)k, &scratch, &de);
@@ -527,10 +534,10 @@ static int boxes_batch(Dataset *d, const NetConfig *cfg, const BatchRecipe *r, l
         const DatasetImage *di = &d->images[k];
         Image aug;
         rc = augment_with_boxes(img, &r->augment, cfg->input, cfg->input, di->gt, di->n_gt, &rng, &aug,
-                                b->boxes + (size_t)t * BATCH_MAX_BOXES * 4, BATCH_MAX_BOXES, &b->n_boxes[t], e);
+                                b->boxes + (size_t)i * BATCH_MAX_BOXES * 4, BATCH_MAX_BOXES, &b->n_boxes[i], e);
         if (rc) break;
-        classify_preprocess(cfg, &aug, b->x + (size_t)t * per);
-        b->labels[t] = (int)k; // the image, for messages and tests
+        classify_preprocess(cfg, &aug, b->x + (size_t)i * per);
+        b->labels[i] = (int)k; // the image, for messages and tests
         image_free(&aug);
     }
     image_free(&scratch);

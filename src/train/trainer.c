@@ -304,10 +304,13 @@ static double multibox_batch_loss(Net *net, const Batch *b) {
 
 typedef struct {
     const TrainOptions *o;
+    const Cluster *c;
     char *ckpt_path, *model_path, *log_path, *plot_path;
     NetConfig cfg;
     Net net, eval_net;
     int batch;   // images a step: --batch, or 32 for classification and 128 for regions (R-CNN)
+    int share_lo, share_n; // this process's images of each batch (all of them when alone)
+    double comm_seconds;   // spent summing the gradients across processes
     Sgd sgd;
     ParamGroup *groups;
     int n_groups;
@@ -524,7 +527,30 @@ static int setup_net(Run *r, Err *e) {
                     o->finetune, skipped);
     }
     if (net_plan(&r->eval_net, 32, false, false, e)) return -1;
-    return net_train_begin(&r->net, r->batch, e);
+    if (r->c->size > 1) net_set_share(&r->net, r->share_lo, r->batch, r->c);
+    return net_train_begin(&r->net, r->share_n, e);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// processes sharing the batches (mpirun)
+
+// Collective: whether every process got here fine (rc 0). When not, each returns -1, and one message is left to
+// print: the first failing rank's own (prefixed with its rank when it is not 0); the others' e->msg is emptied.
+static int agree(const Run *r, int rc, Err *e) {
+    int first = cluster_first_failure(r->c, rc == 0);
+    if (first < 0) return 0;
+    if (first != r->c->rank) e->msg[0] = '\0';
+    else if (r->c->rank > 0) err_prefix(e, "rank %d", r->c->rank);
+    return -1;
+}
+
+// The shares' gradients summed (each is already its share of the whole batch's mean). Batch normalisation's
+// running statistics need nothing: every process moved them with the whole batch's (net_set_share).
+static void sum_across(Run *r) {
+    if (r->c->size == 1) return;
+    double t0 = now_seconds();
+    cluster_sum_floats(r->c, r->net.grads, r->net.params_size);
+    r->comm_seconds += now_seconds() - t0;
 }
 
 // The scratch recipe's rate when none is given: batch normalisation takes a rate ten times higher than a plain
@@ -536,8 +562,10 @@ static double recipe_lr(const TrainOptions *o, const NetConfig *cfg) {
 int train_run(const TrainOptions *o, Err *e) {
     if (o->batch < 0 || o->epochs < 1 || (o->classes < 1 && !o->multibox))
         return err_set(e, "batch, epochs and classes must be positive");
-    if (make_dirs(o->out, e)) return -1;
-    Run r = {.o = o};
+    Cluster alone = {.rank = 0, .size = 1};
+    Run r = {.o = o, .c = o->cluster ? o->cluster : &alone};
+    const bool lead = r.c->rank == 0; // writes the log, checkpoints and the model
+    if (agree(&r, make_dirs(o->out, e), e)) return -1;
     r.ckpt_path = out_path(o->out, "checkpoint.bin");
     r.model_path = out_path(o->out, "model.safetensors");
     r.log_path = out_path(o->out, "log.csv");
@@ -546,9 +574,15 @@ int train_run(const TrainOptions *o, Err *e) {
     Prefetch pf;
     bool prefetching = false;
     int rc = -1;
-    if (open_sets(&r, e)) goto done;
+    // Rank 0 opens the sets first: a detection set's proposals are computed once and cached for the others.
+    if (agree(&r, lead ? open_sets(&r, e) : 0, e) || agree(&r, lead ? 0 : open_sets(&r, e), e)) goto done;
     r.batch = o->batch > 0 ? o->batch : r.train.kind == DATASET_REGIONS ? 128 : 32;
-    if (setup_net(&r, e)) goto done;
+    if (r.batch < r.c->size && agree(&r, err_set(e, "a batch of %d cannot be shared among %d processes", r.batch,
+                                                 r.c->size), e))
+        goto done;
+    r.share_lo = (int)((long)r.batch * r.c->rank / r.c->size);
+    r.share_n = (int)((long)r.batch * (r.c->rank + 1) / r.c->size) - r.share_lo;
+    if (agree(&r, setup_net(&r, e), e)) goto done;
     sgd_init(&r.sgd, r.net.params_size, r.net.params, &o->sgd);
     make_groups(&r);
 
@@ -558,25 +592,25 @@ int train_run(const TrainOptions *o, Err *e) {
     bool resumed = o->resume && stat(r.ckpt_path, &st) == 0;
     if (o->resume && !resumed && !o->quiet) // not an error (a first run may say --resume), but never silent
         fprintf(stderr, "--resume: no %s yet: starting afresh\n", r.ckpt_path);
-    if (resumed) {
+    if (resumed) { // every process reads rank 0's checkpoint
         CheckpointHeader h;
-        if (checkpoint_load(r.ckpt_path, net_fingerprint(&r.net), r.net.params_size, &h, r.net.params,
-                            r.sgd.velocity, r.sgd.average, e))
-            goto done;
-        if (h.seed != o->seed) {
-            err_set(e, "%s: made with --seed %llu; resume with the same seed", r.ckpt_path, (unsigned long long)h.seed);
-            goto done;
-        }
+        int bad = checkpoint_load(r.ckpt_path, net_fingerprint(&r.net), r.net.params_size, &h, r.net.params,
+                                  r.sgd.velocity, r.sgd.average, e);
+        if (!bad && h.seed != o->seed)
+            bad = err_set(e, "%s: made with --seed %llu; resume with the same seed", r.ckpt_path,
+                          (unsigned long long)h.seed);
+        if (agree(&r, bad, e)) goto done;
         if (r.sgd.average && !h.has_average) // averaging switched on now: start it from the resumed weights
             memcpy(r.sgd.average, r.net.params, r.net.params_size * sizeof(float));
         step = h.step;
         r.sgd.step = h.step;
         if (!o->quiet) fprintf(stderr, "resuming from %s at step %ld\n", r.ckpt_path, step);
     }
-    if (!(r.log = log_open(r.log_path, resumed, step, e))) goto done;
+    if (agree(&r, lead && !(r.log = log_open(r.log_path, resumed, step, e)) ? -1 : 0, e)) goto done;
 
-    BatchRecipe recipe = {.seed = o->seed, .batch = r.batch, .context = o->context, .pos_fraction = o->pos_fraction,
-                          .hard_fraction = o->hard_fraction, .jitter = o->jitter, .augment = o->augment ? augment_paper() : augment_none()};
+    BatchRecipe recipe = {.seed = o->seed, .batch = r.batch, .share_lo = r.share_lo, .context = o->context,
+                          .pos_fraction = o->pos_fraction, .hard_fraction = o->hard_fraction, .jitter = o->jitter,
+                          .augment = o->augment ? augment_paper() : augment_none()};
     if (r.train.kind == DATASET_CLASSIFY && o->augment) recipe.augment.area_min = o->crop_area_min;
     if (r.train.kind == DATASET_REGIONS) recipe.augment = (Augment){.flip = o->augment};
     if (r.train.kind == DATASET_BOXES && o->augment) recipe.augment.area_min = 0.3; // crops that keep objects
@@ -592,59 +626,72 @@ int train_run(const TrainOptions *o, Err *e) {
     if (!o->quiet)
         fprintf(stderr, "training %s on %s: %ld steps of %d (%ld a epoch), %d classes, learning rate %g\n",
                 o->config, o->data, total, r.batch, spe, o->classes, sgd.lr);
-    for (int s = 0; s < 2; s++) batch_alloc(&slots[s], r.batch, &r.cfg);
+    if (!o->quiet && r.c->size > 1)
+        fprintf(stderr, "%d processes share each batch (%d images here)\n", r.c->size, r.share_n);
+    for (int s = 0; s < 2; s++) batch_alloc(&slots[s], r.share_n, &r.cfg);
     Loader loader = {&r.train, &r.cfg, recipe};
     prefetch_start(&pf, produce_batch, &loader, &slots[0], &slots[1], step, total);
     prefetching = true;
 
     Progress prog;
     progress_init(&prog, "train", (total - step) * r.batch, "img", o->quiet);
+    const long first = step;
     double t0 = now_seconds(), loss_sum = 0, lr = 0;
     int loss_n = 0;
     for (; step < total; step++) {
         Batch *b = prefetch_get(&pf, step, e);
-        if (!b) goto done;
         lr = sgd_lr(&sgd, (double)step / spe);
         Rng drop;
         rng_seed_at(&drop, o->seed, (uint64_t)step, 0xd20f); // dropout masks of this step
-        if (net_forward_train(&r.net, b->x, b->n, &drop, e)) goto done;
+        int bad = !b || net_forward_train(&r.net, b->x, b->n, &drop, e) ? -1 : 0;
+        if (agree(&r, bad, e)) goto done;
+        // this share's part of the batch's mean loss; summed over the shares, the batch's (one decision for all)
         double loss = o->multibox ? multibox_batch_loss(&r.net, b) : net_loss(&r.net, b->labels, o->aux_weight, NULL);
+        cluster_sum_doubles(r.c, &loss, 1);
         if (!isfinite(loss)) {
             err_set(e, "step %ld: the loss is %s (learning rate %g too high?); stopped. The last good checkpoint "
                        "is kept: %s",
                     step + 1, isnan(loss) ? "NaN" : "infinite", lr, r.ckpt_path);
+            if (!lead) e->msg[0] = '\0'; // every process stops here: rank 0 says why
             goto done;
         }
-        if (net_backward(&r.net, e)) goto done;
+        if (agree(&r, net_backward(&r.net, e), e)) goto done;
+        sum_across(&r);
         sgd_step(&r.sgd, &sgd, lr, r.groups, r.n_groups, r.net.params, r.net.grads);
         prefetch_release(&pf, step);
         loss_sum += loss, loss_n++;
         progress_note(&prog, "epoch %.2f loss %.4f lr %.3g", (double)(step + 1) / spe, loss, lr);
-        progress_add(&prog, b->n);
+        progress_add(&prog, r.batch);
         double elapsed = now_seconds() - t0, ips = (double)prog.done / (elapsed > 0 ? elapsed : 1);
         bool epoch_end = (step + 1) % spe == 0 || step + 1 == total;
-        if ((step + 1) % o->log_every == 0 && !epoch_end) {
+        if (lead && (step + 1) % o->log_every == 0 && !epoch_end) {
             log_row(r.log, (double)(step + 1) / spe, step + 1, lr, loss_sum / loss_n, NULL, ips, elapsed);
             loss_sum = 0, loss_n = 0;
         }
-        if (epoch_end) {
+        bad = 0;
+        if (lead && epoch_end) { // the others go on to the next step and wait for rank 0 there
             ValResult v = {NAN, NAN, NAN, NAN, 0};
-            if (r.has_val && validate(&r, &v, e)) goto done;
-            log_row(r.log, (double)(step + 1) / spe, step + 1, lr, loss_n ? loss_sum / loss_n : NAN, &v, ips,
-                    now_seconds() - t0);
-            loss_sum = 0, loss_n = 0;
-            if (train_plot_log(r.log_path, r.plot_path, o->data, e)) goto done;
-            if (!o->quiet && r.has_val) print_validation(&r, &v, (double)(step + 1) / spe);
+            bad = r.has_val ? validate(&r, &v, e) : 0;
+            if (!bad) {
+                log_row(r.log, (double)(step + 1) / spe, step + 1, lr, loss_n ? loss_sum / loss_n : NAN, &v, ips,
+                        now_seconds() - t0);
+                loss_sum = 0, loss_n = 0;
+                bad = train_plot_log(r.log_path, r.plot_path, o->data, e);
+            }
+            if (!bad && !o->quiet && r.has_val) print_validation(&r, &v, (double)(step + 1) / spe);
         }
-        if (epoch_end || (o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0)) {
-            if (save_checkpoint(&r, step + 1, e) || save_model(&r, e)) goto done;
-        }
+        bool saving = epoch_end || (o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0);
+        if (!bad && lead && saving) bad = save_checkpoint(&r, step + 1, e) || save_model(&r, e) ? -1 : 0;
+        if ((epoch_end || saving) && agree(&r, bad, e)) goto done; // rank 0's validation and writing went well
     }
     progress_finish(&prog);
+    if (!o->quiet && r.c->size > 1 && total > first)
+        fprintf(stderr, "summing across %d processes: %.1f ms a step\n", r.c->size,
+                1e3 * r.comm_seconds / (double)(total - first));
     prefetch_stop(&pf); // the loader is done with the training set, which the box regression reads next
     prefetching = false;
-    if (r.train.kind == DATASET_REGIONS && o->bbox_reg && fit_box_regressor(&r, e)) goto done;
-    if (r.train.decode_failures)
+    if (lead && r.train.kind == DATASET_REGIONS && o->bbox_reg && fit_box_regressor(&r, e)) goto done;
+    if (lead && r.train.decode_failures)
         fprintf(stderr, "warning: %zu training images did not decode and were skipped\n", r.train.decode_failures);
     rc = 0;
 done:
