@@ -199,6 +199,7 @@ typedef struct {
     char **done;             // (n_done) files already in the journal (resume), sorted
     int n_added;             // images added by this run
     bool private_journal;    // the output is '-' or a device: the journal is a temporary file of this run alone
+    bool resumed;            // an earlier run's journal (or finished output) was continued
 } DetectWriter;
 
 // Opens OUT's journal: anew, or with `resume` continuing the one there (its header must equal this run's setting

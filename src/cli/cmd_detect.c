@@ -390,6 +390,8 @@ static int run_open(Run *r, Err *e) {
     }
     int rc = detect_writer_open(&r->w, o->output, setting, &r->en.classes, o->resume, e);
     json_decref(setting);
+    if (!rc && o->resume && !r->w.resumed && !o->quiet && !r->w.private_journal) // a first run may say --resume
+        fprintf(stderr, "--resume: no %s.partial or %s yet: starting afresh\n", o->output, o->output);
     return rc;
 }
 

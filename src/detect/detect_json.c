@@ -198,6 +198,7 @@ int detect_writer_open(DetectWriter *w, const char *path, json_t *setting, const
         fprintf(w->f, "%s\n", w->header);
         if (fflush(w->f)) rc = err_set(e, "%s: %s", w->journal_path, strerror(errno));
     }
+    w->resumed = !rc && resume && have_journal;
     if (rc) detect_writer_close(w);
     return rc;
 }
