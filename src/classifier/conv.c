@@ -48,8 +48,14 @@ static Tiling conv_tiling(const ConvShape *s, int threads) {
 
 size_t conv_scratch_size(const ConvShape *s, int threads) {
     size_t nb = conv_tiling(s, threads).nb, tile = (size_t)s->cout * nb;
+    size_t cols16 = (gemm_bf16_cols_size(s->cin * s->k * s->k) + 1) / 2; // the bf16 kernel's column panel
+    if (cols16 > tile) tile = cols16;
     if (conv_is_pointwise(s)) return tile; // the GEMM reads the input as it lies
     return (size_t)s->cin * (size_t)s->k * (size_t)s->k * nb + tile;
+}
+
+size_t conv_bf16_size(const ConvShape *s) {
+    return (size_t)s->cout * (size_t)((s->cin * s->k * s->k + 1) / 2 * 2);
 }
 
 // Columns [p0, p0 + nb) of the unrolled input: col[(ci*k + ky)*k + kx][j] is the input under tap (ky, kx) of
@@ -131,6 +137,8 @@ typedef struct {
     size_t P, nb;     // output columns, columns per block
     int col_blocks;   // ceil(P / nb)
     int row_parts;    // output rows split this many ways (when there are too few column blocks to share)
+    Isa isa;
+    const uint16_t *wb; // bf16: the weights rounded, (cout, K rounded up to even); NULL: fp32
 } ConvJob;
 
 // One tile: output rows [r0, r1) x columns [p0, p0 + cols).
@@ -152,10 +160,30 @@ static void conv_task(void *arg, int task, int thread) {
         cols_src = scratch, ldb = (int)cols;
         scratch += (size_t)K * j->nb;
     }
-    // tile (r1 - r0, cols) = w[r0:r1, :] * columns, in cache; then rows below s->split go to y, the others to y2
+    int mid = r1 < s->split ? r1 : (r0 > s->split ? r0 : s->split); // rows below s->split go to y, others to y2
+    if (j->wb) { // bf16: bias, ReLU and the store in registers, straight into the output
+        const size_t K2 = (size_t)(K + 1) / 2 * 2;
+        uint16_t *panel = (uint16_t *)scratch;
+        if (mid > r0)
+            gemm_bias_bf16(mid - r0, (int)cols, K, j->wb + r0 * K2, cols_src, ldb, j->b + r0, s->relu,
+                           j->y + (size_t)r0 * j->P + p0, j->P, panel);
+        if (r1 > mid)
+            gemm_bias_bf16(r1 - mid, (int)cols, K, j->wb + mid * K2, cols_src, ldb, j->b + mid, s->relu,
+                           j->y2 + (size_t)(mid - s->split) * j->P + p0, j->P, panel);
+        return;
+    }
+    if (j->isa == ISA_AVX512) { // our kernel: the same in fp32
+        if (mid > r0)
+            gemm_bias_avx512(mid - r0, (int)cols, K, j->w + (size_t)r0 * K, K, cols_src, ldb, j->b + r0, s->relu,
+                             j->y + (size_t)r0 * j->P + p0, j->P);
+        if (r1 > mid)
+            gemm_bias_avx512(r1 - mid, (int)cols, K, j->w + (size_t)mid * K, K, cols_src, ldb, j->b + mid, s->relu,
+                             j->y2 + (size_t)(mid - s->split) * j->P + p0, j->P);
+        return;
+    }
+    // tile (r1 - r0, cols) = w[r0:r1, :] * columns, in cache
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, (int)cols, K, 1.0f, j->w + (size_t)r0 * K, K,
                 cols_src, ldb, 0.0f, scratch, (int)cols);
-    int mid = r1 < s->split ? r1 : (r0 > s->split ? r0 : s->split);
     if (mid > r0)
         store_tile(scratch, cols, j->b + r0, mid - r0, s->relu, j->y + (size_t)r0 * j->P + p0, j->P, cols);
     if (r1 > mid)
@@ -163,13 +191,32 @@ static void conv_task(void *arg, int task, int thread) {
                    j->y2 + (size_t)(mid - s->split) * j->P + p0, j->P, cols);
 }
 
+// bf16: rows [r0, r1) of the weights rounded, a task per part.
+typedef struct {
+    const float *w;
+    uint16_t *wb;
+    int rows, K, parts;
+} RoundJob;
+
+static void round_task(void *arg, int task, int thread) {
+    (void)thread;
+    const RoundJob *j = arg;
+    int r0 = (int)((long)task * j->rows / j->parts), r1 = (int)((long)(task + 1) * j->rows / j->parts);
+    bf16_round_rows(r1 - r0, j->K, j->w + (size_t)r0 * j->K, j->wb + (size_t)r0 * ((j->K + 1) / 2 * 2));
+}
+
 void conv_forward(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *y2,
-                  float *scratch, Workers *workers) {
+                  float *scratch, Workers *workers, Isa isa, uint16_t *wb) {
     int threads = workers_count(workers);
     Tiling t = conv_tiling(s, threads);
+    if (wb) { // once per call: weights change between calls (training, loading), and rounding is cheap beside the GEMM
+        RoundJob r = {.w = w, .wb = wb, .rows = s->cout, .K = s->cin * s->k * s->k};
+        r.parts = s->cout < 4 * threads ? 1 : 4 * threads;
+        workers_run(workers, r.parts, round_task, &r);
+    }
     ConvJob j = {.s = s, .x = x, .w = w, .b = b, .y = y, .y2 = y2, .scratch = scratch,
                  .scratch_per_thread = conv_scratch_size(s, threads), .P = (size_t)s->n * s->ho * s->wo,
-                 .nb = t.nb, .col_blocks = t.blocks, .row_parts = t.row_parts};
+                 .nb = t.nb, .col_blocks = t.blocks, .row_parts = t.row_parts, .isa = isa, .wb = wb};
     workers_run(workers, j.col_blocks * j.row_parts, conv_task, &j);
 }
 

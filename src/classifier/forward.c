@@ -4,6 +4,7 @@
 // the convolution alone, with the weights net_fold_batchnorm folded, into the BN's outputs.
 #include "classifier.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "layers.h"
@@ -22,6 +23,8 @@ static void run_op(Net *net, const Op *op, Rng *rng) {
     const float *p = op->bn && !rng ? net->folded : net->params;
     const float *w = op->kind == OP_CONV || op->kind == OP_FC ? p + net->param[op->weight].offset : NULL;
     const float *b = op->kind == OP_CONV || op->kind == OP_FC ? p + net->param[op->bias].offset : NULL;
+    // bf16: where the convolution rounds its weights (training runs fp32)
+    uint16_t *wb = !rng && net->precision == PRECISION_BF16 && net->isa == ISA_AVX512 ? net->wbf16 : NULL;
     switch (op->kind) {
     case OP_CONV: {
         const Op *to = op->bn && !rng ? op + 1 : op; // inference: BN folded in, straight to its outputs
@@ -31,7 +34,7 @@ static void run_op(Net *net, const Op *op, Rng *rng) {
         y = view_ptr(net, to->out);
         float *y2 = to->out2.c ? view_ptr(net, to->out2) : NULL;
         if (net->reference) conv_forward_ref(&s, x, w, b, y, y2);
-        else conv_forward(&s, x, w, b, y, y2, net->scratch, net->workers);
+        else conv_forward(&s, x, w, b, y, y2, net->scratch, net->workers, (Isa)net->isa, wb);
         break;
     }
     case OP_MAXPOOL:
@@ -64,7 +67,7 @@ static void run_op(Net *net, const Op *op, Rng *rng) {
         break;
     case OP_FC:
         if (net->reference) fc_forward_ref(op->in.c, op->out.c, n, op->relu, x, w, b, y);
-        else fc_forward(op->in.c, op->out.c, n, op->relu, x, w, b, y, net->scratch, net->workers);
+        else fc_forward(op->in.c, op->out.c, n, op->relu, x, w, b, y, net->scratch, net->workers, (Isa)net->isa, wb);
         break;
     case OP_SOFTMAX:
         softmax_forward(op->in.c, n, x, y);
@@ -111,6 +114,21 @@ int net_forward_train(Net *net, const float *x, int batch, Rng *rng, Err *e) {
     if ((batch != net->train_batch || batch != net->batch) && net_train_begin(net, batch, e)) return -1;
     forward(net, x, batch, rng);
     net->train_state = 1;
+    return 0;
+}
+
+int net_set_precision(Net *net, Precision p, Err *e) {
+    if (p == PRECISION_BF16 && !(isa_has_bf16() && isa_best() == ISA_AVX512))
+        return err_set(e, "bf16 needs a CPU with AVX512-BF16 (vdpbf16ps)%s; this one has none: use fp32",
+                       getenv("INCEPTION_ISA") ? " and INCEPTION_ISA not below avx512" : "");
+    net->precision = p;
+    return 0;
+}
+
+int precision_parse(const char *s, const char *what, Precision *p, Err *e) {
+    if (!strcmp(s, "fp32")) *p = PRECISION_FP32;
+    else if (!strcmp(s, "bf16")) *p = PRECISION_BF16;
+    else return err_set(e, "%s: '%s' is not a precision (fp32 or bf16)", what, s);
     return 0;
 }
 
