@@ -208,12 +208,17 @@ static void test_pool(void **state) {
         assert_true(s.ho > 0 && s.wo > 0);
         size_t in = (size_t)s.c * s.n * s.h * s.w, out = (size_t)s.c * s.n * s.ho * s.wo;
         float *x = test_random(&r, in, 10.0), *ref = malloc(out * 4), *fast = malloc(out * 4);
-        maxpool_forward_ref(&s, x, ref);
-        maxpool_forward(&s, x, fast, w2);
-        assert_memory_equal(fast, ref, out * sizeof(float)); // a maximum is exact
-        avgpool_forward_ref(&s, x, ref);
-        avgpool_forward(&s, x, fast, NULL);
-        assert_close(fast, ref, out, 1e-6, "avgpool");
+        for (Isa isa = ISA_BASE; isa <= ISA_AVX512; isa++) {
+            if (!isa_supported(isa)) continue;
+            for (int wi = 0; wi < 2; wi++) { // 1 and 2 threads
+                maxpool_forward_ref(&s, x, ref);
+                maxpool_forward(&s, x, fast, wi ? w2 : NULL, isa);
+                assert_memory_equal(fast, ref, out * sizeof(float)); // a maximum is exact
+                avgpool_forward_ref(&s, x, ref);
+                avgpool_forward(&s, x, fast, wi ? w2 : NULL, isa);
+                assert_close(fast, ref, out, 1e-6, "avgpool");
+            }
+        }
         free(x), free(ref), free(fast);
     }
     assert_int_equal(pool_out_size(112, 3, 2, 0), 56); // Table 1: 112 -> 56 (floor would give 55)
@@ -224,9 +229,9 @@ static void test_pool(void **state) {
     // Known values: the average divides by the window inside the image (no padding: by the pixels summed)
     PoolShape s = {.c = 1, .n = 1, .h = 3, .w = 3, .k = 2, .stride = 2, .ho = 2, .wo = 2};
     float x[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, y[4];
-    avgpool_forward(&s, x, y, w2);
+    avgpool_forward(&s, x, y, w2, ISA_BASE);
     assert_true(y[0] == 3.0f && y[1] == 4.5f && y[2] == 7.5f && y[3] == 9.0f);
-    maxpool_forward(&s, x, y, w2);
+    maxpool_forward(&s, x, y, w2, ISA_BASE);
     assert_true(y[0] == 5.0f && y[1] == 6.0f && y[2] == 8.0f && y[3] == 9.0f);
     workers_free(w2);
 }
@@ -246,8 +251,11 @@ static void test_lrn(void **state) {
         size_t n = (size_t)s.c * s.n * s.h * s.w;
         float *x = test_random(&r, n, 200.0), *ref = malloc(n * 4), *fast = malloc(n * 4);
         lrn_forward_ref(&s, x, ref);
-        lrn_forward(&s, x, fast, w2);
-        assert_close(fast, ref, n, 1e-5, "lrn");
+        for (Isa isa = ISA_BASE; isa <= ISA_AVX512; isa++)
+            for (int wi = 0; wi < 2 && isa_supported(isa); wi++) { // 1 and 2 threads
+                lrn_forward(&s, x, fast, wi ? w2 : NULL, isa);
+                assert_close(fast, ref, n, 1e-5, isa_name(isa));
+            }
         // the normalisation matters at this scale: outputs are visibly smaller than inputs
         double ratio = 0;
         for (size_t i = 0; i < n; i++) ratio += fabs(ref[i]) / fmax(fabs(x[i]), 1e-3);
@@ -257,7 +265,7 @@ static void test_lrn(void **state) {
     // One pixel, one channel: y = x / (1 + 1e-4/5 * x^2)^0.75
     LrnShape s = {.c = 1, .n = 1, .h = 1, .w = 1, .size = 5, .alpha = 1e-4f, .beta = 0.75f, .k = 1.0f};
     float x = 100.0f, y;
-    lrn_forward(&s, &x, &y, NULL);
+    lrn_forward(&s, &x, &y, NULL, isa_best());
     assert_true(fabs(y - 100.0 / pow(1.0 + 1e-4 / 5 * 1e4, 0.75)) < 1e-4);
     workers_free(w2);
 }

@@ -3,6 +3,7 @@
 // (C, N, H, W) layout a whole batch is one matrix: the columns run over (n, y, x). A 1x1 stride-1 convolution
 // is a GEMM on the input as it lies. The columns are built in blocks so the scratch stays cache-sized.
 #include <cblas.h>
+#include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,9 +59,52 @@ size_t conv_bf16_size(const ConvShape *s) {
     return (size_t)s->cout * (size_t)((s->cin * s->k * s->k + 1) / 2 * 2);
 }
 
+// One run of im2col: dst[j] = row[ix + j*st] for j in [lo, hi) (the taps inside the image), 0 for the others of
+// [0, run). The baseline: zeros, a copy (or a strided gather without tests), zeros.
+static inline __attribute__((always_inline)) void im2col_run(float *dst, const float *row, int ix, int st, int lo,
+                                                             int hi, int run) {
+    memset(dst, 0, (size_t)lo * sizeof(float));
+    if (st == 1) {
+        if (hi > lo) memcpy(dst + lo, row + ix + lo, (size_t)(hi - lo) * sizeof(float));
+    } else {
+        for (int j = lo; j < hi; j++) dst[j] = row[ix + j * st];
+    }
+    memset(dst + hi, 0, (size_t)(run - hi) * sizeof(float));
+}
+
+// AVX-512: 16 outputs a store, the taps outside [lo, hi) masked to zero, so that the short runs of small maps
+// (7, 14, 28 columns) cost no calls; stride 2 (conv1) picks the even elements of two loads. Masked-off lanes
+// are not read (no fault).
+TARGET_AVX512 static void im2col_run_avx512(float *dst, const float *row, int ix, int st, int lo, int hi, int run) {
+    if (st > 2) {
+        im2col_run(dst, row, ix, st, lo, hi, run);
+        return;
+    }
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    for (int j0 = 0; j0 < run; j0 += 16) {
+        int n = run - j0 < 16 ? run - j0 : 16, a = lo > j0 ? lo - j0 : 0, b = hi - j0 < n ? hi - j0 : n;
+        __m512 v = _mm512_setzero_ps();
+        if (b > a) {
+            const float *base = row + ix + j0 * st; // what lane 0 would read: lane l reads base[l * st]
+            uint32_t lanes = ((1u << (b - a)) - 1) << a; // [a, b): the taps inside the image
+            if (st == 1) {
+                v = _mm512_maskz_loadu_ps((__mmask16)lanes, base);
+            } else { // the even floats of base[0, 32) that lanes [a, b) want, then picked
+                uint32_t want = 0;
+                for (int l = a; l < b; l++) want |= 1u << 2 * l;
+                __m512 lo16 = _mm512_maskz_loadu_ps((__mmask16)want, base);
+                __m512 hi16 = _mm512_maskz_loadu_ps((__mmask16)(want >> 16), base + 16);
+                v = _mm512_permutex2var_ps(lo16, even, hi16);
+            }
+        }
+        _mm512_mask_storeu_ps(dst + j0, (__mmask16)((1u << n) - 1), v);
+    }
+}
+
 // Columns [p0, p0 + nb) of the unrolled input: col[(ci*k + ky)*k + kx][j] is the input under tap (ky, kx) of
 // output position p0 + j = (n, oy, ox). col: (cin*k*k, nb).
-static void im2col_block(const ConvShape *s, const float *x, size_t p0, size_t nb, float *col) {
+static inline __attribute__((always_inline)) void im2col_body(const ConvShape *s, const float *x, size_t p0,
+                                                              size_t nb, float *col, bool avx512) {
     const int k = s->k, st = s->stride, pad = s->pad, h = s->h, w = s->w, ho = s->ho, wo = s->wo;
     const size_t plane = (size_t)h * w, chan = (size_t)s->n * plane;
     // where the block starts: image, output row, output column (the same for every row of col)
@@ -80,29 +124,15 @@ static void im2col_block(const ConvShape *s, const float *x, size_t p0, size_t n
                     if (iy < 0 || iy >= h) {
                         memset(dst, 0, (size_t)run * sizeof(float));
                     } else {
-                        const float *src = x + ci * chan + img * plane + (size_t)iy * w;
+                        const float *row = x + ci * chan + img * plane + (size_t)iy * w;
                         int ix = ox0 * st - pad + kx;
-                        if (st == 1) {
-                            // valid taps are a contiguous stretch: zeros, a copy, zeros
-                            int lo = ix < 0 ? -ix : 0;
-                            if (lo > run) lo = run;
-                            int hi = w - ix; // first j with ix + j >= w
-                            if (hi > run) hi = run;
-                            if (hi < lo) hi = lo;
-                            memset(dst, 0, (size_t)lo * sizeof(float));
-                            if (hi > lo) memcpy(dst + lo, src + ix + lo, (size_t)(hi - lo) * sizeof(float));
-                            memset(dst + hi, 0, (size_t)(run - hi) * sizeof(float));
-                        } else {
-                            // the same with a stride: zeros, a strided gather without tests, zeros
-                            int lo = ix < 0 ? (-ix + st - 1) / st : 0; // first j with ix + j*st >= 0
-                            if (lo > run) lo = run;
-                            int hi = ix < w ? (w - ix + st - 1) / st : 0; // first j with ix + j*st >= w
-                            if (hi > run) hi = run;
-                            if (hi < lo) hi = lo;
-                            memset(dst, 0, (size_t)lo * sizeof(float));
-                            for (int j = lo; j < hi; j++) dst[j] = src[ix + j * st];
-                            memset(dst + hi, 0, (size_t)(run - hi) * sizeof(float));
-                        }
+                        int lo = ix < 0 ? (-ix + st - 1) / st : 0; // first j with ix + j*st >= 0
+                        if (lo > run) lo = run;
+                        int hi = ix < w ? (w - ix + st - 1) / st : 0; // first j with ix + j*st >= w
+                        if (hi > run) hi = run;
+                        if (hi < lo) hi = lo;
+                        if (avx512) im2col_run_avx512(dst, row, ix, st, lo, hi, run);
+                        else im2col_run(dst, row, ix, st, lo, hi, run);
                     }
                     dst += run;
                     left -= (size_t)run;
@@ -110,6 +140,14 @@ static void im2col_block(const ConvShape *s, const float *x, size_t p0, size_t n
                     if (++oy == ho) oy = 0, img++;
                 }
             }
+}
+
+static void im2col_block(const ConvShape *s, const float *x, size_t p0, size_t nb, float *col) {
+    im2col_body(s, x, p0, nb, col, false);
+}
+
+TARGET_AVX512 static void im2col_block_avx512(const ConvShape *s, const float *x, size_t p0, size_t nb, float *col) {
+    im2col_body(s, x, p0, nb, col, true);
 }
 
 // Writes a tile computed in cache to its place in the output, adding the bias and applying the ReLU on the way:
@@ -156,7 +194,8 @@ static void conv_task(void *arg, int task, int thread) {
     if (conv_is_pointwise(s)) {
         cols_src = j->x + p0, ldb = (int)j->P;
     } else {
-        im2col_block(s, j->x, p0, cols, scratch);
+        if (j->isa == ISA_AVX512) im2col_block_avx512(s, j->x, p0, cols, scratch);
+        else im2col_block(s, j->x, p0, cols, scratch);
         cols_src = scratch, ldb = (int)cols;
         scratch += (size_t)K * j->nb;
     }

@@ -44,10 +44,10 @@ static void run_op(Net *net, const Op *op, Rng *rng) {
         if (op->kind == OP_MAXPOOL) {
             if (net->reference) maxpool_forward_ref(&s, x, y);
             else if (rng) maxpool_forward_train(&s, x, y, (uint16_t *)(net->masks + op->mask), net->workers);
-            else maxpool_forward(&s, x, y, net->workers);
+            else maxpool_forward(&s, x, y, net->workers, (Isa)net->isa);
         } else {
             if (net->reference) avgpool_forward_ref(&s, x, y);
-            else avgpool_forward(&s, x, y, net->workers);
+            else avgpool_forward(&s, x, y, net->workers, (Isa)net->isa);
         }
         break;
     }
@@ -55,7 +55,7 @@ static void run_op(Net *net, const Op *op, Rng *rng) {
         LrnShape s = {.c = op->in.c, .n = n, .h = in->h, .w = in->w, .size = op->lrn_size, .alpha = op->alpha,
                       .beta = op->beta, .k = op->lrn_k};
         if (net->reference) lrn_forward_ref(&s, x, y);
-        else lrn_forward(&s, x, y, net->workers);
+        else lrn_forward(&s, x, y, net->workers, (Isa)net->isa);
         break;
     }
     case OP_FLATTEN:

@@ -29,7 +29,7 @@ void gemm_bias_ref(int m, int n, int K, const float *w, size_t ldw, const float 
 // AVX-512: tiles of 12 rows x 32 columns (24 accumulators of 32 registers), named one by one (GCC keeps an array
 // of them in memory); the last panel's columns masked; rows past m repeat row 0 and are not stored.
 
-#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+#define T512 TARGET_AVX512
 #define MR512 12
 #define NR512 32
 

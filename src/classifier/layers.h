@@ -40,6 +40,10 @@ typedef enum {
     ISA_AVX512, // AVX-512 F, BW, VL, DQ
 } Isa;
 
+// What a function compiled for a variant carries (beside a baseline version of the same source, or intrinsics).
+#define TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+
 bool isa_supported(Isa isa);
 // AVX512-BF16 (vdpbf16ps): what the bf16 kernels need.
 bool isa_has_bf16(void);
@@ -158,9 +162,10 @@ typedef struct {
 } PoolShape;
 
 // x: (c, n, h, w); y: (c, n, ho, wo)
-void maxpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers);
+// isa: the row kernels' instruction set (any the CPU supports; the same results)
+void maxpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers, Isa isa);
 void maxpool_forward_ref(const PoolShape *s, const float *x, float *y);
-void avgpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers);
+void avgpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers, Isa isa);
 void avgpool_forward_ref(const PoolShape *s, const float *x, float *y);
 // Training: the max pooling of maxpool_forward, also recording each window's argmax for the backward pass: the
 // tap (ky << 8 | kx, of the window before clipping) of its first maximum in row-major order, as PyTorch and Caffe
@@ -184,8 +189,8 @@ typedef struct {
     float alpha, beta, k;
 } LrnShape;
 
-// x, y: (c, n, h, w)
-void lrn_forward(const LrnShape *s, const float *x, float *y, Workers *workers);
+// x, y: (c, n, h, w); isa: the chunks' instruction set (any the CPU supports)
+void lrn_forward(const LrnShape *s, const float *x, float *y, Workers *workers, Isa isa);
 void lrn_forward_ref(const LrnShape *s, const float *x, float *y);
 // Caffe's formula, with d = k + alpha/size * (sum of x^2 over the window of c):
 //   dx[c] = dy[c] d[c]^-beta - 2 alpha beta / size * x[c] * sum over the channels c' whose window holds c of

@@ -21,13 +21,15 @@ typedef struct {
     float *y;
     uint16_t *arg; // max pooling in training: the argmax of each window (NULL: not wanted)
     int planes_per_task;
+    Isa isa;
 } PoolJob;
 
 #define POOL_MAX_W 8192 // widths beyond this take the reference path (a row buffer lives on the stack)
 
 // One output row of a max pooling, separably: the maximum down the window's rows for every column, then across
 // the window's columns. rows[0..nr) are the input rows of the window, already clipped to the image.
-static void maxpool_row(const PoolShape *s, const float *const *rows, int nr, float *out) {
+static inline __attribute__((always_inline)) void maxpool_row_body(const PoolShape *s, const float *const *rows,
+                                                                    int nr, float *out) {
     float col[POOL_MAX_W];
     for (int x = 0; x < s->w; x++) col[x] = rows[0][x];
     for (int r = 1; r < nr; r++)
@@ -106,7 +108,8 @@ static void maxpool_row_arg(const PoolShape *s, const float *const *rows, int nr
 }
 
 // The same with sums; the divisor is the window clipped to the padded image (Caffe).
-static void avgpool_row(const PoolShape *s, const float *const *rows, int nr, int wy, float *out) {
+static inline __attribute__((always_inline)) void avgpool_row_body(const PoolShape *s, const float *const *rows,
+                                                                    int nr, int wy, float *out) {
     float col[POOL_MAX_W];
     for (int x = 0; x < s->w; x++) col[x] = rows[0][x];
     for (int r = 1; r < nr; r++)
@@ -121,6 +124,38 @@ static void avgpool_row(const PoolShape *s, const float *const *rows, int nr, in
         for (int x = x0; x < x1; x++) sum += col[x];
         out[ox] = sum / (float)(wy * wx);
     }
+}
+
+// The row kernels compiled once per instruction set (the same loops, vectorised for each), chosen by the job.
+static void maxpool_row_base(const PoolShape *s, const float *const *rows, int nr, float *out) {
+    maxpool_row_body(s, rows, nr, out);
+}
+TARGET_AVX2 static void maxpool_row_avx2(const PoolShape *s, const float *const *rows, int nr, float *out) {
+    maxpool_row_body(s, rows, nr, out);
+}
+TARGET_AVX512 static void maxpool_row_avx512(const PoolShape *s, const float *const *rows, int nr, float *out) {
+    maxpool_row_body(s, rows, nr, out);
+}
+static void avgpool_row_base(const PoolShape *s, const float *const *rows, int nr, int wy, float *out) {
+    avgpool_row_body(s, rows, nr, wy, out);
+}
+TARGET_AVX2 static void avgpool_row_avx2(const PoolShape *s, const float *const *rows, int nr, int wy, float *out) {
+    avgpool_row_body(s, rows, nr, wy, out);
+}
+TARGET_AVX512 static void avgpool_row_avx512(const PoolShape *s, const float *const *rows, int nr, int wy, float *out) {
+    avgpool_row_body(s, rows, nr, wy, out);
+}
+
+static void maxpool_row(Isa isa, const PoolShape *s, const float *const *rows, int nr, float *out) {
+    if (isa == ISA_AVX512) maxpool_row_avx512(s, rows, nr, out);
+    else if (isa == ISA_AVX2) maxpool_row_avx2(s, rows, nr, out);
+    else maxpool_row_base(s, rows, nr, out);
+}
+
+static void avgpool_row(Isa isa, const PoolShape *s, const float *const *rows, int nr, int wy, float *out) {
+    if (isa == ISA_AVX512) avgpool_row_avx512(s, rows, nr, wy, out);
+    else if (isa == ISA_AVX2) avgpool_row_avx2(s, rows, nr, wy, out);
+    else avgpool_row_base(s, rows, nr, wy, out);
 }
 
 static void pool_task(void *arg, int task, bool max) {
@@ -141,8 +176,8 @@ static void pool_task(void *arg, int task, bool max) {
             if (max && j->arg)
                 maxpool_row_arg(s, rows, y1 - y0, y0 - (oy * s->stride - s->pad), y + (size_t)oy * s->wo,
                                 j->arg + (size_t)plane * s->ho * s->wo + (size_t)oy * s->wo);
-            else if (max) maxpool_row(s, rows, y1 - y0, y + (size_t)oy * s->wo);
-            else avgpool_row(s, rows, y1 - y0, wy, y + (size_t)oy * s->wo);
+            else if (max) maxpool_row(j->isa, s, rows, y1 - y0, y + (size_t)oy * s->wo);
+            else avgpool_row(j->isa, s, rows, y1 - y0, wy, y + (size_t)oy * s->wo);
         }
     }
 }
@@ -164,12 +199,12 @@ static int pool_tasks(const PoolShape *s, Workers *w, PoolJob *j) {
     return (planes + j->planes_per_task - 1) / j->planes_per_task;
 }
 
-void maxpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers) {
+void maxpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers, Isa isa) {
     if (s->w > POOL_MAX_W || s->k > 64) {
         maxpool_forward_ref(s, x, y);
         return;
     }
-    PoolJob j = {s, x, y, NULL, 1};
+    PoolJob j = {s, x, y, NULL, 1, isa};
     workers_run(workers, pool_tasks(s, workers, &j), maxpool_task, &j);
 }
 
@@ -192,16 +227,16 @@ void maxpool_forward_train(const PoolShape *s, const float *x, float *y, uint16_
                 }
         return;
     }
-    PoolJob j = {s, x, y, arg, 1};
+    PoolJob j = {s, x, y, arg, 1, ISA_BASE};
     workers_run(workers, pool_tasks(s, workers, &j), maxpool_task, &j);
 }
 
-void avgpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers) {
+void avgpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers, Isa isa) {
     if (s->w > POOL_MAX_W || s->k > 64) {
         avgpool_forward_ref(s, x, y);
         return;
     }
-    PoolJob j = {s, x, y, NULL, 1};
+    PoolJob j = {s, x, y, NULL, 1, isa};
     workers_run(workers, pool_tasks(s, workers, &j), avgpool_task, &j);
 }
 

@@ -52,6 +52,8 @@ static void usage(FILE *f) {
         "                        region model; the ensemble file's bbox_reg = false does the same)\n"
         "  --batch N             regions a forward pass (default 64)\n"
         "  --threads N           network threads (default: one per core)\n"
+        "  --precision P         the networks' arithmetic: fp32 (default) or bf16 (CPUs with AVX512-BF16: faster,\n"
+        "                        products of bf16-rounded values summed in fp32; results/forward.md: its cost)\n"
         "\n"
         "output:\n"
         "  -o, --output FILE     detections JSON (inception eval --pred reads it), written atomically at the end\n"
@@ -73,10 +75,11 @@ typedef struct {
     bool keep_going, resume, quiet, merging, no_bbox_reg;
     double score_min, nms, cascade, overlay_min; // NaN: the ensemble file's; cascade -1: --cascade alone
     long max_per_image, batch, threads;          // -1: the ensemble file's
+    Precision precision;
 } Options;
 
 enum { O_LIST = 256, O_ROOT, O_EXT, O_SHARD, O_PROPS, O_KEEP, O_RESUME, O_ENS, O_SMIN, O_MAXPI, O_NMS, O_CASCADE,
-       O_BATCH, O_THREADS, O_SUB, O_OVER, O_OVERMIN, O_VIEWER, O_GT, O_QUIET, O_MERGE, O_NOBBOX };
+       O_BATCH, O_THREADS, O_SUB, O_OVER, O_OVERMIN, O_VIEWER, O_GT, O_QUIET, O_MERGE, O_NOBBOX, O_PREC };
 
 static const struct option OPTS[] = {
     {"list", required_argument, 0, O_LIST},         {"root", required_argument, 0, O_ROOT},
@@ -91,6 +94,7 @@ static const struct option OPTS[] = {
     {"viewer", required_argument, 0, O_VIEWER},     {"gt", required_argument, 0, O_GT},
     {"quiet", no_argument, 0, O_QUIET},             {"merge", no_argument, 0, O_MERGE},
     {"no-bbox-reg", no_argument, 0, O_NOBBOX},      {"help", no_argument, 0, 'h'},
+    {"precision", required_argument, 0, O_PREC},
     {0, 0, 0, 0},
 };
 
@@ -133,6 +137,11 @@ static int parse_args(int argc, char **argv, Options *o) {
         case O_QUIET: o->quiet = true; break;
         case O_MERGE: o->merging = true; break;
         case O_NOBBOX: o->no_bbox_reg = true; break;
+        case O_PREC: {
+            Err pe;
+            if (precision_parse(optarg, "--precision", &o->precision, &pe)) ok = false, cli_usage_error(CMD, "%s", pe.msg);
+            break;
+        }
         case 'h': usage(stdout); return 1;
         default: return cli_usage_error(CMD, "unknown option");
         }
@@ -314,6 +323,7 @@ static int run_open(Run *r, Err *e) {
     const Options *o = r->o;
     if (ensemble_load(o->ensemble, (int)o->threads, &r->en, e)) return -1;
     apply_overrides(o, &r->en);
+    if (ensemble_set_precision(&r->en, o->precision, e)) return -1;
     if (saved_load(&r->saved, o, e)) return -1;
     if ((o->overlays && make_dirs(o->overlays, e)) || (o->viewer && make_dirs(o->viewer, e))) return -1;
     if (o->submission) { // written at the end: make sure now that it can be
