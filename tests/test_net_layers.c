@@ -29,11 +29,13 @@ static void test_conv(void **state) {
     (void)state;
     // cin, cout, n, h, w, k, stride, pad, split: 7x7/2 as conv1, odd sizes, 1x1 (no im2col), 3x3 and 5x5 'same',
     // a stride that leaves pixels unused, column blocks that cross images (K = 1600 -> 327 columns a block),
+    // long blocks,
     // few columns (rows split across threads), and a fused output split in two.
     static const int shapes[][9] = {
         {3, 8, 2, 23, 21, 7, 2, 3, 8},   {5, 7, 3, 9, 9, 1, 1, 0, 7},   {6, 9, 2, 11, 13, 3, 1, 1, 9},
         {4, 6, 1, 10, 10, 5, 1, 2, 6},   {3, 5, 2, 14, 14, 5, 3, 0, 5}, {64, 12, 3, 15, 15, 5, 1, 2, 12},
         {16, 40, 1, 3, 3, 3, 1, 1, 40},  {12, 20, 4, 7, 7, 1, 1, 0, 8}, {2, 3, 1, 1, 1, 1, 1, 0, 3},
+        {2, 5, 2, 30, 31, 3, 1, 1, 5}, // blocks of over 1024 columns (the AVX-512 im2col's mask groups)
     };
     Rng r;
     rng_seed(&r, 1);

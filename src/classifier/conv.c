@@ -146,8 +146,53 @@ static void im2col_block(const ConvShape *s, const float *x, size_t p0, size_t n
     im2col_body(s, x, p0, nb, col, false);
 }
 
+#define SAME_GROUP 64 // chunks of 16 columns whose masks are made at once
+
+// Stride-1 'same' convolutions (ho = h, wo = w: the 3x3 and 5x5 of the Inception modules): output position
+// p = (n, oy, ox) reads input p + (ky - pad) w + (kx - pad) of its channel when that tap is inside the image, so
+// each row of col is the channel shifted, with the taps outside masked to zero. The masks depend on the tap and
+// the column only: made once for every input channel, 16 columns at a time.
+TARGET_AVX512 static void im2col_same_avx512(const ConvShape *s, const float *x, size_t p0, size_t nb, float *col) {
+    const int k = s->k, kk = k * k, h = s->h, w = s->w;
+    const size_t chan = (size_t)s->n * h * w;
+    __mmask16 mask[25][SAME_GROUP]; // k <= 5 (conv_forward checks)
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (size_t g0 = 0; g0 < nb; g0 += 16 * SAME_GROUP) {
+        const int chunks = (int)((nb - g0 < 16 * SAME_GROUP ? nb - g0 : 16 * SAME_GROUP) + 15) / 16;
+        for (int c = 0; c < chunks; c++) {
+            int oy[16], ox[16];
+            for (int l = 0; l < 16; l++) {
+                size_t q = (p0 + g0 + (size_t)c * 16 + (size_t)l) % ((size_t)h * w);
+                oy[l] = (int)(q / (size_t)w), ox[l] = (int)(q % (size_t)w);
+            }
+            __m512i vy = _mm512_loadu_si512(oy), vx = _mm512_loadu_si512(ox);
+            __mmask16 live = _mm512_cmplt_epi32_mask(lane, _mm512_set1_epi32((int)(nb - g0 - (size_t)c * 16)));
+            for (int t = 0; t < kk; t++) {
+                __m512i ty = _mm512_add_epi32(vy, _mm512_set1_epi32(t / k - s->pad));
+                __m512i tx = _mm512_add_epi32(vx, _mm512_set1_epi32(t % k - s->pad));
+                __mmask16 in = _mm512_cmpge_epi32_mask(ty, _mm512_setzero_si512()) &
+                               _mm512_cmplt_epi32_mask(ty, _mm512_set1_epi32(h)) &
+                               _mm512_cmpge_epi32_mask(tx, _mm512_setzero_si512()) &
+                               _mm512_cmplt_epi32_mask(tx, _mm512_set1_epi32(w));
+                mask[t][c] = in & live;
+            }
+        }
+        for (int ci = 0; ci < s->cin; ci++)
+            for (int t = 0; t < kk; t++) {
+                const float *src = x + ci * chan + p0 + g0 + (t / k - s->pad) * (ptrdiff_t)w + (t % k - s->pad);
+                float *dst = col + ((size_t)ci * kk + t) * nb + g0;
+                int c = 0;
+                for (; c + 1 < chunks; c++) _mm512_storeu_ps(dst + 16 * c, _mm512_maskz_loadu_ps(mask[t][c], src + 16 * c));
+                size_t tail = nb - g0 - (size_t)c * 16; // the last chunk: up to 16 columns
+                _mm512_mask_storeu_ps(dst + 16 * c, (__mmask16)((1u << tail) - 1),
+                                      _mm512_maskz_loadu_ps(mask[t][c], src + 16 * c));
+            }
+    }
+}
+
 TARGET_AVX512 static void im2col_block_avx512(const ConvShape *s, const float *x, size_t p0, size_t nb, float *col) {
-    im2col_body(s, x, p0, nb, col, true);
+    if (s->stride == 1 && s->ho == s->h && s->wo == s->w && s->k <= 5) im2col_same_avx512(s, x, p0, nb, col);
+    else im2col_body(s, x, p0, nb, col, true);
 }
 
 // Writes a tile computed in cache to its place in the output, adding the bias and applying the ReLU on the way:
