@@ -120,14 +120,20 @@ TARGET_AVX512 static void maxpool_same_masks(const PoolShape *s, __mmask16 mask[
 TARGET_AVX512 static void maxpool_same_plane(const PoolShape *s, const float *x, float *y,
                                              __mmask16 mask[][SAME_MAX_CHUNKS]) {
     const int hw = s->h * s->w, chunks = (hw + 15) / 16;
+    const __m512 none = _mm512_set1_ps(-INFINITY);
+    const int taps = s->k * s->k;
+    ptrdiff_t off[25]; // where each tap reads, from the output's position
+    for (int t = 0; t < taps; t++) off[t] = (ptrdiff_t)(t / s->k - s->pad) * s->w + (t % s->k - s->pad);
     for (int c = 0; c < chunks; c++) {
-        __m512 v = _mm512_set1_ps(-INFINITY);
-        for (int t = 0; t < s->k * s->k; t++) {
-            const float *src = x + 16 * c + (t / s->k - s->pad) * s->w + (t % s->k - s->pad);
-            v = _mm512_mask_max_ps(v, mask[t][c], v, _mm512_maskz_loadu_ps(mask[t][c], src));
+        __m512 v = none, u = none; // two chains of maxima
+        int t = 0;
+        for (; t + 1 < taps; t += 2) {
+            v = _mm512_max_ps(v, _mm512_mask_loadu_ps(none, mask[t][c], x + 16 * c + off[t]));
+            u = _mm512_max_ps(u, _mm512_mask_loadu_ps(none, mask[t + 1][c], x + 16 * c + off[t + 1]));
         }
+        if (t < taps) v = _mm512_max_ps(v, _mm512_mask_loadu_ps(none, mask[t][c], x + 16 * c + off[t]));
         int n = hw - 16 * c < 16 ? hw - 16 * c : 16;
-        _mm512_mask_storeu_ps(y + 16 * c, (__mmask16)((1u << n) - 1), v);
+        _mm512_mask_storeu_ps(y + 16 * c, (__mmask16)((1u << n) - 1), _mm512_max_ps(v, u));
     }
 }
 
