@@ -197,8 +197,9 @@ TARGET_AVX512 static void im2col_block_avx512(const ConvShape *s, const float *x
 
 // Writes a tile computed in cache to its place in the output, adding the bias and applying the ReLU on the way:
 // rows of `tile` (ld nb) to rows of y (ld P). The output is touched once.
-static void store_tile(const float *tile, size_t nb, const float *b, int rows, bool relu, float *y, size_t ld,
-                       size_t cols) {
+static inline __attribute__((always_inline)) void store_tile_body(const float *tile, size_t nb, const float *b,
+                                                                   int rows, bool relu, float *y, size_t ld,
+                                                                   size_t cols) {
     for (int r = 0; r < rows; r++) {
         const float *src = tile + (size_t)r * nb;
         float *dst = y + (size_t)r * ld, v = b[r];
@@ -210,6 +211,21 @@ static void store_tile(const float *tile, size_t nb, const float *b, int rows, b
         else
             for (size_t j = 0; j < cols; j++) dst[j] = src[j] + v;
     }
+}
+
+// The tile's store and the im2col blocks compiled for AVX2 too: the path of AVX2 machines, whose GEMM is OpenBLAS's.
+TARGET_AVX2 static void store_tile_avx2(const float *tile, size_t nb, const float *b, int rows, bool relu, float *y,
+                                        size_t ld, size_t cols) {
+    store_tile_body(tile, nb, b, rows, relu, y, ld, cols);
+}
+static void store_tile(Isa isa, const float *tile, size_t nb, const float *b, int rows, bool relu, float *y,
+                       size_t ld, size_t cols) {
+    if (isa >= ISA_AVX2) store_tile_avx2(tile, nb, b, rows, relu, y, ld, cols);
+    else store_tile_body(tile, nb, b, rows, relu, y, ld, cols);
+}
+
+TARGET_AVX2 static void im2col_block_avx2(const ConvShape *s, const float *x, size_t p0, size_t nb, float *col) {
+    im2col_body(s, x, p0, nb, col, false);
 }
 
 typedef struct {
@@ -240,6 +256,7 @@ static void conv_task(void *arg, int task, int thread) {
         cols_src = j->x + p0, ldb = (int)j->P;
     } else {
         if (j->isa == ISA_AVX512) im2col_block_avx512(s, j->x, p0, cols, scratch);
+        else if (j->isa == ISA_AVX2) im2col_block_avx2(s, j->x, p0, cols, scratch);
         else im2col_block(s, j->x, p0, cols, scratch);
         cols_src = scratch, ldb = (int)cols;
         scratch += (size_t)K * j->nb;
@@ -269,9 +286,9 @@ static void conv_task(void *arg, int task, int thread) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, (int)cols, K, 1.0f, j->w + (size_t)r0 * K, K,
                 cols_src, ldb, 0.0f, scratch, (int)cols);
     if (mid > r0)
-        store_tile(scratch, cols, j->b + r0, mid - r0, s->relu, j->y + (size_t)r0 * j->P + p0, j->P, cols);
+        store_tile(j->isa, scratch, cols, j->b + r0, mid - r0, s->relu, j->y + (size_t)r0 * j->P + p0, j->P, cols);
     if (r1 > mid)
-        store_tile(scratch + (size_t)(mid - r0) * cols, cols, j->b + mid, r1 - mid, s->relu,
+        store_tile(j->isa, scratch + (size_t)(mid - r0) * cols, cols, j->b + mid, r1 - mid, s->relu,
                    j->y2 + (size_t)(mid - s->split) * j->P + p0, j->P, cols);
 }
 
