@@ -1,7 +1,7 @@
 // Forward throughput of the C network: images/s at a batch size, median of several timed passes after a warm-up,
 // and the process's peak resident memory. Prints one JSON line (bench/forward.sh collects them).
 // Usage: bench_forward CONFIG [--weights W] [--batch N] [--reps R] [--threads T] [--input X.f32 --output Y.f32]
-//        [--precision fp32|bf16]
+//        [--precision fp32|bf16] [--classes N]
 // X.f32: raw float32 (N, C, S, S) to run instead of random images; Y.f32 gets the logits of the last pass.
 // A config with batch normalisation also reports fold_ms: the median time of the fold each pass starts with
 // (net_fold_batchnorm, included in ms_per_image), and its share of a pass.
@@ -26,9 +26,10 @@ int main(int argc, char **argv) {
                                          {"input", required_argument, NULL, 'i'},
                                          {"output", required_argument, NULL, 'o'},
                                          {"precision", required_argument, NULL, 'p'},
+                                         {"classes", required_argument, NULL, 'c'},
                                          {0}};
     const char *weights = NULL, *input = NULL, *output = NULL, *precision = "fp32";
-    int batch = 16, reps = 10, threads = 2, c;
+    int batch = 16, reps = 10, threads = 2, classes = 0, c;
     while ((c = getopt_long(argc, argv, "w:b:r:t:", opts, NULL)) != -1) {
         if (c == 'w') weights = optarg;
         else if (c == 'b') batch = atoi(optarg);
@@ -37,17 +38,23 @@ int main(int argc, char **argv) {
         else if (c == 'i') input = optarg;
         else if (c == 'o') output = optarg;
         else if (c == 'p') precision = optarg;
+        else if (c == 'c') classes = atoi(optarg);
         else return 2;
     }
     if (optind != argc - 1 || batch < 1 || reps < 1 || threads < 1) {
         fprintf(stderr, "usage: bench_forward CONFIG [--weights W] [--batch N] [--reps R] [--threads T] "
-                        "[--precision fp32|bf16]\n");
+                        "[--precision fp32|bf16] [--classes N]\n");
         return 2;
     }
     Err e;
     NetConfig *cfg = xmalloc(sizeof *cfg);
     Net net;
-    if (config_load(argv[optind], cfg, &e) || net_create(&net, cfg, &e)) {
+    if (config_load(argv[optind], cfg, &e)) {
+        fprintf(stderr, "bench_forward: %s\n", e.msg);
+        return 1;
+    }
+    if (classes > 0) config_set_classes(cfg, classes); // weights trained on other classes (a detector's members)
+    if (net_create(&net, cfg, &e)) {
         fprintf(stderr, "bench_forward: %s\n", e.msg);
         return 1;
     }
