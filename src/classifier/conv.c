@@ -183,7 +183,8 @@ TARGET_AVX512 static void im2col_same_avx512(const ConvShape *s, const float *x,
                 float *dst = col + ((size_t)ci * kk + t) * nb + g0;
                 int c = 0;
                 for (; c + 1 < chunks; c++) _mm512_storeu_ps(dst + 16 * c, _mm512_maskz_loadu_ps(mask[t][c], src + 16 * c));
-                size_t tail = nb - g0 - (size_t)c * 16; // the last chunk: up to 16 columns
+                size_t tail = nb - g0 - (size_t)c * 16; // the group's last chunk: up to 16 columns
+                if (tail > 16) tail = 16;
                 _mm512_mask_storeu_ps(dst + 16 * c, (__mmask16)((1u << tail) - 1),
                                       _mm512_maskz_loadu_ps(mask[t][c], src + 16 * c));
             }
