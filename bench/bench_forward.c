@@ -113,9 +113,11 @@ int main(int argc, char **argv) {
     double med = t[reps / 2], best = t[0];
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"engine\": \"inception (C%s)\", \"precision\": \"%s\", \"isa\": \"%s\", \"batch\": %d, \"reps\": %d, \"ms_per_image\": %.2f, \"images_per_s\": %.2f, "
+    printf("{\"engine\": \"inception (C%s)\", \"precision\": \"%s\", \"isa\": \"%s\", \"batch\": %d, "
+           "\"reps\": %d, \"ms_per_image\": %.2f, \"images_per_s\": %.2f, "
            "\"best_images_per_s\": %.2f, \"cpu_ms_per_image\": %.2f, \"peak_rss_mb\": %.1f, \"activation_mb\": %.1f",
-           prec == PRECISION_BF16 ? ", bf16" : "", precision, isa_name((Isa)net.isa), batch, reps, 1e3 * med / batch, batch / med, batch / best, 1e3 * cpu / (reps * batch), ru.ru_maxrss / 1024.0,
+           prec == PRECISION_BF16 ? ", bf16" : "", precision, isa_name((Isa)net.isa), batch, reps, 1e3 * med / batch,
+           batch / med, batch / best, 1e3 * cpu / (reps * batch), ru.ru_maxrss / 1024.0,
            net.acts_size * 4.0 / 1048576.0);
     if (net.folded) {
         for (int i = 0; i < reps; i++) {

@@ -191,6 +191,57 @@ static void test_conv_bf16(void **state) {
     workers_free(workers[1]);
 }
 
+// Random shapes, every variant against the reference (and bf16 against the reference on rounded operands): the
+// tiles' and masks' edges fall in different places each time. Seeded: the same shapes every run.
+static void test_conv_random(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 14);
+    Workers *workers[2] = {workers_create(1), workers_create(2)};
+    static const int ks[] = {1, 3, 5, 7};
+    for (int it = 0; it < 40; it++) {
+        ConvShape s = {.cin = 1 + (int)rng_below(&r, 12), .cout = 1 + (int)rng_below(&r, 30),
+                       .n = 1 + (int)rng_below(&r, 3), .h = 1 + (int)rng_below(&r, 20),
+                       .w = 1 + (int)rng_below(&r, 20), .k = ks[rng_below(&r, 4)],
+                       .stride = 1 + (int)rng_below(&r, 3), .relu = rng_below(&r, 2)};
+        s.pad = (int)rng_below(&r, (uint32_t)(s.k / 2 + 1));
+        if (rng_below(&r, 2)) s.stride = 1, s.pad = s.k / 2; // 'same'
+        s.ho = conv_out_size(s.h, s.k, s.stride, s.pad);
+        s.wo = conv_out_size(s.w, s.k, s.stride, s.pad);
+        if (s.ho <= 0 || s.wo <= 0) continue;
+        s.split = 1 + (int)rng_below(&r, (uint32_t)s.cout);
+        size_t in = (size_t)s.cin * s.n * s.h * s.w, out = (size_t)s.cout * s.n * s.ho * s.wo;
+        size_t nw = (size_t)s.cout * s.cin * s.k * s.k, rows1 = (size_t)s.split * s.n * s.ho * s.wo;
+        float *x = test_random(&r, in, 1.0), *w = test_random(&r, nw, 0.3), *b = test_random(&r, (size_t)s.cout, 0.5);
+        float *ref = malloc(out * 4), *ref16 = malloc(out * 4), *fast = malloc(out * 4);
+        float *xr = malloc(in * 4), *wr = malloc(nw * 4);
+        for (size_t i = 0; i < in; i++) xr[i] = bf16_float(bf16_round(x[i]));
+        for (size_t i = 0; i < nw; i++) wr[i] = bf16_float(bf16_round(w[i]));
+        conv_forward_ref(&s, x, w, b, ref, ref + rows1);
+        conv_forward_ref(&s, xr, wr, b, ref16, ref16 + rows1);
+        uint16_t *wb = malloc(conv_bf16_size(&s) * 2);
+        for (int wi = 0; wi < 2; wi++) {
+            int threads = workers_count(workers[wi]);
+            float *scratch = malloc((conv_scratch_size(&s, threads) * threads + 1) * sizeof(float));
+            for (Isa isa = ISA_BASE; isa <= ISA_AVX512; isa++) {
+                if (!isa_supported(isa)) continue;
+                memset(fast, 0xff, out * sizeof(float));
+                conv_forward(&s, x, w, b, fast, fast + rows1, scratch, workers[wi], isa, NULL);
+                assert_close(fast, ref, out, 1e-5, isa_name(isa));
+            }
+            if (isa_has_bf16()) {
+                memset(fast, 0xff, out * sizeof(float));
+                conv_forward(&s, x, w, b, fast, fast + rows1, scratch, workers[wi], ISA_AVX512, wb);
+                assert_close(fast, ref16, out, 1e-5, "bf16");
+            }
+            free(scratch);
+        }
+        free(x), free(w), free(b), free(ref), free(ref16), free(fast), free(xr), free(wr), free(wb);
+    }
+    workers_free(workers[0]);
+    workers_free(workers[1]);
+}
+
 static void test_pool(void **state) {
     (void)state;
     // h, w, k, stride, pad: Caffe ceil mode leaves partial windows at the end (112 -> 56, 7 -> 3, 14 -> 4 with
@@ -401,6 +452,7 @@ int main(void) {
         cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_bf16_round),
         cmocka_unit_test(test_conv_bf16),
+        cmocka_unit_test(test_conv_random),
         cmocka_unit_test(test_pool),
         cmocka_unit_test(test_lrn),
         cmocka_unit_test(test_fc_softmax_flatten),

@@ -155,7 +155,7 @@ static void im2col_block(const ConvShape *s, const float *x, size_t p0, size_t n
 TARGET_AVX512 static void im2col_same_avx512(const ConvShape *s, const float *x, size_t p0, size_t nb, float *col) {
     const int k = s->k, kk = k * k, h = s->h, w = s->w;
     const size_t chan = (size_t)s->n * h * w;
-    __mmask16 mask[25][SAME_GROUP]; // k <= 5 (conv_forward checks)
+    __mmask16 mask[25][SAME_GROUP]; // k <= 5 (im2col_block_avx512 sends the others elsewhere)
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     for (size_t g0 = 0; g0 < nb; g0 += 16 * SAME_GROUP) {
         const int chunks = (int)((nb - g0 < 16 * SAME_GROUP ? nb - g0 : 16 * SAME_GROUP) + 15) / 16;
@@ -182,7 +182,8 @@ TARGET_AVX512 static void im2col_same_avx512(const ConvShape *s, const float *x,
                 const float *src = x + ci * chan + p0 + g0 + (t / k - s->pad) * (ptrdiff_t)w + (t % k - s->pad);
                 float *dst = col + ((size_t)ci * kk + t) * nb + g0;
                 int c = 0;
-                for (; c + 1 < chunks; c++) _mm512_storeu_ps(dst + 16 * c, _mm512_maskz_loadu_ps(mask[t][c], src + 16 * c));
+                for (; c + 1 < chunks; c++)
+                    _mm512_storeu_ps(dst + 16 * c, _mm512_maskz_loadu_ps(mask[t][c], src + 16 * c));
                 size_t tail = nb - g0 - (size_t)c * 16; // the group's last chunk: up to 16 columns
                 if (tail > 16) tail = 16;
                 _mm512_mask_storeu_ps(dst + 16 * c, (__mmask16)((1u << tail) - 1),

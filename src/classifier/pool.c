@@ -81,12 +81,14 @@ TARGET_AVX512 static void maxpool_row_s2k3_avx512(const PoolShape *s, const floa
         int n = b - o0 < 16 ? b - o0 : 16;
         const float *p = base + 2 * o0;
         uint32_t need = n == 16 ? 0xffffffffu : (1u << (2 * n + 1)) - 1; // base[2 o0 .. 2 (o0 + n)] from p
-        __m512 lo = _mm512_maskz_loadu_ps((__mmask16)need, p), hi = _mm512_maskz_loadu_ps((__mmask16)(need >> 16), p + 16);
+        __m512 lo = _mm512_maskz_loadu_ps((__mmask16)need, p);
+        __m512 hi = _mm512_maskz_loadu_ps((__mmask16)(need >> 16), p + 16);
         __m512 nx = _mm512_maskz_loadu_ps((__mmask16)(n == 16 ? 1 : 0), p + 32); // base[2 o0 + 32], for the last
         __m512 e = _mm512_permutex2var_ps(lo, even, hi), o = _mm512_permutex2var_ps(lo, odd, hi);
-        // the next even: lanes 0..14 are e's lanes 1..15, lane 15 is p[32]
-        __m512 e2 = _mm512_permutex2var_ps(e, _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16), nx);
-        if (n < 16) e2 = _mm512_permutex2var_ps(lo, _mm512_add_epi32(even, _mm512_set1_epi32(2)), hi);
+        // the next even, p[2l + 2]: for 16 outputs e's lanes 1..15 and p[32]; for fewer, all within lo and hi
+        const __m512i next = _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+        __m512 e2 = n == 16 ? _mm512_permutex2var_ps(e, next, nx)
+                            : _mm512_permutex2var_ps(lo, _mm512_add_epi32(even, _mm512_set1_epi32(2)), hi);
         _mm512_mask_storeu_ps(out + o0, (__mmask16)((1u << n) - 1), _mm512_max_ps(_mm512_max_ps(e, o), e2));
     }
 }
