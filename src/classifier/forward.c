@@ -118,9 +118,10 @@ int net_forward_train(Net *net, const float *x, int batch, Rng *rng, Err *e) {
 }
 
 int net_set_precision(Net *net, Precision p, Err *e) {
-    if (p == PRECISION_BF16 && !(isa_has_bf16() && isa_best() == ISA_AVX512))
-        return err_set(e, "bf16 needs a CPU with AVX512-BF16 (vdpbf16ps)%s; this one has none: use fp32",
-                       getenv("INCEPTION_ISA") ? " and INCEPTION_ISA not below avx512" : "");
+    if (p == PRECISION_BF16 && !isa_has_bf16())
+        return err_set(e, "bf16 needs a CPU with AVX512-BF16 (vdpbf16ps); this one has none: use fp32");
+    if (p == PRECISION_BF16 && isa_best() != ISA_AVX512)
+        return err_set(e, "bf16 needs the AVX-512 kernels, and INCEPTION_ISA=%s caps them below", getenv("INCEPTION_ISA"));
     net->precision = p;
     return 0;
 }
