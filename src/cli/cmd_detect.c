@@ -54,7 +54,7 @@ static void usage(FILE *f) {
         "  --threads N           network threads (default: one per core)\n"
         "  --precision P         the networks' arithmetic: bf16 (products of bf16-rounded values summed in fp32:\n"
         "                        faster; the default where the CPU has AVX512-BF16, since it moved the shipped\n"
-        "                        detector's mAP by +0.1 point, results/forward.md) or fp32 (the default elsewhere)\n"
+        "                        detector's mAP by +0.17 point, results/forward.md) or fp32 (the default elsewhere)\n"
         "\n"
         "output:\n"
         "  -o, --output FILE     detections JSON (inception eval --pred reads it), written atomically at the end\n"
