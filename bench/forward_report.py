@@ -34,7 +34,9 @@ def main():
         if r['engine'] not in engines:
             engines.append(r['engine'])
     out = ['# Forward throughput: full GoogLeNet, 224x224, 2 threads', '',
-           'Command: `%s` (from the repository root).' % command, '',
+           'Command: `%s` (from the repository root), at commit %s%s.' % (
+               command, sh('git rev-parse --short HEAD'),
+               ' with uncommitted changes' if sh('git status --porcelain --untracked-files=no') else ''), '',
            'Each engine runs the same network: `tools/reference.py` builds GoogLeNet (configs/googlenet.cfg: Table 1, '
            'LRNs, Caffe ceil-mode pooling; no auxiliary heads) in PyTorch with seed 2014 and random weights and exports '
            'it to ONNX (opset 11); ONNX Runtime and OpenCV read that file, `inception import` converts it for us, and '
