@@ -36,7 +36,8 @@ def main():
     out = ['# Forward throughput: full GoogLeNet, 224x224, 2 threads', '',
            'Command: `%s` (from the repository root), at commit %s%s.' % (
                command, sh('git rev-parse --short HEAD'),
-               ' with uncommitted changes' if sh('git status --porcelain --untracked-files=no') else ''), '',
+               ' with uncommitted changes' if sh('git status --porcelain --untracked-files=no -- src include bench '
+                                                 'CMakeLists.txt') else ''), '',
            'Each engine runs the same network: `tools/reference.py` builds GoogLeNet (configs/googlenet.cfg: Table 1, '
            'LRNs, Caffe ceil-mode pooling; no auxiliary heads) in PyTorch with seed 2014 and random weights and exports '
            'it to ONNX (opset 11); ONNX Runtime and OpenCV read that file, `inception import` converts it for us, and '
@@ -65,7 +66,8 @@ def main():
         rs = [r for r in rows if r['engine'] == engine and r['batch'] == batch]
         return min(rs, key=lambda r: r['ms_per_image']) if rs else None
     ort_name = next((e for e in engines if e.startswith('ONNX Runtime')), None)
-    out += ['']
+    out += ['', 'The machine may be shared with other work (the load column); every engine is measured in the same '
+            'run, interleaved, and the best round of each is kept.', '']
     for batch, target in ((16, 0.7), (1, 0.8)):
         ort = best_of(ort_name, batch)
         for eng in (e for e in engines if e.startswith('inception')):
