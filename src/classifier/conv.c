@@ -75,7 +75,8 @@ static inline __attribute__((always_inline)) void im2col_run(float *dst, const f
 // AVX-512: 16 outputs a store, the taps outside [lo, hi) masked to zero, so that the short runs of small maps
 // (7, 14, 28 columns) cost no calls; stride 2 (conv1) picks the even elements of two loads. Masked-off lanes
 // are not read (no fault).
-TARGET_AVX512 static void im2col_run_avx512(float *dst, const float *row, int ix, int st, int lo, int hi, int run) {
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,bmi2"))) static void
+im2col_run_avx512(float *dst, const float *row, int ix, int st, int lo, int hi, int run) {
     if (st > 2) {
         im2col_run(dst, row, ix, st, lo, hi, run);
         return;
@@ -89,9 +90,8 @@ TARGET_AVX512 static void im2col_run_avx512(float *dst, const float *row, int ix
             uint32_t lanes = ((1u << (b - a)) - 1) << a; // [a, b): the taps inside the image
             if (st == 1) {
                 v = _mm512_maskz_loadu_ps((__mmask16)lanes, base);
-            } else { // the even floats of base[0, 32) that lanes [a, b) want, then picked
-                uint32_t want = 0;
-                for (int l = a; l < b; l++) want |= 1u << 2 * l;
+            } else { // the even floats of base[0, 32) that lanes [a, b) want (lane l: bit 2l), then picked
+                uint32_t want = _pdep_u32(lanes, 0x55555555u);
                 __m512 lo16 = _mm512_maskz_loadu_ps((__mmask16)want, base);
                 __m512 hi16 = _mm512_maskz_loadu_ps((__mmask16)(want >> 16), base + 16);
                 v = _mm512_permutex2var_ps(lo16, even, hi16);
