@@ -1,6 +1,7 @@
 // Forward throughput of the C network: images/s at a batch size, median of several timed passes after a warm-up,
 // and the process's peak resident memory. Prints one JSON line (bench/forward.sh collects them).
 // Usage: bench_forward CONFIG [--weights W] [--batch N] [--reps R] [--threads T] [--input X.f32 --output Y.f32]
+//        [--precision fp32|bf16] [--classes N]
 // X.f32: raw float32 (N, C, S, S) to run instead of random images; Y.f32 gets the logits of the last pass.
 // A config with batch normalisation also reports fold_ms: the median time of the fold each pass starts with
 // (net_fold_batchnorm, included in ms_per_image), and its share of a pass.
@@ -9,6 +10,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "../src/classifier/layers.h"
 #include "classifier.h"
 
 static int cmp_double(const void *a, const void *b) {
@@ -23,9 +25,11 @@ int main(int argc, char **argv) {
                                          {"threads", required_argument, NULL, 't'},
                                          {"input", required_argument, NULL, 'i'},
                                          {"output", required_argument, NULL, 'o'},
+                                         {"precision", required_argument, NULL, 'p'},
+                                         {"classes", required_argument, NULL, 'c'},
                                          {0}};
-    const char *weights = NULL, *input = NULL, *output = NULL;
-    int batch = 16, reps = 10, threads = 2, c;
+    const char *weights = NULL, *input = NULL, *output = NULL, *precision = "fp32";
+    int batch = 16, reps = 10, threads = 2, classes = 0, c;
     while ((c = getopt_long(argc, argv, "w:b:r:t:", opts, NULL)) != -1) {
         if (c == 'w') weights = optarg;
         else if (c == 'b') batch = atoi(optarg);
@@ -33,21 +37,34 @@ int main(int argc, char **argv) {
         else if (c == 't') threads = atoi(optarg);
         else if (c == 'i') input = optarg;
         else if (c == 'o') output = optarg;
+        else if (c == 'p') precision = optarg;
+        else if (c == 'c') classes = atoi(optarg);
         else return 2;
     }
     if (optind != argc - 1 || batch < 1 || reps < 1 || threads < 1) {
-        fprintf(stderr, "usage: bench_forward CONFIG [--weights W] [--batch N] [--reps R] [--threads T]\n");
+        fprintf(stderr, "usage: bench_forward CONFIG [--weights W] [--batch N] [--reps R] [--threads T] "
+                        "[--precision fp32|bf16] [--classes N]\n");
         return 2;
     }
     Err e;
     NetConfig *cfg = xmalloc(sizeof *cfg);
     Net net;
-    if (config_load(argv[optind], cfg, &e) || net_create(&net, cfg, &e)) {
+    if (config_load(argv[optind], cfg, &e)) {
+        fprintf(stderr, "bench_forward: %s\n", e.msg);
+        return 1;
+    }
+    if (classes > 0) config_set_classes(cfg, classes); // weights trained on other classes (a detector's members)
+    if (net_create(&net, cfg, &e)) {
         fprintf(stderr, "bench_forward: %s\n", e.msg);
         return 1;
     }
     free(cfg);
     net.threads = threads;
+    Precision prec;
+    if (precision_parse(precision, "--precision", &prec, &e) || net_set_precision(&net, prec, &e)) {
+        fprintf(stderr, "bench_forward: %s\n", e.msg);
+        return 1;
+    }
     if (weights ? weights_load(&net, weights, NULL, &e) : (net_init_random(&net, 1), 0)) {
         fprintf(stderr, "bench_forward: %s\n", e.msg);
         return 1;
@@ -96,9 +113,11 @@ int main(int argc, char **argv) {
     double med = t[reps / 2], best = t[0];
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"engine\": \"inception (C)\", \"batch\": %d, \"reps\": %d, \"ms_per_image\": %.2f, \"images_per_s\": %.2f, "
+    printf("{\"engine\": \"inception (C%s)\", \"precision\": \"%s\", \"isa\": \"%s\", \"batch\": %d, "
+           "\"reps\": %d, \"ms_per_image\": %.2f, \"images_per_s\": %.2f, "
            "\"best_images_per_s\": %.2f, \"cpu_ms_per_image\": %.2f, \"peak_rss_mb\": %.1f, \"activation_mb\": %.1f",
-           batch, reps, 1e3 * med / batch, batch / med, batch / best, 1e3 * cpu / (reps * batch), ru.ru_maxrss / 1024.0,
+           prec == PRECISION_BF16 ? ", bf16" : "", precision, isa_name((Isa)net.isa), batch, reps, 1e3 * med / batch,
+           batch / med, batch / best, 1e3 * cpu / (reps * batch), ru.ru_maxrss / 1024.0,
            net.acts_size * 4.0 / 1048576.0);
     if (net.folded) {
         for (int i = 0; i < reps; i++) {

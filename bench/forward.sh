@@ -4,7 +4,7 @@
 # python3-opencv), in one run, on the same network: tools/reference.py builds it in PyTorch (fixed seed, random
 # weights), exports the ONNX model that ONNX Runtime and OpenCV read, and `inception import` turns that same file
 # into our weights. Engines run interleaved, ROUNDS times each; every engine runs in its own process (its peak
-# memory is its own). Writes results/forward.md.
+# memory is its own). On CPUs with AVX512-BF16 ours also runs with --precision bf16. Writes results/forward.md.
 # Usage: bench/forward.sh   (ROUNDS=3 REPS16=8 REPS1=30 THREADS=2 to change the defaults)
 set -eu
 cd "$(dirname "$0")/.."
@@ -13,6 +13,8 @@ REPS16=${REPS16:-8}
 REPS1=${REPS1:-30}
 THREADS=${THREADS:-2}
 PY=/usr/bin/python3 # Debian's interpreter, with torch, onnx, numpy and cv2
+BF16=0
+grep -q -w avx512_bf16 /proc/cpuinfo && BF16=1
 W=$(mktemp -d /tmp/inception_bench.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 
@@ -43,6 +45,11 @@ for round in $(seq "$ROUNDS"); do
         x="$W/x$batch.f32"
         OPENBLAS_NUM_THREADS=1 build/bench_forward configs/googlenet.cfg --weights "$W/googlenet.safetensors" \
             --batch "$batch" --reps "$reps" --threads "$THREADS" --input "$x" --output "$W/c$batch.f32" >> "$W/results.jsonl"
+        if [ "$BF16" = 1 ]; then # the same network in bf16 products (CPUs with AVX512-BF16)
+            OPENBLAS_NUM_THREADS=1 build/bench_forward configs/googlenet.cfg --weights "$W/googlenet.safetensors" \
+                --batch "$batch" --reps "$reps" --threads "$THREADS" --input "$x" --output "$W/cb$batch.f32" \
+                --precision bf16 >> "$W/results.jsonl"
+        fi
         node bench/forward_ort.js "$W/googlenet.onnx" "$x" "$batch" "$reps" "$THREADS" "$W/ort$batch.f32" >> "$W/results.jsonl"
         $PY bench/forward_py.py torch configs/googlenet.cfg 2014 "$x" "$batch" "$reps" "$THREADS" "$W/torch$batch.f32" \
             >> "$W/results.jsonl" 2>/dev/null
@@ -52,5 +59,13 @@ for round in $(seq "$ROUNDS"); do
 done
 mkdir -p results
 $PY bench/forward_report.py "$W" "bench/forward.sh (ROUNDS=$ROUNDS REPS16=$REPS16 REPS1=$REPS1 THREADS=$THREADS)" > results/forward.md.tmp
+# keep the section bench/forward_bf16.sh wrote, if any
+if [ -f results/forward.md ]; then
+    $PY -c "
+import re, sys
+parts = re.split(r'(?m)^(?=## )', open('results/forward.md').read())
+sys.stdout.write(''.join(p for p in parts if p.startswith('## bf16: accuracy')))" > "$W/bf16.md"
+    if [ -s "$W/bf16.md" ]; then $PY bench/results_section.py "$W/bf16.md" results/forward.md.tmp; fi
+fi
 mv results/forward.md.tmp results/forward.md
 echo "bench: wrote results/forward.md" >&2

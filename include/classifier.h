@@ -169,6 +169,11 @@ typedef struct {
 
 typedef struct Workers Workers; // the net's threads (src/classifier/workers.c)
 
+// The arithmetic of inference. FP32 is the default and the reference; BF16 rounds the weights and each layer's
+// input to bfloat16 (8 bits of mantissa) for the convolutions' and linear layers' products, which it sums in
+// fp32, on CPUs with AVX512-BF16 (net_set_precision refuses it elsewhere). Pooling, LRN, softmax stay fp32.
+typedef enum { PRECISION_FP32, PRECISION_BF16 } Precision;
+
 typedef struct {
     NetConfig cfg;
     int n_params;
@@ -199,6 +204,11 @@ typedef struct {
     size_t scratch_size;  // floats per thread
     int threads;          // threads the kernels use (default: the online CPUs); set before planning
     Workers *workers;     // created by net_plan
+    Precision precision;  // inference arithmetic (net_set_precision); training always runs fp32
+    uint16_t *wbf16;      // bf16: where each convolution rounds its weights before its product (net_plan sizes it
+                          // for the largest)
+    int isa;              // the kernels' instruction set (src/classifier/layers.h: Isa), chosen by net_plan from
+                          // the CPU (the environment's INCEPTION_ISA caps it: baseline, avx2, avx512)
     bool reference;       // use the plain reference kernels (tests; not to be changed between net_forward_train
                           // and net_backward: the fast max-pooling backward reads what the fast forward recorded)
     // training (net_train_begin): the ops run backwards over a keep_all plan, whose values hold every activation
@@ -235,6 +245,12 @@ void net_reset_batchnorm(Net *net);
 // Writes net->folded from net->params: each BN convolution's weights and bias with its running statistics folded
 // in (src/classifier/batchnorm.c). net_forward calls it first thing; nothing for a net without BN.
 void net_fold_batchnorm(Net *net);
+
+// Sets the inference arithmetic; bf16 is refused, with a message saying why, on a CPU without AVX512-BF16 (or
+// when INCEPTION_ISA caps the kernels below AVX-512). net_forward_train ignores it.
+int net_set_precision(Net *net, Precision p, Err *e);
+// "fp32" or "bf16" (a command line's --precision) to a Precision; -1 and a message naming `what` otherwise.
+int precision_parse(const char *s, const char *what, Precision *p, Err *e);
 
 // Lays out activation memory for `batch` images and starts the net's threads (BLAS is set to one thread: the
 // kernels split their work across the net's own threads). keep_all keeps every value (needed for backward passes

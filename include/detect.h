@@ -118,6 +118,7 @@ typedef struct {
     char *multibox_config, *multibox_weights;
     int multibox_top;         // how many of its boxes (the paper's 200)
     bool borrowed;            // ensemble_of_net: the net and the classes belong to the caller
+    Precision precision;      // the networks' arithmetic (ensemble_set_precision; fp32 unless set)
 } Ensemble;
 
 // Reads an ensemble file (format at the top of src/detect/ensemble.c and in README) and loads every member: its
@@ -129,6 +130,9 @@ int ensemble_load(const char *path, int threads, Ensemble *en, Err *e);
 // An ensemble of one network already in memory (training's validation); the net is borrowed, not freed.
 void ensemble_of_net(Ensemble *en, Net *net, const ClassMap *classes, bool background, const DetectParams *p);
 void ensemble_free(Ensemble *en);
+// Runs every network of the ensemble (members, MultiBox) in precision p (net_set_precision: bf16 is refused on
+// CPUs without AVX512-BF16).
+int ensemble_set_precision(Ensemble *en, Precision p, Err *e);
 // Whether detection regresses boxes: params.bbox_reg and some member carries a regressor.
 bool ensemble_regresses(const Ensemble *en);
 // The setting as JSON (members, classes, detection settings, proposals) for the output file; caller json_decrefs.

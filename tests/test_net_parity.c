@@ -86,6 +86,24 @@ static void test_parity_pytorch_export(void **state) {
     net_free(&net);
 }
 
+// The same with each kernel variant this CPU runs (INCEPTION_ISA caps what net_plan picks): every one is held to
+// PyTorch, not only the best.
+static void test_parity_every_isa(void **state) {
+    (void)state;
+    static const char *const isas[] = {"baseline", "avx2", "avx512"};
+    for (int i = 0; i < 3; i++) {
+        setenv("INCEPTION_ISA", isas[i], 1);
+        Net net;
+        test_tiny_net(&net);
+        Err e;
+        if (onnx_import(&net, FIXTURES "model.onnx", NULL, &e)) fail_msg("%s", e.msg);
+        run_fixture_input(&net, true, true);
+        for (size_t l = 0; l < sizeof LAYERS / sizeof LAYERS[0]; l++) compare_layer(&net, LAYERS[l], LAYERS[l]);
+        net_free(&net);
+    }
+    unsetenv("INCEPTION_ISA");
+}
+
 // The layout of the Caffe-converted bvlc_googlenet (IR 3 / opset 4: initializers among the graph inputs, Caffe
 // names, explicit end padding instead of ceil mode, Reshape with a shape attribute, MatMul + Add, float_data
 // biases, Dropout, Softmax, no auxiliary heads) imports to the same network.
@@ -139,6 +157,7 @@ static void test_safetensors_roundtrip(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parity_pytorch_export),
+        cmocka_unit_test(test_parity_every_isa),
         cmocka_unit_test(test_parity_bvlc_layout),
         cmocka_unit_test(test_safetensors_roundtrip),
     };

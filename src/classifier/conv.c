@@ -3,6 +3,7 @@
 // (C, N, H, W) layout a whole batch is one matrix: the columns run over (n, y, x). A 1x1 stride-1 convolution
 // is a GEMM on the input as it lies. The columns are built in blocks so the scratch stays cache-sized.
 #include <cblas.h>
+#include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,13 +49,62 @@ static Tiling conv_tiling(const ConvShape *s, int threads) {
 
 size_t conv_scratch_size(const ConvShape *s, int threads) {
     size_t nb = conv_tiling(s, threads).nb, tile = (size_t)s->cout * nb;
+    size_t cols16 = (gemm_bf16_cols_size(s->cin * s->k * s->k) + 1) / 2; // the bf16 kernel's column panel
+    if (cols16 > tile) tile = cols16;
     if (conv_is_pointwise(s)) return tile; // the GEMM reads the input as it lies
     return (size_t)s->cin * (size_t)s->k * (size_t)s->k * nb + tile;
 }
 
+size_t conv_bf16_size(const ConvShape *s) {
+    return (size_t)s->cout * (size_t)((s->cin * s->k * s->k + 1) / 2 * 2);
+}
+
+// One run of im2col: dst[j] = row[ix + j*st] for j in [lo, hi) (the taps inside the image), 0 for the others of
+// [0, run). The baseline: zeros, a copy (or a strided gather without tests), zeros.
+static inline __attribute__((always_inline)) void im2col_run(float *dst, const float *row, int ix, int st, int lo,
+                                                             int hi, int run) {
+    memset(dst, 0, (size_t)lo * sizeof(float));
+    if (st == 1) {
+        if (hi > lo) memcpy(dst + lo, row + ix + lo, (size_t)(hi - lo) * sizeof(float));
+    } else {
+        for (int j = lo; j < hi; j++) dst[j] = row[ix + j * st];
+    }
+    memset(dst + hi, 0, (size_t)(run - hi) * sizeof(float));
+}
+
+// AVX-512: 16 outputs a store, the taps outside [lo, hi) masked to zero, so that the short runs of small maps
+// (7, 14, 28 columns) cost no calls; stride 2 (conv1) picks the even elements of two loads. Masked-off lanes
+// are not read (no fault).
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,bmi2"))) static void
+im2col_run_avx512(float *dst, const float *row, int ix, int st, int lo, int hi, int run) {
+    if (st > 2) {
+        im2col_run(dst, row, ix, st, lo, hi, run);
+        return;
+    }
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    for (int j0 = 0; j0 < run; j0 += 16) {
+        int n = run - j0 < 16 ? run - j0 : 16, a = lo > j0 ? lo - j0 : 0, b = hi - j0 < n ? hi - j0 : n;
+        __m512 v = _mm512_setzero_ps();
+        if (b > a) {
+            const float *base = row + ix + j0 * st; // what lane 0 would read: lane l reads base[l * st]
+            uint32_t lanes = ((1u << (b - a)) - 1) << a; // [a, b): the taps inside the image
+            if (st == 1) {
+                v = _mm512_maskz_loadu_ps((__mmask16)lanes, base);
+            } else { // the even floats of base[0, 32) that lanes [a, b) want (lane l: bit 2l), then picked
+                uint32_t want = _pdep_u32(lanes, 0x55555555u);
+                __m512 lo16 = _mm512_maskz_loadu_ps((__mmask16)want, base);
+                __m512 hi16 = _mm512_maskz_loadu_ps((__mmask16)(want >> 16), base + 16);
+                v = _mm512_permutex2var_ps(lo16, even, hi16);
+            }
+        }
+        _mm512_mask_storeu_ps(dst + j0, (__mmask16)((1u << n) - 1), v);
+    }
+}
+
 // Columns [p0, p0 + nb) of the unrolled input: col[(ci*k + ky)*k + kx][j] is the input under tap (ky, kx) of
 // output position p0 + j = (n, oy, ox). col: (cin*k*k, nb).
-static void im2col_block(const ConvShape *s, const float *x, size_t p0, size_t nb, float *col) {
+static inline __attribute__((always_inline)) void im2col_body(const ConvShape *s, const float *x, size_t p0,
+                                                              size_t nb, float *col, bool avx512) {
     const int k = s->k, st = s->stride, pad = s->pad, h = s->h, w = s->w, ho = s->ho, wo = s->wo;
     const size_t plane = (size_t)h * w, chan = (size_t)s->n * plane;
     // where the block starts: image, output row, output column (the same for every row of col)
@@ -74,29 +124,15 @@ static void im2col_block(const ConvShape *s, const float *x, size_t p0, size_t n
                     if (iy < 0 || iy >= h) {
                         memset(dst, 0, (size_t)run * sizeof(float));
                     } else {
-                        const float *src = x + ci * chan + img * plane + (size_t)iy * w;
+                        const float *row = x + ci * chan + img * plane + (size_t)iy * w;
                         int ix = ox0 * st - pad + kx;
-                        if (st == 1) {
-                            // valid taps are a contiguous stretch: zeros, a copy, zeros
-                            int lo = ix < 0 ? -ix : 0;
-                            if (lo > run) lo = run;
-                            int hi = w - ix; // first j with ix + j >= w
-                            if (hi > run) hi = run;
-                            if (hi < lo) hi = lo;
-                            memset(dst, 0, (size_t)lo * sizeof(float));
-                            if (hi > lo) memcpy(dst + lo, src + ix + lo, (size_t)(hi - lo) * sizeof(float));
-                            memset(dst + hi, 0, (size_t)(run - hi) * sizeof(float));
-                        } else {
-                            // the same with a stride: zeros, a strided gather without tests, zeros
-                            int lo = ix < 0 ? (-ix + st - 1) / st : 0; // first j with ix + j*st >= 0
-                            if (lo > run) lo = run;
-                            int hi = ix < w ? (w - ix + st - 1) / st : 0; // first j with ix + j*st >= w
-                            if (hi > run) hi = run;
-                            if (hi < lo) hi = lo;
-                            memset(dst, 0, (size_t)lo * sizeof(float));
-                            for (int j = lo; j < hi; j++) dst[j] = src[ix + j * st];
-                            memset(dst + hi, 0, (size_t)(run - hi) * sizeof(float));
-                        }
+                        int lo = ix < 0 ? (-ix + st - 1) / st : 0; // first j with ix + j*st >= 0
+                        if (lo > run) lo = run;
+                        int hi = ix < w ? (w - ix + st - 1) / st : 0; // first j with ix + j*st >= w
+                        if (hi > run) hi = run;
+                        if (hi < lo) hi = lo;
+                        if (avx512) im2col_run_avx512(dst, row, ix, st, lo, hi, run);
+                        else im2col_run(dst, row, ix, st, lo, hi, run);
                     }
                     dst += run;
                     left -= (size_t)run;
@@ -106,10 +142,66 @@ static void im2col_block(const ConvShape *s, const float *x, size_t p0, size_t n
             }
 }
 
+static void im2col_block(const ConvShape *s, const float *x, size_t p0, size_t nb, float *col) {
+    im2col_body(s, x, p0, nb, col, false);
+}
+
+#define SAME_GROUP 64 // chunks of 16 columns whose masks are made at once
+
+// Stride-1 'same' convolutions (ho = h, wo = w: the 3x3 and 5x5 of the Inception modules): output position
+// p = (n, oy, ox) reads input p + (ky - pad) w + (kx - pad) of its channel when that tap is inside the image, so
+// each row of col is the channel shifted, with the taps outside masked to zero. The masks depend on the tap and
+// the column only: made once for every input channel, 16 columns at a time.
+TARGET_AVX512 static void im2col_same_avx512(const ConvShape *s, const float *x, size_t p0, size_t nb, float *col) {
+    const int k = s->k, kk = k * k, h = s->h, w = s->w;
+    const size_t chan = (size_t)s->n * h * w;
+    __mmask16 mask[25][SAME_GROUP]; // k <= 5 (im2col_block_avx512 sends the others elsewhere)
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (size_t g0 = 0; g0 < nb; g0 += 16 * SAME_GROUP) {
+        const int chunks = (int)((nb - g0 < 16 * SAME_GROUP ? nb - g0 : 16 * SAME_GROUP) + 15) / 16;
+        for (int c = 0; c < chunks; c++) {
+            int oy[16], ox[16];
+            for (int l = 0; l < 16; l++) {
+                size_t q = (p0 + g0 + (size_t)c * 16 + (size_t)l) % ((size_t)h * w);
+                oy[l] = (int)(q / (size_t)w), ox[l] = (int)(q % (size_t)w);
+            }
+            __m512i vy = _mm512_loadu_si512(oy), vx = _mm512_loadu_si512(ox);
+            __mmask16 live = _mm512_cmplt_epi32_mask(lane, _mm512_set1_epi32((int)(nb - g0 - (size_t)c * 16)));
+            for (int t = 0; t < kk; t++) {
+                __m512i ty = _mm512_add_epi32(vy, _mm512_set1_epi32(t / k - s->pad));
+                __m512i tx = _mm512_add_epi32(vx, _mm512_set1_epi32(t % k - s->pad));
+                __mmask16 in = _mm512_cmpge_epi32_mask(ty, _mm512_setzero_si512()) &
+                               _mm512_cmplt_epi32_mask(ty, _mm512_set1_epi32(h)) &
+                               _mm512_cmpge_epi32_mask(tx, _mm512_setzero_si512()) &
+                               _mm512_cmplt_epi32_mask(tx, _mm512_set1_epi32(w));
+                mask[t][c] = in & live;
+            }
+        }
+        for (int ci = 0; ci < s->cin; ci++)
+            for (int t = 0; t < kk; t++) {
+                const float *src = x + ci * chan + p0 + g0 + (t / k - s->pad) * (ptrdiff_t)w + (t % k - s->pad);
+                float *dst = col + ((size_t)ci * kk + t) * nb + g0;
+                int c = 0;
+                for (; c + 1 < chunks; c++)
+                    _mm512_storeu_ps(dst + 16 * c, _mm512_maskz_loadu_ps(mask[t][c], src + 16 * c));
+                size_t tail = nb - g0 - (size_t)c * 16; // the group's last chunk: up to 16 columns
+                if (tail > 16) tail = 16;
+                _mm512_mask_storeu_ps(dst + 16 * c, (__mmask16)((1u << tail) - 1),
+                                      _mm512_maskz_loadu_ps(mask[t][c], src + 16 * c));
+            }
+    }
+}
+
+TARGET_AVX512 static void im2col_block_avx512(const ConvShape *s, const float *x, size_t p0, size_t nb, float *col) {
+    if (s->stride == 1 && s->ho == s->h && s->wo == s->w && s->k <= 5) im2col_same_avx512(s, x, p0, nb, col);
+    else im2col_body(s, x, p0, nb, col, true);
+}
+
 // Writes a tile computed in cache to its place in the output, adding the bias and applying the ReLU on the way:
 // rows of `tile` (ld nb) to rows of y (ld P). The output is touched once.
-static void store_tile(const float *tile, size_t nb, const float *b, int rows, bool relu, float *y, size_t ld,
-                       size_t cols) {
+static inline __attribute__((always_inline)) void store_tile_body(const float *tile, size_t nb, const float *b,
+                                                                   int rows, bool relu, float *y, size_t ld,
+                                                                   size_t cols) {
     for (int r = 0; r < rows; r++) {
         const float *src = tile + (size_t)r * nb;
         float *dst = y + (size_t)r * ld, v = b[r];
@@ -123,6 +215,21 @@ static void store_tile(const float *tile, size_t nb, const float *b, int rows, b
     }
 }
 
+// The tile's store and the im2col blocks compiled for AVX2 too: the path of AVX2 machines, whose GEMM is OpenBLAS's.
+TARGET_AVX2 static void store_tile_avx2(const float *tile, size_t nb, const float *b, int rows, bool relu, float *y,
+                                        size_t ld, size_t cols) {
+    store_tile_body(tile, nb, b, rows, relu, y, ld, cols);
+}
+static void store_tile(Isa isa, const float *tile, size_t nb, const float *b, int rows, bool relu, float *y,
+                       size_t ld, size_t cols) {
+    if (isa >= ISA_AVX2) store_tile_avx2(tile, nb, b, rows, relu, y, ld, cols);
+    else store_tile_body(tile, nb, b, rows, relu, y, ld, cols);
+}
+
+TARGET_AVX2 static void im2col_block_avx2(const ConvShape *s, const float *x, size_t p0, size_t nb, float *col) {
+    im2col_body(s, x, p0, nb, col, false);
+}
+
 typedef struct {
     const ConvShape *s;
     const float *x, *w, *b;
@@ -131,6 +238,8 @@ typedef struct {
     size_t P, nb;     // output columns, columns per block
     int col_blocks;   // ceil(P / nb)
     int row_parts;    // output rows split this many ways (when there are too few column blocks to share)
+    Isa isa;
+    const uint16_t *wb; // bf16: the weights rounded, (cout, K rounded up to even); NULL: fp32
 } ConvJob;
 
 // One tile: output rows [r0, r1) x columns [p0, p0 + cols).
@@ -148,28 +257,69 @@ static void conv_task(void *arg, int task, int thread) {
     if (conv_is_pointwise(s)) {
         cols_src = j->x + p0, ldb = (int)j->P;
     } else {
-        im2col_block(s, j->x, p0, cols, scratch);
+        if (j->isa == ISA_AVX512) im2col_block_avx512(s, j->x, p0, cols, scratch);
+        else if (j->isa == ISA_AVX2) im2col_block_avx2(s, j->x, p0, cols, scratch);
+        else im2col_block(s, j->x, p0, cols, scratch);
         cols_src = scratch, ldb = (int)cols;
         scratch += (size_t)K * j->nb;
     }
-    // tile (r1 - r0, cols) = w[r0:r1, :] * columns, in cache; then rows below s->split go to y, the others to y2
+    int mid = r1 < s->split ? r1 : (r0 > s->split ? r0 : s->split); // rows below s->split go to y, others to y2
+    if (j->wb) { // bf16: bias, ReLU and the store in registers, straight into the output
+        const size_t K2 = (size_t)(K + 1) / 2 * 2;
+        uint16_t *panel = (uint16_t *)scratch;
+        if (mid > r0)
+            gemm_bias_bf16(mid - r0, (int)cols, K, j->wb + r0 * K2, cols_src, ldb, j->b + r0, s->relu,
+                           j->y + (size_t)r0 * j->P + p0, j->P, panel);
+        if (r1 > mid)
+            gemm_bias_bf16(r1 - mid, (int)cols, K, j->wb + mid * K2, cols_src, ldb, j->b + mid, s->relu,
+                           j->y2 + (size_t)(mid - s->split) * j->P + p0, j->P, panel);
+        return;
+    }
+    if (j->isa == ISA_AVX512) { // our kernel: the same in fp32
+        if (mid > r0)
+            gemm_bias_avx512(mid - r0, (int)cols, K, j->w + (size_t)r0 * K, K, cols_src, ldb, j->b + r0, s->relu,
+                             j->y + (size_t)r0 * j->P + p0, j->P);
+        if (r1 > mid)
+            gemm_bias_avx512(r1 - mid, (int)cols, K, j->w + (size_t)mid * K, K, cols_src, ldb, j->b + mid, s->relu,
+                             j->y2 + (size_t)(mid - s->split) * j->P + p0, j->P);
+        return;
+    }
+    // tile (r1 - r0, cols) = w[r0:r1, :] * columns, in cache
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, (int)cols, K, 1.0f, j->w + (size_t)r0 * K, K,
                 cols_src, ldb, 0.0f, scratch, (int)cols);
-    int mid = r1 < s->split ? r1 : (r0 > s->split ? r0 : s->split);
     if (mid > r0)
-        store_tile(scratch, cols, j->b + r0, mid - r0, s->relu, j->y + (size_t)r0 * j->P + p0, j->P, cols);
+        store_tile(j->isa, scratch, cols, j->b + r0, mid - r0, s->relu, j->y + (size_t)r0 * j->P + p0, j->P, cols);
     if (r1 > mid)
-        store_tile(scratch + (size_t)(mid - r0) * cols, cols, j->b + mid, r1 - mid, s->relu,
+        store_tile(j->isa, scratch + (size_t)(mid - r0) * cols, cols, j->b + mid, r1 - mid, s->relu,
                    j->y2 + (size_t)(mid - s->split) * j->P + p0, j->P, cols);
 }
 
+// bf16: rows [r0, r1) of the weights rounded, a task per part.
+typedef struct {
+    const float *w;
+    uint16_t *wb;
+    int rows, K, parts;
+} RoundJob;
+
+static void round_task(void *arg, int task, int thread) {
+    (void)thread;
+    const RoundJob *j = arg;
+    int r0 = (int)((long)task * j->rows / j->parts), r1 = (int)((long)(task + 1) * j->rows / j->parts);
+    bf16_round_rows(r1 - r0, j->K, j->w + (size_t)r0 * j->K, j->wb + (size_t)r0 * ((j->K + 1) / 2 * 2));
+}
+
 void conv_forward(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *y2,
-                  float *scratch, Workers *workers) {
+                  float *scratch, Workers *workers, Isa isa, uint16_t *wb) {
     int threads = workers_count(workers);
     Tiling t = conv_tiling(s, threads);
+    if (wb) { // once per call: weights change between calls (training, loading), and rounding is cheap beside the GEMM
+        RoundJob r = {.w = w, .wb = wb, .rows = s->cout, .K = s->cin * s->k * s->k};
+        r.parts = s->cout < 4 * threads ? 1 : 4 * threads;
+        workers_run(workers, r.parts, round_task, &r);
+    }
     ConvJob j = {.s = s, .x = x, .w = w, .b = b, .y = y, .y2 = y2, .scratch = scratch,
                  .scratch_per_thread = conv_scratch_size(s, threads), .P = (size_t)s->n * s->ho * s->wo,
-                 .nb = t.nb, .col_blocks = t.blocks, .row_parts = t.row_parts};
+                 .nb = t.nb, .col_blocks = t.blocks, .row_parts = t.row_parts, .isa = isa, .wb = wb};
     workers_run(workers, j.col_blocks * j.row_parts, conv_task, &j);
 }
 

@@ -16,9 +16,9 @@ size_t fc_scratch_size(int cin, int cout, int n, int threads) {
 }
 
 void fc_forward(int cin, int cout, int n, bool relu, const float *x, const float *w, const float *b, float *y,
-                float *scratch, Workers *workers) {
+                float *scratch, Workers *workers, Isa isa, uint16_t *wb) {
     ConvShape s = fc_shape(cin, cout, n, relu);
-    conv_forward(&s, x, w, b, y, NULL, scratch, workers);
+    conv_forward(&s, x, w, b, y, NULL, scratch, workers, isa, wb);
 }
 
 void fc_forward_ref(int cin, int cout, int n, bool relu, const float *x, const float *w, const float *b, float *y) {

@@ -4,6 +4,7 @@
 // the convolution alone, with the weights net_fold_batchnorm folded, into the BN's outputs.
 #include "classifier.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "layers.h"
@@ -22,6 +23,8 @@ static void run_op(Net *net, const Op *op, Rng *rng) {
     const float *p = op->bn && !rng ? net->folded : net->params;
     const float *w = op->kind == OP_CONV || op->kind == OP_FC ? p + net->param[op->weight].offset : NULL;
     const float *b = op->kind == OP_CONV || op->kind == OP_FC ? p + net->param[op->bias].offset : NULL;
+    // bf16: where the convolution rounds its weights (training runs fp32)
+    uint16_t *wb = !rng && net->precision == PRECISION_BF16 && net->isa == ISA_AVX512 ? net->wbf16 : NULL;
     switch (op->kind) {
     case OP_CONV: {
         const Op *to = op->bn && !rng ? op + 1 : op; // inference: BN folded in, straight to its outputs
@@ -31,7 +34,7 @@ static void run_op(Net *net, const Op *op, Rng *rng) {
         y = view_ptr(net, to->out);
         float *y2 = to->out2.c ? view_ptr(net, to->out2) : NULL;
         if (net->reference) conv_forward_ref(&s, x, w, b, y, y2);
-        else conv_forward(&s, x, w, b, y, y2, net->scratch, net->workers);
+        else conv_forward(&s, x, w, b, y, y2, net->scratch, net->workers, (Isa)net->isa, wb);
         break;
     }
     case OP_MAXPOOL:
@@ -41,10 +44,10 @@ static void run_op(Net *net, const Op *op, Rng *rng) {
         if (op->kind == OP_MAXPOOL) {
             if (net->reference) maxpool_forward_ref(&s, x, y);
             else if (rng) maxpool_forward_train(&s, x, y, (uint16_t *)(net->masks + op->mask), net->workers);
-            else maxpool_forward(&s, x, y, net->workers);
+            else maxpool_forward(&s, x, y, net->workers, (Isa)net->isa);
         } else {
             if (net->reference) avgpool_forward_ref(&s, x, y);
-            else avgpool_forward(&s, x, y, net->workers);
+            else avgpool_forward(&s, x, y, net->workers, (Isa)net->isa);
         }
         break;
     }
@@ -52,7 +55,7 @@ static void run_op(Net *net, const Op *op, Rng *rng) {
         LrnShape s = {.c = op->in.c, .n = n, .h = in->h, .w = in->w, .size = op->lrn_size, .alpha = op->alpha,
                       .beta = op->beta, .k = op->lrn_k};
         if (net->reference) lrn_forward_ref(&s, x, y);
-        else lrn_forward(&s, x, y, net->workers);
+        else lrn_forward(&s, x, y, net->workers, (Isa)net->isa);
         break;
     }
     case OP_FLATTEN:
@@ -67,7 +70,7 @@ static void run_op(Net *net, const Op *op, Rng *rng) {
         break;
     case OP_FC:
         if (net->reference) fc_forward_ref(op->in.c, op->out.c, n, op->relu, x, w, b, y);
-        else fc_forward(op->in.c, op->out.c, n, op->relu, x, w, b, y, net->scratch, net->workers);
+        else fc_forward(op->in.c, op->out.c, n, op->relu, x, w, b, y, net->scratch, net->workers, (Isa)net->isa, wb);
         break;
     case OP_SOFTMAX:
         softmax_forward(op->in.c, n, x, y);
@@ -120,6 +123,22 @@ int net_forward_train(Net *net, const float *x, int batch, Rng *rng, Err *e) {
 
 void net_set_share(Net *net, int lo, int of, const Cluster *c) {
     net->share_lo = lo, net->share_of = of, net->share = of ? c : NULL;
+}
+
+int net_set_precision(Net *net, Precision p, Err *e) {
+    if (p == PRECISION_BF16 && !isa_has_bf16())
+        return err_set(e, "bf16 needs a CPU with AVX512-BF16 (vdpbf16ps); this one has none: use fp32");
+    if (p == PRECISION_BF16 && isa_best() != ISA_AVX512)
+        return err_set(e, "bf16 needs the AVX-512 kernels, and INCEPTION_ISA=%s caps them below", getenv("INCEPTION_ISA"));
+    net->precision = p;
+    return 0;
+}
+
+int precision_parse(const char *s, const char *what, Precision *p, Err *e) {
+    if (!strcmp(s, "fp32")) *p = PRECISION_FP32;
+    else if (!strcmp(s, "bf16")) *p = PRECISION_BF16;
+    else return err_set(e, "%s: '%s' is not a precision (fp32 or bf16)", what, s);
+    return 0;
 }
 
 int net_read(const Net *net, const char *name, float *dst, Err *e) {

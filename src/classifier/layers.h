@@ -51,6 +51,50 @@ void workers_run(Workers *w, int n_tasks, void (*fn)(void *arg, int task, int th
 void workers_free(Workers *w);
 
 // ---------------------------------------------------------------------------------------------------------------
+// cpu.c: kernel variants, chosen at run time by what the CPU supports (one binary for every machine)
+
+typedef enum {
+    ISA_BASE,   // baseline x86-64 (SSE2): our loops as the compiler vectorises them, OpenBLAS's GEMM
+    ISA_AVX2,   // AVX2 + FMA
+    ISA_AVX512, // AVX-512 F, BW, VL, DQ
+} Isa;
+
+// What a function compiled for a variant carries (beside a baseline version of the same source, or intrinsics).
+#define TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+
+bool isa_supported(Isa isa);
+// AVX512-BF16 (vdpbf16ps): what the bf16 kernels need.
+bool isa_has_bf16(void);
+const char *isa_name(Isa isa);
+// The best variant this CPU supports, capped by the environment's INCEPTION_ISA (baseline, avx2, avx512).
+Isa isa_best(void);
+
+// ---------------------------------------------------------------------------------------------------------------
+// gemm.c: y = relu(w x + b) as the convolutions use it: w (m, K) rows ldw apart, x (K, n) rows ldx apart, b (m),
+// y (m, n) rows ldy apart, written once, bias and ReLU applied in registers. The AVX-512 kernel
+// (isa_supported(ISA_AVX512)) reads both operands in place; the reference is the definition, summed in double.
+void gemm_bias_avx512(int m, int n, int K, const float *w, size_t ldw, const float *x, size_t ldx, const float *b,
+                      bool relu, float *y, size_t ldy);
+void gemm_bias_ref(int m, int n, int K, const float *w, size_t ldw, const float *x, size_t ldx, const float *b,
+                   bool relu, float *y, size_t ldy);
+// bf16 (isa_has_bf16): w and x rounded to bfloat16 (nearest even), sums in fp32. w: the weights as
+// bf16_round_rows leaves them, (m, K rounded up to even); cols: gemm_bf16_cols_size(K) bf16 of scratch. The
+// reference takes fp32 w (m, K) rows ldw apart, rounds both operands alike and sums in double.
+size_t gemm_bf16_cols_size(int K);
+void gemm_bias_bf16(int m, int n, int K, const uint16_t *w, const float *x, size_t ldx, const float *b, bool relu,
+                    float *y, size_t ldy, uint16_t *cols);
+void gemm_bias_bf16_ref(int m, int n, int K, const float *w, size_t ldw, const float *x, size_t ldx, const float *b,
+                        bool relu, float *y, size_t ldy);
+// w (m, K) to bf16 rows of even length (K rounded up, the extra half zero): dst (m, K2). The fast one runs on
+// AVX512-BF16 and gives the same bits as the reference.
+void bf16_round_rows(int m, int K, const float *w, uint16_t *dst);
+void bf16_round_rows_ref(int m, int K, const float *w, uint16_t *dst);
+// One float to bf16, rounded to nearest even (denormals to zero, NaN kept, as vcvtneps2bf16), and back.
+uint16_t bf16_round(float f);
+float bf16_float(uint16_t h);
+
+// ---------------------------------------------------------------------------------------------------------------
 // conv.c: y = relu(w * x + b)
 
 typedef struct {
@@ -69,8 +113,12 @@ size_t conv_scratch_size(const ConvShape *s, int threads);
 // x: (cin, n, h, w); w: (cout, cin, k, k); b: (cout); y: (split, n, ho, wo); y2: (cout - split, n, ho, wo);
 // scratch: conv_scratch_size floats for each thread of `workers`. The output is cut into tiles (column blocks,
 // and row parts when there are few columns), each tile bias + im2col + GEMM + ReLU on one thread in cache.
+// isa: ISA_AVX512 lowers to gemm_bias_avx512 straight into y, the others to OpenBLAS's GEMM through a tile in
+// cache. wb: NULL for fp32; for bf16 (isa_has_bf16), workspace of cout x (K rounded up to even) bf16 where the
+// call rounds the weights first (conv_bf16_size), then gemm_bias_bf16.
+size_t conv_bf16_size(const ConvShape *s);
 void conv_forward(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *y2,
-                  float *scratch, Workers *workers);
+                  float *scratch, Workers *workers, Isa isa, uint16_t *wb);
 void conv_forward_ref(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *y2);
 // Floats of scratch the fast backward pass needs per thread on `threads` threads: a partial dw and db per thread,
 // and a block of im2col columns or of their gradients.
@@ -135,9 +183,10 @@ typedef struct {
 } PoolShape;
 
 // x: (c, n, h, w); y: (c, n, ho, wo)
-void maxpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers);
+// isa: the row kernels' instruction set (any the CPU supports; the same results)
+void maxpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers, Isa isa);
 void maxpool_forward_ref(const PoolShape *s, const float *x, float *y);
-void avgpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers);
+void avgpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers, Isa isa);
 void avgpool_forward_ref(const PoolShape *s, const float *x, float *y);
 // Training: the max pooling of maxpool_forward, also recording each window's argmax for the backward pass: the
 // tap (ky << 8 | kx, of the window before clipping) of its first maximum in row-major order, as PyTorch and Caffe
@@ -161,8 +210,8 @@ typedef struct {
     float alpha, beta, k;
 } LrnShape;
 
-// x, y: (c, n, h, w)
-void lrn_forward(const LrnShape *s, const float *x, float *y, Workers *workers);
+// x, y: (c, n, h, w); isa: the chunks' instruction set (any the CPU supports)
+void lrn_forward(const LrnShape *s, const float *x, float *y, Workers *workers, Isa isa);
 void lrn_forward_ref(const LrnShape *s, const float *x, float *y);
 // Caffe's formula, with d = k + alpha/size * (sum of x^2 over the window of c):
 //   dx[c] = dy[c] d[c]^-beta - 2 alpha beta / size * x[c] * sum over the channels c' whose window holds c of
@@ -181,7 +230,7 @@ void lrn_backward_ref(const LrnShape *s, const float *x, const float *y, const f
 // fc_scratch_size floats of scratch per thread.
 size_t fc_scratch_size(int cin, int cout, int n, int threads);
 void fc_forward(int cin, int cout, int n, bool relu, const float *x, const float *w, const float *b, float *y,
-                float *scratch, Workers *workers);
+                float *scratch, Workers *workers, Isa isa, uint16_t *wb);
 void fc_forward_ref(int cin, int cout, int n, bool relu, const float *x, const float *w, const float *b, float *y);
 // x: (c, n, h, w); y: (c*h*w, n)
 void flatten_forward(int c, int n, int h, int w, const float *x, float *y);

@@ -16,6 +16,7 @@ typedef struct {
     const float *x;
     float *y;
     size_t pixels; // n*h*w: the length of one channel row
+    Isa isa;
 } LrnJob;
 
 // The running sum of squares over the window of channel c, shared by the forward and backward passes: `np`
@@ -36,9 +37,7 @@ static inline void window_slide(const LrnShape *s, const float *x, size_t ld, si
         for (size_t p = 0; p < np; p++) sum[p] -= x[drop * ld + p] * x[drop * ld + p];
 }
 
-static void lrn_chunk(void *arg, int chunk, int thread) {
-    (void)thread;
-    const LrnJob *j = arg;
+static inline __attribute__((always_inline)) void lrn_chunk_body(const LrnJob *j, int chunk) {
     const LrnShape *s = j->s;
     size_t p0 = (size_t)chunk * LRN_CHUNK, np = j->pixels - p0 < LRN_CHUNK ? j->pixels - p0 : LRN_CHUNK;
     float sum[LRN_CHUNK];
@@ -62,8 +61,21 @@ static void lrn_chunk(void *arg, int chunk, int thread) {
     }
 }
 
-void lrn_forward(const LrnShape *s, const float *x, float *y, Workers *workers) {
-    LrnJob j = {s, x, y, (size_t)s->n * s->h * s->w};
+// The chunk compiled once per instruction set (the same loops, vectorised for each), chosen by the job.
+static void lrn_chunk_base(const LrnJob *j, int chunk) { lrn_chunk_body(j, chunk); }
+TARGET_AVX2 static void lrn_chunk_avx2(const LrnJob *j, int chunk) { lrn_chunk_body(j, chunk); }
+TARGET_AVX512 static void lrn_chunk_avx512(const LrnJob *j, int chunk) { lrn_chunk_body(j, chunk); }
+
+static void lrn_chunk(void *arg, int chunk, int thread) {
+    (void)thread;
+    const LrnJob *j = arg;
+    if (j->isa == ISA_AVX512) lrn_chunk_avx512(j, chunk);
+    else if (j->isa == ISA_AVX2) lrn_chunk_avx2(j, chunk);
+    else lrn_chunk_base(j, chunk);
+}
+
+void lrn_forward(const LrnShape *s, const float *x, float *y, Workers *workers, Isa isa) {
+    LrnJob j = {s, x, y, (size_t)s->n * s->h * s->w, isa};
     int chunks = (int)((j.pixels + LRN_CHUNK - 1) / LRN_CHUNK);
     workers_run(workers, chunks, lrn_chunk, &j);
 }

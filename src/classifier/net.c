@@ -401,6 +401,7 @@ void net_free(Net *net) {
     free(net->slice);
     free(net->acts);
     free(net->scratch);
+    free(net->wbf16);
     free(net->grads);
     free(net->dacts);
     free(net->masks);

@@ -123,7 +123,8 @@ static int plan(Net *net, int batch, bool keep_all, bool with_aux, bool training
         workers_free(net->workers);
         net->workers = workers_create(net->threads);
     }
-    size_t scratch = 0;
+    net->isa = isa_best();
+    size_t scratch = 0, bf16 = 0;
     for (int i = 0; i < net->n_ops; i++) {
         const Op *op = &net->op[i];
         if ((op->kind != OP_CONV && op->kind != OP_FC) || (op->aux && !with_aux)) continue;
@@ -131,7 +132,11 @@ static int plan(Net *net, int batch, bool keep_all, bool with_aux, bool training
         size_t need = op->kind == OP_FC ? fc_scratch_size(op->in.c, op->out.c, batch, workers_count(net->workers))
                                         : conv_scratch_size(&s, workers_count(net->workers));
         if (need > scratch) scratch = need;
+        if (op->kind == OP_FC) s.cin = op->in.c, s.cout = op->out.c, s.k = 1;
+        if (conv_bf16_size(&s) > bf16) bf16 = conv_bf16_size(&s);
     }
+    free(net->wbf16);
+    net->wbf16 = xmalloc((bf16 ? bf16 : 1) * sizeof(uint16_t));
     free(net->acts);
     free(net->scratch);
     net->acts = xmalloc((total ? total : 1) * sizeof(float));

@@ -2,6 +2,7 @@
 // must start inside the image or its left padding; windows are clipped to the image. The average divides by
 // the window clipped to the padded image (Caffe, and PyTorch/ONNX with count_include_pad), which equals the
 // number of pixels summed whenever there is no padding, as in GoogLeNet.
+#include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -21,23 +22,26 @@ typedef struct {
     float *y;
     uint16_t *arg; // max pooling in training: the argmax of each window (NULL: not wanted)
     int planes_per_task;
+    Isa isa;
 } PoolJob;
 
 #define POOL_MAX_W 8192 // widths beyond this take the reference path (a row buffer lives on the stack)
 
-// One output row of a max pooling, separably: the maximum down the window's rows for every column, then across
-// the window's columns. rows[0..nr) are the input rows of the window, already clipped to the image.
-static void maxpool_row(const PoolShape *s, const float *const *rows, int nr, float *out) {
-    float col[POOL_MAX_W];
+// One output row of a max pooling, separably: the maximum down the window's rows for every column (col), then
+// across the window's columns. rows[0..nr) are the input rows of the window, already clipped to the image. This
+// part does the first step and the outputs whose window is clipped; the interior, outputs [a, b), is left to the
+// caller.
+static inline __attribute__((always_inline)) void maxpool_row_edges(const PoolShape *s, const float *const *rows,
+                                                                     int nr, float *out, float *col, int *a, int *b) {
     for (int x = 0; x < s->w; x++) col[x] = rows[0][x];
     for (int r = 1; r < nr; r++)
         for (int x = 0; x < s->w; x++) col[x] = rows[r][x] > col[x] ? rows[r][x] : col[x];
-    // Outputs whose window lies inside the row: [a, b). Their loop runs tap by tap, which vectorises.
-    int a = (s->pad + s->stride - 1) / s->stride, b = (s->w + s->pad - s->k) / s->stride + 1;
-    if (b > s->wo) b = s->wo;
-    if (a > b) a = b;
+    // Outputs whose window lies inside the row: [a, b).
+    *a = (s->pad + s->stride - 1) / s->stride, *b = (s->w + s->pad - s->k) / s->stride + 1;
+    if (*b > s->wo) *b = s->wo;
+    if (*a > *b) *a = *b;
     for (int ox = 0; ox < s->wo; ox++) {
-        if (ox == a) ox = b; // the interior is done below
+        if (ox == *a) ox = *b; // the interior is the caller's
         if (ox >= s->wo) break;
         int x0 = ox * s->stride - s->pad, x1 = x0 + s->k;
         if (x0 < 0) x0 = 0;
@@ -46,6 +50,14 @@ static void maxpool_row(const PoolShape *s, const float *const *rows, int nr, fl
         for (int x = x0 + 1; x < x1; x++) m = col[x] > m ? col[x] : m;
         out[ox] = m;
     }
+}
+
+// The interior tap by tap, which vectorises (strided for stride 2).
+static inline __attribute__((always_inline)) void maxpool_row_body(const PoolShape *s, const float *const *rows,
+                                                                    int nr, float *out) {
+    float col[POOL_MAX_W];
+    int a, b;
+    maxpool_row_edges(s, rows, nr, out, col, &a, &b);
     const float *base = col - s->pad;
     const int st = s->stride;
     for (int ox = a; ox < b; ox++) out[ox] = base[ox * st];
@@ -54,6 +66,81 @@ static void maxpool_row(const PoolShape *s, const float *const *rows, int nr, fl
             float v = base[ox * st + t];
             out[ox] = v > out[ox] ? v : out[ox];
         }
+}
+
+// AVX-512, 3x3 windows with stride 2 (GoogLeNet's four downsampling poolings): 16 outputs from the even, odd and
+// next even columns of 34, picked by permutations from masked loads (nothing read outside the row).
+TARGET_AVX512 static void maxpool_row_s2k3_avx512(const PoolShape *s, const float *const *rows, int nr, float *out) {
+    float col[POOL_MAX_W];
+    int a, b;
+    maxpool_row_edges(s, rows, nr, out, col, &a, &b);
+    const float *base = col - s->pad; // output ox reads base[2 ox .. 2 ox + 2]
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    for (int o0 = a; o0 < b; o0 += 16) {
+        int n = b - o0 < 16 ? b - o0 : 16;
+        const float *p = base + 2 * o0;
+        uint32_t need = n == 16 ? 0xffffffffu : (1u << (2 * n + 1)) - 1; // base[2 o0 .. 2 (o0 + n)] from p
+        __m512 lo = _mm512_maskz_loadu_ps((__mmask16)need, p);
+        __m512 hi = _mm512_maskz_loadu_ps((__mmask16)(need >> 16), p + 16);
+        __m512 nx = _mm512_maskz_loadu_ps((__mmask16)(n == 16 ? 1 : 0), p + 32); // base[2 o0 + 32], for the last
+        __m512 e = _mm512_permutex2var_ps(lo, even, hi), o = _mm512_permutex2var_ps(lo, odd, hi);
+        // the next even, p[2l + 2]: for 16 outputs e's lanes 1..15 and p[32]; for fewer, all within lo and hi
+        const __m512i next = _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+        __m512 e2 = n == 16 ? _mm512_permutex2var_ps(e, next, nx)
+                            : _mm512_permutex2var_ps(lo, _mm512_add_epi32(even, _mm512_set1_epi32(2)), hi);
+        _mm512_mask_storeu_ps(out + o0, (__mmask16)((1u << n) - 1), _mm512_max_ps(_mm512_max_ps(e, o), e2));
+    }
+}
+
+// AVX-512, stride-1 'same' poolings (3x3 pad 1 in every Inception module's pool branch), a whole plane at once:
+// output p (flat over the plane) is the maximum of input p + (ky - pad) w + (kx - pad) over the taps inside the
+// image, 16 outputs a step. mask[t][c]: the lanes of chunk c whose tap t is inside (made once per job).
+#define SAME_MAX_CHUNKS 256 // planes up to 4096 pixels
+TARGET_AVX512 static void maxpool_same_masks(const PoolShape *s, __mmask16 mask[][SAME_MAX_CHUNKS]) {
+    const int hw = s->h * s->w, chunks = (hw + 15) / 16;
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int c = 0; c < chunks; c++) {
+        __m512i q = _mm512_add_epi32(lane, _mm512_set1_epi32(16 * c));
+        int qs[16];
+        _mm512_storeu_si512(qs, q);
+        int oy[16], ox[16];
+        for (int l = 0; l < 16; l++) oy[l] = qs[l] / s->w, ox[l] = qs[l] % s->w;
+        __m512i vy = _mm512_loadu_si512(oy), vx = _mm512_loadu_si512(ox);
+        __mmask16 live = _mm512_cmplt_epi32_mask(q, _mm512_set1_epi32(hw));
+        for (int t = 0; t < s->k * s->k; t++) {
+            __m512i ty = _mm512_add_epi32(vy, _mm512_set1_epi32(t / s->k - s->pad));
+            __m512i tx = _mm512_add_epi32(vx, _mm512_set1_epi32(t % s->k - s->pad));
+            mask[t][c] = live & _mm512_cmpge_epi32_mask(ty, _mm512_setzero_si512()) &
+                         _mm512_cmplt_epi32_mask(ty, _mm512_set1_epi32(s->h)) &
+                         _mm512_cmpge_epi32_mask(tx, _mm512_setzero_si512()) &
+                         _mm512_cmplt_epi32_mask(tx, _mm512_set1_epi32(s->w));
+        }
+    }
+}
+
+TARGET_AVX512 static void maxpool_same_plane(const PoolShape *s, const float *x, float *y,
+                                             __mmask16 mask[][SAME_MAX_CHUNKS]) {
+    const int hw = s->h * s->w, chunks = (hw + 15) / 16;
+    const __m512 none = _mm512_set1_ps(-INFINITY);
+    const int taps = s->k * s->k;
+    ptrdiff_t off[25]; // where each tap reads, from the output's position
+    for (int t = 0; t < taps; t++) off[t] = (ptrdiff_t)(t / s->k - s->pad) * s->w + (t % s->k - s->pad);
+    for (int c = 0; c < chunks; c++) {
+        __m512 v = none, u = none; // two chains of maxima
+        int t = 0;
+        for (; t + 1 < taps; t += 2) {
+            v = _mm512_max_ps(v, _mm512_mask_loadu_ps(none, mask[t][c], x + 16 * c + off[t]));
+            u = _mm512_max_ps(u, _mm512_mask_loadu_ps(none, mask[t + 1][c], x + 16 * c + off[t + 1]));
+        }
+        if (t < taps) v = _mm512_max_ps(v, _mm512_mask_loadu_ps(none, mask[t][c], x + 16 * c + off[t]));
+        int n = hw - 16 * c < 16 ? hw - 16 * c : 16;
+        _mm512_mask_storeu_ps(y + 16 * c, (__mmask16)((1u << n) - 1), _mm512_max_ps(v, u));
+    }
+}
+
+static bool pool_same(const PoolShape *s) {
+    return s->stride == 1 && s->k <= 5 && s->ho == s->h && s->wo == s->w && s->h * s->w <= 16 * SAME_MAX_CHUNKS;
 }
 
 // The same, also recording where each window's maximum is for the backward pass: arg = ky << 8 | kx, the tap of
@@ -106,7 +193,8 @@ static void maxpool_row_arg(const PoolShape *s, const float *const *rows, int nr
 }
 
 // The same with sums; the divisor is the window clipped to the padded image (Caffe).
-static void avgpool_row(const PoolShape *s, const float *const *rows, int nr, int wy, float *out) {
+static inline __attribute__((always_inline)) void avgpool_row_body(const PoolShape *s, const float *const *rows,
+                                                                    int nr, int wy, float *out) {
     float col[POOL_MAX_W];
     for (int x = 0; x < s->w; x++) col[x] = rows[0][x];
     for (int r = 1; r < nr; r++)
@@ -123,12 +211,52 @@ static void avgpool_row(const PoolShape *s, const float *const *rows, int nr, in
     }
 }
 
+// The row kernels compiled once per instruction set (the same loops, vectorised for each), chosen by the job.
+static void maxpool_row_base(const PoolShape *s, const float *const *rows, int nr, float *out) {
+    maxpool_row_body(s, rows, nr, out);
+}
+TARGET_AVX2 static void maxpool_row_avx2(const PoolShape *s, const float *const *rows, int nr, float *out) {
+    maxpool_row_body(s, rows, nr, out);
+}
+TARGET_AVX512 static void maxpool_row_avx512(const PoolShape *s, const float *const *rows, int nr, float *out) {
+    maxpool_row_body(s, rows, nr, out);
+}
+static void avgpool_row_base(const PoolShape *s, const float *const *rows, int nr, int wy, float *out) {
+    avgpool_row_body(s, rows, nr, wy, out);
+}
+TARGET_AVX2 static void avgpool_row_avx2(const PoolShape *s, const float *const *rows, int nr, int wy, float *out) {
+    avgpool_row_body(s, rows, nr, wy, out);
+}
+TARGET_AVX512 static void avgpool_row_avx512(const PoolShape *s, const float *const *rows, int nr, int wy, float *out) {
+    avgpool_row_body(s, rows, nr, wy, out);
+}
+
+static void maxpool_row(Isa isa, const PoolShape *s, const float *const *rows, int nr, float *out) {
+    if (isa == ISA_AVX512 && s->stride == 2 && s->k == 3) maxpool_row_s2k3_avx512(s, rows, nr, out);
+    else if (isa == ISA_AVX512) maxpool_row_avx512(s, rows, nr, out);
+    else if (isa == ISA_AVX2) maxpool_row_avx2(s, rows, nr, out);
+    else maxpool_row_base(s, rows, nr, out);
+}
+
+static void avgpool_row(Isa isa, const PoolShape *s, const float *const *rows, int nr, int wy, float *out) {
+    if (isa == ISA_AVX512) avgpool_row_avx512(s, rows, nr, wy, out);
+    else if (isa == ISA_AVX2) avgpool_row_avx2(s, rows, nr, wy, out);
+    else avgpool_row_base(s, rows, nr, wy, out);
+}
+
 static void pool_task(void *arg, int task, bool max) {
     const PoolJob *j = arg;
     const PoolShape *s = j->s;
     int planes = s->c * s->n, p0 = task * j->planes_per_task, p1 = p0 + j->planes_per_task;
     if (p1 > planes) p1 = planes;
     const float *rows[64];
+    if (max && !j->arg && j->isa == ISA_AVX512 && pool_same(s)) { // whole planes at once
+        __mmask16 mask[25][SAME_MAX_CHUNKS];
+        maxpool_same_masks(s, mask);
+        for (int plane = p0; plane < p1; plane++)
+            maxpool_same_plane(s, j->x + (size_t)plane * s->h * s->w, j->y + (size_t)plane * s->h * s->w, mask);
+        return;
+    }
     for (int plane = p0; plane < p1; plane++) {
         const float *x = j->x + (size_t)plane * s->h * s->w;
         float *y = j->y + (size_t)plane * s->ho * s->wo;
@@ -141,8 +269,8 @@ static void pool_task(void *arg, int task, bool max) {
             if (max && j->arg)
                 maxpool_row_arg(s, rows, y1 - y0, y0 - (oy * s->stride - s->pad), y + (size_t)oy * s->wo,
                                 j->arg + (size_t)plane * s->ho * s->wo + (size_t)oy * s->wo);
-            else if (max) maxpool_row(s, rows, y1 - y0, y + (size_t)oy * s->wo);
-            else avgpool_row(s, rows, y1 - y0, wy, y + (size_t)oy * s->wo);
+            else if (max) maxpool_row(j->isa, s, rows, y1 - y0, y + (size_t)oy * s->wo);
+            else avgpool_row(j->isa, s, rows, y1 - y0, wy, y + (size_t)oy * s->wo);
         }
     }
 }
@@ -164,12 +292,12 @@ static int pool_tasks(const PoolShape *s, Workers *w, PoolJob *j) {
     return (planes + j->planes_per_task - 1) / j->planes_per_task;
 }
 
-void maxpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers) {
+void maxpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers, Isa isa) {
     if (s->w > POOL_MAX_W || s->k > 64) {
         maxpool_forward_ref(s, x, y);
         return;
     }
-    PoolJob j = {s, x, y, NULL, 1};
+    PoolJob j = {s, x, y, NULL, 1, isa};
     workers_run(workers, pool_tasks(s, workers, &j), maxpool_task, &j);
 }
 
@@ -192,16 +320,16 @@ void maxpool_forward_train(const PoolShape *s, const float *x, float *y, uint16_
                 }
         return;
     }
-    PoolJob j = {s, x, y, arg, 1};
+    PoolJob j = {s, x, y, arg, 1, ISA_BASE};
     workers_run(workers, pool_tasks(s, workers, &j), maxpool_task, &j);
 }
 
-void avgpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers) {
+void avgpool_forward(const PoolShape *s, const float *x, float *y, Workers *workers, Isa isa) {
     if (s->w > POOL_MAX_W || s->k > 64) {
         avgpool_forward_ref(s, x, y);
         return;
     }
-    PoolJob j = {s, x, y, NULL, 1};
+    PoolJob j = {s, x, y, NULL, 1, isa};
     workers_run(workers, pool_tasks(s, workers, &j), avgpool_task, &j);
 }
 

@@ -12,8 +12,10 @@ int cmd_forward(int argc, char **argv) {
         {"input", required_argument, NULL, 'i'},  {"output", required_argument, NULL, 'o'},
         {"batch", required_argument, NULL, 'b'},  {"layer", required_argument, NULL, 'l'},
         {"threads", required_argument, NULL, 't'}, {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},          {0}};
+        {"precision", required_argument, NULL, 'p'}, {"help", no_argument, NULL, 'h'}, {0}};
     const char *config = NULL, *weights = NULL, *input = NULL, *output = NULL, *layer = NULL;
+    Precision precision = PRECISION_FP32;
+    Err e;
     long batch = 16, threads = 0;
     bool quiet = false;
     int c;
@@ -31,15 +33,20 @@ int cmd_forward(int argc, char **argv) {
         case 't':
             if (!cli_parse_int("forward", "--threads", optarg, 1, 64, &threads)) return 2;
             break;
+        case 'p':
+            if (precision_parse(optarg, "--precision", &precision, &e)) return cli_usage_error("forward", "%s", e.msg);
+            break;
         case 'h':
             printf("usage: inception forward --config C --weights W --input X.npy --output Y.npy [--batch N]\n"
-                   "                         [--layer NAME] [--threads T] [--quiet]\n\n"
+                   "                         [--layer NAME] [--threads T] [--precision fp32|bf16] [--quiet]\n\n"
                    "Runs the network of config C with weights W (safetensors) on X: float32 (N, C, H, W) or\n"
                    "(C, H, W), already mean-subtracted in the config's channel order. Writes the logits (N, classes)\n"
                    "(a multibox config: its head's (N, 5K), K boxes' offsets then their K logits) to Y, or with\n"
                    "--layer the output of that layer or value (e.g. conv1, inception_4a, inception_4a/3x3, loss1,\n"
                    "prob) as (N, c, h, w) or (N, c). Images run N at a time (default 16); --threads sets the threads\n"
-                   "(default: one per CPU).\n");
+                   "(default: one per CPU). --precision bf16 (CPUs with AVX512-BF16) rounds the weights and each\n"
+                   "layer's input to bfloat16 for the convolutions and linear layers, summing in fp32: faster, and\n"
+                   "about 2-3 significant digits (results/forward.md); fp32 is the default.\n");
             return 0;
         default: return cli_usage_error("forward", "unknown option");
         }
@@ -47,10 +54,13 @@ int cmd_forward(int argc, char **argv) {
     if (optind != argc) return cli_usage_error("forward", "unexpected argument '%s'", argv[optind]);
     if (!config || !weights || !input || !output)
         return cli_usage_error("forward", "--config, --weights, --input and --output are required");
-    Err e;
     Net net;
     if (net_create_for_weights(&net, config, weights, NULL, &e)) return cli_fail("forward", &e);
     if (threads) net.threads = (int)threads;
+    if (net_set_precision(&net, precision, &e)) {
+        net_free(&net);
+        return cli_fail("forward", &e);
+    }
     NpyArray x = {0};
     float *out = NULL;
     int rc = 1;
@@ -145,8 +155,10 @@ int cmd_classify(int argc, char **argv) {
         {"config", required_argument, NULL, 'c'}, {"weights", required_argument, NULL, 'w'},
         {"crops", required_argument, NULL, 'n'},  {"labels", required_argument, NULL, 'l'},
         {"batch", required_argument, NULL, 'b'},  {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},          {0}};
+        {"precision", required_argument, NULL, 'p'}, {"help", no_argument, NULL, 'h'}, {0}};
     const char *config = NULL, *weights = NULL, *labels = NULL;
+    Precision precision = PRECISION_FP32;
+    Err e;
     long crops = 144, batch = 16;
     bool quiet = false;
     int c;
@@ -164,25 +176,33 @@ int cmd_classify(int argc, char **argv) {
         case 'b':
             if (!cli_parse_int("classify", "--batch", optarg, 1, 1024, &batch)) return 2;
             break;
+        case 'p':
+            if (precision_parse(optarg, "--precision", &precision, &e)) return cli_usage_error("classify", "%s", e.msg);
+            break;
         case 'h':
             printf("usage: inception classify IMAGE... --config C --weights W [--crops 1|10|144] [--labels FILE]\n"
-                   "                          [--batch N] [--quiet]\n\n"
+                   "                          [--batch N] [--precision fp32|bf16] [--quiet]\n\n"
                    "Classifies each image with the paper's test-time scheme (Section 7): 144 crops (4 scales with\n"
                    "the shorter side 256/288/320/352, 3 squares, 4 corners + centre + the square resized, mirrors),\n"
                    "10 (corners and centre of the central 256 square, mirrors) or 1 (centre); softmax averaged. Prints\n"
                    "the top 5 classes with their probabilities, named from FILE (one class a line) when given.\n"
                    "Pixels are put in the config's channel_order and its mean subtracted (configs/googlenet.cfg:\n"
-                   "BGR, mean 104 117 123, as bvlc_googlenet was trained).\n");
+                   "BGR, mean 104 117 123, as bvlc_googlenet was trained). --precision bf16 (CPUs with AVX512-BF16)\n"
+                   "runs the network in bfloat16 products summed in fp32 (results/forward.md: its cost in accuracy).\n");
             return 0;
         default: return cli_usage_error("classify", "unknown option");
         }
     }
     if (optind >= argc) return cli_usage_error("classify", "expected at least one IMAGE");
     if (!config || !weights) return cli_usage_error("classify", "--config and --weights are required");
-    Err e;
     Net net;
     ModelClasses mc;
     if (net_create_for_weights(&net, config, weights, &mc, &e)) return cli_fail("classify", &e);
+    if (net_set_precision(&net, precision, &e)) {
+        model_classes_free(&mc);
+        net_free(&net);
+        return cli_fail("classify", &e);
+    }
     char *label_text = NULL, **names = NULL;
     float *probs = xmalloc((size_t)net.cfg.classes * sizeof(float));
     int rc = 0;

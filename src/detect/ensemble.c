@@ -295,6 +295,14 @@ void ensemble_of_net(Ensemble *en, Net *net, const ClassMap *classes, bool backg
     proposals_params_default(&en->proposals);
 }
 
+int ensemble_set_precision(Ensemble *en, Precision p, Err *e) {
+    for (int i = 0; i < en->n_members; i++)
+        if (net_set_precision(en->member[i].net, p, e)) return -1;
+    if (en->multibox && net_set_precision(en->multibox, p, e)) return -1;
+    en->precision = p;
+    return 0;
+}
+
 void ensemble_free(Ensemble *en) {
     if (en->borrowed) { // ensemble_of_net: nothing is owned
         *en = (Ensemble){0};
@@ -332,8 +340,9 @@ json_t *ensemble_setting_json(const Ensemble *en) {
     json_t *mb = en->multibox ? json_pack("{sssssi}", "config", en->multibox_config, "weights", en->multibox_weights,
                                           "top", en->multibox_top)
                               : json_null();
-    return json_pack("{sssssoso sbsisfsfsisfsb}", "ensemble", en->path ? en->path : "", "proposals",
+    return json_pack("{sssssoso sbsisfsfsisfsbss}", "ensemble", en->path ? en->path : "", "proposals",
                      en->proposals_desc, "multibox", mb, "members", members, "background", en->background,
                      "context", p->context, "nms", p->nms_iou, "score_min", p->score_min, "max_per_image",
-                     p->max_per_image, "cascade", p->cascade, "bbox_reg", ensemble_regresses(en));
+                     p->max_per_image, "cascade", p->cascade, "bbox_reg", ensemble_regresses(en), "precision",
+                     en->precision == PRECISION_BF16 ? "bf16" : "fp32");
 }
