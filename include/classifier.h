@@ -474,6 +474,10 @@ void model_classes_free(ModelClasses *mc);
 // other data: its classes, and background when it has one), or by the config when the file records none; the
 // weights are not loaded. mc (may be NULL) receives the recorded classes; free it with model_classes_free.
 int net_create_for_weights(Net *net, const char *config, const char *weights, ModelClasses *mc, Err *e);
+// For the readers of weight files (safetensors, ONNX, Caffe), which stage what they read and change the net only
+// once the whole file is checked: copies the staged parameters (staged: params_size floats at the params'
+// offsets; which: n_params flags) into the net. Returns the tensors copied, *values (may be NULL) their floats.
+int net_params_commit(Net *net, const float *staged, const bool *which, size_t *values);
 // The classes from the text of the metadata entries that record them (a weight file's, an ONNX model's):
 // "classes" (a JSON array of names, as text), "wnids" (likewise, or NULL: the names) and "background" ("true" or
 // "false"). classes NULL: none recorded (mc->classes.n == 0). Malformed entries are an error naming `path`.

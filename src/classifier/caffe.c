@@ -406,12 +406,7 @@ int caffe_import(Net *net, const char *path, const char *prototxt, ImportReport 
     if (rc == 0) rc = caffe_match(&im, &r);
     if (rc == 0 && prototxt) rc = check_deploy(&im, prototxt);
     if (rc == 0) {
-        for (int i = 0; i < net->n_params; i++)
-            if (im.filled[i]) {
-                memcpy(net->params + net->param[i].offset, im.staged + net->param[i].offset,
-                       net->param[i].size * sizeof(float));
-                r.tensors++, r.values += net->param[i].size;
-            }
+        r.tensors = net_params_commit(net, im.staged, im.filled, &r.values);
         for (size_t i = 0; i < im.n_layers; i++) r.unused += !im.used[i] && im.layer[i].n_blobs > 0;
         snprintf(r.source, sizeof r.source, "Caffe (%.60s%s%zu layers, %s)", np->name ? np->name : "",
                  np->name && np->name[0] ? ", " : "", im.n_layers, np->n_layer ? "V2" : "V1");

@@ -832,12 +832,7 @@ int onnx_import(Net *net, const char *path, ImportReport *report, Err *e) {
         if (!im.filled[i] && !(net->param[i].aux && !r.has_aux))
             rc = err_set(e, "%s: parameter %s was not found in the graph", path, net->param[i].name);
     if (rc == 0) {
-        for (int i = 0; i < net->n_params; i++)
-            if (im.filled[i]) {
-                memcpy(net->params + net->param[i].offset, im.staged + net->param[i].offset,
-                       net->param[i].size * sizeof(float));
-                r.tensors++, r.values += net->param[i].size;
-            }
+        r.tensors = net_params_commit(net, im.staged, im.filled, &r.values);
         // what feeds the nodes used counts as used (the constants of a Dropout's ratio, say)
         for (size_t i = 0; i < model->graph->n_node; i++)
             for (size_t k = 0; im.used[i] && k < model->graph->node[i]->n_input; k++)

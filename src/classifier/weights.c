@@ -228,10 +228,7 @@ static int load(Net *net, const char *path, bool finetune, bool *has_aux, int *s
         json_object_foreach(root, name, t) if ((rc = entry_read(&l, name, t, e))) break;
     }
     if (!rc) rc = spans_check(&l, e) || params_complete(&l, has_aux, e) ? -1 : 0;
-    for (int i = 0; !rc && i < net->n_params; i++) // the whole file checked: now the net changes
-        if (l.loaded[i])
-            memcpy(net->params + net->param[i].offset, l.staged + net->param[i].offset,
-                   net->param[i].size * sizeof(float));
+    if (!rc) net_params_commit(net, l.staged, l.loaded, NULL); // the whole file checked: now the net changes
     *skipped = l.skipped;
     free(l.staged), free(l.found), free(l.loaded), free(l.spans);
     json_decref(root);
@@ -447,6 +444,19 @@ int weights_read_classes(const char *path, ModelClasses *mc, Err *e) {
         rc = err_set(e, "%s: metadata \"classes\" must be a JSON array of one or more strings, as text", path);
     json_decref(root);
     return rc;
+}
+
+int net_params_commit(Net *net, const float *staged, const bool *which, size_t *values) {
+    int tensors = 0;
+    size_t floats = 0;
+    for (int i = 0; i < net->n_params; i++) {
+        const Param *p = &net->param[i];
+        if (!which[i]) continue;
+        memcpy(net->params + p->offset, staged + p->offset, p->size * sizeof(float));
+        tensors++, floats += p->size;
+    }
+    if (values) *values = floats;
+    return tensors;
 }
 
 int net_create_for_weights(Net *net, const char *config, const char *weights, ModelClasses *mc, Err *e) {
