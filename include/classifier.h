@@ -227,6 +227,7 @@ typedef struct {
     bool input_grad;      // net_backward also computes the gradient of the input (set before net_train_begin)
     bool guard;           // debug (set before planning): a gap of sentinel floats after every value and value
                           // gradient in the arenas, checked after each op; off, the plan is the same, gaps aside
+    bool guarded;         // the current plan has the gaps (net_plan copies guard: a change waits for the next plan)
 } Net;
 
 // Compiles a config: allocates parameters (zeroed; a MultiBox head's priors multibox_priors_grid) and the op

@@ -156,6 +156,7 @@ static int plan(Net *net, int batch, bool keep_all, bool with_aux, bool training
     net->scratch = xmalloc((scratch ? scratch * (size_t)workers_count(net->workers) : 1) * sizeof(float));
     net->scratch_size = scratch;
     net->batch = batch;
+    net->guarded = net->guard;
     net->keep_all = keep_all;
     net->with_aux = with_aux;
     return 0;
@@ -207,7 +208,7 @@ int net_train_begin(Net *net, int batch, Err *e) {
         if (!val->has_grad) continue;
         size_t size;
         value_floats(val, batch, &size); // checked by net_plan
-        slot[n++] = (Slot){.v = v, .size = size + (net->guard ? GUARD_FLOATS : 0), .first = v == 0 ? 0 : val->first,
+        slot[n++] = (Slot){.v = v, .size = size + (net->guarded ? GUARD_FLOATS : 0), .first = v == 0 ? 0 : val->first,
                            .last = last};
     }
     size_t total = place_slots(slot, n, NET_MAX_ACT_BYTES / sizeof(float));
@@ -291,7 +292,7 @@ static bool guard_intact(const Net *net, bool grad, int v) {
 }
 
 bool *guard_start(const Net *net) {
-    return net->guard ? xcalloc((size_t)(net->n_values ? net->n_values : 1), sizeof(bool)) : NULL;
+    return net->guarded ? xcalloc((size_t)(net->n_values ? net->n_values : 1), sizeof(bool)) : NULL;
 }
 
 static void guard_open(const Net *net, bool grad, bool *live, int v) {
@@ -332,7 +333,7 @@ int guard_after_op(const Net *net, bool grad, bool *live, int i, Err *e) {
 }
 
 int net_guard_check(const Net *net, Err *e) {
-    if (!net->guard || !net->batch) return 0;
+    if (!net->guarded || !net->batch) return 0;
     for (int v = 0; v < net->n_values; v++)
         if (net->value[v].kept && !guard_intact(net, false, v))
             return err_set(e, "%s: the guard after value '%s' changed", net->cfg.path, net->value[v].name);
