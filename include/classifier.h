@@ -143,6 +143,8 @@ typedef struct {
 } Slice;
 
 typedef enum { OP_CONV, OP_MAXPOOL, OP_AVGPOOL, OP_LRN, OP_FLATTEN, OP_DROPOUT, OP_FC, OP_SOFTMAX, OP_BN } OpKind;
+// "conv", "maxpool", ...: an op's kind as errors and logs name it.
+const char *op_kind_name(OpKind kind);
 
 typedef struct {
     OpKind kind;
@@ -223,6 +225,9 @@ typedef struct {
     const Cluster *share;   // the processes that share it
     int train_state;      // 0: nothing to differentiate, 1: net_forward_train ran, 2: net_loss too
     bool input_grad;      // net_backward also computes the gradient of the input (set before net_train_begin)
+    bool guard;           // debug (set before planning): a gap of sentinel floats after every value and value
+                          // gradient in the arenas, checked after each op; off, the plan is the same, gaps aside
+    bool guarded;         // the current plan has the gaps (net_plan copies guard: a change waits for the next plan)
 } Net;
 
 // Compiles a config: allocates parameters (zeroed; a MultiBox head's priors multibox_priors_grid) and the op
@@ -258,6 +263,11 @@ int precision_parse(const char *s, const char *what, Precision *p, Err *e);
 // logits, the probabilities and the main classifier's input (net_feature_value) survive. with_aux also computes
 // the auxiliary heads. Sizes are checked before allocating.
 int net_plan(Net *net, int batch, bool keep_all, bool with_aux, Err *e);
+// With net->guard set before planning, net_forward, net_forward_train and net_backward fail after any op that
+// wrote into the guard after a live value ("op 12 (conv) wrote past 'inception_3a/reduce'"): activations share one
+// arena, where such a write lands in a neighbour unseen by AddressSanitizer. This checks the values the plan keeps
+// after a pass; -1 naming the first whose guard changed. 0 when guards are off.
+int net_guard_check(const Net *net, Err *e);
 
 // Runs the network on x: (batch, C, input, input) NCHW, already mean-subtracted. Plans memory first if the batch
 // differs from the current plan (keeping keep_all/with_aux). Dropout is the identity (inference). Batch

@@ -6,6 +6,7 @@
 #include "classifier.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "layers.h"
@@ -116,7 +117,18 @@ int net_backward(Net *net, Err *e) {
     if (net->train_state != 2)
         return err_set(e, "%s: net_backward needs net_forward_train, then net_loss (net_loss_multibox) returning a "
                        "finite loss", net->cfg.path);
-    for (int i = net->n_ops - 1; i >= 0; i--) backward_op(net, &net->op[i]);
+    bool *live = guard_start(net); // net->guard: each op checked for writes past the gradients it writes
+    guard_before_op(net, true, live, net->n_ops);
+    for (int i = net->n_ops - 1; i >= 0; i--) {
+        guard_before_op(net, true, live, i);
+        backward_op(net, &net->op[i]);
+        if (guard_after_op(net, true, live, i, e)) {
+            free(live);
+            net->train_state = 1;
+            return -1;
+        }
+    }
+    free(live);
     for (int i = 0; i < net->n_params; i++) // a BN convolution's bias: BN cancels it, its gradient is 0 (not rounding)
         if (net->param[i].fixed) memset(net->grads + net->param[i].offset, 0, net->param[i].size * sizeof(float));
     net->train_state = 1; // the logit gradients are spent (the conv and fc passes mask them in place)

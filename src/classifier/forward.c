@@ -9,6 +9,13 @@
 
 #include "layers.h"
 
+const char *op_kind_name(OpKind kind) {
+    static const char *const name[] = {[OP_CONV] = "conv",       [OP_MAXPOOL] = "maxpool", [OP_AVGPOOL] = "avgpool",
+                                       [OP_LRN] = "lrn",         [OP_FLATTEN] = "flatten", [OP_DROPOUT] = "dropout",
+                                       [OP_FC] = "fc",           [OP_SOFTMAX] = "softmax", [OP_BN] = "batchnorm"};
+    return (unsigned)kind < sizeof name / sizeof name[0] && name[kind] ? name[kind] : "?";
+}
+
 static float *view_ptr(const Net *net, View v) {
     const Value *val = &net->value[v.v];
     return net->acts + val->offset + (size_t)v.c0 * net->batch * val->h * val->w;
@@ -89,8 +96,10 @@ static void run_op(Net *net, const Op *op, Rng *rng) {
     }
 }
 
-// NCHW -> (C, N, H, W), then every op in order.
-static void forward(Net *net, const float *x, int batch, Rng *rng) {
+// NCHW -> (C, N, H, W), then every op in order (with net->guard, each checked for writes past its outputs).
+static int forward(Net *net, const float *x, int batch, Rng *rng, Err *e) {
+    bool *live = guard_start(net);
+    guard_before_op(net, false, live, -1);
     const Value *in = &net->value[0];
     size_t plane = (size_t)in->h * in->w;
     float *dst = net->acts + in->offset;
@@ -102,21 +111,28 @@ static void forward(Net *net, const float *x, int batch, Rng *rng) {
     for (int i = 0; i < net->n_ops; i++) {
         const Op *op = &net->op[i];
         if (op->aux && !net->with_aux) continue;
+        guard_before_op(net, false, live, i);
         run_op(net, op, rng);
+        if (guard_after_op(net, false, live, i, e)) {
+            free(live);
+            return -1;
+        }
     }
+    free(live);
+    return 0;
 }
 
 int net_forward(Net *net, const float *x, int batch, Err *e) {
     if (batch != net->batch && net_plan(net, batch, net->keep_all, net->with_aux, e)) return -1;
-    forward(net, x, batch, NULL);
     net->train_state = 0; // the activations are no longer those of a training pass
-    return 0;
+    return forward(net, x, batch, NULL, e);
 }
 
 int net_forward_train(Net *net, const float *x, int batch, Rng *rng, Err *e) {
     if (!rng) return err_set(e, "%s: net_forward_train needs an Rng for the dropout masks", net->cfg.path);
     if ((batch != net->train_batch || batch != net->batch) && net_train_begin(net, batch, e)) return -1;
-    forward(net, x, batch, rng);
+    net->train_state = 0;
+    if (forward(net, x, batch, rng, e)) return -1;
     net->train_state = 1;
     return 0;
 }

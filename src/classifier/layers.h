@@ -17,6 +17,7 @@
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "classifier.h"
 #include "common.h"
 
 typedef struct Workers Workers;
@@ -49,6 +50,13 @@ Workers *workers_create(int threads);
 int workers_count(const Workers *w);
 void workers_run(Workers *w, int n_tasks, void (*fn)(void *arg, int task, int thread), void *arg);
 void workers_free(Workers *w);
+
+// plan.c: guard values (net->guard) for the passes over the arenas. live: which values' guards (grad: their
+// gradients') hold now, NULL when guards are off (the calls then do nothing). guard_before_op fills the guards of
+// the values op i starts, guard_after_op checks every live one after it (-1 naming the op and the value).
+bool *guard_start(const Net *net);
+void guard_before_op(const Net *net, bool grad, bool *live, int i);
+int guard_after_op(const Net *net, bool grad, bool *live, int i, Err *e);
 
 // ---------------------------------------------------------------------------------------------------------------
 // cpu.c: kernel variants, chosen at run time by what the CPU supports (one binary for every machine)

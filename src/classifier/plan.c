@@ -3,6 +3,9 @@
 // largest value first, at the lowest offset that clears every already-placed value alive at the same time.
 // With keep_all every value lives to the end (backward passes need them; so does reading a layer by name).
 // Training adds a second arena for the gradients of the values, planned the same way (net_train_begin).
+// Debugging (net->guard): every value and value gradient is followed by a gap of sentinel floats, filled when its
+// lifetime starts and checked after each op while it lives (an op writing past its output would otherwise land,
+// unseen, in a neighbour of the same arena).
 #include "classifier.h"
 
 #include <stdint.h>
@@ -12,6 +15,8 @@
 #include "layers.h"
 
 #define ALIGN_FLOATS 16 // 64 bytes: a cache line, and AVX-512 aligned
+#define GUARD_FLOATS 16 // the gap after each tensor when net->guard is set: alignment kept
+#define GUARD_BITS 0x7fa11a5eu // a NaN with a payload no kernel writes
 
 typedef struct {
     int v;
@@ -86,6 +91,12 @@ static bool value_floats(const Value *val, int batch, size_t *size) {
     return true;
 }
 
+// Whether a plan holds the value: the auxiliary heads' values only when they run, the inputs of batch
+// normalisation (which inference folds away) only in training.
+static bool value_planned(const Value *val, bool with_aux, bool training) {
+    return !(val->aux && !with_aux) && !(val->train_only && !training);
+}
+
 // net_plan, and the training plan's start: only training plans hold the train_only values (the inputs of batch
 // normalisation, which inference folds away).
 static int plan(Net *net, int batch, bool keep_all, bool with_aux, bool training, Err *e) {
@@ -98,7 +109,7 @@ static int plan(Net *net, int batch, bool keep_all, bool with_aux, bool training
     for (int v = 0; v < nv; v++) {
         Value *val = &net->value[v];
         val->kept = false;
-        if ((val->aux && !with_aux) || (val->train_only && !training)) continue;
+        if (!value_planned(val, with_aux, training)) continue;
         size_t size;
         if (!value_floats(val, batch, &size)) {
             free(slot);
@@ -108,7 +119,8 @@ static int plan(Net *net, int batch, bool keep_all, bool with_aux, bool training
         // main classifier reads (box regression: net_predict), and with keep_all everything, survive the pass.
         bool output = val->last == val->first;
         val->kept = keep_all || output || v == net->logits || v == features;
-        slot[n++] = (Slot){.v = v, .size = size, .first = val->first, .last = val->kept ? net->n_ops : val->last};
+        slot[n++] = (Slot){.v = v, .size = size + (net->guard ? GUARD_FLOATS : 0), .first = val->first,
+                           .last = val->kept ? net->n_ops : val->last};
     }
     size_t total = place_slots(slot, n, NET_MAX_ACT_BYTES / sizeof(float));
     if (total == SIZE_MAX) {
@@ -144,6 +156,7 @@ static int plan(Net *net, int batch, bool keep_all, bool with_aux, bool training
     net->scratch = xmalloc((scratch ? scratch * (size_t)workers_count(net->workers) : 1) * sizeof(float));
     net->scratch_size = scratch;
     net->batch = batch;
+    net->guarded = net->guard;
     net->keep_all = keep_all;
     net->with_aux = with_aux;
     return 0;
@@ -195,7 +208,8 @@ int net_train_begin(Net *net, int batch, Err *e) {
         if (!val->has_grad) continue;
         size_t size;
         value_floats(val, batch, &size); // checked by net_plan
-        slot[n++] = (Slot){.v = v, .size = size, .first = v == 0 ? 0 : val->first, .last = last};
+        slot[n++] = (Slot){.v = v, .size = size + (net->guarded ? GUARD_FLOATS : 0), .first = v == 0 ? 0 : val->first,
+                           .last = last};
     }
     size_t total = place_slots(slot, n, NET_MAX_ACT_BYTES / sizeof(float));
     if (total == SIZE_MAX) {
@@ -245,5 +259,83 @@ int net_train_begin(Net *net, int batch, Err *e) {
     }
     net->train_batch = batch;
     net->train_state = 0;
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// guards (net->guard)
+
+// The guard after value v (or its gradient): from the end of its floats to the end of its slot, alignment
+// padding included; n gets its length.
+static float *guard_span(const Net *net, bool grad, int v, size_t *n) {
+    const Value *val = &net->value[v];
+    size_t used = (size_t)val->c * net->batch * val->h * val->w, size;
+    value_floats(val, net->batch, &size); // checked by net_plan
+    *n = size + GUARD_FLOATS - used;
+    return (grad ? net->dacts + val->grad_offset : net->acts + val->offset) + used;
+}
+
+static void guard_fill(const Net *net, bool grad, int v) {
+    size_t n;
+    float *g = guard_span(net, grad, v, &n);
+    const uint32_t bits = GUARD_BITS;
+    for (size_t i = 0; i < n; i++) memcpy(g + i, &bits, sizeof bits);
+}
+
+static bool guard_intact(const Net *net, bool grad, int v) {
+    size_t n;
+    const float *g = guard_span(net, grad, v, &n);
+    const uint32_t bits = GUARD_BITS;
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(g + i, &bits, sizeof bits)) return false;
+    return true;
+}
+
+bool *guard_start(const Net *net) {
+    return net->guarded ? xcalloc((size_t)(net->n_values ? net->n_values : 1), sizeof(bool)) : NULL;
+}
+
+static void guard_open(const Net *net, bool grad, bool *live, int v) {
+    if (live[v]) return;
+    guard_fill(net, grad, v);
+    live[v] = true;
+}
+
+// Forward: the values op i writes start to live (i = -1: the input). Backward (grad): the gradient op i writes
+// starts to live at the op that runs first backwards, its input's last reader (i = n_ops: the heads' gradients,
+// written by the loss).
+void guard_before_op(const Net *net, bool grad, bool *live, int i) {
+    if (!live) return;
+    const bool training = net->train_batch > 0;
+    for (int v = 0; v < net->n_values && !grad; v++)
+        if (net->value[v].first == i && value_planned(&net->value[v], net->with_aux, training))
+            guard_open(net, false, live, v);
+    if (grad && i == net->n_ops)
+        for (int h = 0; h < net->n_heads; h++) guard_open(net, true, live, net->head[h]);
+    if (grad && i < net->n_ops && has_backward(&net->op[i]) && net->value[net->op[i].in.v].has_grad)
+        guard_open(net, true, live, net->op[i].in.v);
+}
+
+// Every live guard intact after op i, or -1 naming the op and the value it wrote past; then the values whose
+// lifetime ends with op i (their memory may be another's next) leave the live set.
+int guard_after_op(const Net *net, bool grad, bool *live, int i, Err *e) {
+    if (!live) return 0;
+    const Op *op = &net->op[i];
+    for (int v = 0; v < net->n_values; v++)
+        if (live[v] && !guard_intact(net, grad, v))
+            return err_set(e, "%s: op %d (%s) wrote past %s'%s': its guard changed", net->cfg.path, i,
+                           op_kind_name(op->kind), grad ? "the gradient of " : "", net->value[v].name);
+    for (int v = 0; v < net->n_values; v++) {
+        const Value *val = &net->value[v];
+        if (grad ? val->first == i : !val->kept && val->last == i) live[v] = false;
+    }
+    return 0;
+}
+
+int net_guard_check(const Net *net, Err *e) {
+    if (!net->guarded || !net->batch) return 0;
+    for (int v = 0; v < net->n_values; v++)
+        if (net->value[v].kept && !guard_intact(net, false, v))
+            return err_set(e, "%s: the guard after value '%s' changed", net->cfg.path, net->value[v].name);
     return 0;
 }
