@@ -23,10 +23,10 @@ static float *grad_ptr(const Net *net, View v) {
 double net_loss(Net *net, const int *labels, float aux_weight, double *head_losses) {
     if (head_losses)
         for (int h = 0; h < net->n_heads; h++) head_losses[h] = NAN;
-    if (net->train_state < 1) return NAN; // no training pass to take the loss of
-    net->train_state = 1;                 // until this one succeeds
+    if (net->train_state == TRAIN_NONE) return NAN; // no training pass to take the loss of
+    net->train_state = TRAIN_FORWARD; // until this one succeeds
     if (net->multibox_k) return NAN;      // no classes: its loss is net_loss_multibox
-    const int n = net->batch, c = net->cfg.classes;
+    const int n = net->batch, c = net->cfg->classes;
     double total = 0;
     for (int h = 0; h < net->n_heads; h++) {
         View v = {net->head[h], 0, c};
@@ -37,7 +37,7 @@ double net_loss(Net *net, const int *labels, float aux_weight, double *head_loss
         total += weight * loss;
     }
     if (!isfinite(total)) return NAN;
-    net->train_state = 2;
+    net->train_state = TRAIN_LOSS;
     return total;
 }
 
@@ -113,19 +113,19 @@ static void backward_op(Net *net, const Op *op) {
 }
 
 int net_backward(Net *net, Err *e) {
-    if (net->train_state != 2)
+    if (net->train_state != TRAIN_LOSS)
         return err_set(e, "%s: net_backward needs net_forward_train, then net_loss (net_loss_multibox) returning a "
-                       "finite loss", net->cfg.path);
+                       "finite loss", net->cfg->path);
     for (int i = net->n_ops - 1; i >= 0; i--) backward_op(net, &net->op[i]);
     for (int i = 0; i < net->n_params; i++) // a BN convolution's bias: BN cancels it, its gradient is 0 (not rounding)
         if (net->param[i].fixed) memset(net->grads + net->param[i].offset, 0, net->param[i].size * sizeof(float));
-    net->train_state = 1; // the logit gradients are spent (the conv and fc passes mask them in place)
+    net->train_state = TRAIN_FORWARD; // the logit gradients are spent (the conv and fc passes mask them in place)
     return 0;
 }
 
 int net_read_input_grad(const Net *net, float *dst, Err *e) {
     if (!net->train_batch || !net->value[0].has_grad)
-        return err_set(e, "%s: no input gradient (set input_grad before net_train_begin)", net->cfg.path);
+        return err_set(e, "%s: no input gradient (set input_grad before net_train_begin)", net->cfg->path);
     const Value *in = &net->value[0];
     const int n = net->batch;
     const size_t plane = (size_t)in->h * in->w;
@@ -139,7 +139,7 @@ int net_read_input_grad(const Net *net, float *dst, Err *e) {
 
 int net_count_topk(const Net *net, const int *labels, int k) {
     if (!net->batch || net->multibox_k) return 0;
-    const int n = net->batch, c = net->cfg.classes;
+    const int n = net->batch, c = net->cfg->classes;
     const float *z = net->acts + net->value[net->logits].offset; // (classes, n)
     int correct = 0;
     for (int i = 0; i < n; i++) {

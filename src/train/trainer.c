@@ -75,7 +75,7 @@ static int produce_batch(void *ctx, long index, void *slot, Err *e) {
 
 // Top-1/top-5 of the centre crop of every validation image (the `classify --crops 1` view).
 static int validate_classify(Net *net, Dataset *val, int limit, bool quiet, ValResult *r, Err *e) {
-    const NetConfig *cfg = &net->cfg;
+    const NetConfig *cfg = net->cfg;
     int n = val->samples.n < limit || limit <= 0 ? val->samples.n : limit, batch = 32, C = cfg->classes;
     size_t per = (size_t)cfg->channels * cfg->input * cfg->input;
     float *x = xmalloc((size_t)batch * per * sizeof(float)), *probs = xmalloc((size_t)batch * C * sizeof(float));
@@ -124,7 +124,7 @@ done:
 // 2,000, and as many background regions drawn with a fixed seed: chance is 1/2 for one class), then detection
 // mean AP over the validation images' proposals (VOC protocol, IoU 0.5).
 static int validate_regions(Net *net, Dataset *val, int limit, int context, bool quiet, ValResult *r, Err *e) {
-    const NetConfig *cfg = &net->cfg;
+    const NetConfig *cfg = net->cfg;
     int n_img = val->n_images < limit || limit <= 0 ? val->n_images : limit, C = cfg->classes;
     // 1. the balanced region set, restricted to the images validated
     VEC(Region) set = {0};
@@ -332,7 +332,7 @@ typedef struct {
 static void make_groups(Run *r) {
     r->groups = xmalloc((size_t)(r->net.n_params ? r->net.n_params : 1) * sizeof(ParamGroup));
     r->n_groups = 0;
-    double s = PIXEL_STD * r->net.cfg.scale;
+    double s = PIXEL_STD * r->net.cfg->scale;
     for (int i = 0; i < r->net.n_params; i++) {
         const Param *p = &r->net.param[i];
         if (p->fixed || p->stat) continue;
@@ -465,7 +465,7 @@ static void init_for_training(Net *net, uint64_t seed) {
         }
         double fan_in = (double)(p->size / (size_t)p->shape[0]);
         double sd = is_classifier_weight(net, i)   ? 0.01
-                    : is_first_conv_weight(net, i) ? sqrt(1.0 / fan_in) / (PIXEL_STD * net->cfg.scale) // input not rectified
+                    : is_first_conv_weight(net, i) ? sqrt(1.0 / fan_in) / (PIXEL_STD * net->cfg->scale) // input not rectified
                                                    : sqrt(2.0 / fan_in);
         for (size_t j = 0; j < p->size; j++) d[j] = (float)(sd * rng_normal(&r));
     }
