@@ -137,9 +137,8 @@ static int check_fit(const Net *net, const LayerSpec *L, const char *what, const
 
 // A fully connected layer without ReLU (a classifier, a MultiBox head) from `in`, flattened first when spatial:
 // weight (out, in) and bias (out), its output named after config layer li. Returns the output value, or -1.
-static int add_linear(Builder *b, int li, View in, int out, Err *e) {
+static int add_linear(Builder *b, const LayerSpec *L, int li, View in, int out, Err *e) {
     Net *net = b->net;
-    const LayerSpec *L = &net->cfg->layers[li];
     const Value *iv = &net->value[in.v];
     long cin = (long)in.c * iv->h * iv->w;
     if (cin > CONFIG_MAX_CHANNELS * 64L)
@@ -156,13 +155,12 @@ static int add_linear(Builder *b, int li, View in, int out, Err *e) {
     return y;
 }
 
-// One adder per kind of config layer: layer li reads value `cur`; each returns the value the next layer reads
-// (cur itself for an auxiliary head), or -1 with e set.
+// One adder per kind of config layer: layer li (L) reads value `cur`; each returns the value the next layer
+// reads (cur itself for an auxiliary head), or -1 with e set.
 
 // A convolution, after its "#3x3 reduce" 1x1 convolution when Table 1 gives one.
-static int add_conv_layer(Builder *b, int li, int cur, Err *e) {
+static int add_conv_layer(Builder *b, const LayerSpec *L, int li, int cur, Err *e) {
     Net *net = b->net;
-    const LayerSpec *L = &net->cfg->layers[li];
     const Value cv = net->value[cur];
     View in = whole(net, cur);
     char name[NET_NAME_MAX];
@@ -178,9 +176,8 @@ static int add_conv_layer(Builder *b, int li, int cur, Err *e) {
     return y;
 }
 
-static int add_pool(Builder *b, int li, int cur, Err *e) {
+static int add_pool(Builder *b, const LayerSpec *L, int li, int cur, Err *e) {
     Net *net = b->net;
-    const LayerSpec *L = &net->cfg->layers[li];
     const Value cv = net->value[cur];
     int ho, wo;
     if (check_fit(net, L, "pooling", &cv, L->k, L->stride, L->pad, true, &ho, &wo, e)) return -1;
@@ -190,10 +187,9 @@ static int add_pool(Builder *b, int li, int cur, Err *e) {
     return y;
 }
 
-static int add_lrn(Builder *b, int li, int cur, Err *e) {
+static int add_lrn(Builder *b, const LayerSpec *L, int li, int cur, Err *e) {
     (void)e;
     Net *net = b->net;
-    const LayerSpec *L = &net->cfg->layers[li];
     const Value cv = net->value[cur];
     int y = add_value(b, L->name, cv.c, cv.h, cv.w, false);
     add_op(b, (Op){.kind = OP_LRN, .layer = li, .in = whole(net, cur), .out = whole(net, y),
@@ -203,9 +199,8 @@ static int add_lrn(Builder *b, int li, int cur, Err *e) {
 
 // The module of Figure 2(b). Values: the 3x3 and 5x5 reduce convolutions ([3x3 reduce | 5x5 reduce]), the pooled
 // input, and the module's output into which each branch writes its channel slice (so the concat costs nothing).
-static int add_inception(Builder *b, int li, int cur, Err *e) {
+static int add_inception(Builder *b, const LayerSpec *L, int li, int cur, Err *e) {
     Net *net = b->net;
-    const LayerSpec *L = &net->cfg->layers[li];
     const Value cv = net->value[cur];
     const int nr = L->n3x3r + L->n5x5r, nout = L->n1x1 + L->n3x3 + L->n5x5 + L->npool;
     if (nout > CONFIG_MAX_CHANNELS || nr + L->n1x1 > CONFIG_MAX_CHANNELS)
@@ -244,10 +239,9 @@ static int add_inception(Builder *b, int li, int cur, Err *e) {
 
 // An auxiliary classifier: avg pool -> 1x1 conv -> flatten -> fc + ReLU -> dropout -> linear, its logits a head
 // of the training loss; reads `cur` and leaves it as is.
-static int add_aux(Builder *b, int li, int cur, Err *e) {
+static int add_aux(Builder *b, const LayerSpec *L, int li, int cur, Err *e) {
     Net *net = b->net;
     const NetConfig *cfg = net->cfg;
-    const LayerSpec *L = &cfg->layers[li];
     const Value cv = net->value[cur];
     int ho, wo;
     if (check_fit(net, L, "average pooling", &cv, L->aux_k, L->aux_stride, 0, true, &ho, &wo, e)) return -1;
@@ -274,26 +268,24 @@ static int add_aux(Builder *b, int li, int cur, Err *e) {
     return cur;
 }
 
-static int add_dropout(Builder *b, int li, int cur, Err *e) {
+static int add_dropout(Builder *b, const LayerSpec *L, int li, int cur, Err *e) {
     (void)e;
     Net *net = b->net;
     const Value cv = net->value[cur];
-    int y = add_value(b, net->cfg->layers[li].name, cv.c, cv.h, cv.w, false);
-    add_op(b, (Op){.kind = OP_DROPOUT, .layer = li, .in = whole(net, cur), .out = whole(net, y),
-                   .p = net->cfg->layers[li].p});
+    int y = add_value(b, L->name, cv.c, cv.h, cv.w, false);
+    add_op(b, (Op){.kind = OP_DROPOUT, .layer = li, .in = whole(net, cur), .out = whole(net, y), .p = L->p});
     return y;
 }
 
 // The main classifier: its output is the network's logits.
-static int add_classifier(Builder *b, int li, int cur, Err *e) {
-    int y = add_linear(b, li, whole(b->net, cur), b->net->cfg->layers[li].out, e);
+static int add_classifier(Builder *b, const LayerSpec *L, int li, int cur, Err *e) {
+    int y = add_linear(b, L, li, whole(b->net, cur), L->out, e);
     if (y >= 0) b->net->logits = y;
     return y;
 }
 
-static int add_softmax(Builder *b, int li, int cur, Err *e) {
+static int add_softmax(Builder *b, const LayerSpec *L, int li, int cur, Err *e) {
     Net *net = b->net;
-    const LayerSpec *L = &net->cfg->layers[li];
     if (cur != net->logits)
         return err_set(e, "%s:%d: %s: softmax must directly follow the fully connected classifier", net->cfg->path,
                        L->line, L->name);
@@ -304,14 +296,13 @@ static int add_softmax(Builder *b, int li, int cur, Err *e) {
 
 // The network's output in place of a classifier: a linear layer to K boxes' 4 offsets and 1 logit, beside the K
 // priors the offsets are relative to (a parameter that is stored, never trained).
-static int add_multibox(Builder *b, int li, int cur, Err *e) {
+static int add_multibox(Builder *b, const LayerSpec *L, int li, int cur, Err *e) {
     Net *net = b->net;
-    const LayerSpec *L = &net->cfg->layers[li];
     if (net->logits >= 0)
         return err_set(e, "%s:%d: %s: a network has a multibox head or a fully connected classifier, not both",
                        net->cfg->path, L->line, L->name);
     const int K = L->multibox_k, ps[2] = {K, 4};
-    int y = add_linear(b, li, whole(net, cur), 5 * K, e);
+    int y = add_linear(b, L, li, whole(net, cur), 5 * K, e);
     if (y < 0) return -1;
     net->priors = add_param(b, L->name, ".priors", 2, ps, li, false);
     net->param[net->priors].fixed = true;
@@ -320,7 +311,7 @@ static int add_multibox(Builder *b, int li, int cur, Err *e) {
     return y;
 }
 
-typedef int (*LayerAdder)(Builder *b, int li, int cur, Err *e);
+typedef int (*LayerAdder)(Builder *b, const LayerSpec *L, int li, int cur, Err *e);
 static const LayerAdder layer_adders[] = {
     [LAYER_CONV] = add_conv_layer, [LAYER_MAXPOOL] = add_pool,       [LAYER_AVGPOOL] = add_pool,
     [LAYER_LRN] = add_lrn,         [LAYER_INCEPTION] = add_inception, [LAYER_AUX] = add_aux,
@@ -328,11 +319,10 @@ static const LayerAdder layer_adders[] = {
     [LAYER_MULTIBOX] = add_multibox,
 };
 
-// Whether layer li may come where it is: nothing after the softmax or a MultiBox head (`finished`), nothing
+// Whether layer L may come where it is: nothing after the softmax or a MultiBox head (`finished`), nothing
 // spatial after the classifier.
-static int check_order(const Net *net, int li, int finished, Err *e) {
+static int check_order(const Net *net, const LayerSpec *L, int finished, Err *e) {
     const NetConfig *cfg = net->cfg;
-    const LayerSpec *L = &cfg->layers[li];
     if (finished >= 0)
         return err_set(e, "%s:%d: %s: nothing may follow the %s", cfg->path, L->line, L->name,
                        cfg->layers[finished].kind == LAYER_SOFTMAX ? "softmax" : "multibox head");
@@ -389,10 +379,10 @@ static int build(Builder *b, Err *e) {
     net->priors = -1;
     net->n_heads = 1; // head[0], the main classifier, is set at the end
     for (int li = 0; li < cfg->n_layers; li++) {
-        LayerKind kind = cfg->layers[li].kind;
-        if (check_order(net, li, finished, e)) return -1;
-        if ((cur = layer_adders[kind](b, li, cur, e)) < 0) return -1;
-        if (kind == LAYER_SOFTMAX || kind == LAYER_MULTIBOX) finished = li;
+        const LayerSpec *L = &cfg->layers[li];
+        if (check_order(net, L, finished, e)) return -1;
+        if ((cur = layer_adders[L->kind](b, L, li, cur, e)) < 0) return -1;
+        if (L->kind == LAYER_SOFTMAX || L->kind == LAYER_MULTIBOX) finished = li;
     }
     if (check_output(net, e)) return -1;
     net->head[0] = net->logits;
