@@ -69,7 +69,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_forward: %s\n", e.msg);
         return 1;
     }
-    size_t per = (size_t)net.cfg.channels * net.cfg.input * net.cfg.input;
+    size_t per = (size_t)net.cfg->channels * net.cfg->input * net.cfg->input;
     float *x = xmalloc((size_t)batch * per * sizeof(float));
     Rng r;
     rng_seed(&r, 7);
@@ -102,9 +102,9 @@ int main(int argc, char **argv) {
                  1e-6 * (double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec + r1.ru_stime.tv_usec - r0.ru_stime.tv_usec);
     qsort(t, (size_t)reps, sizeof *t, cmp_double);
     if (output) {
-        float *y = xmalloc((size_t)batch * net.cfg.classes * sizeof(float));
+        float *y = xmalloc((size_t)batch * net.cfg->classes * sizeof(float));
         if (net_read(&net, net.value[net.logits].name, y, &e) ||
-            write_file_atomic(output, y, (size_t)batch * net.cfg.classes * sizeof(float), &e)) {
+            write_file_atomic(output, y, (size_t)batch * net.cfg->classes * sizeof(float), &e)) {
             fprintf(stderr, "bench_forward: %s\n", e.msg);
             return 1;
         }

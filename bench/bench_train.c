@@ -69,7 +69,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_train: %s\n", e.msg);
         return 1;
     }
-    size_t per = (size_t)net.cfg.channels * net.cfg.input * net.cfg.input;
+    size_t per = (size_t)net.cfg->channels * net.cfg->input * net.cfg->input;
     float *x;
     int *labels;
     Rng r;
@@ -84,7 +84,7 @@ int main(int argc, char **argv) {
         labels = read_exact(label_path, (size_t)batch * sizeof(int));
     } else {
         labels = xmalloc((size_t)batch * sizeof(int));
-        for (int i = 0; i < batch; i++) labels[i] = (int)rng_below(&r, (uint32_t)net.cfg.classes);
+        for (int i = 0; i < batch; i++) labels[i] = (int)rng_below(&r, (uint32_t)net.cfg->classes);
     }
     // a small rate: the weights stay where they are, the work is the same
     SgdConfig sc = {.lr = 1e-5, .momentum = 0.9, .weight_decay = 2e-4};

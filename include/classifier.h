@@ -176,8 +176,17 @@ typedef struct Workers Workers; // the net's threads (src/classifier/workers.c)
 // fp32, on CPUs with AVX512-BF16 (net_set_precision refuses it elsewhere). Pooling, LRN, softmax stay fp32.
 typedef enum { PRECISION_FP32, PRECISION_BF16 } Precision;
 
+// Where a training step stands: what net_backward may differentiate.
+typedef enum {
+    TRAIN_NONE,    // nothing to differentiate
+    TRAIN_FORWARD, // net_forward_train ran
+    TRAIN_LOSS,    // net_loss (or net_loss_multibox) too: the logit gradients wait for net_backward
+} TrainState;
+
 typedef struct {
-    NetConfig cfg;
+    NetConfig *cfg;       // the config it was built from: net_create's own copy, freed by net_free
+
+    // ---- the graph (net_create)
     int n_params;
     Param *param;         // [n_params]
     float *params;        // the parameter arena
@@ -196,7 +205,8 @@ typedef struct {
     int priors;           // a MultiBox network: its param "HEAD.priors" (K, 4); -1 for a classifier
     int n_heads;          // classifiers the training loss sums: the main one, then each auxiliary head in order
     int head[CONFIG_MAX_LAYERS + 1]; // their logits values (head[0] = logits)
-    // the plan (net_plan)
+
+    // ---- the memory plan (net_plan)
     int batch;            // planned batch size; 0 before the first plan
     bool keep_all;        // every value kept to the end (training, debugging); otherwise memory is reused
     bool with_aux;        // auxiliary heads computed
@@ -204,6 +214,8 @@ typedef struct {
     size_t acts_size;     // floats
     float *scratch;       // im2col columns, scratch_size floats for each thread
     size_t scratch_size;  // floats per thread
+
+    // ---- threads and arithmetic
     int threads;          // threads the kernels use (default: the online CPUs); set before planning
     Workers *workers;     // created by net_plan
     Precision precision;  // inference arithmetic (net_set_precision); training always runs fp32
@@ -213,8 +225,9 @@ typedef struct {
                           // the CPU (the environment's INCEPTION_ISA caps it: baseline, avx2, avx512)
     bool reference;       // use the plain reference kernels (tests; not to be changed between net_forward_train
                           // and net_backward: the fast max-pooling backward reads what the fast forward recorded)
-    // training (net_train_begin): the ops run backwards over a keep_all plan, whose values hold every activation
-    // the backward passes read
+
+    // ---- training (net_train_begin): the ops run backwards over a keep_all plan, whose values hold every
+    // activation the backward passes read
     float *grads;         // params_size floats: each Param's gradient at its offset, as in params
     float *dacts;         // gradients of the values; memory shared where their backward lifetimes do not overlap
     size_t dacts_size;    // floats
@@ -223,15 +236,15 @@ typedef struct {
     int train_batch;      // batch of the training plan (0: none; net_plan resets it)
     int share_lo, share_of; // net_set_share: training passes see images share_lo.. of a batch of share_of (0: whole)
     const Cluster *share;   // the processes that share it
-    int train_state;      // 0: nothing to differentiate, 1: net_forward_train ran, 2: net_loss too
+    TrainState train_state;
     bool input_grad;      // net_backward also computes the gradient of the input (set before net_train_begin)
     bool guard;           // debug (set before planning): a gap of sentinel floats after every value and value
                           // gradient in the arenas, checked after each op; off, the plan is the same, gaps aside
     bool guarded;         // the current plan has the gaps (net_plan copies guard: a change waits for the next plan)
 } Net;
 
-// Compiles a config: allocates parameters (zeroed; a MultiBox head's priors multibox_priors_grid) and the op
-// list; checks that every shape is possible.
+// Compiles a config (the net keeps its own copy): allocates parameters (zeroed; a MultiBox head's priors
+// multibox_priors_grid) and the op list; checks that every shape is possible.
 int net_create(Net *net, const NetConfig *cfg, Err *e);
 void net_free(Net *net);
 

@@ -286,9 +286,9 @@ TrainOptions train_options_default(void);
 int train_options_recipe(TrainOptions *o, const char *name);
 
 typedef struct {
-    double top1, top5;   // classification: top-1 / top-5 accuracy; regions: accuracy on a balanced set of
-                         // positive and background regions (top5 NaN)
-    double map;          // regions: mean AP of detections (VOC protocol, IoU 0.5); NaN for classification
+    double top1, top5;   // classification: top-1 / top-5 accuracy; NaN otherwise
+    double region_accuracy; // regions: accuracy on a balanced set of positive and background regions; NaN otherwise
+    double map;          // regions: mean AP of detections (VOC protocol, IoU 0.5); NaN otherwise
     double recall;       // multibox: recall at IoU 0.5 of the best multibox_top boxes; NaN otherwise
     int n;               // images or regions evaluated
 } ValResult;

@@ -315,7 +315,7 @@ static char *two_members(const char *dir, const char *detector) {
 
 // Member a's regressed boxes, computed here from its features: out (5, 2).
 static void member_boxes(Member *m, const Image *im, Box *out) {
-    const NetConfig *c = &m->net->cfg;
+    const NetConfig *c = m->net->cfg;
     size_t per = (size_t)c->channels * c->input * c->input;
     float *x = xmalloc(5 * per * sizeof(float)), probs[15], *f = xmalloc(5 * (size_t)m->bbox.dim * sizeof(float));
     Err e;

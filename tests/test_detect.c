@@ -167,7 +167,7 @@ static Ensemble load_ok(const Models *m, const char *detector, const char *membe
 
 // One member's softmax of the regions, warped as the detector warps them.
 static void member_probs(Net *net, const Image *im, const Box *r, int n, int context, float *probs) {
-    const NetConfig *c = &net->cfg;
+    const NetConfig *c = net->cfg;
     size_t per = (size_t)c->channels * c->input * c->input;
     float *x = xmalloc((size_t)n * per * sizeof(float));
     Err e;

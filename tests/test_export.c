@@ -56,11 +56,11 @@ static void tiny_classes(ModelClasses *mc) {
 
 // Runs the net on BATCH random images (saved as in.npy) and saves each named output as NAME.npy.
 static void our_outputs(void **state, Net *net, const char *const *names, int n) {
-    size_t per = (size_t)net->cfg.channels * net->cfg.input * net->cfg.input;
+    size_t per = (size_t)net->cfg->channels * net->cfg->input * net->cfg->input;
     float *x = test_normal(11, BATCH * per);
     for (size_t i = 0; i < BATCH * per; i++) x[i] *= 50; // mean-subtracted pixels are about +-60
     Err e;
-    int64_t shape[4] = {BATCH, net->cfg.channels, net->cfg.input, net->cfg.input};
+    int64_t shape[4] = {BATCH, net->cfg->channels, net->cfg->input, net->cfg->input};
     assert_int_equal(npy_save(in_dir(state, "in.npy"), x, 4, shape, &e), 0);
     assert_int_equal(net_plan(net, BATCH, false, true, &e), 0);
     if (net_forward(net, x, BATCH, &e)) fail_msg("%s", e.msg);

@@ -51,7 +51,7 @@ static int run_tiny(Precision p, float **out, int *count) {
         fail_msg("%s", e.msg);
     if (net_set_precision(&net, p, &e)) fail_msg("%s", e.msg);
     int n = (int)x.shape[0];
-    *count = n * net.cfg.classes;
+    *count = n * net.cfg->classes;
     *out = malloc((size_t)*count * sizeof(float));
     if (net_forward(&net, x.data, n, &e) || net_read(&net, "classifier", *out, &e)) fail_msg("%s", e.msg);
     npy_free(&x);

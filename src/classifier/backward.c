@@ -24,10 +24,10 @@ static float *grad_ptr(const Net *net, View v) {
 double net_loss(Net *net, const int *labels, float aux_weight, double *head_losses) {
     if (head_losses)
         for (int h = 0; h < net->n_heads; h++) head_losses[h] = NAN;
-    if (net->train_state < 1) return NAN; // no training pass to take the loss of
-    net->train_state = 1;                 // until this one succeeds
+    if (net->train_state == TRAIN_NONE) return NAN; // no training pass to take the loss of
+    net->train_state = TRAIN_FORWARD; // until this one succeeds
     if (net->multibox_k) return NAN;      // no classes: its loss is net_loss_multibox
-    const int n = net->batch, c = net->cfg.classes;
+    const int n = net->batch, c = net->cfg->classes;
     double total = 0;
     for (int h = 0; h < net->n_heads; h++) {
         View v = {net->head[h], 0, c};
@@ -38,7 +38,7 @@ double net_loss(Net *net, const int *labels, float aux_weight, double *head_loss
         total += weight * loss;
     }
     if (!isfinite(total)) return NAN;
-    net->train_state = 2;
+    net->train_state = TRAIN_LOSS;
     return total;
 }
 
@@ -114,9 +114,9 @@ static void backward_op(Net *net, const Op *op) {
 }
 
 int net_backward(Net *net, Err *e) {
-    if (net->train_state != 2)
+    if (net->train_state != TRAIN_LOSS)
         return err_set(e, "%s: net_backward needs net_forward_train, then net_loss (net_loss_multibox) returning a "
-                       "finite loss", net->cfg.path);
+                       "finite loss", net->cfg->path);
     bool *live = guard_start(net); // net->guard: each op checked for writes past the gradients it writes
     guard_before_op(net, true, live, net->n_ops);
     for (int i = net->n_ops - 1; i >= 0; i--) {
@@ -124,20 +124,20 @@ int net_backward(Net *net, Err *e) {
         backward_op(net, &net->op[i]);
         if (guard_after_op(net, true, live, i, e)) {
             free(live);
-            net->train_state = 1;
+            net->train_state = TRAIN_FORWARD;
             return -1;
         }
     }
     free(live);
     for (int i = 0; i < net->n_params; i++) // a BN convolution's bias: BN cancels it, its gradient is 0 (not rounding)
         if (net->param[i].fixed) memset(net->grads + net->param[i].offset, 0, net->param[i].size * sizeof(float));
-    net->train_state = 1; // the logit gradients are spent (the conv and fc passes mask them in place)
+    net->train_state = TRAIN_FORWARD; // the logit gradients are spent (the conv and fc passes mask them in place)
     return 0;
 }
 
 int net_read_input_grad(const Net *net, float *dst, Err *e) {
     if (!net->train_batch || !net->value[0].has_grad)
-        return err_set(e, "%s: no input gradient (set input_grad before net_train_begin)", net->cfg.path);
+        return err_set(e, "%s: no input gradient (set input_grad before net_train_begin)", net->cfg->path);
     const Value *in = &net->value[0];
     const int n = net->batch;
     const size_t plane = (size_t)in->h * in->w;
@@ -151,7 +151,7 @@ int net_read_input_grad(const Net *net, float *dst, Err *e) {
 
 int net_count_topk(const Net *net, const int *labels, int k) {
     if (!net->batch || net->multibox_k) return 0;
-    const int n = net->batch, c = net->cfg.classes;
+    const int n = net->batch, c = net->cfg->classes;
     const float *z = net->acts + net->value[net->logits].offset; // (classes, n)
     int correct = 0;
     for (int i = 0; i < n; i++) {

@@ -155,7 +155,7 @@ static int copy_blob(CaffeImporter *im, const CaffeLayer *L, size_t which, int p
         dims_text(d, nd < 0 ? 0 : nd, got, sizeof got);
         dims_text(want, nw, need, sizeof need);
         return err_set(im->e, "%s: layer '%s' blob %zu has shape %s; config %s parameter %s needs %s", im->path,
-                       L->name, which, got, im->net->cfg.path, P->name, need);
+                       L->name, which, got, im->net->cfg->path, P->name, need);
     }
     size_t n = b->n_data ? b->n_data : b->n_double_data;
     if (n != P->size)
@@ -223,12 +223,12 @@ static int import_pair(CaffeImporter *im, const LayerSpec *L, const char *prefix
         bvlc_name(L, prefix, alt, sizeof alt);
         if (P->aux) return 1; // absent auxiliary heads are allowed (all or none: checked by the caller)
         return err_set(im->e, "%s: no layer '%s'%s%s%s for config %s layer %s (line %d)", im->path, prefix,
-                       alt[0] ? " or '" : "", alt, alt[0] ? "'" : "", im->net->cfg.path, L->name, L->line);
+                       alt[0] ? " or '" : "", alt, alt[0] ? "'" : "", im->net->cfg->path, L->name, L->line);
     }
     bool conv = k > 0, transpose = false;
     if (strcmp(cl->type, conv ? "Convolution" : "InnerProduct"))
         return err_set(im->e, "%s: layer '%s' is a %s where config %s layer %s (line %d) has %s", im->path, cl->name,
-                       cl->type, im->net->cfg.path, L->name, L->line, conv ? "a convolution" : "a fully connected layer");
+                       cl->type, im->net->cfg->path, L->name, L->line, conv ? "a convolution" : "a fully connected layer");
     const Caffe__ConvolutionParameter *c = cl->conv;
     if (conv && c &&
         (!size_is(c->n_kernel_size, c->kernel_size, 0, k) || !size_is(c->n_stride, c->stride, 1, stride) ||
@@ -236,12 +236,12 @@ static int import_pair(CaffeImporter *im, const LayerSpec *L, const char *prefix
          (c->has_num_output && (int)c->num_output != P->shape[0])))
         return err_set(im->e, "%s: layer '%s' is not the %dx%d/%d convolution with padding %d and %d outputs of config "
                               "%s layer %s (line %d)", im->path, cl->name, k, k, stride, pad, P->shape[0],
-                       im->net->cfg.path, L->name, L->line);
+                       im->net->cfg->path, L->name, L->line);
     if (!conv && cl->fc) {
         transpose = cl->fc->has_transpose && cl->fc->transpose;
         if (cl->fc->has_num_output && (int)cl->fc->num_output != P->shape[0])
             return err_set(im->e, "%s: layer '%s' has %u outputs; config %s layer %s (line %d) has %d", im->path,
-                           cl->name, cl->fc->num_output, im->net->cfg.path, L->name, L->line, P->shape[0]);
+                           cl->name, cl->fc->num_output, im->net->cfg->path, L->name, L->line, P->shape[0]);
     }
     if (im->deploy) return 0;
     if (copy_blob(im, cl, 0, w, transpose)) return -1;
@@ -288,7 +288,7 @@ static int import_layer(CaffeImporter *im, const LayerSpec *L) {
 // The file's pooling and LRN layers outside the Inception modules and auxiliary heads, in order, against the
 // config's (they have no weights, so names do not matter: what they compute does).
 static int check_trunk_order(CaffeImporter *im) {
-    const NetConfig *cfg = &im->net->cfg;
+    const NetConfig *cfg = im->net->cfg;
     size_t ci = 0;
     for (int li = 0; li < cfg->n_layers; li++) {
         const LayerSpec *L = &cfg->layers[li];
@@ -332,7 +332,7 @@ static void *unpack_net(ProtobufCAllocator *a, size_t n, const uint8_t *data) {
 }
 
 static int caffe_match(CaffeImporter *im, ImportReport *r) {
-    const NetConfig *cfg = &im->net->cfg;
+    const NetConfig *cfg = im->net->cfg;
     int absent_aux = 0, aux_layers = 0;
     for (int li = 0; li < cfg->n_layers; li++) {
         int rc = import_layer(im, &cfg->layers[li]);
@@ -360,7 +360,7 @@ static int check_input(const CaffeImporter *d, const Caffe__NetParameter *np) {
         for (size_t i = 0; i < shape->n_dim && n < 4; i++) dims[n++] = shape->dim[i];
     else
         for (size_t i = 0; i < np->n_input_dim && n < 4; i++) dims[n++] = np->input_dim[i];
-    const NetConfig *cfg = &d->net->cfg;
+    const NetConfig *cfg = d->net->cfg;
     if (n == 4 && (dims[1] != cfg->channels || dims[2] != cfg->input || dims[3] != cfg->input))
         return err_set(d->e, "%s: its input is %lld x %lld x %lld; config %s takes %d x %d x %d", d->path,
                        (long long)dims[1], (long long)dims[2], (long long)dims[3], cfg->path, cfg->channels,
@@ -387,9 +387,9 @@ static int check_deploy(const CaffeImporter *im, const char *prototxt) {
 }
 
 int caffe_import(Net *net, const char *path, const char *prototxt, ImportReport *report, Err *e) {
-    if (net->multibox_k || net->cfg.batchnorm)
+    if (net->multibox_k || net->cfg->batchnorm)
         return err_set(e, "%s: config %s has %s; Caffe import reads bvlc_googlenet, which has none", path,
-                       net->cfg.path, net->multibox_k ? "a multibox head" : "batch normalisation");
+                       net->cfg->path, net->multibox_k ? "a multibox head" : "batch normalisation");
     PbBudget budget;
     Caffe__NetParameter *np = pb_decode_file(path, CAFFE_MAX_BYTES, "a Caffe model (NetParameter)", unpack_net,
                                              &budget, e);

@@ -127,7 +127,7 @@ done:
 }
 
 int classify_image(Net *net, const Image *im, int n_crops, int batch, float *probs, bool quiet, Err *e) {
-    const NetConfig *cfg = &net->cfg;
+    const NetConfig *cfg = net->cfg;
     float *x;
     int n;
     if (classify_crops(cfg, im, n_crops, &x, &n, e)) return -1;

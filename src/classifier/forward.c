@@ -124,16 +124,16 @@ static int forward(Net *net, const float *x, int batch, Rng *rng, Err *e) {
 
 int net_forward(Net *net, const float *x, int batch, Err *e) {
     if (batch != net->batch && net_plan(net, batch, net->keep_all, net->with_aux, e)) return -1;
-    net->train_state = 0; // the activations are no longer those of a training pass
+    net->train_state = TRAIN_NONE; // the activations are no longer those of a training pass
     return forward(net, x, batch, NULL, e);
 }
 
 int net_forward_train(Net *net, const float *x, int batch, Rng *rng, Err *e) {
-    if (!rng) return err_set(e, "%s: net_forward_train needs an Rng for the dropout masks", net->cfg.path);
+    if (!rng) return err_set(e, "%s: net_forward_train needs an Rng for the dropout masks", net->cfg->path);
     if ((batch != net->train_batch || batch != net->batch) && net_train_begin(net, batch, e)) return -1;
-    net->train_state = 0;
+    net->train_state = TRAIN_NONE;
     if (forward(net, x, batch, rng, e)) return -1;
-    net->train_state = 1;
+    net->train_state = TRAIN_FORWARD;
     return 0;
 }
 
@@ -159,9 +159,9 @@ int precision_parse(const char *s, const char *what, Precision *p, Err *e) {
 
 int net_read(const Net *net, const char *name, float *dst, Err *e) {
     View view;
-    if (!net_find_view(net, name, &view)) return err_set(e, "%s: no layer or value named '%s'", net->cfg.path, name);
+    if (!net_find_view(net, name, &view)) return err_set(e, "%s: no layer or value named '%s'", net->cfg->path, name);
     if (!net_value_kept(net, view.v))
-        return err_set(e, "%s: value '%s' is not kept by the current plan (plan with keep_all%s)", net->cfg.path,
+        return err_set(e, "%s: value '%s' is not kept by the current plan (plan with keep_all%s)", net->cfg->path,
                        name, net->value[view.v].aux ? " and the auxiliary heads" : "");
     const Value *val = &net->value[view.v];
     const int n = net->batch;
@@ -178,10 +178,10 @@ int net_feature_value(const Net *net) { return net->op[net->value[net->logits].f
 
 int net_predict(Net *net, const float *x, int n, int batch, float *probs, float *features, Err *e) {
     if (net->multibox_k)
-        return err_set(e, "%s: a MultiBox network outputs boxes, not class probabilities", net->cfg.path);
+        return err_set(e, "%s: a MultiBox network outputs boxes, not class probabilities", net->cfg->path);
     if (batch <= 0) batch = net->batch > 0 ? net->batch : 32;
-    const int K = net->cfg.classes, fv = net_feature_value(net), D = net->value[fv].c;
-    const size_t per = (size_t)net->cfg.channels * net->cfg.input * net->cfg.input;
+    const int K = net->cfg->classes, fv = net_feature_value(net), D = net->value[fv].c;
+    const size_t per = (size_t)net->cfg->channels * net->cfg->input * net->cfg->input;
     for (int i = 0; i < n; i += batch) {
         int m = n - i < batch ? n - i : batch;
         float *p = probs + (size_t)i * K; // (m, K)

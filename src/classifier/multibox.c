@@ -49,10 +49,10 @@ int multibox_priors_check(const float *priors, int K, const char *what, Err *e) 
 }
 
 int net_set_priors(Net *net, const float *priors, int K, Err *e) {
-    if (!net->multibox_k) return err_set(e, "%s: not a MultiBox network (no multibox layer)", net->cfg.path);
+    if (!net->multibox_k) return err_set(e, "%s: not a MultiBox network (no multibox layer)", net->cfg->path);
     if (K != net->multibox_k)
-        return err_set(e, "%s: %d priors for a multibox head of k=%d", net->cfg.path, K, net->multibox_k);
-    if (multibox_priors_check(priors, K, net->cfg.path, e)) return -1;
+        return err_set(e, "%s: %d priors for a multibox head of k=%d", net->cfg->path, K, net->multibox_k);
+    if (multibox_priors_check(priors, K, net->cfg->path, e)) return -1;
     const Param *p = &net->param[net->priors];
     memcpy(net->params + p->offset, priors, p->size * sizeof(float));
     return 0;
@@ -211,8 +211,8 @@ double multibox_loss(const float *out, const float *priors, int K, int n, const 
 // The head's output and its gradient live as (5K, batch) in the activation arenas; the loss works on (batch, 5K).
 double net_loss_multibox(Net *net, const MultiboxTruth *truth, float alpha, double *parts) {
     if (parts) parts[0] = parts[1] = NAN;
-    if (!net->multibox_k || net->train_state < 1) return NAN; // not MultiBox, or no training pass
-    net->train_state = 1;                                      // until this one succeeds
+    if (!net->multibox_k || net->train_state == TRAIN_NONE) return NAN; // not MultiBox, or no training pass
+    net->train_state = TRAIN_FORWARD; // until this one succeeds
     const int n = net->batch;
     const size_t C = 5 * (size_t)net->multibox_k;
     const Value *head = &net->value[net->logits];
@@ -227,7 +227,7 @@ double net_loss_multibox(Net *net, const MultiboxTruth *truth, float alpha, doub
     if (isfinite(loss)) {
         for (size_t c = 0; c < C; c++)
             for (int i = 0; i < n; i++) dz[c * n + i] = share == 1.0 ? dout[C * i + c] : (float)(dout[C * i + c] * share);
-        net->train_state = 2;
+        net->train_state = TRAIN_LOSS;
         loss *= share;
         if (parts) parts[0] *= share, parts[1] *= share;
     }

@@ -9,58 +9,52 @@
 
 #include "layers.h"
 
+// The net's four arrays grow as VECs; after each push the net's pointer and count follow, since building reads
+// the net as it grows.
 typedef struct {
     Net *net;
-    size_t cap_params, cap_values, cap_ops, cap_slices;
+    VEC(Param) params;
+    VEC(Value) values;
+    VEC(Op) ops;
+    VEC(Slice) slices;
 } Builder;
 
+// "LAYER/PART" into name (NET_NAME_MAX), returned.
+static const char *join(char *name, const char *layer, const char *part) {
+    snprintf(name, NET_NAME_MAX, "%s/%s", layer, part);
+    return name;
+}
+
 static void add_slice(Builder *b, const char *layer, const char *part, View view) {
-    Net *net = b->net;
-    if ((size_t)net->n_slices == b->cap_slices) {
-        b->cap_slices = b->cap_slices ? 2 * b->cap_slices : 64;
-        net->slice = xrealloc(net->slice, b->cap_slices * sizeof *net->slice);
-    }
-    Slice *s = &net->slice[net->n_slices++];
-    snprintf(s->name, sizeof s->name, "%s/%s", layer, part);
-    s->view = view;
+    Slice s = {.view = view};
+    join(s.name, layer, part);
+    VEC_PUSH(&b->slices, s);
+    b->net->slice = b->slices.data, b->net->n_slices = (int)b->slices.len;
 }
 
 static int add_value(Builder *b, const char *name, int c, int h, int w, bool aux) {
-    Net *net = b->net;
-    if ((size_t)net->n_values == b->cap_values) {
-        b->cap_values = b->cap_values ? 2 * b->cap_values : 64;
-        net->value = xrealloc(net->value, b->cap_values * sizeof *net->value);
-    }
-    Value *v = &net->value[net->n_values];
-    *v = (Value){.c = c, .h = h, .w = w, .first = -1, .last = -1, .aux = aux};
-    snprintf(v->name, sizeof v->name, "%s", name);
-    return net->n_values++;
+    Value v = {.c = c, .h = h, .w = w, .first = -1, .last = -1, .aux = aux};
+    snprintf(v.name, sizeof v.name, "%s", name);
+    VEC_PUSH(&b->values, v);
+    b->net->value = b->values.data, b->net->n_values = (int)b->values.len;
+    return b->net->n_values - 1;
 }
 
 static int add_param(Builder *b, const char *name, const char *suffix, int ndim, const int *shape, int layer,
                      bool aux) {
-    Net *net = b->net;
-    if ((size_t)net->n_params == b->cap_params) {
-        b->cap_params = b->cap_params ? 2 * b->cap_params : 64;
-        net->param = xrealloc(net->param, b->cap_params * sizeof *net->param);
-    }
-    Param *p = &net->param[net->n_params];
-    *p = (Param){.ndim = ndim, .layer = layer, .aux = aux, .offset = net->params_size};
-    snprintf(p->name, sizeof p->name, "%s%s", name, suffix);
-    p->size = 1;
-    for (int i = 0; i < ndim; i++) p->shape[i] = shape[i], p->size *= (size_t)shape[i];
-    net->params_size += p->size;
-    return net->n_params++;
+    Param p = {.ndim = ndim, .layer = layer, .aux = aux, .offset = b->net->params_size, .size = 1};
+    snprintf(p.name, sizeof p.name, "%s%s", name, suffix);
+    for (int i = 0; i < ndim; i++) p.shape[i] = shape[i], p.size *= (size_t)shape[i];
+    b->net->params_size += p.size;
+    VEC_PUSH(&b->params, p);
+    b->net->param = b->params.data, b->net->n_params = (int)b->params.len;
+    return b->net->n_params - 1;
 }
 
 static int add_op(Builder *b, Op op) {
-    Net *net = b->net;
-    if ((size_t)net->n_ops == b->cap_ops) {
-        b->cap_ops = b->cap_ops ? 2 * b->cap_ops : 64;
-        net->op = xrealloc(net->op, b->cap_ops * sizeof *net->op);
-    }
-    net->op[net->n_ops] = op;
-    return net->n_ops++;
+    VEC_PUSH(&b->ops, op);
+    b->net->op = b->ops.data, b->net->n_ops = (int)b->ops.len;
+    return b->net->n_ops - 1;
 }
 
 static View whole(const Net *net, int v) {
@@ -88,7 +82,7 @@ static void add_bn_params(Builder *b, int layer, bool aux, int n, const char (*n
 static void add_conv_op(Builder *b, Op conv, int n, const char (*names)[NET_NAME_MAX], const int *chans,
                         const char *pre_name) {
     Net *net = b->net;
-    if (!net->cfg.batchnorm) {
+    if (!net->cfg->batchnorm) {
         add_op(b, conv);
         return;
     }
@@ -114,232 +108,235 @@ static void add_conv(Builder *b, int layer, const char *name, View in, View out,
     int bias = add_param(b, name, ".bias", 1, bs, layer, aux);
     char names[1][NET_NAME_MAX], pre[NET_NAME_MAX];
     snprintf(names[0], NET_NAME_MAX, "%s", name);
-    snprintf(pre, sizeof pre, "%s/prebn", name);
     add_conv_op(b, (Op){.kind = OP_CONV, .layer = layer, .in = in, .out = out, .k = k, .stride = stride,
                         .pad = pad, .relu = true, .weight = w, .bias = bias, .aux = aux},
-                1, (const char (*)[NET_NAME_MAX])names, bs, pre);
+                1, (const char (*)[NET_NAME_MAX])names, bs, join(pre, name, "prebn"));
 }
 
-// Whether a patch fits: for messages naming the layer and the config line.
-static int check_fit(const Net *net, const LayerSpec *L, const char *what, int in, int k, int stride, int pad,
-                     bool ceil_mode, int *out, Err *e) {
-    *out = ceil_mode ? pool_out_size(in, k, stride, pad) : conv_out_size(in, k, stride, pad);
-    if (*out < 1)
-        return err_set(e, "%s:%d: %s: a %dx%d/%d %s (pad %d) does not fit its %dx%d input", net->cfg.path, L->line,
-                       L->name, k, k, stride, what, pad, in, in);
+// A fully connected op from `in` (a vector per image) into value y, with its weight (y's c, in.c) and bias.
+static void add_fc(Builder *b, int li, const char *name, View in, int y, bool relu, bool aux) {
+    int ws[2] = {b->net->value[y].c, in.c};
+    int w = add_param(b, name, ".weight", 2, ws, li, aux);
+    int bias = add_param(b, name, ".bias", 1, ws, li, aux);
+    add_op(b, (Op){.kind = OP_FC, .layer = li, .in = in, .out = whole(b->net, y), .relu = relu, .weight = w,
+                   .bias = bias, .aux = aux});
+}
+
+// Whether a k x k / stride patch fits an h x w input, naming the layer and its config line; *ho, *wo get the
+// output size (pools round up).
+static int check_fit(const Net *net, const LayerSpec *L, const char *what, const Value *in, int k, int stride,
+                     int pad, bool ceil_mode, int *ho, int *wo, Err *e) {
+    *ho = ceil_mode ? pool_out_size(in->h, k, stride, pad) : conv_out_size(in->h, k, stride, pad);
+    *wo = ceil_mode ? pool_out_size(in->w, k, stride, pad) : conv_out_size(in->w, k, stride, pad);
+    const int side = *ho < 1 ? in->h : *wo < 1 ? in->w : 0; // the side that does not fit
+    if (side)
+        return err_set(e, "%s:%d: %s: a %dx%d/%d %s (pad %d) does not fit its %dx%d input", net->cfg->path, L->line,
+                       L->name, k, k, stride, what, pad, side, side);
     return 0;
 }
 
 // A fully connected layer without ReLU (a classifier, a MultiBox head) from `in`, flattened first when spatial:
 // weight (out, in) and bias (out), its output named after config layer li. Returns the output value, or -1.
-static int add_linear(Builder *b, int li, View in, int out, Err *e) {
+static int add_linear(Builder *b, const LayerSpec *L, int li, View in, int out, Err *e) {
     Net *net = b->net;
-    const LayerSpec *L = &net->cfg.layers[li];
     const Value *iv = &net->value[in.v];
     long cin = (long)in.c * iv->h * iv->w;
     if (cin > CONFIG_MAX_CHANNELS * 64L)
         return err_set(e, "%s:%d: %s: %ld inputs to a fully connected layer is too many (pool first)",
-                       net->cfg.path, L->line, L->name, cin);
+                       net->cfg->path, L->line, L->name, cin);
     if (iv->h * iv->w > 1) {
         char name[NET_NAME_MAX];
-        snprintf(name, sizeof name, "%s/flat", L->name);
-        int flat = add_value(b, name, (int)cin, 1, 1, false);
+        int flat = add_value(b, join(name, L->name, "flat"), (int)cin, 1, 1, false);
         add_op(b, (Op){.kind = OP_FLATTEN, .layer = li, .in = in, .out = whole(net, flat)});
         in = whole(net, flat);
     }
-    int ws[2] = {out, (int)cin}, bs[1] = {out};
-    int w = add_param(b, L->name, ".weight", 2, ws, li, false);
-    int bias = add_param(b, L->name, ".bias", 1, bs, li, false);
     int y = add_value(b, L->name, out, 1, 1, false);
-    add_op(b, (Op){.kind = OP_FC, .layer = li, .in = in, .out = whole(net, y), .weight = w, .bias = bias});
+    add_fc(b, li, L->name, in, y, false, false);
     return y;
 }
 
-static int build(Builder *b, Err *e) {
+// One adder per kind of config layer: layer li (L) reads value `cur`; each returns the value the next layer
+// reads (cur itself for an auxiliary head), or -1 with e set.
+
+// A convolution, after its "#3x3 reduce" 1x1 convolution when Table 1 gives one.
+static int add_conv_layer(Builder *b, const LayerSpec *L, int li, int cur, Err *e) {
     Net *net = b->net;
-    const NetConfig *cfg = &net->cfg;
+    const Value cv = net->value[cur];
+    View in = whole(net, cur);
     char name[NET_NAME_MAX];
-    int cur = add_value(b, "input", cfg->channels, cfg->input, cfg->input, false);
-    int finished = -1; // the layer after which nothing may follow (the softmax, a MultiBox head)
-    net->logits = -1;
-    net->priors = -1;
-    net->n_heads = 1; // head[0], the main classifier, is set at the end
-    for (int li = 0; li < cfg->n_layers; li++) {
-        const LayerSpec *L = &cfg->layers[li];
-        const Value cv = net->value[cur];
-        View in = whole(net, cur);
-        if (finished >= 0)
-            return err_set(e, "%s:%d: %s: nothing may follow the %s", cfg->path, L->line, L->name,
-                           cfg->layers[finished].kind == LAYER_SOFTMAX ? "softmax" : "multibox head");
-        bool spatial = L->kind == LAYER_CONV || L->kind == LAYER_MAXPOOL || L->kind == LAYER_AVGPOOL ||
-                       L->kind == LAYER_LRN || L->kind == LAYER_INCEPTION || L->kind == LAYER_AUX;
-        if (spatial && net->logits >= 0)
-            return err_set(e, "%s:%d: %s: a %s layer cannot follow the fully connected classifier", cfg->path,
-                           L->line, L->name, L->kind == LAYER_AUX ? "aux" : "spatial");
-        switch (L->kind) {
-        case LAYER_CONV: {
-            if (L->n3x3r) { // Table 1's "#3x3 reduce": a 1x1 convolution before this one
-                snprintf(name, sizeof name, "%s/reduce", L->name);
-                int r = add_value(b, name, L->n3x3r, cv.h, cv.w, false);
-                add_conv(b, li, name, in, whole(net, r), 1, 1, 0, false);
-                in = whole(net, r);
-            }
-            int ho, wo;
-            if (check_fit(net, L, "convolution", cv.h, L->k, L->stride, L->pad, false, &ho, e)) return -1;
-            if (check_fit(net, L, "convolution", cv.w, L->k, L->stride, L->pad, false, &wo, e)) return -1;
-            int y = add_value(b, L->name, L->out, ho, wo, false);
-            add_conv(b, li, L->name, in, whole(net, y), L->k, L->stride, L->pad, false);
-            cur = y;
-            break;
-        }
-        case LAYER_MAXPOOL:
-        case LAYER_AVGPOOL: {
-            int ho, wo;
-            if (check_fit(net, L, "pooling", cv.h, L->k, L->stride, L->pad, true, &ho, e)) return -1;
-            if (check_fit(net, L, "pooling", cv.w, L->k, L->stride, L->pad, true, &wo, e)) return -1;
-            int y = add_value(b, L->name, cv.c, ho, wo, false);
-            add_op(b, (Op){.kind = L->kind == LAYER_MAXPOOL ? OP_MAXPOOL : OP_AVGPOOL, .layer = li, .in = in,
-                           .out = whole(net, y), .k = L->k, .stride = L->stride, .pad = L->pad});
-            cur = y;
-            break;
-        }
-        case LAYER_LRN: {
-            int y = add_value(b, L->name, cv.c, cv.h, cv.w, false);
-            add_op(b, (Op){.kind = OP_LRN, .layer = li, .in = in, .out = whole(net, y), .lrn_size = L->lrn_size,
-                           .alpha = L->alpha, .beta = L->beta, .lrn_k = L->lrn_k});
-            cur = y;
-            break;
-        }
-        case LAYER_INCEPTION: {
-            // Values: the 3x3 and 5x5 reduce convolutions ([3x3 reduce | 5x5 reduce]), the pooled input, and the
-            // module's output into which each branch writes its channel slice (so the concat costs nothing).
-            int nr = L->n3x3r + L->n5x5r;
-            int nout = L->n1x1 + L->n3x3 + L->n5x5 + L->npool;
-            if (nout > CONFIG_MAX_CHANNELS || nr + L->n1x1 > CONFIG_MAX_CHANNELS)
-                return err_set(e, "%s:%d: %s: too many channels", cfg->path, L->line, L->name);
-            snprintf(name, sizeof name, "%s/reduce", L->name);
-            int f = add_value(b, name, nr, cv.h, cv.w, false);
-            snprintf(name, sizeof name, "%s/pool", L->name);
-            int pooled = add_value(b, name, cv.c, cv.h, cv.w, false);
-            int y = add_value(b, L->name, nout, cv.h, cv.w, false);
-            // The three 1x1 convolutions reading the input are one GEMM: their weights are adjacent in the arena,
-            // one (1x1 + 3x3r + 5x5r, cin) matrix, and so are their biases. Its first n1x1 output channels go
-            // straight into the module's output, the others into the reduce value.
-            // With batchnorm their BN params follow them, each kind adjacent too.
-            const char *fused[3] = {"1x1", "3x3_reduce", "5x5_reduce"};
-            int fc[3] = {L->n1x1, L->n3x3r, L->n5x5r}, fw[3], fb[3];
-            char fnames[3][NET_NAME_MAX];
-            for (int i = 0; i < 3; i++) {
-                int ws[4] = {fc[i], cv.c, 1, 1};
-                snprintf(fnames[i], NET_NAME_MAX, "%s/%s", L->name, fused[i]);
-                fw[i] = add_param(b, fnames[i], ".weight", 4, ws, li, false);
-            }
-            for (int i = 0; i < 3; i++) fb[i] = add_param(b, fnames[i], ".bias", 1, &fc[i], li, false);
-            snprintf(name, sizeof name, "%s/1x1s/prebn", L->name);
-            add_conv_op(b, (Op){.kind = OP_CONV, .layer = li, .in = in, .out = {y, 0, L->n1x1},
-                                .out2 = whole(net, f), .k = 1, .stride = 1, .relu = true, .weight = fw[0],
-                                .bias = fb[0]},
-                        3, (const char (*)[NET_NAME_MAX])fnames, fc, name);
-            snprintf(name, sizeof name, "%s/3x3", L->name);
-            add_conv(b, li, name, (View){f, 0, L->n3x3r}, (View){y, L->n1x1, L->n3x3}, 3, 1, 1, false);
-            snprintf(name, sizeof name, "%s/5x5", L->name);
-            add_conv(b, li, name, (View){f, L->n3x3r, L->n5x5r},
-                     (View){y, L->n1x1 + L->n3x3, L->n5x5}, 5, 1, 2, false);
-            add_op(b, (Op){.kind = OP_MAXPOOL, .layer = li, .in = in, .out = whole(net, pooled), .k = 3,
-                           .stride = 1, .pad = 1});
-            add_slice(b, L->name, "1x1", (View){y, 0, L->n1x1});
-            add_slice(b, L->name, "3x3", (View){y, L->n1x1, L->n3x3});
-            add_slice(b, L->name, "5x5", (View){y, L->n1x1 + L->n3x3, L->n5x5});
-            add_slice(b, L->name, "pool_proj", (View){y, L->n1x1 + L->n3x3 + L->n5x5, L->npool});
-            add_slice(b, L->name, "3x3_reduce", (View){f, 0, L->n3x3r});
-            add_slice(b, L->name, "5x5_reduce", (View){f, L->n3x3r, L->n5x5r});
-            snprintf(name, sizeof name, "%s/pool_proj", L->name);
-            add_conv(b, li, name, whole(net, pooled), (View){y, L->n1x1 + L->n3x3 + L->n5x5, L->npool}, 1, 1, 0,
-                     false);
-            cur = y;
-            break;
-        }
-        case LAYER_AUX: {
-            // avg pool -> 1x1 conv -> flatten -> fc + ReLU -> dropout -> linear; reads `cur`, leaves it as is.
-            int ho, wo;
-            if (check_fit(net, L, "average pooling", cv.h, L->aux_k, L->aux_stride, 0, true, &ho, e)) return -1;
-            if (check_fit(net, L, "average pooling", cv.w, L->aux_k, L->aux_stride, 0, true, &wo, e)) return -1;
-            snprintf(name, sizeof name, "%s/pool", L->name);
-            int pooled = add_value(b, name, cv.c, ho, wo, true);
-            add_op(b, (Op){.kind = OP_AVGPOOL, .layer = li, .in = in, .out = whole(net, pooled), .k = L->aux_k,
-                           .stride = L->aux_stride, .aux = true});
-            snprintf(name, sizeof name, "%s/conv", L->name);
-            int conv = add_value(b, name, L->aux_conv, ho, wo, true);
-            add_conv(b, li, name, whole(net, pooled), whole(net, conv), 1, 1, 0, true);
-            long flat_c = (long)L->aux_conv * ho * wo;
-            if (flat_c > CONFIG_MAX_CHANNELS * 64L)
-                return err_set(e, "%s:%d: %s: %ld inputs to the fully connected layer is too many", cfg->path,
-                               L->line, L->name, flat_c);
-            snprintf(name, sizeof name, "%s/flat", L->name);
-            int flat = add_value(b, name, (int)flat_c, 1, 1, true);
-            add_op(b, (Op){.kind = OP_FLATTEN, .layer = li, .in = whole(net, conv), .out = whole(net, flat),
-                           .aux = true});
-            int ws[2] = {L->aux_fc, (int)flat_c}, bs[1] = {L->aux_fc};
-            snprintf(name, sizeof name, "%s/fc", L->name);
-            int fcv = add_value(b, name, L->aux_fc, 1, 1, true);
-            int w = add_param(b, name, ".weight", 2, ws, li, true), bias = add_param(b, name, ".bias", 1, bs, li, true);
-            add_op(b, (Op){.kind = OP_FC, .layer = li, .in = whole(net, flat), .out = whole(net, fcv), .relu = true,
-                           .weight = w, .bias = bias, .aux = true});
-            snprintf(name, sizeof name, "%s/drop", L->name);
-            int drop = add_value(b, name, L->aux_fc, 1, 1, true);
-            add_op(b, (Op){.kind = OP_DROPOUT, .layer = li, .in = whole(net, fcv), .out = whole(net, drop),
-                           .p = L->aux_p, .aux = true});
-            int ws2[2] = {cfg->classes, L->aux_fc}, bs2[1] = {cfg->classes};
-            snprintf(name, sizeof name, "%s/classifier", L->name);
-            int y = add_value(b, L->name, cfg->classes, 1, 1, true);
-            w = add_param(b, name, ".weight", 2, ws2, li, true), bias = add_param(b, name, ".bias", 1, bs2, li, true);
-            add_op(b, (Op){.kind = OP_FC, .layer = li, .in = whole(net, drop), .out = whole(net, y), .weight = w,
-                           .bias = bias, .aux = true});
-            net->head[net->n_heads++] = y;
-            break;
-        }
-        case LAYER_DROPOUT: {
-            int y = add_value(b, L->name, cv.c, cv.h, cv.w, false);
-            add_op(b, (Op){.kind = OP_DROPOUT, .layer = li, .in = in, .out = whole(net, y), .p = L->p});
-            cur = y;
-            break;
-        }
-        case LAYER_FC: {
-            int y = add_linear(b, li, in, L->out, e);
-            if (y < 0) return -1;
-            cur = y;
-            net->logits = y;
-            break;
-        }
-        case LAYER_SOFTMAX: {
-            if (cur != net->logits)
-                return err_set(e, "%s:%d: %s: softmax must directly follow the fully connected classifier",
-                               cfg->path, L->line, L->name);
-            int y = add_value(b, L->name, cv.c, 1, 1, false);
-            add_op(b, (Op){.kind = OP_SOFTMAX, .layer = li, .in = in, .out = whole(net, y)});
-            cur = y;
-            finished = li;
-            break;
-        }
-        case LAYER_MULTIBOX: {
-            // The network's output in place of a classifier: a linear layer to K boxes' 4 offsets and 1 logit,
-            // beside the K priors the offsets are relative to (a parameter that is stored, never trained).
-            if (net->logits >= 0)
-                return err_set(e, "%s:%d: %s: a network has a multibox head or a fully connected classifier, not "
-                               "both", cfg->path, L->line, L->name);
-            const int K = L->multibox_k, ps[2] = {K, 4};
-            int y = add_linear(b, li, in, 5 * K, e);
-            if (y < 0) return -1;
-            net->priors = add_param(b, L->name, ".priors", 2, ps, li, false);
-            net->param[net->priors].fixed = true;
-            cur = y;
-            net->logits = y;
-            net->multibox_k = K;
-            finished = li;
-            break;
-        }
-        }
+    if (L->n3x3r) {
+        int r = add_value(b, join(name, L->name, "reduce"), L->n3x3r, cv.h, cv.w, false);
+        add_conv(b, li, name, in, whole(net, r), 1, 1, 0, false);
+        in = whole(net, r);
     }
+    int ho, wo;
+    if (check_fit(net, L, "convolution", &cv, L->k, L->stride, L->pad, false, &ho, &wo, e)) return -1;
+    int y = add_value(b, L->name, L->out, ho, wo, false);
+    add_conv(b, li, L->name, in, whole(net, y), L->k, L->stride, L->pad, false);
+    return y;
+}
+
+static int add_pool(Builder *b, const LayerSpec *L, int li, int cur, Err *e) {
+    Net *net = b->net;
+    const Value cv = net->value[cur];
+    int ho, wo;
+    if (check_fit(net, L, "pooling", &cv, L->k, L->stride, L->pad, true, &ho, &wo, e)) return -1;
+    int y = add_value(b, L->name, cv.c, ho, wo, false);
+    add_op(b, (Op){.kind = L->kind == LAYER_MAXPOOL ? OP_MAXPOOL : OP_AVGPOOL, .layer = li, .in = whole(net, cur),
+                   .out = whole(net, y), .k = L->k, .stride = L->stride, .pad = L->pad});
+    return y;
+}
+
+static int add_lrn(Builder *b, const LayerSpec *L, int li, int cur, Err *e) {
+    (void)e;
+    Net *net = b->net;
+    const Value cv = net->value[cur];
+    int y = add_value(b, L->name, cv.c, cv.h, cv.w, false);
+    add_op(b, (Op){.kind = OP_LRN, .layer = li, .in = whole(net, cur), .out = whole(net, y),
+                   .lrn_size = L->lrn_size, .alpha = L->alpha, .beta = L->beta, .lrn_k = L->lrn_k});
+    return y;
+}
+
+// The module of Figure 2(b). Values: the 3x3 and 5x5 reduce convolutions ([3x3 reduce | 5x5 reduce]), the pooled
+// input, and the module's output into which each branch writes its channel slice (so the concat costs nothing).
+static int add_inception(Builder *b, const LayerSpec *L, int li, int cur, Err *e) {
+    Net *net = b->net;
+    const Value cv = net->value[cur];
+    const int nr = L->n3x3r + L->n5x5r, nout = L->n1x1 + L->n3x3 + L->n5x5 + L->npool;
+    if (nout > CONFIG_MAX_CHANNELS || nr + L->n1x1 > CONFIG_MAX_CHANNELS)
+        return err_set(e, "%s:%d: %s: too many channels", net->cfg->path, L->line, L->name);
+    char name[NET_NAME_MAX];
+    int f = add_value(b, join(name, L->name, "reduce"), nr, cv.h, cv.w, false);
+    int pooled = add_value(b, join(name, L->name, "pool"), cv.c, cv.h, cv.w, false);
+    int y = add_value(b, L->name, nout, cv.h, cv.w, false);
+    // The three 1x1 convolutions reading the input are one GEMM: their weights are adjacent in the arena, one
+    // (1x1 + 3x3r + 5x5r, cin) matrix, and so are their biases (and with batchnorm their BN params, each kind
+    // adjacent too). Its first n1x1 output channels go straight into the module's output, the others into reduce.
+    const char *fused[3] = {"1x1", "3x3_reduce", "5x5_reduce"};
+    int fc[3] = {L->n1x1, L->n3x3r, L->n5x5r}, fw[3], fb[3];
+    char fnames[3][NET_NAME_MAX];
+    for (int i = 0; i < 3; i++)
+        fw[i] = add_param(b, join(fnames[i], L->name, fused[i]), ".weight", 4, (int[4]){fc[i], cv.c, 1, 1}, li,
+                          false);
+    for (int i = 0; i < 3; i++) fb[i] = add_param(b, fnames[i], ".bias", 1, &fc[i], li, false);
+    add_conv_op(b, (Op){.kind = OP_CONV, .layer = li, .in = whole(net, cur), .out = {y, 0, L->n1x1},
+                        .out2 = whole(net, f), .k = 1, .stride = 1, .relu = true, .weight = fw[0], .bias = fb[0]},
+                3, (const char (*)[NET_NAME_MAX])fnames, fc, join(name, L->name, "1x1s/prebn"));
+    const View v3 = {y, L->n1x1, L->n3x3}, v5 = {y, v3.c0 + L->n3x3, L->n5x5}, vp = {y, v5.c0 + L->n5x5, L->npool};
+    add_conv(b, li, join(name, L->name, "3x3"), (View){f, 0, L->n3x3r}, v3, 3, 1, 1, false);
+    add_conv(b, li, join(name, L->name, "5x5"), (View){f, L->n3x3r, L->n5x5r}, v5, 5, 1, 2, false);
+    add_op(b, (Op){.kind = OP_MAXPOOL, .layer = li, .in = whole(net, cur), .out = whole(net, pooled), .k = 3,
+                   .stride = 1, .pad = 1});
+    add_slice(b, L->name, "1x1", (View){y, 0, L->n1x1});
+    add_slice(b, L->name, "3x3", v3);
+    add_slice(b, L->name, "5x5", v5);
+    add_slice(b, L->name, "pool_proj", vp);
+    add_slice(b, L->name, "3x3_reduce", (View){f, 0, L->n3x3r});
+    add_slice(b, L->name, "5x5_reduce", (View){f, L->n3x3r, L->n5x5r});
+    add_conv(b, li, join(name, L->name, "pool_proj"), whole(net, pooled), vp, 1, 1, 0, false);
+    return y;
+}
+
+// An auxiliary classifier: avg pool -> 1x1 conv -> flatten -> fc + ReLU -> dropout -> linear, its logits a head
+// of the training loss; reads `cur` and leaves it as is.
+static int add_aux(Builder *b, const LayerSpec *L, int li, int cur, Err *e) {
+    Net *net = b->net;
+    const NetConfig *cfg = net->cfg;
+    const Value cv = net->value[cur];
+    int ho, wo;
+    if (check_fit(net, L, "average pooling", &cv, L->aux_k, L->aux_stride, 0, true, &ho, &wo, e)) return -1;
+    char name[NET_NAME_MAX];
+    int pooled = add_value(b, join(name, L->name, "pool"), cv.c, ho, wo, true);
+    add_op(b, (Op){.kind = OP_AVGPOOL, .layer = li, .in = whole(net, cur), .out = whole(net, pooled),
+                   .k = L->aux_k, .stride = L->aux_stride, .aux = true});
+    int conv = add_value(b, join(name, L->name, "conv"), L->aux_conv, ho, wo, true);
+    add_conv(b, li, name, whole(net, pooled), whole(net, conv), 1, 1, 0, true);
+    long flat_c = (long)L->aux_conv * ho * wo;
+    if (flat_c > CONFIG_MAX_CHANNELS * 64L)
+        return err_set(e, "%s:%d: %s: %ld inputs to the fully connected layer is too many", cfg->path, L->line,
+                       L->name, flat_c);
+    int flat = add_value(b, join(name, L->name, "flat"), (int)flat_c, 1, 1, true);
+    add_op(b, (Op){.kind = OP_FLATTEN, .layer = li, .in = whole(net, conv), .out = whole(net, flat), .aux = true});
+    int fcv = add_value(b, join(name, L->name, "fc"), L->aux_fc, 1, 1, true);
+    add_fc(b, li, name, whole(net, flat), fcv, true, true);
+    int drop = add_value(b, join(name, L->name, "drop"), L->aux_fc, 1, 1, true);
+    add_op(b, (Op){.kind = OP_DROPOUT, .layer = li, .in = whole(net, fcv), .out = whole(net, drop), .p = L->aux_p,
+                   .aux = true});
+    int y = add_value(b, L->name, cfg->classes, 1, 1, true);
+    add_fc(b, li, join(name, L->name, "classifier"), whole(net, drop), y, false, true);
+    net->head[net->n_heads++] = y;
+    return cur;
+}
+
+static int add_dropout(Builder *b, const LayerSpec *L, int li, int cur, Err *e) {
+    (void)e;
+    Net *net = b->net;
+    const Value cv = net->value[cur];
+    int y = add_value(b, L->name, cv.c, cv.h, cv.w, false);
+    add_op(b, (Op){.kind = OP_DROPOUT, .layer = li, .in = whole(net, cur), .out = whole(net, y), .p = L->p});
+    return y;
+}
+
+// The main classifier: its output is the network's logits.
+static int add_classifier(Builder *b, const LayerSpec *L, int li, int cur, Err *e) {
+    int y = add_linear(b, L, li, whole(b->net, cur), L->out, e);
+    if (y >= 0) b->net->logits = y;
+    return y;
+}
+
+static int add_softmax(Builder *b, const LayerSpec *L, int li, int cur, Err *e) {
+    Net *net = b->net;
+    if (cur != net->logits)
+        return err_set(e, "%s:%d: %s: softmax must directly follow the fully connected classifier", net->cfg->path,
+                       L->line, L->name);
+    int y = add_value(b, L->name, net->value[cur].c, 1, 1, false);
+    add_op(b, (Op){.kind = OP_SOFTMAX, .layer = li, .in = whole(net, cur), .out = whole(net, y)});
+    return y;
+}
+
+// The network's output in place of a classifier: a linear layer to K boxes' 4 offsets and 1 logit, beside the K
+// priors the offsets are relative to (a parameter that is stored, never trained).
+static int add_multibox(Builder *b, const LayerSpec *L, int li, int cur, Err *e) {
+    Net *net = b->net;
+    if (net->logits >= 0)
+        return err_set(e, "%s:%d: %s: a network has a multibox head or a fully connected classifier, not both",
+                       net->cfg->path, L->line, L->name);
+    const int K = L->multibox_k, ps[2] = {K, 4};
+    int y = add_linear(b, L, li, whole(net, cur), 5 * K, e);
+    if (y < 0) return -1;
+    net->priors = add_param(b, L->name, ".priors", 2, ps, li, false);
+    net->param[net->priors].fixed = true;
+    net->logits = y;
+    net->multibox_k = K;
+    return y;
+}
+
+typedef int (*LayerAdder)(Builder *b, const LayerSpec *L, int li, int cur, Err *e);
+static const LayerAdder layer_adders[] = {
+    [LAYER_CONV] = add_conv_layer, [LAYER_MAXPOOL] = add_pool,       [LAYER_AVGPOOL] = add_pool,
+    [LAYER_LRN] = add_lrn,         [LAYER_INCEPTION] = add_inception, [LAYER_AUX] = add_aux,
+    [LAYER_DROPOUT] = add_dropout, [LAYER_FC] = add_classifier,      [LAYER_SOFTMAX] = add_softmax,
+    [LAYER_MULTIBOX] = add_multibox,
+};
+
+// Whether layer L may come where it is: nothing after the softmax or a MultiBox head (`finished`), nothing
+// spatial after the classifier.
+static int check_order(const Net *net, const LayerSpec *L, int finished, Err *e) {
+    const NetConfig *cfg = net->cfg;
+    if (finished >= 0)
+        return err_set(e, "%s:%d: %s: nothing may follow the %s", cfg->path, L->line, L->name,
+                       cfg->layers[finished].kind == LAYER_SOFTMAX ? "softmax" : "multibox head");
+    bool spatial = L->kind == LAYER_CONV || L->kind == LAYER_MAXPOOL || L->kind == LAYER_AVGPOOL ||
+                   L->kind == LAYER_LRN || L->kind == LAYER_INCEPTION || L->kind == LAYER_AUX;
+    if (spatial && net->logits >= 0)
+        return err_set(e, "%s:%d: %s: a %s layer cannot follow the fully connected classifier", cfg->path, L->line,
+                       L->name, L->kind == LAYER_AUX ? "aux" : "spatial");
+    return 0;
+}
+
+// Whether the built network has one output of the right size.
+static int check_output(const Net *net, Err *e) {
+    const NetConfig *cfg = net->cfg;
     if (net->multibox_k && net->n_heads > 1)
         return err_set(e, "%s: auxiliary heads are classifiers; a MultiBox network (multibox layer) has none",
                        cfg->path);
@@ -349,9 +346,12 @@ static int build(Builder *b, Err *e) {
     if (!net->multibox_k && net->value[net->logits].c != cfg->classes)
         return err_set(e, "%s: the last fully connected layer has %d outputs, but classes = %d", cfg->path,
                        net->value[net->logits].c, cfg->classes);
-    net->head[0] = net->logits;
-    // Liveness: the op that writes each value and the last op that reads it. A BN's outputs count as written by
-    // its convolution, which writes them itself at inference.
+    return 0;
+}
+
+// Liveness: the op that writes each value and the last op that reads it. A BN's outputs count as written by its
+// convolution, which writes them itself at inference.
+static void mark_liveness(Net *net) {
     for (int i = 0; i < net->n_ops; i++) {
         Op *op = &net->op[i];
         Value *out = &net->value[op->out.v];
@@ -368,12 +368,32 @@ static int build(Builder *b, Err *e) {
         out->flat = op->kind == OP_FC || op->kind == OP_FLATTEN || op->kind == OP_SOFTMAX ||
                     (op->kind == OP_DROPOUT && in->flat);
     }
+}
+
+static int build(Builder *b, Err *e) {
+    Net *net = b->net;
+    const NetConfig *cfg = net->cfg;
+    int cur = add_value(b, "input", cfg->channels, cfg->input, cfg->input, false);
+    int finished = -1; // the layer after which nothing may follow (the softmax, a MultiBox head)
+    net->logits = -1;
+    net->priors = -1;
+    net->n_heads = 1; // head[0], the main classifier, is set at the end
+    for (int li = 0; li < cfg->n_layers; li++) {
+        const LayerSpec *L = &cfg->layers[li];
+        if (check_order(net, L, finished, e)) return -1;
+        if ((cur = layer_adders[L->kind](b, L, li, cur, e)) < 0) return -1;
+        if (L->kind == LAYER_SOFTMAX || L->kind == LAYER_MULTIBOX) finished = li;
+    }
+    if (check_output(net, e)) return -1;
+    net->head[0] = net->logits;
+    mark_liveness(net);
     return 0;
 }
 
 int net_create(Net *net, const NetConfig *cfg, Err *e) {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    *net = (Net){.cfg = *cfg, .threads = cpus < 1 ? 1 : cpus > 64 ? 64 : (int)cpus};
+    *net = (Net){.cfg = xmalloc(sizeof *cfg), .threads = cpus < 1 ? 1 : cpus > 64 ? 64 : (int)cpus};
+    *net->cfg = *cfg;
     Builder b = {.net = net};
     if (build(&b, e)) {
         net_free(net);
@@ -393,6 +413,7 @@ int net_create(Net *net, const NetConfig *cfg, Err *e) {
 }
 
 void net_free(Net *net) {
+    free(net->cfg);
     free(net->param);
     free(net->params);
     free(net->folded);

@@ -229,7 +229,7 @@ static Onnx__NodeProto *producer(const Importer *im, const char *name, const cha
 
 static int mismatch(Importer *im, const LayerSpec *L, const char *part, const char *tensor,
                     const Onnx__NodeProto *n, const char *want) {
-    const NetConfig *cfg = &im->net->cfg;
+    const NetConfig *cfg = im->net->cfg;
     if (n)
         return err_set(im->e, "%s: the graph does not match config %s at layer %s%s%s (line %d): node '%s' (%s) "
                               "computes '%s' where %s was expected",
@@ -364,7 +364,7 @@ static const char *match_conv(Importer *im, const LayerSpec *L, const char *part
     if (!dims_equal(wt, 4, wd)) {
         char got[96];
         err_set(im->e, "%s: node '%s': weight '%s' has shape %s, config %s layer %s needs [%d, %d, %d, %d]", im->path,
-                node_label(conv), conv->input[1], shape_str(wt, got, sizeof got), im->net->cfg.path, pw->name,
+                node_label(conv), conv->input[1], shape_str(wt, got, sizeof got), im->net->cfg->path, pw->name,
                 pw->shape[0], pw->shape[1], pw->shape[2], pw->shape[3]);
         return NULL;
     }
@@ -598,7 +598,7 @@ static const char *match_fc(Importer *im, const LayerSpec *L, const char *part, 
     if (!dims_equal(wt, 2, want_dims)) {
         char got[96];
         err_set(im->e, "%s: node '%s': weight '%s' has shape %s, config %s layer %s needs %zu outputs from %zu inputs",
-                im->path, node_label(wnode), wname, shape_str(wt, got, sizeof got), im->net->cfg.path, pw->name, out, in);
+                im->path, node_label(wnode), wname, shape_str(wt, got, sizeof got), im->net->cfg->path, pw->name, out, in);
         return NULL;
     }
     if (copy_floats(im, wnode, wname, out, in, transpose, im->staged + pw->offset)) return NULL;
@@ -656,13 +656,13 @@ static const char *match_inception(Importer *im, const LayerSpec *L, const char 
         if (strcmp(resolved(im, x[i]), resolved(im, x[0])))
             return err_set(im->e, "%s: the graph does not match config %s at layer %s (line %d): its four branches "
                                   "do not read the same tensor ('%s' and '%s')",
-                           im->path, im->net->cfg.path, L->name, L->line, x[0], x[i]), NULL;
+                           im->path, im->net->cfg->path, L->name, L->line, x[0], x[i]), NULL;
     return x[0];
 }
 
 // The auxiliary head whose classifier produces t; returns the tensor it reads.
 static const char *match_aux(Importer *im, int li, const char *t) {
-    const LayerSpec *L = &im->net->cfg.layers[li];
+    const LayerSpec *L = &im->net->cfg->layers[li];
     char p[NET_NAME_MAX];
     const Value *pool = named_value(im, L->name, "/pool"), *conv = named_value(im, L->name, "/conv");
     snprintf(p, sizeof p, "%s/classifier", L->name);
@@ -677,7 +677,7 @@ static const char *match_aux(Importer *im, int li, const char *t) {
 
 // The main path, from the last config layer to the first; aux_in[i] gets the tensor auxiliary layer i reads.
 static const char *match_trunk(Importer *im, const char *t, const char **aux_in) {
-    const NetConfig *cfg = &im->net->cfg;
+    const NetConfig *cfg = im->net->cfg;
     for (int li = cfg->n_layers - 1; li >= 0 && t; li--) {
         const LayerSpec *L = &cfg->layers[li];
         const Value *in = layer_input(im, li), *out = named_value(im, L->name, "");
@@ -726,7 +726,7 @@ static const char *match_trunk(Importer *im, const char *t, const char **aux_in)
 }
 
 static int import_graph(Importer *im, bool *has_aux) {
-    const NetConfig *cfg = &im->net->cfg;
+    const NetConfig *cfg = im->net->cfg;
     Onnx__GraphProto *g = im->g;
     // The data input: the graph input that is not an initializer.
     const char *input = NULL;
@@ -803,11 +803,11 @@ void import_report_free(ImportReport *r) {
 int onnx_import(Net *net, const char *path, ImportReport *report, Err *e) {
     if (net->multibox_k)
         return err_set(e, "%s: config %s has a multibox head; ONNX import reads GoogLeNet classifiers (import into "
-                       "the classifier's config)", path, net->cfg.path);
-    if (net->cfg.batchnorm)
+                       "the classifier's config)", path, net->cfg->path);
+    if (net->cfg->batchnorm)
         return err_set(e, "%s: config %s uses batch normalisation (batchnorm = true); ONNX import reads "
                        "bvlc_googlenet's graph, which has none (import into a config without batchnorm)", path,
-                       net->cfg.path);
+                       net->cfg->path);
     PbBudget budget;
     Onnx__ModelProto *model = pb_decode_file(path, ONNX_MAX_BYTES, "an ONNX model", unpack_model, &budget, e);
     if (!model) return -1;
@@ -820,9 +820,9 @@ int onnx_import(Net *net, const char *path, ImportReport *report, Err *e) {
     int rc = model_classes_parse(path, model_meta(model, "classes"), model_meta(model, "wnids"),
                                  model_meta(model, "background") ? model_meta(model, "background") : "false",
                                  &r.classes, e);
-    if (rc == 0 && r.classes.classes.n && r.classes.classes.n + r.classes.background != net->cfg.classes)
+    if (rc == 0 && r.classes.classes.n && r.classes.classes.n + r.classes.background != net->cfg->classes)
         rc = err_set(e, "%s: its metadata names %d classes%s; config %s has %d outputs", path, r.classes.classes.n,
-                     r.classes.background ? " and background" : "", net->cfg.path, net->cfg.classes);
+                     r.classes.background ? " and background" : "", net->cfg->path, net->cfg->classes);
     Importer im = {.path = path, .net = net, .g = model->graph, .e = e};
     im.staged = xcalloc(net->params_size ? net->params_size : 1, sizeof(float));
     im.filled = xcalloc((size_t)net->n_params + 1, sizeof(bool));

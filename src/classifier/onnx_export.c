@@ -205,7 +205,7 @@ static const char *ex_aux(Exporter *ex, const char *x, const LayerSpec *L, int i
 
 // The graph's ops from the config; outputs[0] gets the main output, then the auxiliary heads' when with_aux.
 static void ex_layers(Exporter *ex, bool with_aux, const char **outputs, int *n_out) {
-    const NetConfig *cfg = &ex->net->cfg;
+    const NetConfig *cfg = ex->net->cfg;
     const char *t = "data";
     int side = cfg->input;
     *n_out = 1;
@@ -289,7 +289,7 @@ static void ex_meta(Exporter *ex, Onnx__ModelProto *m, const char *key, const ch
 
 // What a user of the model needs to feed it, and the classes (as weight files record them).
 static void ex_metadata(Exporter *ex, Onnx__ModelProto *m, const ModelClasses *classes) {
-    const NetConfig *cfg = &ex->net->cfg;
+    const NetConfig *cfg = ex->net->cfg;
     const char *base = strrchr(cfg->path, '/');
     ex_meta(ex, m, "config", base ? base + 1 : cfg->path);
     ex_meta(ex, m, "channel_order", cfg->order == CHANNELS_BGR ? "bgr" : "rgb");
@@ -305,7 +305,7 @@ static void ex_metadata(Exporter *ex, Onnx__ModelProto *m, const ModelClasses *c
 }
 
 static int ex_write(Exporter *ex, const char *path, bool with_aux, const ModelClasses *classes, Err *e) {
-    const NetConfig *cfg = &ex->net->cfg;
+    const NetConfig *cfg = ex->net->cfg;
     const char *outputs[CONFIG_MAX_LAYERS + 1];
     int n_out = 0;
     ex_layers(ex, with_aux, outputs, &n_out);
@@ -341,10 +341,10 @@ static int ex_write(Exporter *ex, const char *path, bool with_aux, const ModelCl
 
 int onnx_export(Net *net, const char *path, bool with_aux, const ModelClasses *classes, Err *e) {
     if (net->multibox_k)
-        return err_set(e, "config %s has a multibox head; ONNX export writes classifiers", net->cfg.path);
-    if (classes && classes->classes.n > 0 && classes->classes.n + classes->background != net->cfg.classes)
+        return err_set(e, "config %s has a multibox head; ONNX export writes classifiers", net->cfg->path);
+    if (classes && classes->classes.n > 0 && classes->classes.n + classes->background != net->cfg->classes)
         return err_set(e, "%d class names%s for config %s's %d outputs", classes->classes.n,
-                       classes->background ? " and background" : "", net->cfg.path, net->cfg.classes);
+                       classes->background ? " and background" : "", net->cfg->path, net->cfg->classes);
     Exporter ex = {.net = net};
     if (net->folded) { // batch normalisation: its running statistics folded into the convolutions (aux heads too)
         bool was = net->with_aux;

@@ -102,7 +102,7 @@ static bool value_planned(const Value *val, bool with_aux, bool training) {
 static int plan(Net *net, int batch, bool keep_all, bool with_aux, bool training, Err *e) {
     if (batch < 1 || batch > 65536) return err_set(e, "batch size %d out of range [1, 65536]", batch);
     net->train_batch = 0; // a training plan, if any, is gone
-    net->train_state = 0;
+    net->train_state = TRAIN_NONE;
     int nv = net->n_values;
     Slot *slot = xmalloc((size_t)(nv ? nv : 1) * sizeof *slot);
     int n = 0, features = net_feature_value(net);
@@ -113,7 +113,7 @@ static int plan(Net *net, int batch, bool keep_all, bool with_aux, bool training
         size_t size;
         if (!value_floats(val, batch, &size)) {
             free(slot);
-            return err_set(e, "%s: value %s for a batch of %d is too large", net->cfg.path, val->name, batch);
+            return err_set(e, "%s: value %s for a batch of %d is too large", net->cfg->path, val->name, batch);
         }
         // Outputs (values no op reads: the probabilities, the aux heads' logits), the logits, the features the
         // main classifier reads (box regression: net_predict), and with keep_all everything, survive the pass.
@@ -125,7 +125,7 @@ static int plan(Net *net, int batch, bool keep_all, bool with_aux, bool training
     size_t total = place_slots(slot, n, NET_MAX_ACT_BYTES / sizeof(float));
     if (total == SIZE_MAX) {
         free(slot);
-        return err_set(e, "%s: activations for a batch of %d exceed %llu GiB", net->cfg.path, batch,
+        return err_set(e, "%s: activations for a batch of %d exceed %llu GiB", net->cfg->path, batch,
                        NET_MAX_ACT_BYTES >> 30);
     }
     for (int i = 0; i < n; i++) net->value[slot[i].v].offset = slot[i].offset;
@@ -214,7 +214,7 @@ int net_train_begin(Net *net, int batch, Err *e) {
     size_t total = place_slots(slot, n, NET_MAX_ACT_BYTES / sizeof(float));
     if (total == SIZE_MAX) {
         free(slot);
-        return err_set(e, "%s: activation gradients for a batch of %d exceed %llu GiB", net->cfg.path, batch,
+        return err_set(e, "%s: activation gradients for a batch of %d exceed %llu GiB", net->cfg->path, batch,
                        NET_MAX_ACT_BYTES >> 30);
     }
     for (int i = 0; i < n; i++) net->value[slot[i].v].grad_offset = slot[i].offset;
@@ -258,7 +258,7 @@ int net_train_begin(Net *net, int batch, Err *e) {
         net->scratch_size = scratch;
     }
     net->train_batch = batch;
-    net->train_state = 0;
+    net->train_state = TRAIN_NONE;
     return 0;
 }
 
@@ -323,7 +323,7 @@ int guard_after_op(const Net *net, bool grad, bool *live, int i, Err *e) {
     const Op *op = &net->op[i];
     for (int v = 0; v < net->n_values; v++)
         if (live[v] && !guard_intact(net, grad, v))
-            return err_set(e, "%s: op %d (%s) wrote past %s'%s': its guard changed", net->cfg.path, i,
+            return err_set(e, "%s: op %d (%s) wrote past %s'%s': its guard changed", net->cfg->path, i,
                            op_kind_name(op->kind), grad ? "the gradient of " : "", net->value[v].name);
     for (int v = 0; v < net->n_values; v++) {
         const Value *val = &net->value[v];
@@ -336,6 +336,6 @@ int net_guard_check(const Net *net, Err *e) {
     if (!net->guarded || !net->batch) return 0;
     for (int v = 0; v < net->n_values; v++)
         if (net->value[v].kept && !guard_intact(net, false, v))
-            return err_set(e, "%s: the guard after value '%s' changed", net->cfg.path, net->value[v].name);
+            return err_set(e, "%s: the guard after value '%s' changed", net->cfg->path, net->value[v].name);
     return 0;
 }

@@ -71,7 +71,7 @@ static bool paper_note(const SummaryRow *r, char *buf, size_t n) {
 
 void net_summary(const Net *net, Summary *s) {
     *s = (Summary){0};
-    const NetConfig *cfg = &net->cfg;
+    const NetConfig *cfg = net->cfg;
     for (int li = 0; li < cfg->n_layers; li++) {
         const LayerSpec *L = &cfg->layers[li];
         SummaryRow *r = &s->row[s->n_rows++];
@@ -128,7 +128,7 @@ void net_summary(const Net *net, Summary *s) {
 }
 
 void summary_print(const Net *net, const Summary *s, FILE *f) {
-    const NetConfig *cfg = &net->cfg;
+    const NetConfig *cfg = net->cfg;
     char outputs[48];
     if (net->multibox_k) snprintf(outputs, sizeof outputs, "a multibox head of %d boxes", net->multibox_k);
     else snprintf(outputs, sizeof outputs, "%d classes", cfg->classes);
@@ -204,9 +204,9 @@ int summary_write_json(const Net *net, const Summary *s, FILE *f, Err *e) {
         }
         json_array_append_new(rows, o);
     }
-    json_object_set_new(root, "config", json_string(net->cfg.path));
+    json_object_set_new(root, "config", json_string(net->cfg->path));
     if (net->multibox_k) json_object_set_new(root, "multibox_k", json_integer(net->multibox_k));
-    if (net->cfg.batchnorm) json_object_set_new(root, "batchnorm", json_true());
+    if (net->cfg->batchnorm) json_object_set_new(root, "batchnorm", json_true());
     json_object_set_new(root, "rows", rows);
     json_object_set_new(root, "totals", json_pack("{sIsI}", "params", (json_int_t)s->params, "macs", (json_int_t)s->macs));
     json_object_set_new(root, "aux_totals",

@@ -54,7 +54,7 @@ static int check_tensor(const Net *net, const char *path, const char *name, json
         if (!json_is_integer(d) || (i < (size_t)p->ndim && json_integer_value(d) != p->shape[i])) ok = false;
     }
     if (!ok)
-        return err_set(e, "%s: tensor '%s' has shape [%s], config %s needs [%s]", path, name, got, net->cfg.path,
+        return err_set(e, "%s: tensor '%s' has shape [%s], config %s needs [%s]", path, name, got, net->cfg->path,
                        want);
     return 0;
 }
@@ -172,7 +172,7 @@ static int entry_read(Loading *l, const char *name, json_t *t, Err *e) {
     } else {
         int pi = net_find_param(l->net, name);
         if (pi < 0)
-            return err_set(e, "%s: tensor '%s' is not a parameter of config %s", l->path, name, l->net->cfg.path);
+            return err_set(e, "%s: tensor '%s' is not a parameter of config %s", l->path, name, l->net->cfg->path);
         if (param_stage(l, name, t, pi, s, e)) return -1;
     }
     l->spans[l->n_spans++] = s;
@@ -201,7 +201,7 @@ static int params_complete(const Loading *l, bool *has_aux, Err *e) {
     for (int i = 0; i < net->n_params; i++) {
         const Param *p = &net->param[i];
         if (!p->aux && !l->found[i])
-            return err_set(e, "%s: tensor '%s' of config %s is missing", l->path, p->name, net->cfg.path);
+            return err_set(e, "%s: tensor '%s' of config %s is missing", l->path, p->name, net->cfg->path);
         aux_total += p->aux, aux_found += p->aux && l->found[i];
         if (p->aux && !l->found[i] && !aux_missing) aux_missing = p->name;
     }
@@ -254,9 +254,9 @@ static json_t *string_value(char *text) {
 }
 
 static json_t *metadata(const Net *net, const ModelClasses *mc) {
-    const char *base = strrchr(net->cfg.path, '/');
+    const char *base = strrchr(net->cfg->path, '/');
     json_t *m = json_pack("{ssssss}", "format", "inception", "version", WEIGHTS_VERSION, "config",
-                          base ? base + 1 : net->cfg.path);
+                          base ? base + 1 : net->cfg->path);
     if (mc && mc->classes.n > 0) {
         json_object_set_new(m, "classes", string_value(model_classes_text(mc, false)));
         char *wnids = model_classes_text(mc, true);

@@ -91,7 +91,7 @@ int cmd_import(int argc, char **argv) {
     ImportReport r = {0};
     bool caffe = prototxt || ends_with(path, ".caffemodel");
     int rc = caffe ? caffe_import(&net, path, prototxt, &r, &e) : onnx_import(&net, path, &r, &e);
-    if (rc == 0 && r.n_meta && net.cfg.order != CHANNELS_BGR && !quiet)
+    if (rc == 0 && r.n_meta && net.cfg->order != CHANNELS_BGR && !quiet)
         fprintf(stderr, "inception import: warning: config %s feeds RGB; Caffe's weights expect BGR planes\n", config);
     if (rc == 0) {
         WeightsExtra extra = {.n_meta = r.n_meta, .meta = r.meta};

@@ -66,7 +66,7 @@ int cmd_forward(int argc, char **argv) {
     int rc = 1;
     bool has_aux = false;
     if (weights_load(&net, weights, &has_aux, &e)) goto fail;
-    const NetConfig *cfg = &net.cfg;
+    const NetConfig *cfg = net.cfg;
     View view = {net.logits, 0, net.value[net.logits].c};
     if (layer && !net_find_view(&net, layer, &view)) {
         err_set(&e, "no layer or value named '%s' in %s", layer, config);
@@ -204,10 +204,10 @@ int cmd_classify(int argc, char **argv) {
         return cli_fail("classify", &e);
     }
     char *label_text = NULL, **names = NULL;
-    float *probs = xmalloc((size_t)net.cfg.classes * sizeof(float));
+    float *probs = xmalloc((size_t)net.cfg->classes * sizeof(float));
     int rc = 0;
     if (weights_load(&net, weights, NULL, &e) ||
-        (labels && load_labels(labels, net.cfg.classes, &label_text, &names, &e))) {
+        (labels && load_labels(labels, net.cfg->classes, &label_text, &names, &e))) {
         rc = cli_fail("classify", &e);
         goto done;
     }
@@ -219,8 +219,8 @@ int cmd_classify(int argc, char **argv) {
             continue;
         }
         image_free(&im);
-        int k = net.cfg.classes < CLASSIFY_TOPK ? net.cfg.classes : CLASSIFY_TOPK, idx[CLASSIFY_TOPK];
-        topk(probs, net.cfg.classes, k, idx);
+        int k = net.cfg->classes < CLASSIFY_TOPK ? net.cfg->classes : CLASSIFY_TOPK, idx[CLASSIFY_TOPK];
+        topk(probs, net.cfg->classes, k, idx);
         printf("%s (%ld crops)\n", argv[i], crops);
         for (int j = 0; j < k; j++) {
             int c = idx[j];

@@ -104,10 +104,10 @@ static int check_extras(const char *path, const WeightsExtra *x, const Net *net,
     if (w->ndim != 2 || w->shape[0] != 4 * classes || w->shape[1] != f->c || b->ndim != 1 || b->shape[0] != 4 * classes)
         return err_set(e, "%s: bbox.weight must be (%d, %d) and bbox.bias (%d): %d classes x 4 offsets from the %d "
                           "features of '%s' in %s", path, 4 * classes, f->c, 4 * classes, classes, f->c, f->name,
-                       net->cfg.path);
+                       net->cfg->path);
     if (!feature || strcmp(feature, f->name))
         return err_set(e, "%s: the box regressor reads '%s'; the main classifier of %s reads '%s'", path,
-                       feature ? feature : "(no bbox_feature metadata)", net->cfg.path, f->name);
+                       feature ? feature : "(no bbox_feature metadata)", net->cfg->path, f->name);
     return 0;
 }
 

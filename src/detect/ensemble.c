@@ -253,8 +253,8 @@ static int load_member(Ensemble *en, int i, int line, int threads, Err *e) {
         return err_prefix(e, "%s:%d", en->path, line);
     m->view = en->n_views;
     for (int v = 0; v < en->n_views; v++)
-        if (same_view(en->view[v].cfg, &m->net->cfg)) m->view = v;
-    if (m->view == en->n_views) en->view[en->n_views++] = (EnsembleView){&m->net->cfg, en->params.context};
+        if (same_view(en->view[v].cfg, m->net->cfg)) m->view = v;
+    if (m->view == en->n_views) en->view[en->n_views++] = (EnsembleView){m->net->cfg, en->params.context};
     return 0;
 }
 
@@ -289,9 +289,9 @@ int ensemble_load(const char *path, int threads, Ensemble *en, Err *e) {
 
 void ensemble_of_net(Ensemble *en, Net *net, const ClassMap *classes, bool background, const DetectParams *p) {
     *en = (Ensemble){.n_members = 1, .n_views = 1, .classes = *classes, .background = background,
-                     .outputs = net->cfg.classes, .params = *p, .borrowed = true};
+                     .outputs = net->cfg->classes, .params = *p, .borrowed = true};
     en->member[0] = (Member){.weight = 1, .view = 0, .net = net};
-    en->view[0] = (EnsembleView){&net->cfg, p->context};
+    en->view[0] = (EnsembleView){net->cfg, p->context};
     proposals_params_default(&en->proposals);
 }
 

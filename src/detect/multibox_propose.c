@@ -7,7 +7,7 @@
 #include <string.h>
 
 int multibox_propose(Net *net, const Image *const *ims, int n, int top, Proposals *out, Err *e) {
-    const NetConfig *c = &net->cfg;
+    const NetConfig *c = net->cfg;
     const int K = net->multibox_k, S = c->input, B = 16;
     if (K < 1 || net->priors < 0) return err_set(e, "%s: not a MultiBox network", c->path);
     const float *priors = net->params + net->param[net->priors].offset; // (K, 4)

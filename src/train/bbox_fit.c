@@ -171,7 +171,7 @@ static int flush(FeatureBatch *fb, float *feats /* (k, D) */, Err *e) {
 // The features of every pair's region, warped as the detector warps it: feats (len, D). Pairs of images that do
 // not decode are dropped (v shrinks).
 static int pair_features(Net *net, Dataset *d, PairVec *v, const BboxFitOptions *o, float *feats, Err *e) {
-    const NetConfig *c = &net->cfg;
+    const NetConfig *c = net->cfg;
     const int D = net->value[net_feature_value(net)].c;
     const size_t per = (size_t)c->channels * c->input * c->input;
     FeatureBatch fb = {net, 32, xmalloc(32 * per * sizeof(float)), xmalloc(32 * (size_t)c->classes * sizeof(float)), 0};

@@ -75,7 +75,7 @@ static int produce_batch(void *ctx, long index, void *slot, Err *e) {
 
 // Top-1/top-5 of the centre crop of every validation image (the `classify --crops 1` view).
 static int validate_classify(Net *net, Dataset *val, int limit, bool quiet, ValResult *r, Err *e) {
-    const NetConfig *cfg = &net->cfg;
+    const NetConfig *cfg = net->cfg;
     int n = val->samples.n < limit || limit <= 0 ? val->samples.n : limit, batch = 32, C = cfg->classes;
     size_t per = (size_t)cfg->channels * cfg->input * cfg->input;
     float *x = xmalloc((size_t)batch * per * sizeof(float)), *probs = xmalloc((size_t)batch * C * sizeof(float));
@@ -113,7 +113,8 @@ static int validate_classify(Net *net, Dataset *val, int limit, bool quiet, ValR
         }
     }
     progress_finish(&prog);
-    *r = (ValResult){seen ? (double)hit1 / seen : NAN, seen ? (double)hit5 / seen : NAN, NAN, NAN, (int)seen};
+    *r = (ValResult){.top1 = seen ? (double)hit1 / seen : NAN, .top5 = seen ? (double)hit5 / seen : NAN,
+                     .region_accuracy = NAN, .map = NAN, .recall = NAN, .n = (int)seen};
     rc = 0;
 done:
     free(x), free(probs), free(labels);
@@ -124,7 +125,7 @@ done:
 // 2,000, and as many background regions drawn with a fixed seed: chance is 1/2 for one class), then detection
 // mean AP over the validation images' proposals (VOC protocol, IoU 0.5).
 static int validate_regions(Net *net, Dataset *val, int limit, int context, bool quiet, ValResult *r, Err *e) {
-    const NetConfig *cfg = &net->cfg;
+    const NetConfig *cfg = net->cfg;
     int n_img = val->n_images < limit || limit <= 0 ? val->n_images : limit, C = cfg->classes;
     // 1. the balanced region set, restricted to the images validated
     VEC(Region) set = {0};
@@ -190,7 +191,8 @@ static int validate_regions(Net *net, Dataset *val, int limit, int context, bool
     progress_finish(&prog);
     Detections dets = {.n = all.len, .d = all.data};
     if (eval_run(&gt, &dets, NULL, EVAL_VOC, &er, e)) goto done;
-    *r = (ValResult){set.len ? (double)correct / (double)set.len : NAN, NAN, er.mean_ap, NAN, (int)set.len};
+    *r = (ValResult){.top1 = NAN, .top5 = NAN, .region_accuracy = set.len ? (double)correct / (double)set.len : NAN,
+                     .map = er.mean_ap, .recall = NAN, .n = (int)set.len};
     rc = 0;
 done:
     eval_result_free(&er);
@@ -227,7 +229,8 @@ static int validate_multibox(Net *net, Dataset *val, int limit, int top, bool qu
     }
     progress_finish(&prog);
     image_free(&scratch);
-    *r = (ValResult){NAN, NAN, NAN, total ? (double)hit / (double)total : NAN, n_img};
+    *r = (ValResult){.top1 = NAN, .top5 = NAN, .region_accuracy = NAN, .map = NAN,
+                     .recall = total ? (double)hit / (double)total : NAN, .n = n_img};
     return 0;
 }
 
@@ -245,7 +248,8 @@ static void log_row(FILE *f, double epoch, long step, double lr, double loss, co
     fprintf(f, "%.4f,%ld,%.6g,", epoch, step, lr);
     csv_number(f, loss, "%.6f");
     fputc(',', f);
-    csv_number(f, v ? v->top1 : NAN, "%.4f");
+    // val_top1 (a contract) is the accuracy of whichever kind of set: top-1, or the regions' accuracy
+    csv_number(f, !v ? NAN : isfinite(v->top1) ? v->top1 : v->region_accuracy, "%.4f");
     fputc(',', f);
     csv_number(f, v ? v->top5 : NAN, "%.4f");
     fputc(',', f);
@@ -332,7 +336,7 @@ typedef struct {
 static void make_groups(Run *r) {
     r->groups = xmalloc((size_t)(r->net.n_params ? r->net.n_params : 1) * sizeof(ParamGroup));
     r->n_groups = 0;
-    double s = PIXEL_STD * r->net.cfg.scale;
+    double s = PIXEL_STD * r->net.cfg->scale;
     for (int i = 0; i < r->net.n_params; i++) {
         const Param *p = &r->net.param[i];
         if (p->fixed || p->stat) continue;
@@ -392,8 +396,8 @@ static void print_validation(const Run *r, const ValResult *v, double epoch) {
         fprintf(stderr, "\nepoch %.2f: validation top-1 %.4f, top-5 %.4f (%d images)\n", epoch, v->top1, v->top5, v->n);
         break;
     case DATASET_REGIONS:
-        fprintf(stderr, "\nepoch %.2f: validation region accuracy %.4f, mAP %.4f (%d regions)\n", epoch, v->top1,
-                v->map, v->n);
+        fprintf(stderr, "\nepoch %.2f: validation region accuracy %.4f, mAP %.4f (%d regions)\n", epoch,
+                v->region_accuracy, v->map, v->n);
         break;
     case DATASET_BOXES:
         fprintf(stderr, "\nepoch %.2f: validation recall@0.5 of the best %d boxes %.4f (%d images)\n", epoch,
@@ -465,7 +469,7 @@ static void init_for_training(Net *net, uint64_t seed) {
         }
         double fan_in = (double)(p->size / (size_t)p->shape[0]);
         double sd = is_classifier_weight(net, i)   ? 0.01
-                    : is_first_conv_weight(net, i) ? sqrt(1.0 / fan_in) / (PIXEL_STD * net->cfg.scale) // input not rectified
+                    : is_first_conv_weight(net, i) ? sqrt(1.0 / fan_in) / (PIXEL_STD * net->cfg->scale) // input not rectified
                                                    : sqrt(2.0 / fan_in);
         for (size_t j = 0; j < p->size; j++) d[j] = (float)(sd * rng_normal(&r));
     }
@@ -670,7 +674,7 @@ int train_run(const TrainOptions *o, Err *e) {
         }
         bad = 0;
         if (lead && epoch_end) { // the others go on to the next step and wait for rank 0 there
-            ValResult v = {NAN, NAN, NAN, NAN, 0};
+            ValResult v = {.top1 = NAN, .top5 = NAN, .region_accuracy = NAN, .map = NAN, .recall = NAN};
             bad = r.has_val ? validate(&r, &v, e) : 0;
             if (!bad) {
                 log_row(r.log, (double)(step + 1) / spe, step + 1, lr, loss_n ? loss_sum / loss_n : NAN, &v, ips,
