@@ -401,7 +401,7 @@ static void test_xml_ilsvrc_annotation(void **state) {
 
     ImageList list = {0};
     assert_int_equal(image_list_from_dir(DEVKIT "sample-annotation", ".xml", &list, &e), 0);
-    assert_int_equal(list.n, 1);
+    assert_int_equal(list.len, 1);
     ClassMap classes;
     assert_int_equal(class_map_load(DEVKIT "map_det.txt", &classes, &e), 0);
     GroundTruth gt;

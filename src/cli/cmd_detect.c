@@ -163,10 +163,10 @@ static int parse_args(int argc, char **argv, Options *o) {
         return 0;
     }
     if (!o->ensemble) return cli_usage_error(CMD, "--ensemble FILE is required");
-    for (int i = optind; i < argc; i++) image_list_add(&o->images, argv[i], o->images.n + 1);
+    for (int i = optind; i < argc; i++) image_list_add(&o->images, argv[i], (int)o->images.len + 1);
     Err e;
     if (list && image_list_append(&o->images, list, root, ext, &e)) return cli_fail(CMD, &e) + 1;
-    if (!o->images.n) return cli_usage_error(CMD, "no images (give files or --list)");
+    if (!o->images.len) return cli_usage_error(CMD, "no images (give files or --list)");
     return 0;
 }
 
@@ -334,13 +334,13 @@ static int take_result(void *ctx, int rank, long item, int status, const char *d
 static void detect_share(Run *r, Farm *farm) {
     const Options *o = r->o;
     for (long i; (i = farm_next(farm)) >= 0;) {
-        const char *file = o->images.names[i];
+        const char *file = o->images.data[i].name;
         Result *res = NULL;
         char *line = NULL;
         int64_t regions = 0;
         Err e;
         int status = IMAGE_DONE;
-        if (detect_image(r, file, o->images.ids[i], &line, &regions, &e)) {
+        if (detect_image(r, file, o->images.data[i].id, &line, &regions, &e)) {
             if (strstr(e.msg, file) != e.msg) err_prefix(&e, "%s", file);
             status = o->keep_going ? IMAGE_SKIPPED : IMAGE_FAILED;
         }
@@ -361,8 +361,8 @@ static int detect_all(Run *r, Err *e) {
     const Options *o = r->o;
     VEC(long) todo = {0};
     int64_t total = 0;
-    for (int i = (int)o->shard_i; i < o->images.n; i += (int)o->shard_n, total++)
-        if (r->c->rank == 0 && !detect_writer_has(&r->w, o->images.names[i])) VEC_PUSH(&todo, (long)i);
+    for (size_t i = o->shard_i; i < o->images.len; i += o->shard_n, total++)
+        if (r->c->rank == 0 && !detect_writer_has(&r->w, o->images.data[i].name)) VEC_PUSH(&todo, (long)i);
     progress_init(&r->prog, "detect", total, "img", o->quiet);
     progress_add(&r->prog, total - (int64_t)todo.len); // done by an earlier run (--resume)
     r->t0 = now_seconds();
