@@ -171,7 +171,7 @@ int cmd_eval(int argc, char **argv) {
         if (eval_plot_pr(plot_out, &r, &gt.classes, which, n_which, &e)) goto done;
     }
     if (!quiet)
-        fprintf(stderr, "inception eval: %zu detections, %d images, %d classes evaluated in %.3f s\n", dets.n,
+        fprintf(stderr, "inception eval: %zu detections, %d images, %d classes evaluated in %.3f s\n", dets.d.len,
                 gt.n_images, gt.classes.n, t1 - t0);
     status = 0;
 done:

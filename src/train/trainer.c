@@ -188,7 +188,7 @@ static int validate_regions(Net *net, Dataset *val, int limit, int context, bool
         progress_add(&prog, 1);
     }
     progress_finish(&prog);
-    Detections dets = {.n = all.len, .d = all.data};
+    Detections dets = {.d = all};
     if (eval_run(&gt, &dets, NULL, EVAL_VOC, &er, e)) goto done;
     *r = (ValResult){set.len ? (double)correct / (double)set.len : NAN, NAN, er.mean_ap, NAN, (int)set.len};
     rc = 0;
