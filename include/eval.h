@@ -86,10 +86,10 @@ void dets_free(Detections *d);
 // blacklist: "image_index WNID" lines
 
 typedef struct {
-    size_t n;
-    int *image_id; // (n)
-    int *label;    // (n) 0-based class
-} Blacklist;
+    int image_id;
+    int label; // 0-based class
+} Blacklisted;
+typedef VEC(Blacklisted) Blacklist;
 
 int blacklist_load(const char *path, const ClassMap *classes, Blacklist *bl, Err *e);
 void blacklist_free(Blacklist *bl);

@@ -115,11 +115,10 @@ typedef struct {
     int label;  // 0 = background, k + 1 = class k
     float iou;  // its best IoU with the image's ground truth (1 for a ground-truth box)
 } Region;
+typedef VEC(Region) RegionVec;
 
 typedef struct {
-    size_t n_pos, n_bg, n_hard;
-    Region *pos, *bg, *hard; // hard: the background with IoU >= REGION_HARD_IOU (also in bg)
-    size_t cap_pos, cap_bg, cap_hard;
+    RegionVec pos, bg, hard; // hard: the background with IoU >= REGION_HARD_IOU (also in bg)
 } RegionSet;
 
 // The best IoU of box b with any of the n_gt boxes, and in *best_k which one (-1: none overlaps). The rule that

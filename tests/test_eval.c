@@ -191,8 +191,8 @@ static void test_blacklist(void **state) {
     Detections d = {0};
     det_add(&d, 1, 0, 0.9, (Box){500, 500, 600, 600}); // would be a FP, but image 1 / class a is blacklisted
     det_add(&d, 2, 0, 0.8, (Box){1, 1, 100, 100});     // TP
-    int ids[] = {1}, labels[] = {0};
-    Blacklist bl = {1, ids, labels};
+    Blacklisted one = {1, 0};
+    Blacklist bl = {&one, 1, 1};
     EvalResult r;
     Err e;
     assert_int_equal(eval_run(&gt, &d, &bl, EVAL_ILSVRC, &r, &e), 0);
@@ -288,7 +288,7 @@ static void test_devkit_demo(void **state) {
     assert_int_equal(d.d.len, 49013);
     assert_int_equal(d.skipped_unknown_image, 0);
     assert_int_equal(d.inverted_boxes, 1692);
-    assert_int_equal(bl.n, 409);
+    assert_int_equal(bl.len, 409);
     size_t boxes = 0;
     for (int i = 0; i < gt.n_images; i++) boxes += (size_t)gt.images[i].n;
     assert_int_equal(boxes, 55502);

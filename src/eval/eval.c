@@ -140,17 +140,17 @@ static void by_image_free(ByImage *b) { free(b->start), free(b->item); }
 // The blacklisted labels of each image.
 static ByImage blacklist_by_image(const GroundTruth *gt, const Blacklist *bl) {
     int N = gt->n_images;
-    size_t n_bl = bl ? bl->n : 0;
+    size_t n_bl = bl ? bl->len : 0;
     ByImage b = {xcalloc((size_t)N + 2, sizeof(size_t)), NULL};
     for (size_t q = 0; q < n_bl; q++) {
-        int i = gt_find_id(gt, bl->image_id[q]);
+        int i = gt_find_id(gt, bl->data[q].image_id);
         if (i >= 0) b.start[i + 2]++;
     }
     for (int i = 0; i < N; i++) b.start[i + 2] += b.start[i + 1];
     b.item = xmalloc((b.start[N + 1] ? b.start[N + 1] : 1) * sizeof(int));
     for (size_t q = 0; q < n_bl; q++) { // start[i + 1] is image i's fill cursor, then its end
-        int i = gt_find_id(gt, bl->image_id[q]);
-        if (i >= 0) b.item[b.start[i + 1]++] = bl->label[q];
+        int i = gt_find_id(gt, bl->data[q].image_id);
+        if (i >= 0) b.item[b.start[i + 1]++] = bl->data[q].label;
     }
     return b;
 }

@@ -204,7 +204,7 @@ static int open_detection_set(Dataset *d, const Layout *lay, const ImageList *li
         if (!im->bad)
             region_set_add_image(&d->regions, i, im->gt, im->gt_label, im->n_gt, im->props, im->n_props, d->pos_iou);
     }
-    if (d->regions.n_pos + d->regions.n_bg == 0) return err_set(e, "%s: no usable regions", d->source);
+    if (d->regions.pos.len + d->regions.bg.len == 0) return err_set(e, "%s: no usable regions", d->source);
     d->cache = xcalloc((size_t)(d->n_images ? d->n_images : 1), sizeof(Image));
     return 0;
 }
@@ -383,7 +383,7 @@ void batch_free(Batch *b) {
 long dataset_steps_per_epoch(const Dataset *d, const BatchRecipe *r) {
     double items = d->kind == DATASET_CLASSIFY ? (double)d->samples.n
                    : d->kind == DATASET_BOXES  ? (double)d->n_images
-                                               : (double)d->regions.n_pos;
+                                               : (double)d->regions.pos.len;
     double per_batch = d->kind == DATASET_REGIONS ? fmax(1.0, round(r->batch * r->pos_fraction)) : r->batch;
     long steps = (long)ceil(items / per_batch);
     return steps > 0 ? steps : 1;

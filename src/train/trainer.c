@@ -127,17 +127,18 @@ static int validate_regions(Net *net, Dataset *val, int limit, int context, bool
     const NetConfig *cfg = &net->cfg;
     int n_img = val->n_images < limit || limit <= 0 ? val->n_images : limit, C = cfg->classes;
     // 1. the balanced region set, restricted to the images validated
-    VEC(Region) set = {0};
+    RegionVec set = {0};
+    const RegionVec *pos = &val->regions.pos, *bg = &val->regions.bg;
     size_t eligible = 0;
-    for (size_t i = 0; i < val->regions.n_pos; i++) eligible += val->regions.pos[i].image < n_img;
+    for (size_t i = 0; i < pos->len; i++) eligible += pos->data[i].image < n_img;
     size_t stride = eligible > 2000 ? (eligible + 1999) / 2000 : 1, seen = 0; // spread over all the images
-    for (size_t i = 0; i < val->regions.n_pos; i++)
-        if (val->regions.pos[i].image < n_img && seen++ % stride == 0) VEC_PUSH(&set, val->regions.pos[i]);
+    for (size_t i = 0; i < pos->len; i++)
+        if (pos->data[i].image < n_img && seen++ % stride == 0) VEC_PUSH(&set, pos->data[i]);
     size_t n_pos = set.len;
     Rng rng;
     rng_seed(&rng, 0xba1a2ced);
-    for (size_t t = 0; t < 50 * n_pos && set.len < 2 * n_pos && val->regions.n_bg; t++) {
-        const Region *g = &val->regions.bg[rng_below(&rng, (uint32_t)val->regions.n_bg)];
+    for (size_t t = 0; t < 50 * n_pos && set.len < 2 * n_pos && bg->len; t++) {
+        const Region *g = &bg->data[rng_below(&rng, (uint32_t)bg->len)];
         if (g->image < n_img) VEC_PUSH(&set, *g);
     }
     DetectParams dp = detect_params_default();
