@@ -207,10 +207,7 @@ typedef struct {
     Proposals p; // seconds is NaN when the file does not say
 } ProposalsImage;
 
-typedef struct {
-    int n;
-    ProposalsImage *image;
-} ProposalsSet;
+typedef VEC(ProposalsImage) ProposalsSet;
 
 // Reads a proposals file, appending its images to *set (so shards can be read one after another).
 int proposals_json_read(const char *path, ProposalsSet *set, Err *e);

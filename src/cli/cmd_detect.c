@@ -193,12 +193,12 @@ static void apply_overrides(const Options *o, Ensemble *en) {
 
 typedef struct {
     const char *base; // the file's base name
-    int index;        // into set.image
+    int index;        // into set
 } NamedIndex;
 
 typedef struct {
     ProposalsSet set;
-    NamedIndex *order; // (set.n) by base name
+    NamedIndex *order; // (set.len) by base name
 } SavedProposals;
 
 static const char *base_name(const char *p) {
@@ -212,16 +212,16 @@ static int cmp_named(const void *a, const void *b) {
 
 static const Proposals *saved_find(const SavedProposals *s, const char *file) {
     NamedIndex key = {base_name(file), 0};
-    const NamedIndex *hit = bsearch(&key, s->order, (size_t)s->set.n, sizeof(NamedIndex), cmp_named);
-    return hit ? &s->set.image[hit->index].p : NULL;
+    const NamedIndex *hit = bsearch(&key, s->order, s->set.len, sizeof(NamedIndex), cmp_named);
+    return hit ? &s->set.data[hit->index].p : NULL;
 }
 
 static int saved_load(SavedProposals *s, const Options *o, Err *e) {
     for (size_t i = 0; i < o->proposals.len; i++)
         if (proposals_json_read(o->proposals.data[i], &s->set, e)) return -1;
-    s->order = xmalloc((size_t)(s->set.n ? s->set.n : 1) * sizeof(NamedIndex));
-    for (int i = 0; i < s->set.n; i++) s->order[i] = (NamedIndex){base_name(s->set.image[i].file), i};
-    qsort(s->order, (size_t)s->set.n, sizeof(NamedIndex), cmp_named);
+    s->order = xmalloc((s->set.len ? s->set.len : 1) * sizeof(NamedIndex));
+    for (int i = 0; i < (int)s->set.len; i++) s->order[i] = (NamedIndex){base_name(s->set.data[i].file), i};
+    qsort(s->order, s->set.len, sizeof(NamedIndex), cmp_named);
     return 0;
 }
 

@@ -430,9 +430,9 @@ int cmd_proposals(int argc, char **argv) {
         for (size_t i = 0; i < from.len && !rc; i++)
             if (proposals_json_read(from.data[i], &set, &e)) rc = cli_fail(CMD, &e);
         Progress pr;
-        progress_init(&pr, "eval", set.n, "img", quiet);
-        for (int i = 0; i < set.n && !rc; i++) {
-            if (eval_image(&ev, set.image[i].file, &set.image[i].p, &e)) rc = cli_fail(CMD, &e);
+        progress_init(&pr, "eval", (int64_t)set.len, "img", quiet);
+        for (size_t i = 0; i < set.len && !rc; i++) {
+            if (eval_image(&ev, set.data[i].file, &set.data[i].p, &e)) rc = cli_fail(CMD, &e);
             progress_add(&pr, 1);
         }
         if (!rc) progress_finish(&pr);

@@ -127,15 +127,15 @@ static int proposals_from_file(Dataset *d, const char *path, Err *e) {
     for (int i = 0; i < d->n_images && rc == 0; i++) {
         DatasetImage *im = &d->images[i];
         int found = -1;
-        for (int k = 0; k < set.n && found < 0; k++)
-            if (!strcmp(base_of(set.image[k].file), base_of(im->path))) found = k;
+        for (int k = 0; k < (int)set.len && found < 0; k++)
+            if (!strcmp(base_of(set.data[k].file), base_of(im->path))) found = k;
         if (found < 0) {
             rc = err_set(e, "%s: no proposals for %s", path, im->path);
             break;
         }
-        im->n_props = set.image[found].p.n;
+        im->n_props = set.data[found].p.n;
         im->props = xmalloc((size_t)(im->n_props ? im->n_props : 1) * sizeof(Box));
-        memcpy(im->props, set.image[found].p.box, (size_t)im->n_props * sizeof(Box));
+        memcpy(im->props, set.data[found].p.box, (size_t)im->n_props * sizeof(Box));
     }
     proposals_set_free(&set);
     return rc;
