@@ -104,7 +104,7 @@ static int validate_classify(Net *net, Dataset *val, int limit, bool quiet, ValR
         if (k == batch || (i == n && k > 0)) {
             if (net_predict(net, x, k, batch, probs, NULL, e)) goto done;
             for (int j = 0; j < k; j++) {
-                topk(probs + (size_t)j * C, C, C < 5 ? C : 5, top5);
+                classify_topk(probs + (size_t)j * C, C, C < 5 ? C : 5, top5);
                 hit1 += top5[0] == labels[j];
                 for (int q = 0; q < (C < 5 ? C : 5); q++) hit5 += top5[q] == labels[j];
             }
@@ -382,7 +382,7 @@ static int fit_box_regressor(Run *r, Err *e) {
 }
 
 static int save_checkpoint(Run *r, long step, Err *e) {
-    CheckpointHeader h = {.fingerprint = net_fingerprint(&r->net), .step = step, .seed = r->o->seed,
+    CheckpointHeader h = {.fingerprint = checkpoint_fingerprint(&r->net), .step = step, .seed = r->o->seed,
                           .n = r->net.params_size, .has_average = r->sgd.average != NULL};
     return checkpoint_save(r->ckpt_path, &h, r->net.params, r->sgd.velocity, r->sgd.average, e);
 }
@@ -595,7 +595,7 @@ int train_run(const TrainOptions *o, Err *e) {
         fprintf(stderr, "--resume: no %s yet: starting afresh\n", r.ckpt_path);
     if (resumed) { // every process reads rank 0's checkpoint
         CheckpointHeader h;
-        int bad = checkpoint_load(r.ckpt_path, net_fingerprint(&r.net), r.net.params_size, &h, r.net.params,
+        int bad = checkpoint_load(r.ckpt_path, checkpoint_fingerprint(&r.net), r.net.params_size, &h, r.net.params,
                                   r.sgd.velocity, r.sgd.average, e);
         if (!bad && h.seed != o->seed)
             bad = err_set(e, "%s: made with --seed %llu; resume with the same seed", r.ckpt_path,
