@@ -458,7 +458,7 @@ static void test_json_roundtrip(void **state) {
 static void add_image(ProposalsWriter *w, int i) {
     Box b = {1 + i, 2, 30 + i, 40};
     Proposals p = {.n = 1, .box = &b, .seconds = NAN};
-    char name[16];
+    char name[24];
     snprintf(name, sizeof name, "img%d.jpg", i);
     Err e;
     if (proposals_json_has(w, name)) return;
