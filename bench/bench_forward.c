@@ -31,15 +31,17 @@ int main(int argc, char **argv) {
     const char *weights = NULL, *input = NULL, *output = NULL, *precision = "fp32";
     int batch = 16, reps = 10, threads = 2, classes = 0, c;
     while ((c = getopt_long(argc, argv, "w:b:r:t:", opts, NULL)) != -1) {
-        if (c == 'w') weights = optarg;
-        else if (c == 'b') batch = atoi(optarg);
-        else if (c == 'r') reps = atoi(optarg);
-        else if (c == 't') threads = atoi(optarg);
-        else if (c == 'i') input = optarg;
-        else if (c == 'o') output = optarg;
-        else if (c == 'p') precision = optarg;
-        else if (c == 'c') classes = atoi(optarg);
-        else return 2;
+        switch (c) {
+        case 'w': weights = optarg; break;
+        case 'b': batch = atoi(optarg); break;
+        case 'r': reps = atoi(optarg); break;
+        case 't': threads = atoi(optarg); break;
+        case 'i': input = optarg; break;
+        case 'o': output = optarg; break;
+        case 'p': precision = optarg; break;
+        case 'c': classes = atoi(optarg); break;
+        default: return 2;
+        }
     }
     if (optind != argc - 1 || batch < 1 || reps < 1 || threads < 1) {
         fprintf(stderr, "usage: bench_forward CONFIG [--weights W] [--batch N] [--reps R] [--threads T] "

@@ -598,6 +598,6 @@ int classify_crops(const NetConfig *cfg, const Image *im, int n_crops, float **x
 int classify_image(Net *net, const Image *im, int n_crops, int batch, float *probs, bool quiet, Err *e);
 
 // Indices of the k largest entries, largest first.
-void topk(const float *x, int n, int k, int *idx);
+void classify_topk(const float *x, int n, int k, int *idx);
 
 #endif

@@ -3,7 +3,7 @@
 //   allocation   xmalloc & co.: out of memory is fatal and reported with file:line
 //   rng          Rng: seeded xoshiro256**, state passed explicitly
 //   progress     Progress: "done/total, rate, time left" on stderr, silenced by --quiet
-//   boxes        Box, box_iou: the devkit's +1 pixel convention; Detection, a scored box
+//   boxes        Box, box_iou: the devkit's +1 pixel convention; Detection, a scored box, and DetectionVec
 //   files        atomic_open/atomic_commit: temp file, fsync, rename; read_file_all
 //   time         now_seconds
 //   cluster      Cluster: the processes of an `mpirun -n N` job (or this one alone); Farm hands out work items
@@ -195,6 +195,7 @@ typedef struct {
     double score;
     Box box;
 } Detection;
+typedef VEC(Detection) DetectionVec;
 
 // ---------------------------------------------------------------------------------------------------------------
 // time

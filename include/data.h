@@ -38,10 +38,10 @@ void annotation_free(Annotation *a);
 // starting with '#' are skipped. Names are relative to whatever directory the caller joins them with.
 
 typedef struct {
-    int n;
-    char **names; // (n)
-    int *ids;     // (n) image index
-} ImageList;
+    char *name;
+    int id; // image index
+} ImageName;
+typedef VEC(ImageName) ImageList;
 
 int image_list_load(const char *path, ImageList *l, Err *e);
 // All files in dir ending in `suffix` (e.g. ".xml"), sorted by name, suffix stripped, ids 1..n.

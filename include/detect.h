@@ -173,7 +173,6 @@ int multibox_propose(Net *net, const Image *const *ims, int n, int top, Proposal
 // score_min (output 0 skipped when background), suppressed per class, best first, capped at max_per_image; labels
 // index en->classes. A detection's box is boxes[i * classes + k] (n, classes) when boxes is not NULL (regressed:
 // ensemble_score), else regions[i]. Appends to *out (a growable array); returns how many were added.
-typedef VEC(Detection) DetectionVec;
 size_t detect_from_scores(const Ensemble *en, int image_id, const Box *regions, const Box *boxes, const float *probs,
                           int n, DetectionVec *out);
 

@@ -65,8 +65,7 @@ int gt_find_id(const GroundTruth *gt, long id);
 // detections
 
 typedef struct {
-    size_t n;
-    Detection *d; // (n) in file order; the order breaks ties in confidence, as in the devkit
+    DetectionVec d; // in file order; the order breaks ties in confidence, as in the devkit
     size_t skipped_unknown_image; // dropped: image not in the ground truth (counted, as the devkit would skip)
     size_t inverted_boxes;        // kept: xmax < xmin or ymax < ymin (evaluated as the devkit does)
     char first_inverted[512];     // "file:line" of the first of them
@@ -87,10 +86,10 @@ void dets_free(Detections *d);
 // blacklist: "image_index WNID" lines
 
 typedef struct {
-    size_t n;
-    int *image_id; // (n)
-    int *label;    // (n) 0-based class
-} Blacklist;
+    int image_id;
+    int label; // 0-based class
+} Blacklisted;
+typedef VEC(Blacklisted) Blacklist;
 
 int blacklist_load(const char *path, const ClassMap *classes, Blacklist *bl, Err *e);
 void blacklist_free(Blacklist *bl);

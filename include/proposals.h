@@ -2,14 +2,21 @@
 // GoogLeNet detector uses them (paper Sec. 8: R-CNN's "fast" setting with the superpixel size doubled), and their
 // evaluation against ground-truth boxes.
 //
-//   params       ProposalParams: colour spaces x k values x similarity combinations; "fast", "quality", configs/
-//   segment      Felzenszwalb-Huttenlocher graph segmentation (the initial regions)
-//   grouping     region features, similarities, hierarchical grouping with a lazy priority queue
-//   proposals    proposals_compute: every strategy (in parallel), pseudo-random ranking, de-duplication
-//   json         {"images": [{"file", "width", "height", "boxes": [[x1, y1, x2, y2], ...]}]}
-//   eval         against ground truth (data.h annotations): recall at IoU 0.5 / 0.7, ABO, MABO, recall-vs-count
-//   multibox     MultiBox (Erhan et al. 2014; Szegedy et al. 2014): priors by k-means of training boxes, network
-//                outputs decoded to boxes, their merge with Selective Search's
+// Each part's names carry its prefix, and live in the file named:
+//   params       proposals_params_*, ProposalParams (params.c): colour spaces x k values x similarity
+//                combinations; "fast", "quality", configs/
+//   segment      seg_*, Seg* (segment.c): Felzenszwalb-Huttenlocher graph segmentation (the initial regions)
+//   grouping     ss_*, Ss* (features.c, grouping.c): Selective Search's colour spaces and region features,
+//                similarities, hierarchical grouping with a lazy priority queue
+//   proposals    proposals_compute (proposals.c): every strategy (in parallel), pseudo-random ranking,
+//                de-duplication; proposals_merge (multibox_boxes.c)
+//   json         proposals_json_*, ProposalsSet (proposals_json.c):
+//                {"images": [{"file", "width", "height", "boxes": [[x1, y1, x2, y2], ...]}]}
+//   eval         prop_eval_*, PropEval* (proposal_eval.c): against ground truth (data.h annotations): recall at
+//                IoU 0.5 / 0.7, ABO, MABO, recall-vs-count
+//   multibox     multibox_* (multibox_priors.c, multibox_boxes.c): MultiBox (Erhan et al. 2014; Szegedy et al.
+//                2014): priors by k-means of training boxes, network outputs decoded to boxes, their merge with
+//                Selective Search's
 //
 // Boxes leave this room in the devkit convention of common.h: 1-based, inclusive pixel corners, in the
 // coordinates of the image as given, best-ranked first.
@@ -23,6 +30,9 @@
 // ---------------------------------------------------------------------------------------------------------------
 // params
 
+// Selective Search's colour spaces, which its strategies segment and group in: not image.h's ColorSpace (the
+// conversions it builds on: HSV, Lab, grey) but their channels scaled to about 0..255, plus RGI and the single
+// channels H and I, made by ss_colour_image.
 typedef enum {
     SS_HSV, // H, S, V
     SS_LAB, // L*, a*, b*
@@ -207,10 +217,7 @@ typedef struct {
     Proposals p; // seconds is NaN when the file does not say
 } ProposalsImage;
 
-typedef struct {
-    int n;
-    ProposalsImage *image;
-} ProposalsSet;
+typedef VEC(ProposalsImage) ProposalsSet;
 
 // Reads a proposals file, appending its images to *set (so shards can be read one after another).
 int proposals_json_read(const char *path, ProposalsSet *set, Err *e);

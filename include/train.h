@@ -115,11 +115,10 @@ typedef struct {
     int label;  // 0 = background, k + 1 = class k
     float iou;  // its best IoU with the image's ground truth (1 for a ground-truth box)
 } Region;
+typedef VEC(Region) RegionVec;
 
 typedef struct {
-    size_t n_pos, n_bg, n_hard;
-    Region *pos, *bg, *hard; // hard: the background with IoU >= REGION_HARD_IOU (also in bg)
-    size_t cap_pos, cap_bg, cap_hard;
+    RegionVec pos, bg, hard; // hard: the background with IoU >= REGION_HARD_IOU (also in bg)
 } RegionSet;
 
 // The best IoU of box b with any of the n_gt boxes, and in *best_k which one (-1: none overlaps). The rule that
@@ -342,7 +341,7 @@ int bbox_fit(Net *net, Dataset *d, const BboxFitOptions *o, BoxRegressor *out, E
 #define CHECKPOINT_VERSION 1
 
 typedef struct {
-    uint64_t fingerprint; // net_fingerprint of the network it belongs to
+    uint64_t fingerprint; // checkpoint_fingerprint of the network it belongs to
     int64_t step;         // optimiser steps done
     uint64_t seed;        // the run's seed (data order, dropout, augmentation all derive from it and the step)
     uint64_t n;           // parameters
@@ -350,7 +349,7 @@ typedef struct {
 } CheckpointHeader;
 
 // FNV-1a over every parameter's name and shape: equal for nets of the same config and number of classes.
-uint64_t net_fingerprint(const Net *net);
+uint64_t checkpoint_fingerprint(const Net *net);
 
 int checkpoint_save(const char *path, const CheckpointHeader *h, const float *params, const float *velocity,
                     const float *average, Err *e);

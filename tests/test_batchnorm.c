@@ -598,7 +598,7 @@ static void test_trainer_resume(void **state) {
     const size_t n = net.params_size;
     float *params = xmalloc(n * 4), *velocity = xmalloc(n * 4), *average = xmalloc(n * 4);
     CheckpointHeader h;
-    assert_int_equal(checkpoint_load(ca, net_fingerprint(&net), n, &h, params, velocity, average, &e), 0);
+    assert_int_equal(checkpoint_load(ca, checkpoint_fingerprint(&net), n, &h, params, velocity, average, &e), 0);
     assert_true(h.has_average && h.step == 4);
     bool stats_moved = false;
     for (int i = 0; i < net.n_params; i++) {

@@ -52,8 +52,7 @@ static void gt_add(GroundTruth *gt, int i, int label, Box b, double thr, bool di
 }
 
 static void det_add(Detections *d, int image_id, int label, double score, Box b) {
-    d->d = xrealloc(d->d, (d->n + 1) * sizeof(Detection));
-    d->d[d->n++] = (Detection){image_id, label, score, b};
+    VEC_PUSH(&d->d, ((Detection){image_id, label, score, b}));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -150,7 +149,7 @@ static void test_matching_small_object_threshold(void **state) {
     assert_int_equal(eval_run(&gt, &d, NULL, EVAL_ILSVRC, &r, &e), 0);
     assert_true(r.ap[2] == 1.0);
     eval_result_free(&r);
-    d.d[0].box = (Box){6, 6, 26, 25}; // slightly larger: 100/420 < 0.25
+    d.d.data[0].box = (Box){6, 6, 26, 25}; // slightly larger: 100/420 < 0.25
     assert_int_equal(eval_run(&gt, &d, NULL, EVAL_ILSVRC, &r, &e), 0);
     assert_true(r.ap[2] == 0.0);
     eval_result_free(&r);
@@ -192,8 +191,8 @@ static void test_blacklist(void **state) {
     Detections d = {0};
     det_add(&d, 1, 0, 0.9, (Box){500, 500, 600, 600}); // would be a FP, but image 1 / class a is blacklisted
     det_add(&d, 2, 0, 0.8, (Box){1, 1, 100, 100});     // TP
-    int ids[] = {1}, labels[] = {0};
-    Blacklist bl = {1, ids, labels};
+    Blacklisted one = {1, 0};
+    Blacklist bl = {&one, 1, 1};
     EvalResult r;
     Err e;
     assert_int_equal(eval_run(&gt, &d, &bl, EVAL_ILSVRC, &r, &e), 0);
@@ -286,10 +285,10 @@ static void test_devkit_demo(void **state) {
     Blacklist bl;
     load_devkit(&gt, &d, &bl, DEVKIT "meta_det.mat");
     assert_int_equal(gt.n_images, 20121);
-    assert_int_equal(d.n, 49013);
+    assert_int_equal(d.d.len, 49013);
     assert_int_equal(d.skipped_unknown_image, 0);
     assert_int_equal(d.inverted_boxes, 1692);
-    assert_int_equal(bl.n, 409);
+    assert_int_equal(bl.len, 409);
     size_t boxes = 0;
     for (int i = 0; i < gt.n_images; i++) boxes += (size_t)gt.images[i].n;
     assert_int_equal(boxes, 55502);
@@ -363,8 +362,8 @@ static void test_json_detections_match_text(void **state) {
     Detections a, b;
     assert_int_equal(dets_load_txt(p_txt, &gt, false, &a, &e), 0);
     assert_int_equal(dets_load_json(p_json, &gt, false, &b, &e), 0);
-    assert_int_equal(a.n, 3);
-    assert_int_equal(b.n, 3);
+    assert_int_equal(a.d.len, 3);
+    assert_int_equal(b.d.len, 3);
     EvalResult ra, rb;
     assert_int_equal(eval_run(&gt, &a, NULL, EVAL_ILSVRC, &ra, &e), 0);
     assert_int_equal(eval_run(&gt, &b, NULL, EVAL_ILSVRC, &rb, &e), 0);
@@ -401,7 +400,7 @@ static void test_xml_ilsvrc_annotation(void **state) {
 
     ImageList list = {0};
     assert_int_equal(image_list_from_dir(DEVKIT "sample-annotation", ".xml", &list, &e), 0);
-    assert_int_equal(list.n, 1);
+    assert_int_equal(list.len, 1);
     ClassMap classes;
     assert_int_equal(class_map_load(DEVKIT "map_det.txt", &classes, &e), 0);
     GroundTruth gt;
@@ -489,7 +488,7 @@ static void test_bad_detection_files(void **state) {
     Detections d;
     Err e;
     assert_int_equal(dets_load_txt(p, &gt, false, &d, &e), 0);
-    assert_int_equal(d.n, 2);
+    assert_int_equal(d.d.len, 2);
     assert_int_equal(d.inverted_boxes, 1);
     assert_int_equal(d.skipped_unknown_image, 1);
     assert_non_null(strstr(d.first_inverted, ":1"));
@@ -640,7 +639,7 @@ static double ap_of_own_boxes(GroundTruth *gt) {
     EvalResult r;
     Err e;
     if (dets_load_txt(path, gt, false, &d, &e) || eval_run(gt, &d, NULL, EVAL_ILSVRC, &r, &e)) fail_msg("%s", e.msg);
-    assert_int_equal(d.n, (size_t)gt->n_images + 1);
+    assert_int_equal(d.d.len, (size_t)gt->n_images + 1);
     double ap = r.ap[0];
     eval_result_free(&r);
     dets_free(&d);

@@ -109,7 +109,7 @@ static void test_average(void **state) {
     }
     assert_true(fabs(sum - 1.0) < 1e-5);
     int top[5];
-    topk(probs, 10, 5, top);
+    classify_topk(probs, 10, 5, top);
     for (int i = 1; i < 5; i++) assert_true(probs[top[i - 1]] >= probs[top[i]]);
     for (int k = 0; k < 10; k++) assert_true(probs[k] <= probs[top[0]]);
     free(x);

@@ -235,13 +235,13 @@ static void test_train_interface(void **state) {
     int labels3[3] = {0, 1, 2};
     assert_true(isfinite(net_loss(&net, labels3, 0.3f, NULL)));
     assert_int_equal(net_backward(&net, &e), 0);
-    // top-k: against topk() on the logits
+    // top-k: against classify_topk() on the logits
     float l3[3 * 10];
     assert_int_equal(net_read(&net, "classifier", l3, &e), 0);
     for (int k = 1; k <= 10; k += 4) {
         int want = 0, idx[10];
         for (int i = 0; i < 3; i++) {
-            topk(l3 + i * 10, 10, k, idx);
+            classify_topk(l3 + i * 10, 10, k, idx);
             for (int j = 0; j < k; j++) want += idx[j] == labels3[i];
         }
         assert_int_equal(net_count_topk(&net, labels3, k), want);

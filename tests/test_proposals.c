@@ -425,15 +425,15 @@ static void test_json_roundtrip(void **state) {
     ProposalsSet set = {0};
     assert_int_equal(proposals_json_read(path, &set, &e), 0);
     assert_int_equal(proposals_json_read(path, &set, &e), 0); // a second shard appends
-    assert_int_equal(set.n, 4);
-    assert_string_equal(set.image[0].file, "a.jpg");
-    assert_int_equal(set.image[0].width, 50);
-    assert_int_equal(set.image[0].p.n, 2);
-    assert_memory_equal(set.image[0].p.box, b1, sizeof b1);
-    assert_true(set.image[0].p.seconds == 0.5);
-    assert_string_equal(set.image[1].file, "dir/b.jpg");
-    assert_int_equal(set.image[1].p.n, 0);
-    assert_true(isnan(set.image[1].p.seconds));
+    assert_int_equal(set.len, 4);
+    assert_string_equal(set.data[0].file, "a.jpg");
+    assert_int_equal(set.data[0].width, 50);
+    assert_int_equal(set.data[0].p.n, 2);
+    assert_memory_equal(set.data[0].p.box, b1, sizeof b1);
+    assert_true(set.data[0].p.seconds == 0.5);
+    assert_string_equal(set.data[1].file, "dir/b.jpg");
+    assert_int_equal(set.data[1].p.n, 0);
+    assert_true(isnan(set.data[1].p.seconds));
     proposals_set_free(&set);
     // Malformed files are refused with the file's name.
     FILE *f = fopen(path, "w");
@@ -458,7 +458,7 @@ static void test_json_roundtrip(void **state) {
 static void add_image(ProposalsWriter *w, int i) {
     Box b = {1 + i, 2, 30 + i, 40};
     Proposals p = {.n = 1, .box = &b, .seconds = NAN};
-    char name[16];
+    char name[24];
     snprintf(name, sizeof name, "img%d.jpg", i);
     Err e;
     if (proposals_json_has(w, name)) return;
@@ -559,11 +559,11 @@ static void test_cli_real_image(void **state) {
     ProposalsSet set = {0};
     Err e;
     assert_int_equal(proposals_json_read(out, &set, &e), 0);
-    assert_int_equal(set.n, 2);
-    assert_string_equal(set.image[0].file, "data/proposals/2007_000032.jpg");
-    assert_int_equal(set.image[0].width, 500);
-    assert_int_equal(set.image[0].height, 281);
-    assert_true(set.image[0].p.n > 100 && set.image[0].p.n < 5000);
+    assert_int_equal(set.len, 2);
+    assert_string_equal(set.data[0].file, "data/proposals/2007_000032.jpg");
+    assert_int_equal(set.data[0].width, 500);
+    assert_int_equal(set.data[0].height, 281);
+    assert_true(set.data[0].p.n > 100 && set.data[0].p.n < 5000);
     proposals_set_free(&set);
     char *text;
     size_t n;

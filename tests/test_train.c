@@ -150,21 +150,21 @@ static void test_regions(void **state) {
     };
     RegionSet rs = {0};
     region_set_add_image(&rs, 3, gt, label, 2, props, 4, 0.5);
-    assert_int_equal(rs.n_pos, 4); // two ground-truth boxes + two proposals
-    assert_int_equal(rs.n_bg, 2);
-    assert_int_equal(rs.pos[0].label, 5);
-    assert_int_equal(rs.pos[2].label, 5);
-    assert_int_equal(rs.pos[3].label, 8);
-    assert_int_equal(rs.bg[0].label, 0);
-    assert_int_equal(rs.bg[1].image, 3);
+    assert_int_equal(rs.pos.len, 4); // two ground-truth boxes + two proposals
+    assert_int_equal(rs.bg.len, 2);
+    assert_int_equal(rs.pos.data[0].label, 5);
+    assert_int_equal(rs.pos.data[2].label, 5);
+    assert_int_equal(rs.pos.data[3].label, 8);
+    assert_int_equal(rs.bg.data[0].label, 0);
+    assert_int_equal(rs.bg.data[1].image, 3);
     Region out[128];
     Rng r;
     rng_seed(&r, 1);
     assert_true(region_set_sample(&rs, 32, 0, 96, &r, out));
     for (int i = 0; i < 128; i++) assert_true(i < 32 ? out[i].label > 0 : out[i].label == 0);
     // Hard background: the window with IoU 1/3, not the one that misses everything.
-    assert_int_equal(rs.n_hard, 1);
-    assert_true(rs.hard[0].box.x1 == 151 && fabsf(rs.hard[0].iou - 1.0f / 3) < 1e-6f);
+    assert_int_equal(rs.hard.len, 1);
+    assert_true(rs.hard.data[0].box.x1 == 151 && fabsf(rs.hard.data[0].iou - 1.0f / 3) < 1e-6f);
     assert_true(region_set_sample(&rs, 32, 48, 48, &r, out));
     int far = 0;
     for (int i = 0; i < 128; i++) {
@@ -176,7 +176,7 @@ static void test_regions(void **state) {
     region_set_free(&rs);
     // An image without objects gives only background; an empty set cannot be sampled.
     region_set_add_image(&rs, 0, NULL, NULL, 0, props, 4, 0.5);
-    assert_int_equal(rs.n_hard, 0);
+    assert_int_equal(rs.hard.len, 0);
     assert_true(region_set_sample(&rs, 32, 48, 48, &r, out)); // no hard background: drawn from the rest
     for (int i = 0; i < 128; i++) assert_int_equal(out[i].label, 0);
     assert_true(region_set_sample(&rs, 32, 0, 96, &r, out));
@@ -235,9 +235,9 @@ static void test_region_batches_jitter_hard(void **state) {
     Dataset d;
     assert_int_equal(dataset_open("data/detset", &o, &d, &e), 0);
     assert_int_equal(d.kind, DATASET_REGIONS);
-    assert_true(d.regions.n_hard > 0 && d.regions.n_hard < d.regions.n_bg);
-    for (size_t i = 0; i < d.regions.n_hard; i++)
-        assert_true(d.regions.hard[i].iou >= REGION_HARD_IOU && d.regions.hard[i].iou < 0.5f);
+    assert_true(d.regions.hard.len > 0 && d.regions.hard.len < d.regions.bg.len);
+    for (size_t i = 0; i < d.regions.hard.len; i++)
+        assert_true(d.regions.hard.data[i].iou >= REGION_HARD_IOU && d.regions.hard.data[i].iou < 0.5f);
     BatchRecipe plain = {.seed = 3, .batch = 16, .context = 16, .pos_fraction = 0.25}, moved = plain, hard = plain;
     moved.jitter = 0.2, hard.hard_fraction = 0.5;
     Batch a, b, c;

@@ -157,7 +157,7 @@ int net_count_topk(const Net *net, const int *labels, int k) {
     for (int i = 0; i < n; i++) {
         int l = labels[i];
         if (l < 0 || l >= c || !isfinite(z[(size_t)l * n + i])) continue;
-        // the label's rank as topk() orders: larger first, ties by index
+        // the label's rank as classify_topk() orders: larger first, ties by index
         float zl = z[(size_t)l * n + i];
         int rank = 0;
         for (int j = 0; j < c; j++) {

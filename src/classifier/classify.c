@@ -150,7 +150,7 @@ int classify_image(Net *net, const Image *im, int n_crops, int batch, float *pro
     return rc;
 }
 
-void topk(const float *x, int n, int k, int *idx) {
+void classify_topk(const float *x, int n, int k, int *idx) {
     for (int i = 0; i < k; i++) idx[i] = -1;
     for (int j = 0; j < n; j++) {
         int pos = k;

@@ -23,6 +23,7 @@ typedef struct {
     const float *folded;                 // batch normalisation: the folded weights of its convolutions; NULL without
     VEC(Onnx__NodeProto *) nodes;
     VEC(Onnx__TensorProto *) inits;
+    VEC(Onnx__StringStringEntryProto *) meta;
     VEC(void *) owned;                   // everything allocated for the message, freed together
 } Exporter;
 
@@ -275,31 +276,28 @@ static Onnx__ValueInfoProto *ex_value_info(Exporter *ex, const char *name, int n
     return vi;
 }
 
-static void ex_meta(Exporter *ex, Onnx__ModelProto *m, const char *key, const char *value) {
+static void ex_meta(Exporter *ex, const char *key, const char *value) {
     if (!value) return;
     Onnx__StringStringEntryProto *kv = ex_alloc(ex, sizeof *kv);
     onnx__string_string_entry_proto__init(kv);
     kv->key = (char *)key;
     kv->value = ex_str(ex, "%s", value);
-    Onnx__StringStringEntryProto **grown = ex_alloc(ex, (m->n_metadata_props + 1) * sizeof *grown);
-    if (m->n_metadata_props) memcpy(grown, m->metadata_props, m->n_metadata_props * sizeof *grown);
-    grown[m->n_metadata_props++] = kv;
-    m->metadata_props = grown;
+    VEC_PUSH(&ex->meta, kv);
 }
 
 // What a user of the model needs to feed it, and the classes (as weight files record them).
-static void ex_metadata(Exporter *ex, Onnx__ModelProto *m, const ModelClasses *classes) {
+static void ex_metadata(Exporter *ex, const ModelClasses *classes) {
     const NetConfig *cfg = ex->net->cfg;
     const char *base = strrchr(cfg->path, '/');
-    ex_meta(ex, m, "config", base ? base + 1 : cfg->path);
-    ex_meta(ex, m, "channel_order", cfg->order == CHANNELS_BGR ? "bgr" : "rgb");
-    ex_meta(ex, m, "mean", ex_str(ex, "%g %g %g", cfg->mean[0], cfg->mean[1], cfg->mean[2]));
-    ex_meta(ex, m, "scale", ex_str(ex, "%g", cfg->scale));
+    ex_meta(ex, "config", base ? base + 1 : cfg->path);
+    ex_meta(ex, "channel_order", cfg->order == CHANNELS_BGR ? "bgr" : "rgb");
+    ex_meta(ex, "mean", ex_str(ex, "%g %g %g", cfg->mean[0], cfg->mean[1], cfg->mean[2]));
+    ex_meta(ex, "scale", ex_str(ex, "%g", cfg->scale));
     if (!classes || classes->classes.n <= 0) return;
     char *names = model_classes_text(classes, false), *wnids = model_classes_text(classes, true);
-    ex_meta(ex, m, "classes", names);
-    ex_meta(ex, m, "wnids", wnids);
-    ex_meta(ex, m, "background", classes->background ? "true" : "false");
+    ex_meta(ex, "classes", names);
+    ex_meta(ex, "wnids", wnids);
+    ex_meta(ex, "background", classes->background ? "true" : "false");
     free(names);
     free(wnids);
 }
@@ -330,7 +328,8 @@ static int ex_write(Exporter *ex, const char *path, bool with_aux, const ModelCl
                           cfg->scale);
     m.graph = &g;
     m.n_opset_import = 1, m.opset_import = &opsets;
-    ex_metadata(ex, &m, classes);
+    ex_metadata(ex, classes);
+    m.n_metadata_props = ex->meta.len, m.metadata_props = ex->meta.data;
     size_t n = onnx__model_proto__get_packed_size(&m);
     uint8_t *buf = xmalloc(n);
     onnx__model_proto__pack(&m, buf);
@@ -358,5 +357,6 @@ int onnx_export(Net *net, const char *path, bool with_aux, const ModelClasses *c
     free(ex.owned.data);
     free(ex.nodes.data);
     free(ex.inits.data);
+    free(ex.meta.data);
     return rc;
 }

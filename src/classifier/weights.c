@@ -473,7 +473,12 @@ int net_create_for_weights(Net *net, const char *config, const char *weights, Mo
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// extras: tensors and metadata beside the parameters
+// extras: tensors and metadata beside the parameters, grown while read and handed to the caller's WeightsExtra
+
+typedef struct {
+    VEC(NamedTensor) tensor;
+    VEC(MetaEntry) meta;
+} ExtraVecs;
 
 void weights_extra_free(WeightsExtra *x) {
     for (int i = 0; i < x->n_tensors; i++) free(x->tensor[i].data);
@@ -483,7 +488,7 @@ void weights_extra_free(WeightsExtra *x) {
 }
 
 static int read_extra_tensor(const char *path, FILE *f, size_t data_start, size_t data_len, const char *name,
-                             json_t *t, WeightsExtra *x, Err *e) {
+                             json_t *t, ExtraVecs *x, Err *e) {
     NamedTensor nt = {.ndim = 0};
     Span s;
     if (!json_is_object(t)) return err_set(e, "%s: tensor '%s': header entry is not an object", path, name);
@@ -503,12 +508,11 @@ static int read_extra_tensor(const char *path, FILE *f, size_t data_start, size_
             free(nt.data);
             return -1;
         }
-    x->tensor = xrealloc(x->tensor, (size_t)(x->n_tensors + 1) * sizeof *x->tensor);
-    x->tensor[x->n_tensors++] = nt;
+    VEC_PUSH(&x->tensor, nt);
     return 0;
 }
 
-static int read_extra_meta(const char *path, json_t *meta, const char *prefix, WeightsExtra *x, Err *e) {
+static int read_extra_meta(const char *path, json_t *meta, const char *prefix, ExtraVecs *x, Err *e) {
     const char *key;
     json_t *v;
     json_object_foreach(meta, key, v) {
@@ -520,8 +524,7 @@ static int read_extra_meta(const char *path, json_t *meta, const char *prefix, W
                            sizeof m.value - 1);
         snprintf(m.key, sizeof m.key, "%s", key);
         snprintf(m.value, sizeof m.value, "%s", text);
-        x->meta = xrealloc(x->meta, (size_t)(x->n_meta + 1) * sizeof *x->meta);
-        x->meta[x->n_meta++] = m;
+        VEC_PUSH(&x->meta, m);
     }
     return 0;
 }
@@ -535,14 +538,16 @@ int weights_read_extra(const char *path, const char *tensor_prefix, const char *
     if (header_read(path, &f, &root, &data_start, &data_len, e)) return -1;
     int rc = 0;
     const char *name;
+    ExtraVecs v = {0};
     json_object_foreach(root, name, t) {
-        if (!strcmp(name, "__metadata__")) rc = read_extra_meta(path, t, meta_prefix, x, e);
+        if (!strcmp(name, "__metadata__")) rc = read_extra_meta(path, t, meta_prefix, &v, e);
         else if (!strncmp(name, tensor_prefix, strlen(tensor_prefix)))
-            rc = read_extra_tensor(path, f, data_start, data_len, name, t, x, e);
+            rc = read_extra_tensor(path, f, data_start, data_len, name, t, &v, e);
         if (rc) break;
     }
     fclose(f);
     json_decref(root);
+    *x = (WeightsExtra){(int)v.tensor.len, v.tensor.data, (int)v.meta.len, v.meta.data};
     if (rc) weights_extra_free(x);
     return rc;
 }

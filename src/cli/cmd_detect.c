@@ -163,10 +163,10 @@ static int parse_args(int argc, char **argv, Options *o) {
         return 0;
     }
     if (!o->ensemble) return cli_usage_error(CMD, "--ensemble FILE is required");
-    for (int i = optind; i < argc; i++) image_list_add(&o->images, argv[i], o->images.n + 1);
+    for (int i = optind; i < argc; i++) image_list_add(&o->images, argv[i], (int)o->images.len + 1);
     Err e;
     if (list && image_list_append(&o->images, list, root, ext, &e)) return cli_fail(CMD, &e) + 1;
-    if (!o->images.n) return cli_usage_error(CMD, "no images (give files or --list)");
+    if (!o->images.len) return cli_usage_error(CMD, "no images (give files or --list)");
     return 0;
 }
 
@@ -193,12 +193,12 @@ static void apply_overrides(const Options *o, Ensemble *en) {
 
 typedef struct {
     const char *base; // the file's base name
-    int index;        // into set.image
+    int index;        // into set
 } NamedIndex;
 
 typedef struct {
     ProposalsSet set;
-    NamedIndex *order; // (set.n) by base name
+    NamedIndex *order; // (set.len) by base name
 } SavedProposals;
 
 static const char *base_name(const char *p) {
@@ -212,16 +212,16 @@ static int cmp_named(const void *a, const void *b) {
 
 static const Proposals *saved_find(const SavedProposals *s, const char *file) {
     NamedIndex key = {base_name(file), 0};
-    const NamedIndex *hit = bsearch(&key, s->order, (size_t)s->set.n, sizeof(NamedIndex), cmp_named);
-    return hit ? &s->set.image[hit->index].p : NULL;
+    const NamedIndex *hit = bsearch(&key, s->order, s->set.len, sizeof(NamedIndex), cmp_named);
+    return hit ? &s->set.data[hit->index].p : NULL;
 }
 
 static int saved_load(SavedProposals *s, const Options *o, Err *e) {
     for (size_t i = 0; i < o->proposals.len; i++)
         if (proposals_json_read(o->proposals.data[i], &s->set, e)) return -1;
-    s->order = xmalloc((size_t)(s->set.n ? s->set.n : 1) * sizeof(NamedIndex));
-    for (int i = 0; i < s->set.n; i++) s->order[i] = (NamedIndex){base_name(s->set.image[i].file), i};
-    qsort(s->order, (size_t)s->set.n, sizeof(NamedIndex), cmp_named);
+    s->order = xmalloc((s->set.len ? s->set.len : 1) * sizeof(NamedIndex));
+    for (int i = 0; i < (int)s->set.len; i++) s->order[i] = (NamedIndex){base_name(s->set.data[i].file), i};
+    qsort(s->order, s->set.len, sizeof(NamedIndex), cmp_named);
     return 0;
 }
 
@@ -334,13 +334,13 @@ static int take_result(void *ctx, int rank, long item, int status, const char *d
 static void detect_share(Run *r, Farm *farm) {
     const Options *o = r->o;
     for (long i; (i = farm_next(farm)) >= 0;) {
-        const char *file = o->images.names[i];
+        const char *file = o->images.data[i].name;
         Result *res = NULL;
         char *line = NULL;
         int64_t regions = 0;
         Err e;
         int status = IMAGE_DONE;
-        if (detect_image(r, file, o->images.ids[i], &line, &regions, &e)) {
+        if (detect_image(r, file, o->images.data[i].id, &line, &regions, &e)) {
             if (strstr(e.msg, file) != e.msg) err_prefix(&e, "%s", file);
             status = o->keep_going ? IMAGE_SKIPPED : IMAGE_FAILED;
         }
@@ -361,8 +361,8 @@ static int detect_all(Run *r, Err *e) {
     const Options *o = r->o;
     VEC(long) todo = {0};
     int64_t total = 0;
-    for (int i = (int)o->shard_i; i < o->images.n; i += (int)o->shard_n, total++)
-        if (r->c->rank == 0 && !detect_writer_has(&r->w, o->images.names[i])) VEC_PUSH(&todo, (long)i);
+    for (size_t i = o->shard_i; i < o->images.len; i += o->shard_n, total++)
+        if (r->c->rank == 0 && !detect_writer_has(&r->w, o->images.data[i].name)) VEC_PUSH(&todo, (long)i);
     progress_init(&r->prog, "detect", total, "img", o->quiet);
     progress_add(&r->prog, total - (int64_t)todo.len); // done by an earlier run (--resume)
     r->t0 = now_seconds();

@@ -137,7 +137,7 @@ int cmd_eval(int argc, char **argv) {
         ImageList list;
         if (list_path ? image_list_load(list_path, &list, &e) : image_list_from_dir(gt_path, ".xml", &list, &e))
             goto done;
-        int rc = list.n ? gt_load_xml(gt_path, &list, &classes, iou, quiet, &gt, &e)
+        int rc = list.len ? gt_load_xml(gt_path, &list, &classes, iou, quiet, &gt, &e)
                         : err_set(&e, "%s: no images to evaluate (an empty list)", list_path ? list_path : gt_path);
         image_list_free(&list);
         if (rc) goto done;
@@ -171,7 +171,7 @@ int cmd_eval(int argc, char **argv) {
         if (eval_plot_pr(plot_out, &r, &gt.classes, which, n_which, &e)) goto done;
     }
     if (!quiet)
-        fprintf(stderr, "inception eval: %zu detections, %d images, %d classes evaluated in %.3f s\n", dets.n,
+        fprintf(stderr, "inception eval: %zu detections, %d images, %d classes evaluated in %.3f s\n", dets.d.len,
                 gt.n_images, gt.classes.n, t1 - t0);
     status = 0;
 done:

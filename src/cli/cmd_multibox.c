@@ -77,10 +77,10 @@ typedef struct {
 static int collect(const char *ann_dir, const char *img_dir, const ImageList *list, bool quiet, Collected *c,
                    Err *e) {
     Progress pr;
-    progress_init(&pr, "annotations", list->n, "xml", quiet);
+    progress_init(&pr, "annotations", (int64_t)list->len, "xml", quiet);
     int rc = 0;
-    for (int i = 0; i < list->n && !rc; i++) {
-        char *xml = join_suffix(ann_dir, list->names[i], ".xml");
+    for (size_t i = 0; i < list->len && !rc; i++) {
+        char *xml = join_suffix(ann_dir, list->data[i].name, ".xml");
         Annotation a;
         if (annotation_load(xml, &a, e)) {
             free(xml);
@@ -88,9 +88,9 @@ static int collect(const char *ann_dir, const char *img_dir, const ImageList *li
         }
         int W = a.width, H = a.height;
         if (W <= 0 || H <= 0) {
-            char *img = img_dir ? annotation_image_path(img_dir, list->names[i], a.filename) : NULL;
+            char *img = img_dir ? annotation_image_path(img_dir, list->data[i].name, a.filename) : NULL;
             if (!img)
-                rc = err_set(e, "%s: no <size>, and no image '%s' in %s to read it from%s", xml, list->names[i],
+                rc = err_set(e, "%s: no <size>, and no image '%s' in %s to read it from%s", xml, list->data[i].name,
                              img_dir ? img_dir : "(none given)", img_dir ? "" : "; use --images DIR");
             else if (image_probe_size(img, &W, &H, e))
                 rc = err_prefix(e, "size of %s", xml);

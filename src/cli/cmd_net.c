@@ -220,7 +220,7 @@ int cmd_classify(int argc, char **argv) {
         }
         image_free(&im);
         int k = net.cfg->classes < CLASSIFY_TOPK ? net.cfg->classes : CLASSIFY_TOPK, idx[CLASSIFY_TOPK];
-        topk(probs, net.cfg->classes, k, idx);
+        classify_topk(probs, net.cfg->classes, k, idx);
         printf("%s (%ld crops)\n", argv[i], crops);
         for (int j = 0; j < k; j++) {
             int c = idx[j];

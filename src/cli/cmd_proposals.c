@@ -244,7 +244,7 @@ static int take_result(void *ctx, int rank, long item, int status, const char *d
 // Every process: the images the farm hands out, each sent back to rank 0.
 static void compute_share(Compute *k, Farm *farm) {
     for (long i; (i = farm_next(farm)) >= 0;) {
-        const char *file = k->images->names[i];
+        const char *file = k->images->data[i].name;
         char *line = NULL;
         Err e;
         int status = IMAGE_DONE;
@@ -259,12 +259,12 @@ static void compute_share(Compute *k, Farm *farm) {
 }
 
 static int compute_all(Compute *k, Err *e) {
-    long n = k->n = (long)((k->images->n - k->shard_i + k->shard_n - 1) / k->shard_n), n_items = 0;
+    long n = k->n = (long)(((long)k->images->len - k->shard_i + k->shard_n - 1) / k->shard_n), n_items = 0;
     long *items = xmalloc((size_t)(n ? n : 1) * sizeof(long)); // what the farm hands out (rank 0's counts)
     k->pending = xcalloc((size_t)(n ? n : 1), sizeof(char *));
     for (long j = 0; j < n; j++) {
         long i = k->shard_i + j * k->shard_n;
-        if (k->w && proposals_json_has(k->w, k->images->names[i])) k->pending[j] = SKIPPED_LINE; // resumed
+        if (k->w && proposals_json_has(k->w, k->images->data[i].name)) k->pending[j] = SKIPPED_LINE; // resumed
         else items[n_items++] = i;
     }
     progress_init(&k->prog, "proposals", n, "img", k->quiet);
@@ -374,12 +374,12 @@ int cmd_proposals(int argc, char **argv) {
     if (!bad && seed) bad = cli_parse_int(CMD, "--seed", seed, 0, LONG_MAX, &v) ? (p.seed = (uint64_t)v, 0) : 2;
     if (!bad && threads) bad = cli_parse_int(CMD, "--threads", threads, 1, 256, &v) ? (p.threads = (int)v, 0) : 2;
     ImageList images = {0};
-    for (int i = optind; i < argc; i++) image_list_add(&images, argv[i], images.n + 1);
+    for (int i = optind; i < argc; i++) image_list_add(&images, argv[i], (int)images.len + 1);
     if (!bad && list && image_list_append(&images, list, root, ext, &e)) bad = cli_fail(CMD, &e);
     if (!bad && from.len && !ev.on) bad = cli_usage_error(CMD, "--from only makes sense with --eval");
-    if (!bad && from.len && images.n) bad = cli_usage_error(CMD, "give images or --from files, not both");
+    if (!bad && from.len && images.len) bad = cli_usage_error(CMD, "give images or --from files, not both");
     if (!bad && from.len && (shard_n > 1 || output)) bad = cli_usage_error(CMD, "--shard and -o need images, not --from");
-    if (!bad && !from.len && !images.n) bad = cli_usage_error(CMD, "no images");
+    if (!bad && !from.len && !images.len) bad = cli_usage_error(CMD, "no images");
     if (!bad && !ev.on && !output) bad = cli_usage_error(CMD, "-o FILE is required (or use --eval)");
     if (!bad && resume && (!output || ev.on))
         bad = cli_usage_error(CMD, "--resume continues -o FILE without --eval (evaluate the finished file with --from)");
@@ -430,9 +430,9 @@ int cmd_proposals(int argc, char **argv) {
         for (size_t i = 0; i < from.len && !rc; i++)
             if (proposals_json_read(from.data[i], &set, &e)) rc = cli_fail(CMD, &e);
         Progress pr;
-        progress_init(&pr, "eval", set.n, "img", quiet);
-        for (int i = 0; i < set.n && !rc; i++) {
-            if (eval_image(&ev, set.image[i].file, &set.image[i].p, &e)) rc = cli_fail(CMD, &e);
+        progress_init(&pr, "eval", (int64_t)set.len, "img", quiet);
+        for (size_t i = 0; i < set.len && !rc; i++) {
+            if (eval_image(&ev, set.data[i].file, &set.data[i].p, &e)) rc = cli_fail(CMD, &e);
             progress_add(&pr, 1);
         }
         if (!rc) progress_finish(&pr);

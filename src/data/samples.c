@@ -8,19 +8,21 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-static void samples_push(SampleList *l, size_t *cap, char *path, int label) {
-    if ((size_t)l->n == *cap) {
-        *cap = *cap ? 2 * *cap : 256;
-        l->s = xrealloc(l->s, *cap * sizeof(Sample));
-    }
-    l->s[l->n++] = (Sample){path, label};
+typedef VEC(Sample) SampleVec;
+
+// Hands the grown samples to l (which keeps no capacity); false when there are none.
+static bool samples_take(SampleList *l, SampleVec *v) {
+    l->s = v->data;
+    l->n = (int)v->len;
+    return v->len > 0;
 }
 
 int sample_list_load(const char *path, int max_classes, SampleList *l, Err *e) {
     *l = (SampleList){0};
     char *data;
-    size_t size, cap = 0;
+    size_t size;
     if (read_text_all(path, 1u << 30, &data, &size, e)) return -1;
+    SampleVec v = {0};
     char *dir = path_dirname(path), *cursor = data;
     int line_no = 0, rc = -1;
     for (char *line; (line = text_next_line(&cursor));) {
@@ -40,15 +42,12 @@ int sample_list_load(const char *path, int max_classes, SampleList *l, Err *e) {
             err_set(e, "%s:%d: expected 'path label' with a label in 0..%d", path, line_no, max_classes - 1);
             goto done;
         }
-        samples_push(l, &cap, path_join(dir, p), (int)label);
+        VEC_PUSH(&v, ((Sample){path_join(dir, p), (int)label}));
         if (label + 1 > l->n_classes) l->n_classes = (int)label + 1;
-    }
-    if (l->n == 0) {
-        err_set(e, "%s: no samples", path);
-        goto done;
     }
     rc = 0;
 done:
+    if (!samples_take(l, &v) && !rc) rc = err_set(e, "%s: no samples", path);
     free(dir);
     free(data);
     if (rc) sample_list_free(l);
@@ -103,23 +102,24 @@ int sample_list_from_tree(const char *root, SampleList *l, Err *e) {
     }
     l->n_classes = n_classes;
     l->class_names = classes;
-    size_t cap = 0;
+    SampleVec v = {0};
     for (int c = 0; c < n_classes; c++) {
         char *dir = path_join(root, classes[c]), **files;
         int n_files;
         int rc = list_dir(dir, keep_image, &files, &n_files, e);
         for (int i = 0; i < (rc ? 0 : n_files); i++) {
-            samples_push(l, &cap, path_join(dir, files[i]), c);
+            VEC_PUSH(&v, ((Sample){path_join(dir, files[i]), c}));
             free(files[i]);
         }
         if (!rc) free(files);
         free(dir);
         if (rc) {
+            samples_take(l, &v);
             sample_list_free(l);
             return -1;
         }
     }
-    if (l->n == 0) {
+    if (!samples_take(l, &v)) {
         sample_list_free(l);
         return err_set(e, "%s: no images in the class sub-directories", root);
     }

@@ -342,9 +342,9 @@ static long list_position(const NamePos *by, int n, const char *file) {
 // The journal's image lines (f just past its header) in list order: a run shared among processes (mpirun)
 // journals its images in the order they finish, and resumed runs add theirs after the first run's.
 static int journal_order(FILE *f, const char *path, const ImageList *order, LineAt **out, size_t *n, Err *e) {
-    NamePos *by = xmalloc((size_t)(order->n ? order->n : 1) * sizeof(NamePos));
-    for (int i = 0; i < order->n; i++) by[i] = (NamePos){order->names[i], i};
-    qsort(by, (size_t)order->n, sizeof(NamePos), cmp_name_pos);
+    NamePos *by = xmalloc((order->len ? order->len : 1) * sizeof(NamePos));
+    for (size_t i = 0; i < order->len; i++) by[i] = (NamePos){order->data[i].name, (int)i};
+    qsort(by, order->len, sizeof(NamePos), cmp_name_pos);
     VEC(LineAt) at = {0};
     char *line = NULL;
     size_t cap = 0;
@@ -354,7 +354,7 @@ static int journal_order(FILE *f, const char *path, const ImageList *order, Line
         json_t *img = json_loads(line, 0, &je);
         const char *file = json_string_value(json_object_get(img, "file"));
         if (!file) rc = err_set(e, "%s:%ld: %s", path, no, img ? "an image without its file" : je.text);
-        else VEC_PUSH(&at, ((LineAt){list_position(by, order->n, file), off}));
+        else VEC_PUSH(&at, ((LineAt){list_position(by, (int)order->len, file), off}));
         json_decref(img);
         if (rc) break;
     }

@@ -8,7 +8,7 @@
 int blacklist_load(const char *path, const ClassMap *classes, Blacklist *bl, Err *e) {
     *bl = (Blacklist){0};
     char *data;
-    size_t size, cap = 0;
+    size_t size;
     if (read_text_all(path, 1u << 30, &data, &size, e)) return -1;
     char *cursor = data;
     int line_no = 0;
@@ -29,14 +29,7 @@ int blacklist_load(const char *path, const ClassMap *classes, Blacklist *bl, Err
             err_set(e, "%s:%d: unknown class '%s'", path, line_no, key);
             goto fail;
         }
-        if (bl->n == cap) {
-            cap = cap ? 2 * cap : 256;
-            bl->image_id = xrealloc(bl->image_id, cap * sizeof(int));
-            bl->label = xrealloc(bl->label, cap * sizeof(int));
-        }
-        bl->image_id[bl->n] = (int)id;
-        bl->label[bl->n] = label;
-        bl->n++;
+        VEC_PUSH(bl, ((Blacklisted){(int)id, label}));
     }
     free(data);
     return 0;
@@ -47,7 +40,6 @@ fail:
 }
 
 void blacklist_free(Blacklist *bl) {
-    free(bl->image_id);
-    free(bl->label);
+    free(bl->data);
     *bl = (Blacklist){0};
 }

@@ -8,16 +8,8 @@
 
 
 void dets_free(Detections *d) {
-    free(d->d);
+    free(d->d.data);
     *d = (Detections){0};
-}
-
-static void dets_push(Detections *d, size_t *cap, Detection x) {
-    if (d->n == *cap) {
-        *cap = *cap ? 2 * *cap : 4096;
-        d->d = xrealloc(d->d, *cap * sizeof(Detection));
-    }
-    d->d[d->n++] = x;
 }
 
 // Checks of one detection. They run on every line, so the message's location is only formatted once something
@@ -43,7 +35,7 @@ static int detection_problem(Detections *out, const Detection *x, bool strict, c
 int dets_load_txt(const char *path, const GroundTruth *gt, bool strict, Detections *out, Err *e) {
     *out = (Detections){0};
     char *data;
-    size_t size, cap = 0;
+    size_t size;
     if (read_text_all(path, DETS_MAX_BYTES, &data, &size, e)) return -1;
     char *cursor = data;
     long line_no = 0;
@@ -76,7 +68,7 @@ int dets_load_txt(const char *path, const GroundTruth *gt, bool strict, Detectio
             continue;
         }
         x.image_id = (int)image_id;
-        dets_push(out, &cap, x);
+        VEC_PUSH(&out->d, x);
     }
     free(data);
     return 0;
@@ -133,7 +125,6 @@ int dets_load_json(const char *path, const GroundTruth *gt, bool strict, Detecti
     for (int i = 0; i < gt->n_images; i++)
         if (gt->images[i].name) names[n_names++] = (NameIndex){gt->images[i].name, i};
     qsort(names, (size_t)n_names, sizeof(NameIndex), cmp_name);
-    size_t cap = 0;
     char where[sizeof out->first_inverted];
     json_t *images = json_object_get(root, "images");
     if (!json_is_array(images)) {
@@ -195,7 +186,7 @@ int dets_load_json(const char *path, const GroundTruth *gt, bool strict, Detecti
                 continue;
             }
             x.image_id = gt->images[index].image_id;
-            dets_push(out, &cap, x);
+            VEC_PUSH(&out->d, x);
         }
     }
     free(names);

@@ -116,9 +116,9 @@ static int cmp_double(const void *a, const void *b) {
 
 // Each detection's ground-truth image (n), looked up once; an error for one the ground truth does not have.
 static int *detection_images(const GroundTruth *gt, const Detections *dets, Err *e) {
-    int *image_of = xmalloc((dets->n ? dets->n : 1) * sizeof(int));
-    for (size_t t = 0; t < dets->n; t++) {
-        const Detection *x = &dets->d[t];
+    int *image_of = xmalloc((dets->d.len ? dets->d.len : 1) * sizeof(int));
+    for (size_t t = 0; t < dets->d.len; t++) {
+        const Detection *x = &dets->d.data[t];
         image_of[t] = gt_find_id(gt, x->image_id);
         if (image_of[t] < 0 || x->label < 0 || x->label >= gt->classes.n) {
             free(image_of);
@@ -140,17 +140,17 @@ static void by_image_free(ByImage *b) { free(b->start), free(b->item); }
 // The blacklisted labels of each image.
 static ByImage blacklist_by_image(const GroundTruth *gt, const Blacklist *bl) {
     int N = gt->n_images;
-    size_t n_bl = bl ? bl->n : 0;
+    size_t n_bl = bl ? bl->len : 0;
     ByImage b = {xcalloc((size_t)N + 2, sizeof(size_t)), NULL};
     for (size_t q = 0; q < n_bl; q++) {
-        int i = gt_find_id(gt, bl->image_id[q]);
+        int i = gt_find_id(gt, bl->data[q].image_id);
         if (i >= 0) b.start[i + 2]++;
     }
     for (int i = 0; i < N; i++) b.start[i + 2] += b.start[i + 1];
     b.item = xmalloc((b.start[N + 1] ? b.start[N + 1] : 1) * sizeof(int));
     for (size_t q = 0; q < n_bl; q++) { // start[i + 1] is image i's fill cursor, then its end
-        int i = gt_find_id(gt, bl->image_id[q]);
-        if (i >= 0) b.item[b.start[i + 1]++] = bl->label[q];
+        int i = gt_find_id(gt, bl->data[q].image_id);
+        if (i >= 0) b.item[b.start[i + 1]++] = bl->data[q].label;
     }
     return b;
 }
@@ -174,7 +174,7 @@ static void match_all(const GroundTruth *gt, const Detections *dets, const ByIma
         const GtImage *im = &gt->images[i];
         const int *bl_i = black->item + black->start[i];
         int n_bl_i = (int)(black->start[i + 1] - black->start[i]);
-        match_image(im, dets->d, (const uint32_t *)det->item + det->start[i], det->start[i + 1] - det->start[i],
+        match_image(im, dets->d.data, (const uint32_t *)det->item + det->start[i], det->start[i + 1] - det->start[i],
                     bl_i, n_bl_i, protocol, taken, status);
         for (int k = 0; k < im->n; k++) {
             bool counted = !(protocol == EVAL_VOC && im->difficult[k]);
@@ -189,8 +189,8 @@ static void match_all(const GroundTruth *gt, const Detections *dets, const ByIma
 static void pr_curves(const Detections *dets, const uint32_t *order, const unsigned char *status, EvalResult *r) {
     int C = r->n_classes;
     r->detections = xcalloc((size_t)C, sizeof(int));
-    for (size_t t = 0; t < dets->n; t++)
-        if (status[t] != DET_IGNORED) r->detections[dets->d[t].label]++;
+    for (size_t t = 0; t < dets->d.len; t++)
+        if (status[t] != DET_IGNORED) r->detections[dets->d.data[t].label]++;
     r->pr_len = xcalloc((size_t)C, sizeof(int));
     r->recall = xcalloc((size_t)C, sizeof(double *));
     r->precision = xcalloc((size_t)C, sizeof(double *));
@@ -199,10 +199,10 @@ static void pr_curves(const Detections *dets, const uint32_t *order, const unsig
         r->recall[c] = xmalloc((size_t)(r->detections[c] ? r->detections[c] : 1) * sizeof(double));
         r->precision[c] = xmalloc((size_t)(r->detections[c] ? r->detections[c] : 1) * sizeof(double));
     }
-    for (size_t t = 0; t < dets->n; t++) {
+    for (size_t t = 0; t < dets->d.len; t++) {
         uint32_t j = order[t];
         if (status[j] == DET_IGNORED) continue;
-        int c = dets->d[j].label, k = r->pr_len[c]++;
+        int c = dets->d.data[j].label, k = r->pr_len[c]++;
         (status[j] == DET_TP ? tp : fp)[c]++;
         r->recall[c][k] = (double)tp[c] / (double)r->positives[c]; // Inf/NaN without positives: AP is NaN then
         r->precision[c][k] = (double)tp[c] / (double)(tp[c] + fp[c]);
@@ -232,12 +232,12 @@ static void ap_summary(EvalResult *r) {
 int eval_run(const GroundTruth *gt, const Detections *dets, const Blacklist *bl, EvalProtocol protocol,
              EvalResult *r, Err *e) {
     *r = (EvalResult){0};
-    size_t n = dets->n;
+    size_t n = dets->d.len;
     if (n > UINT32_MAX || n > INT_MAX) return err_set(e, "%zu detections: more than this evaluator handles", n);
     int *image_of = detection_images(gt, dets, e);
     if (!image_of) return -1;
     uint32_t *order = xmalloc((n ? n : 1) * sizeof(uint32_t)); // the evaluation order (the top of this file)
-    eval_order(dets->d, n, order);
+    eval_order(dets->d.data, n, order);
     ByImage black = blacklist_by_image(gt, bl), det = detections_by_image(gt->n_images, image_of, order, n);
     unsigned char *status = xmalloc(n ? n : 1);
     r->n_classes = gt->classes.n;

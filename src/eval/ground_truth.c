@@ -214,16 +214,16 @@ int gt_load_xml(const char *dir, const ImageList *list, ClassMap *classes, doubl
     *gt = (GroundTruth){0};
     gt->classes = *classes;
     *classes = (ClassMap){0};
-    int n = list->n;
+    int n = (int)list->len;
     Annotation *ann = xcalloc((size_t)(n ? n : 1), sizeof(Annotation));
     char **paths = xcalloc((size_t)(n ? n : 1), sizeof(char *));
     int rc = -1;
     Progress prog;
     progress_init(&prog, "annotations", n, "file", quiet);
     for (int i = 0; i < n; i++) {
-        size_t len = strlen(list->names[i]);
+        size_t len = strlen(list->data[i].name);
         char *rel = xmalloc(len + 5);
-        memcpy(rel, list->names[i], len);
+        memcpy(rel, list->data[i].name, len);
         memcpy(rel + len, ".xml", 5);
         paths[i] = path_join(dir, rel);
         free(rel);
@@ -246,8 +246,8 @@ int gt_load_xml(const char *dir, const ImageList *list, ClassMap *classes, doubl
     for (int i = 0; i < n; i++) {
         GtImage *im = &gt->images[i];
         gt->n_images = i + 1;
-        im->image_id = list->ids[i];
-        im->name = xstrdup(list->names[i]);
+        im->image_id = list->data[i].id;
+        im->name = xstrdup(list->data[i].name);
         gt_image_alloc(im, ann[i].n_objects);
         for (int j = 0; j < ann[i].n_objects; j++) {
             const AnnObject *o = &ann[i].objects[j];

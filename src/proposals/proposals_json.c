@@ -221,23 +221,23 @@ int proposals_json_read(const char *path, ProposalsSet *set, Err *e) {
         return err_set(e, "%s: expected an object with an \"images\" array", path);
     }
     size_t n = json_array_size(images);
-    set->image = xrealloc(set->image, ((size_t)set->n + n + 1) * sizeof *set->image);
     for (size_t i = 0; i < n; i++) {
-        if (read_image(path, i, json_array_get(images, i), &set->image[set->n], e)) {
+        ProposalsImage im;
+        if (read_image(path, i, json_array_get(images, i), &im, e)) {
             json_decref(root);
             return -1;
         }
-        set->n++;
+        VEC_PUSH(set, im);
     }
     json_decref(root);
     return 0;
 }
 
 void proposals_set_free(ProposalsSet *set) {
-    for (int i = 0; i < set->n; i++) {
-        free(set->image[i].file);
-        proposals_free(&set->image[i].p);
+    for (size_t i = 0; i < set->len; i++) {
+        free(set->data[i].file);
+        proposals_free(&set->data[i].p);
     }
-    free(set->image);
+    free(set->data);
     *set = (ProposalsSet){0};
 }

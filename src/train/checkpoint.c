@@ -30,7 +30,7 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
 
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 
-uint64_t net_fingerprint(const Net *net) {
+uint64_t checkpoint_fingerprint(const Net *net) {
     uint64_t h = FNV_OFFSET;
     for (int i = 0; i < net->n_params; i++) {
         const Param *p = &net->param[i];

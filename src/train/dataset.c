@@ -45,25 +45,26 @@ static void clip_boxes(DatasetImage *im, const Annotation *a, Dataset *d) {
 }
 
 static int load_annotations(Dataset *d, const Layout *lay, const ImageList *list, const DatasetOptions *o, Err *e) {
-    d->n_images = list->n;
-    d->images = xcalloc((size_t)(list->n ? list->n : 1), sizeof(DatasetImage));
-    Annotation *ann = xcalloc((size_t)(list->n ? list->n : 1), sizeof(Annotation));
+    int n_images = d->n_images = (int)list->len;
+    d->images = xcalloc(list->len ? list->len : 1, sizeof(DatasetImage));
+    Annotation *ann = xcalloc(list->len ? list->len : 1, sizeof(Annotation));
     const char *ann_dir = lay->ann_dir;
     int rc = -1;
-    for (int i = 0; i < list->n; i++) {
-        size_t n = strlen(list->names[i]) + 5;
+    for (int i = 0; i < n_images; i++) {
+        const char *name = list->data[i].name;
+        size_t n = strlen(name) + 5;
         char *file = xmalloc(n);
-        snprintf(file, n, "%s.xml", list->names[i]);
+        snprintf(file, n, "%s.xml", name);
         char *path = path_join(ann_dir, file);
         free(file);
         int bad = annotation_load(path, &ann[i], e);
         free(path);
         if (bad) goto done;
         DatasetImage *im = &d->images[i];
-        im->name = xstrdup(list->names[i]);
-        im->path = annotation_image_path(lay->img_dir, list->names[i], ann[i].filename);
+        im->name = xstrdup(name);
+        im->path = annotation_image_path(lay->img_dir, name, ann[i].filename);
         if (!im->path) {
-            err_set(e, "%s: no image file for '%s'", lay->img_dir, list->names[i]);
+            err_set(e, "%s: no image file for '%s'", lay->img_dir, name);
             goto done;
         }
     }
@@ -75,7 +76,7 @@ static int load_annotations(Dataset *d, const Layout *lay, const ImageList *list
         free(names);
     } else {
         VEC(char *) names = {0};
-        for (int i = 0; i < list->n; i++)
+        for (int i = 0; i < n_images; i++)
             for (int j = 0; j < ann[i].n_objects; j++) VEC_PUSH(&names, ann[i].objects[j].name);
         class_map_from_names(&d->classes, names.data, (int)names.len);
         free(names.data);
@@ -84,7 +85,7 @@ static int load_annotations(Dataset *d, const Layout *lay, const ImageList *list
             goto done;
         }
     }
-    for (int i = 0; i < list->n; i++) {
+    for (int i = 0; i < n_images; i++) {
         DatasetImage *im = &d->images[i];
         im->n_gt = ann[i].n_objects;
         im->gt = xcalloc((size_t)(im->n_gt ? im->n_gt : 1), sizeof(Box));
@@ -108,7 +109,7 @@ static int load_annotations(Dataset *d, const Layout *lay, const ImageList *list
                 d->boxes_clipped, d->boxes_dropped);
     rc = 0;
 done:
-    for (int i = 0; i < list->n; i++) annotation_free(&ann[i]);
+    for (int i = 0; i < n_images; i++) annotation_free(&ann[i]);
     free(ann);
     return rc;
 }
@@ -126,15 +127,15 @@ static int proposals_from_file(Dataset *d, const char *path, Err *e) {
     for (int i = 0; i < d->n_images && rc == 0; i++) {
         DatasetImage *im = &d->images[i];
         int found = -1;
-        for (int k = 0; k < set.n && found < 0; k++)
-            if (!strcmp(base_of(set.image[k].file), base_of(im->path))) found = k;
+        for (int k = 0; k < (int)set.len && found < 0; k++)
+            if (!strcmp(base_of(set.data[k].file), base_of(im->path))) found = k;
         if (found < 0) {
             rc = err_set(e, "%s: no proposals for %s", path, im->path);
             break;
         }
-        im->n_props = set.image[found].p.n;
+        im->n_props = set.data[found].p.n;
         im->props = xmalloc((size_t)(im->n_props ? im->n_props : 1) * sizeof(Box));
-        memcpy(im->props, set.image[found].p.box, (size_t)im->n_props * sizeof(Box));
+        memcpy(im->props, set.data[found].p.box, (size_t)im->n_props * sizeof(Box));
     }
     proposals_set_free(&set);
     return rc;
@@ -203,7 +204,7 @@ static int open_detection_set(Dataset *d, const Layout *lay, const ImageList *li
         if (!im->bad)
             region_set_add_image(&d->regions, i, im->gt, im->gt_label, im->n_gt, im->props, im->n_props, d->pos_iou);
     }
-    if (d->regions.n_pos + d->regions.n_bg == 0) return err_set(e, "%s: no usable regions", d->source);
+    if (d->regions.pos.len + d->regions.bg.len == 0) return err_set(e, "%s: no usable regions", d->source);
     d->cache = xcalloc((size_t)(d->n_images ? d->n_images : 1), sizeof(Image));
     return 0;
 }
@@ -382,7 +383,7 @@ void batch_free(Batch *b) {
 long dataset_steps_per_epoch(const Dataset *d, const BatchRecipe *r) {
     double items = d->kind == DATASET_CLASSIFY ? (double)d->samples.n
                    : d->kind == DATASET_BOXES  ? (double)d->n_images
-                                               : (double)d->regions.n_pos;
+                                               : (double)d->regions.pos.len;
     double per_batch = d->kind == DATASET_REGIONS ? fmax(1.0, round(r->batch * r->pos_fraction)) : r->batch;
     long steps = (long)ceil(items / per_batch);
     return steps > 0 ? steps : 1;

@@ -104,7 +104,7 @@ static int validate_classify(Net *net, Dataset *val, int limit, bool quiet, ValR
         if (k == batch || (i == n && k > 0)) {
             if (net_predict(net, x, k, batch, probs, NULL, e)) goto done;
             for (int j = 0; j < k; j++) {
-                topk(probs + (size_t)j * C, C, C < 5 ? C : 5, top5);
+                classify_topk(probs + (size_t)j * C, C, C < 5 ? C : 5, top5);
                 hit1 += top5[0] == labels[j];
                 for (int q = 0; q < (C < 5 ? C : 5); q++) hit5 += top5[q] == labels[j];
             }
@@ -128,17 +128,18 @@ static int validate_regions(Net *net, Dataset *val, int limit, int context, bool
     const NetConfig *cfg = net->cfg;
     int n_img = val->n_images < limit || limit <= 0 ? val->n_images : limit, C = cfg->classes;
     // 1. the balanced region set, restricted to the images validated
-    VEC(Region) set = {0};
+    RegionVec set = {0};
+    const RegionVec *pos = &val->regions.pos, *bg = &val->regions.bg;
     size_t eligible = 0;
-    for (size_t i = 0; i < val->regions.n_pos; i++) eligible += val->regions.pos[i].image < n_img;
+    for (size_t i = 0; i < pos->len; i++) eligible += pos->data[i].image < n_img;
     size_t stride = eligible > 2000 ? (eligible + 1999) / 2000 : 1, seen = 0; // spread over all the images
-    for (size_t i = 0; i < val->regions.n_pos; i++)
-        if (val->regions.pos[i].image < n_img && seen++ % stride == 0) VEC_PUSH(&set, val->regions.pos[i]);
+    for (size_t i = 0; i < pos->len; i++)
+        if (pos->data[i].image < n_img && seen++ % stride == 0) VEC_PUSH(&set, pos->data[i]);
     size_t n_pos = set.len;
     Rng rng;
     rng_seed(&rng, 0xba1a2ced);
-    for (size_t t = 0; t < 50 * n_pos && set.len < 2 * n_pos && val->regions.n_bg; t++) {
-        const Region *g = &val->regions.bg[rng_below(&rng, (uint32_t)val->regions.n_bg)];
+    for (size_t t = 0; t < 50 * n_pos && set.len < 2 * n_pos && bg->len; t++) {
+        const Region *g = &bg->data[rng_below(&rng, (uint32_t)bg->len)];
         if (g->image < n_img) VEC_PUSH(&set, *g);
     }
     DetectParams dp = detect_params_default();
@@ -189,7 +190,7 @@ static int validate_regions(Net *net, Dataset *val, int limit, int context, bool
         progress_add(&prog, 1);
     }
     progress_finish(&prog);
-    Detections dets = {.n = all.len, .d = all.data};
+    Detections dets = {.d = all};
     if (eval_run(&gt, &dets, NULL, EVAL_VOC, &er, e)) goto done;
     *r = (ValResult){.top1 = NAN, .top5 = NAN, .region_accuracy = set.len ? (double)correct / (double)set.len : NAN,
                      .map = er.mean_ap, .recall = NAN, .n = (int)set.len};
@@ -385,7 +386,7 @@ static int fit_box_regressor(Run *r, Err *e) {
 }
 
 static int save_checkpoint(Run *r, long step, Err *e) {
-    CheckpointHeader h = {.fingerprint = net_fingerprint(&r->net), .step = step, .seed = r->o->seed,
+    CheckpointHeader h = {.fingerprint = checkpoint_fingerprint(&r->net), .step = step, .seed = r->o->seed,
                           .n = r->net.params_size, .has_average = r->sgd.average != NULL};
     return checkpoint_save(r->ckpt_path, &h, r->net.params, r->sgd.velocity, r->sgd.average, e);
 }
@@ -598,7 +599,7 @@ int train_run(const TrainOptions *o, Err *e) {
         fprintf(stderr, "--resume: no %s yet: starting afresh\n", r.ckpt_path);
     if (resumed) { // every process reads rank 0's checkpoint
         CheckpointHeader h;
-        int bad = checkpoint_load(r.ckpt_path, net_fingerprint(&r.net), r.net.params_size, &h, r.net.params,
+        int bad = checkpoint_load(r.ckpt_path, checkpoint_fingerprint(&r.net), r.net.params_size, &h, r.net.params,
                                   r.sgd.velocity, r.sgd.average, e);
         if (!bad && h.seed != o->seed)
             bad = err_set(e, "%s: made with --seed %llu; resume with the same seed", r.ckpt_path,

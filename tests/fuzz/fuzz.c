@@ -197,7 +197,7 @@ static int fuzz_checkpoint(Err *e) {
     size_t n = fz.net.params_size;
     float *p = xmalloc(n * sizeof(float)), *v = xmalloc(n * sizeof(float)), *a = xmalloc(n * sizeof(float));
     CheckpointHeader h;
-    int rc = checkpoint_load(fz.path, net_fingerprint(&fz.net), n, &h, p, v, a, e);
+    int rc = checkpoint_load(fz.path, checkpoint_fingerprint(&fz.net), n, &h, p, v, a, e);
     free(p), free(v), free(a);
     return rc;
 }
