@@ -27,6 +27,7 @@ R=results/fuzz.md
 
 CC=clang CXX=clang++ cmake -S . -B $F -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINCEPTION_FUZZ=ON >/dev/null
 cmake --build $F -j "$(nproc)" --target $(for t in $TARGETS; do printf 'fuzz_%s ' "$t"; done) >/dev/null
+BUILT=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src include tests/fuzz || echo +) # what the harnesses are built from
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)" --target inception >/dev/null
 
@@ -92,10 +93,12 @@ CPU=$(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)
 ROWS=$F/rows # one row a harness, from its latest run: a run of some harnesses keeps the others' rows
 mkdir -p $ROWS
 
-# The table row of a harness's run, from its log: executions, rate, edges, features, corpus, findings.
+# The table row of a harness: executions in all over the runs that grew its corpus (ROWS/TARGET.runs: one line a
+# run, "executions commit"), and from the latest run's log its rate, edges, features, corpus and findings.
 row() {
     log=$F/fuzz-$1.log
-    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' $log | tail -1)
+    total=$(awk '{ n += $1 } END { print n + 0 }' $ROWS/$1.runs)
+    runs=$(wc -l <$ROWS/$1.runs)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' $log | tail -1)
     cov=$(grep -o 'cov: [0-9]*' $log | tail -1 | cut -d' ' -f2)
     ft=$(grep -o 'ft: [0-9]*' $log | tail -1 | cut -d' ' -f2)
@@ -103,7 +106,8 @@ row() {
     found=$(ls $F/findings/$1 | wc -l)
     verdict="none"
     [ "$reports" -eq 0 ] && [ "$found" -eq 0 ] || verdict="**$reports report(s), $found input(s) in findings/$1**"
-    echo "| $1 | ${execs:-?} | ${rate:-?} | ${cov:-?} | ${ft:-?} | $(ls $F/corpus/$1 | wc -l) | $verdict | $2 |"
+    [ "$runs" -gt 1 ] && total="$total ($runs runs)"
+    echo "| $1 | $total | ${rate:-?} | ${cov:-?} | ${ft:-?} | $(ls $F/corpus/$1 | wc -l) | $verdict | $2 |"
 }
 
 for t in $TARGETS; do
@@ -115,14 +119,17 @@ for t in $TARGETS; do
     # -rss_limit_mb: the tool's documented limits let a reader hold 1 GiB for a 1 GiB input; inputs here are small
     ASAN_OPTIONS=detect_leaks=1 $F/tests/fuzz/fuzz_$t -max_total_time=$SECONDS_EACH -runs=$RUNS -timeout=10 \
         -rss_limit_mb=2048 -max_len=1048576 -artifact_prefix=$X/ -print_final_stats=1 $C >$F/fuzz-$t.log 2>&1 || true
-    row $t "$(git rev-parse --short HEAD) $(date -u +%m-%d)" >$ROWS/$t
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' $F/fuzz-$t.log | tail -1)
+    echo "${execs:-0} $BUILT" >>$ROWS/$t.runs
+    row $t "$BUILT $(date -u +%m-%d)" >$ROWS/$t
 done
 
 cat >$F/fuzz-section.md <<EOF
 ## Fuzzing
 
 \`bench/fuzz.sh -t $SECONDS_EACH -r $RUNS\` (each harness until $RUNS executions or $SECONDS_EACH s), $CPU, one core a
-harness (the machine's two shared with other work); each row says the commit and the day (UTC) of its run: clang 14 libFuzzer with AddressSanitizer, UBSan and
+harness (the machine's two shared with other work); each row says the commit its latest run was built from and
+the day (UTC); *executions* add up the runs that grew the harness's corpus since its last finding was fixed: clang 14 libFuzzer with AddressSanitizer, UBSan and
 leak checking over the whole library (\`-DINCEPTION_FUZZ=ON\`). Each harness writes its input to a file and reads it
 through the call the tool makes (\`tests/fuzz/fuzz.c\`); almost every input is refused with an error, which is the
 expected outcome. *executions*: inputs run; *cov*: code edges reached (our code and the instrumented parts only:
