@@ -127,8 +127,8 @@ done
 cat >$F/fuzz-section.md <<EOF
 ## Fuzzing
 
-\`bench/fuzz.sh -t $SECONDS_EACH -r $RUNS\` (each harness until $RUNS executions or $SECONDS_EACH s), $CPU, one core a
-harness (the machine's two shared with other work); each row says the commit its latest run was built from and
+\`bench/fuzz.sh [-t SECONDS] [-r RUNS]\` (each harness until RUNS executions or SECONDS; the latest run:
+\`-t $SECONDS_EACH -r $RUNS\`), $CPU, one core a harness (the machine's two shared with other work); each row says the commit its latest run was built from and
 the day (UTC); *executions* add up the runs that grew the harness's corpus since its last finding was fixed: clang 14 libFuzzer with AddressSanitizer, UBSan and
 leak checking over the whole library (\`-DINCEPTION_FUZZ=ON\`). Each harness writes its input to a file and reads it
 through the call the tool makes (\`tests/fuzz/fuzz.c\`); almost every input is refused with an error, which is the
@@ -139,6 +139,10 @@ calls but not guided inside); *corpus*: inputs kept. A finding is a crash, leak,
 | harness | executions | exec/s | cov | features | corpus | findings | run |
 |---|---|---|---|---|---|---|---|
 $(for t in $ALL; do [ -f $ROWS/$t ] && cat $ROWS/$t; done)
+
+The findings of earlier runs (a run stops at its first) were fixed and their inputs kept in \`tests/data/fuzz/\`,
+replayed by the \`fuzz_replay_*\` ctests; \`results/reliability.md\` lists them. A run stopped by hand (SIGINT, once
+its corpus's total passed the goal) counts the executions it made.
 EOF
 /usr/bin/python3 bench/results_section.py $F/fuzz-section.md $R
 echo "fuzz: wrote $R" >&2
