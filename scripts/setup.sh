@@ -38,6 +38,11 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
 fi
 
+# ONNX Runtime for the export test (tools/export_check.py) and bench/forward.sh: npm's onnxruntime-node, into bench/
+if [ ! -d bench/node_modules/onnxruntime-node ]; then
+    (cd bench && ONNXRUNTIME_NODE_INSTALL=skip npm install --no-audit --no-fund >/dev/null)
+fi
+
 if [ "${1:-}" != "--no-build" ]; then
     cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
     cmake --build build -j "$(nproc)"

@@ -148,7 +148,7 @@ static void test_refusals(void **state) {
     expect_patched_refusal("opset13", "\x0a\x04size\x18\x05", "\x0a\x04size\x18\x03", 8,
                            "(LRN) computes '/LRN_output_0' where an LRN of size 5, alpha 0.0001, beta 0.75, bias 1 "
                            "was expected");
-    // a global max pool where the config averages (GlobalAveragePool -> GlobalMaxPoolXXXX is not an op at all)
+    // an op no runtime knows where the config pools the whole map (patched in place, so the name keeps its length)
     expect_patched_refusal("opset17", "\x22\x11GlobalAveragePool", "\x22\x11GlobalAveragePoox", 19,
                            "(GlobalAveragePoox) computes '/GlobalAveragePool_output_0' where a 3x3/1 AveragePool with "
                            "padding 0 was expected");

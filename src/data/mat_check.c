@@ -164,20 +164,28 @@ static int matrix_check(const MatWalk *w, const uint8_t *p, size_t n, int depth)
                    cls == MX_OBJECT ? "object" : cls == MX_SPARSE ? "sparse" : "unknown");
 }
 
-// Inflates a compressed element to its end (zlib checks the Adler-32 there) into out (NULL: count only).
-static int inflate_all(const MatWalk *w, const uint8_t *src, size_t n, uint8_t *out, size_t cap, size_t *len) {
-    uint8_t scratch[1 << 16];
+// Inflates a compressed element to its end (where zlib checks its Adler-32) into *out, which grows only as the
+// stream really inflates (never past MAT_MAX_BYTES): a file proves its size before memory is taken for it.
+static int inflate_all(const MatWalk *w, const uint8_t *src, size_t n, uint8_t **out, size_t *len) {
     z_stream z = {.next_in = (Bytef *)src, .avail_in = (uInt)n};
     if (inflateInit(&z) != Z_OK) return err_set(w->e, "%s: zlib cannot start", w->path);
+    size_t cap = 0;
     int rc = Z_OK;
-    *len = 0;
+    *out = NULL, *len = 0;
     while (rc == Z_OK) {
-        z.next_out = out ? out + *len : scratch;
-        z.avail_out = out ? (uInt)(cap - *len) : sizeof scratch;
+        if (*len == cap) {
+            cap = cap ? 2 * cap : 1 << 16;
+            if (cap > MAT_MAX_BYTES) cap = MAT_MAX_BYTES;
+            if (*len == cap) {
+                rc = Z_MEM_ERROR;
+                break;
+            }
+            *out = xrealloc(*out, cap);
+        }
+        z.next_out = *out + *len, z.avail_out = (uInt)(cap - *len);
         uInt room = z.avail_out;
         rc = inflate(&z, Z_NO_FLUSH);
         *len += room - z.avail_out;
-        if (*len > MAT_MAX_BYTES || (out && rc == Z_OK && *len == cap)) rc = Z_MEM_ERROR;
     }
     bool all_used = z.avail_in == 0;
     inflateEnd(&z);
@@ -190,12 +198,12 @@ static int inflate_all(const MatWalk *w, const uint8_t *src, size_t n, uint8_t *
     return 0;
 }
 
-// A compressed element: inflated once to learn its size and check it, then into a buffer of that size.
+// A compressed element: inflated whole, then the one element it holds walked.
 static int compressed_check(const MatWalk *w, const uint8_t *src, size_t n, int depth) {
-    size_t len, len2;
-    if (n > UINT32_MAX || inflate_all(w, src, n, NULL, 0, &len)) return -1;
-    uint8_t *buf = xmalloc(len + 1);
-    int rc = inflate_all(w, src, n, buf, len + 1, &len2);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = n > UINT32_MAX ? err_set(w->e, "%s: MAT compressed element over 4 GiB", w->path)
+                            : inflate_all(w, src, n, &buf, &len);
     MatSpan s = {buf, len};
     MatElem el;
     if (!rc) rc = elem_expect(w, &s, "compressed element", MI_MATRIX, &el);
