@@ -359,7 +359,11 @@ static void test_train_two_ranks(void **state) {
     RUN_OK(2, TRAIN, "googlenet-tiny-bn", list, "0.001", bn2, 6);
     assert_int_equal(log_losses(bn1, l1, 8), 6);
     assert_int_equal(log_losses(bn2, l2, 8), 6);
-    for (int i = 0; i < 6; i++) assert_true(fabs(l1[i] - l2[i]) <= 2e-6);
+    // The first three alike to the log's 6 digits; later ones within 1%: a max pooling whose two largest inputs
+    // are nearly equal can pick the other one once the sums' order moves a value by one rounding, and the step's
+    // gradient then flows elsewhere (seen once the 3x3 convolutions went to Winograd's algorithm: 3.4e-5 at the
+    // fourth loss, 3.6e-3 at the sixth).
+    for (int i = 0; i < 6; i++) assert_true(fabs(l1[i] - l2[i]) <= (i < 3 ? 2e-6 : 1e-2 * fabs(l1[i])));
     free(dir), free(one), free(two), free(list), free(bn1), free(bn2);
 }
 

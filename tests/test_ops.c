@@ -89,11 +89,13 @@ static const Case cases[] = {
     // conv1's 7x7/2, odd sizes, 1x1 (no im2col: a GEMM on the input), 3x3 and 5x5 'same', a stride that leaves
     // pixels unused, column blocks that cross images (K = 1600 -> 327 columns a block), few columns (rows split
     // across threads), fused outputs split in two, one pixel, and a block of 1980 columns: a full group of 1024
-    // (AVX-512 im2col), then more
+    // (AVX-512 im2col), then more; the 3x3 'same' ones below AVX-512 are Winograd's (winograd.c): odd sizes (half
+    // tiles), 4 tiles (channels split across threads), 13 outputs (panels of 6, the last padded), and 264 tiles
+    // of 64 channels (several blocks a thread)
     CONV(3, 8, 2, 23, 21, 7, 2, 3, 8), CONV(5, 7, 3, 9, 9, 1, 1, 0, 7), CONV(6, 9, 2, 11, 13, 3, 1, 1, 9),
     CONV(4, 6, 1, 10, 10, 5, 1, 2, 6), CONV(3, 5, 2, 14, 14, 5, 3, 0, 5), CONV(64, 12, 3, 15, 15, 5, 1, 2, 12),
     CONV(16, 40, 1, 3, 3, 3, 1, 1, 40), CONV(12, 20, 4, 7, 7, 1, 1, 0, 8), CONV(2, 3, 1, 1, 1, 1, 1, 0, 3),
-    CONV(2, 5, 2, 30, 33, 3, 1, 1, 5), CONV(7, 10, 5, 6, 6, 3, 1, 1, 10),
+    CONV(2, 5, 2, 30, 33, 3, 1, 1, 5), CONV(7, 10, 5, 6, 6, 3, 1, 1, 10), CONV(64, 13, 2, 24, 22, 3, 1, 1, 7),
     // Caffe ceil mode leaves partial windows at the end (112 -> 56, 7 -> 3, 14 -> 4 with 5x5/3), padded 'same'
     // pooling as in the Inception modules, a padded strided one whose last window would start in the padding
     // (Caffe drops it), the global 7x7, a large map

@@ -52,7 +52,9 @@ size_t conv_scratch_size(const ConvShape *s, int threads) {
     size_t cols16 = (gemm_bf16_cols_size(s->cin * s->k * s->k) + 1) / 2; // the bf16 kernel's column panel
     if (cols16 > tile) tile = cols16;
     if (conv_is_pointwise(s)) return tile; // the GEMM reads the input as it lies
-    return (size_t)s->cin * (size_t)s->k * (size_t)s->k * nb + tile;
+    size_t need = (size_t)s->cin * (size_t)s->k * (size_t)s->k * nb + tile;
+    if (wino_applies(s) && wino_scratch_size(s, threads) > need) need = wino_scratch_size(s, threads);
+    return need;
 }
 
 size_t conv_bf16_size(const ConvShape *s) {
@@ -310,6 +312,8 @@ static void round_task(void *arg, int task, int thread) {
 
 void conv_forward(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *y2,
                   float *scratch, Workers *workers, Isa isa, uint16_t *wb) {
+    if (!wb && isa != ISA_AVX512 && wino_applies(s)) // AVX-512's own GEMM has not been measured against it
+        return wino_forward(s, x, w, b, y, y2, scratch, workers, isa);
     int threads = workers_count(workers);
     Tiling t = conv_tiling(s, threads);
     if (wb) { // once per call: weights change between calls (training, loading), and rounding is cheap beside the GEMM

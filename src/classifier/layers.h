@@ -128,6 +128,12 @@ size_t conv_bf16_size(const ConvShape *s);
 void conv_forward(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *y2,
                   float *scratch, Workers *workers, Isa isa, uint16_t *wb);
 void conv_forward_ref(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *y2);
+// winograd.c: the 3x3 stride-1 'same' convolutions as F(2x2, 3x3), the same arguments as conv_forward (scratch:
+// wino_scratch_size floats a thread); conv_forward takes this path for them in fp32 below AVX-512.
+bool wino_applies(const ConvShape *s);
+size_t wino_scratch_size(const ConvShape *s, int threads);
+void wino_forward(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *y2,
+                  float *scratch, Workers *workers, Isa isa);
 // Floats of scratch the fast backward pass needs per thread on `threads` threads: a partial dw and db per thread,
 // and a block of im2col columns or of their gradients.
 size_t conv_backward_scratch_size(const ConvShape *s, int threads);

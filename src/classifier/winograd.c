@@ -1,0 +1,329 @@
+// 3x3 stride-1 'same' convolutions by Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, "Fast algorithms
+// for convolutional neural networks", 2016): each 2x2 block of outputs comes from a 4x4 patch of the input in 16
+// multiplications a channel pair instead of 36. The patch d and the filter g are taken into a 16-point space,
+//     V = B^T d B (the input),   U = G g G^T (the weights),
+// where the convolution is a product point by point, summed over input channels: 16 independent GEMMs
+//     M[xi] (cout, tiles) = U[xi] (cout, cin) . V[xi] (cin, tiles),
+// and each 2x2 output is A^T M A. The tiles are done in blocks, one block a task (with few tiles, small maps or
+// batch 1, the output channels are split between threads instead): the block's V stays in L2 while, six output
+// channels at a time, the 16 products for those channels go into an L1-sized M and straight out as outputs. The
+// GEMM is ours: U packed once per call in panels of six rows (the broadcast operand), V read as the input
+// transform wrote it, 6 x 16 tiles in 12 AVX2 registers; no packing per block, no zeroing pass (OpenBLAS did
+// both on every one of the 16 products a block: a fifth of the time).
+//     B^T = | 1  0 -1  0 |     G = |  1    0    0  |     A^T = | 1  1  1  0 |
+//           | 0  1  1  0 |         | 1/2  1/2  1/2 |           | 0  1 -1 -1 |
+//           | 0 -1  1  0 |         | 1/2 -1/2  1/2 |
+//           | 0  1  0 -1 |         |  0    0    1  |
+// The error: the transforms add and subtract (and halve, exactly), so it is that of a sum of four times fewer
+// products plus a few additions; tests/test_ops.c holds it to the reference with the im2col path's budget.
+#include <immintrin.h>
+#include <string.h>
+
+#include "common.h"
+#include "layers.h"
+
+// Floats of one block's V (16 cin x tiles), which stays in L2 while every output channel's panel reads it.
+#define WINO_BLOCK_FLOATS (1u << 16)
+#define WINO_BLOCK_MIN 16 // tiles
+#define MR 6              // output channels a panel (GEMM tile rows)
+#define NR 16             // tiles a GEMM tile (columns); V's rows are padded to a multiple of 8
+
+bool wino_applies(const ConvShape *s) {
+    return s->k == 3 && s->stride == 1 && s->pad == 1 && s->ho == s->h && s->wo == s->w;
+}
+
+// Tiles (2x2 outputs) a row and a column of one image, and in all.
+static int tiles_w(const ConvShape *s) { return (s->wo + 1) / 2; }
+static int tiles_h(const ConvShape *s) { return (s->ho + 1) / 2; }
+static size_t tiles_all(const ConvShape *s) { return (size_t)s->n * tiles_h(s) * tiles_w(s); }
+
+typedef struct {
+    size_t tb;     // tiles a block
+    int blocks;    // blocks (a multiple of the threads, when there are enough tiles)
+    int row_parts; // output channels split this many ways
+} WinoTiling;
+
+static WinoTiling wino_tiling(const ConvShape *s, int threads) {
+    size_t T = tiles_all(s);
+    if (threads < 1) threads = 1;
+    if (T < (size_t)threads * WINO_BLOCK_MIN * 2) {
+        int parts = s->cout >= 2 * MR * threads ? threads : 1;
+        return (WinoTiling){.tb = T, .blocks = 1, .row_parts = parts};
+    }
+    size_t tb = WINO_BLOCK_FLOATS / (16 * (size_t)s->cin);
+    if (tb < WINO_BLOCK_MIN) tb = WINO_BLOCK_MIN;
+    size_t blocks = (T + tb - 1) / tb;
+    blocks = (blocks + (size_t)threads - 1) / (size_t)threads * (size_t)threads;
+    tb = (T + blocks - 1) / blocks;
+    return (WinoTiling){.tb = tb, .blocks = (int)((T + tb - 1) / tb), .row_parts = 1};
+}
+
+static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+// Floats a thread: V (16, cin, ld), M (16, MR, ld), four padded rows (ld: tb rounded up to 8).
+static size_t per_thread(const ConvShape *s, size_t tb) {
+    size_t ld = round_up(tb, 8);
+    return 16 * ((size_t)s->cin + MR) * ld + 4 * (2 * (size_t)tiles_w(s) + 2);
+}
+
+// U (16, cout rounded up to MR, cin): shared by the threads, each carries a share of it.
+static size_t u_size(const ConvShape *s) { return 16 * round_up((size_t)s->cout, MR) * s->cin; }
+
+size_t wino_scratch_size(const ConvShape *s, int threads) {
+    if (threads < 1) threads = 1;
+    return per_thread(s, wino_tiling(s, threads).tb) + (u_size(s) + (size_t)threads - 1) / (size_t)threads;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The three transforms. Each is written once, inlined into a baseline and an AVX2 build of its caller.
+
+// U = G g G^T for the filters of output channels [k0, k1) (those past cout zero); w: (cout, cin, 3, 3). U's
+// layout is the GEMM's: for each of the 16 points, panels of MR channels, (cin, MR) each.
+static inline __attribute__((always_inline)) void weights_body(const ConvShape *s, const float *w, int k0, int k1,
+                                                                float *u) {
+    const size_t plane = round_up((size_t)s->cout, MR) * s->cin;
+    static const float zero[9];
+    for (int k = k0; k < k1; k++)
+        for (int c = 0; c < s->cin; c++) {
+            const float *g = k < s->cout ? w + ((size_t)k * s->cin + c) * 9 : zero;
+            float r[4][3]; // G g: (4, 3)
+            for (int j = 0; j < 3; j++) {
+                r[0][j] = g[j], r[3][j] = g[6 + j];
+                r[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]), r[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+            }
+            float *dst = u + ((size_t)(k / MR) * s->cin + c) * MR + k % MR;
+            for (int i = 0; i < 4; i++) { // (G g) G^T, row i
+                dst[(i * 4 + 0) * plane] = r[i][0];
+                dst[(i * 4 + 1) * plane] = 0.5f * (r[i][0] + r[i][1] + r[i][2]);
+                dst[(i * 4 + 2) * plane] = 0.5f * (r[i][0] - r[i][1] + r[i][2]);
+                dst[(i * 4 + 3) * plane] = r[i][2];
+            }
+        }
+}
+
+// V[., c, q0 .. q0 + run) = B^T d B for `run` tiles of one tile row (image img, row ty, from column tx), every
+// input channel; v: (16, cin, ldv). rows: 4 x (2 run + 2) floats of scratch.
+static inline __attribute__((always_inline)) void input_body(const ConvShape *s, const float *x, int img, int ty,
+                                                              int tx, int run, float *restrict v, size_t ldv,
+                                                              size_t q0, float *restrict rows) {
+    const int W = s->w, len = 2 * run + 2, x0 = 2 * tx - 1; // the patches' columns: x0 .. x0 + len
+    const size_t plane = (size_t)s->n * s->h * W;
+    float *restrict d[4] = {rows, rows + len, rows + 2 * len, rows + 3 * len};
+    for (int c = 0; c < s->cin; c++) {
+        for (int i = 0; i < 4; i++) { // input rows 2 ty - 1 + i, zero outside the image
+            const int yy = 2 * ty - 1 + i;
+            const float *row = x + c * plane + ((size_t)img * s->h + yy) * W;
+            if (yy < 0 || yy >= s->h) memset(d[i], 0, (size_t)len * sizeof(float));
+            else
+                for (int j = 0; j < len; j++) d[i][j] = x0 + j >= 0 && x0 + j < W ? row[x0 + j] : 0.0f;
+        }
+        for (int j = 0; j < len; j++) { // B^T d: down the columns, in place
+            const float a = d[0][j], b = d[1][j], e = d[2][j], f = d[3][j];
+            d[0][j] = a - e, d[1][j] = b + e, d[2][j] = e - b, d[3][j] = b - f;
+        }
+        for (int i = 0; i < 4; i++) { // (B^T d) B: along the rows, two columns a tile
+            const float *restrict a = d[i];
+            float *restrict v0 = v + ((size_t)(i * 4) * s->cin + c) * ldv + q0, *restrict v1 = v0 + s->cin * ldv;
+            float *restrict v2 = v1 + s->cin * ldv, *restrict v3 = v2 + s->cin * ldv;
+            for (int q = 0; q < run; q++) {
+                const float a0 = a[2 * q], a1 = a[2 * q + 1], a2 = a[2 * q + 2], a3 = a[2 * q + 3];
+                v0[q] = a0 - a2, v1[q] = a1 + a2, v2[q] = a2 - a1, v3[q] = a1 - a3;
+            }
+        }
+    }
+}
+
+// The outputs of channels [k0, k1) for `run` tiles of one tile row: A^T M A + bias, ReLU; m: (16, MR, ldm), its
+// row 0 channel k0; rows: 4 run floats of scratch.
+static inline __attribute__((always_inline)) void output_body(const ConvShape *s, const float *restrict m,
+                                                               size_t ldm, size_t q0, int k0, int k1,
+                                                               const float *b, int img, int ty, int tx, int run,
+                                                               float *y, float *y2, float *restrict rows) {
+    const int Wo = s->wo;
+    const size_t plane = (size_t)s->n * s->ho * Wo, step = MR * ldm;
+    const bool two_rows = 2 * ty + 1 < s->ho;
+    const int full = 2 * (tx + run) <= Wo ? run : run - 1; // tiles whose two columns are both in the image
+    for (int k = k0; k < k1; k++) {
+        float *out = k < s->split ? y + (size_t)k * plane : y2 + (size_t)(k - s->split) * plane;
+        float *restrict r0 = out + ((size_t)img * s->ho + 2 * ty) * Wo + 2 * tx, *restrict r1 = r0 + Wo;
+        const float *restrict p = m + (size_t)(k - k0) * ldm + q0;
+        const float bias = b[k];
+        float *restrict o00 = rows, *restrict o01 = o00 + run, *restrict o10 = o01 + run, *restrict o11 = o10 + run;
+#define P(i) const float *restrict p##i = p + i * step;
+        P(0) P(1) P(2) P(3) P(4) P(5) P(6) P(7) P(8) P(9) P(10) P(11) P(12) P(13) P(14) P(15)
+#undef P
+        for (int q = 0; q < run; q++) { // A^T M A: down the columns (rows 0 and 1 of A^T M), then along
+            const float a0 = p0[q] + p4[q] + p8[q], a1 = p1[q] + p5[q] + p9[q], a2 = p2[q] + p6[q] + p10[q],
+                        a3 = p3[q] + p7[q] + p11[q];
+            const float c0 = p4[q] - p8[q] - p12[q], c1 = p5[q] - p9[q] - p13[q], c2 = p6[q] - p10[q] - p14[q],
+                        c3 = p7[q] - p11[q] - p15[q];
+            o00[q] = bias + a0 + a1 + a2, o01[q] = bias + a1 - a2 - a3;
+            o10[q] = bias + c0 + c1 + c2, o11[q] = bias + c1 - c2 - c3;
+        }
+        if (s->relu)
+            for (int q = 0; q < 4 * run; q++) o00[q] = o00[q] > 0.0f ? o00[q] : 0.0f;
+        for (int q = 0; q < full; q++) r0[2 * q] = o00[q], r0[2 * q + 1] = o01[q];
+        if (full < run) r0[2 * full] = o00[full];
+        if (!two_rows) continue;
+        for (int q = 0; q < full; q++) r1[2 * q] = o10[q], r1[2 * q + 1] = o11[q];
+        if (full < run) r1[2 * full] = o10[full];
+    }
+}
+
+static void weights_base(const ConvShape *s, const float *w, int k0, int k1, float *u) {
+    weights_body(s, w, k0, k1, u);
+}
+TARGET_AVX2 static void weights_avx2(const ConvShape *s, const float *w, int k0, int k1, float *u) {
+    weights_body(s, w, k0, k1, u);
+}
+static void input_base(const ConvShape *s, const float *x, int img, int ty, int tx, int run, float *v, size_t ldv,
+                       size_t q0, float *rows) {
+    input_body(s, x, img, ty, tx, run, v, ldv, q0, rows);
+}
+TARGET_AVX2 static void input_avx2(const ConvShape *s, const float *x, int img, int ty, int tx, int run, float *v,
+                                   size_t ldv, size_t q0, float *rows) {
+    input_body(s, x, img, ty, tx, run, v, ldv, q0, rows);
+}
+static void output_base(const ConvShape *s, const float *m, size_t ldm, size_t q0, int k0, int k1, const float *b,
+                        int img, int ty, int tx, int run, float *y, float *y2, float *rows) {
+    output_body(s, m, ldm, q0, k0, k1, b, img, ty, tx, run, y, y2, rows);
+}
+TARGET_AVX2 static void output_avx2(const ConvShape *s, const float *m, size_t ldm, size_t q0, int k0, int k1,
+                                    const float *b, int img, int ty, int tx, int run, float *y, float *y2,
+                                    float *rows) {
+    output_body(s, m, ldm, q0, k0, k1, b, img, ty, tx, run, y, y2, rows);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The products: m (MR, ld) = u (a panel: (cin, MR)) . v (cin, ld), ld a multiple of 8.
+
+// AVX2: 6 x 16 tiles, 12 accumulators; a last tile of 8 columns when ld is not a multiple of 16.
+TARGET_AVX2 static void panel_avx2(int cin, const float *u, const float *v, size_t ld, float *m) {
+    size_t j = 0;
+    for (; j + 16 <= ld; j += 16) {
+#define INIT(r) __m256 a##r##0 = _mm256_setzero_ps(), a##r##1 = a##r##0;
+        INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5)
+#undef INIT
+        const float *x = v + j, *w = u;
+        for (int c = 0; c < cin; c++, x += ld, w += MR) {
+            const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);
+            __m256 b;
+#define FMA(r) b = _mm256_broadcast_ss(w + r), a##r##0 = _mm256_fmadd_ps(b, x0, a##r##0), a##r##1 = _mm256_fmadd_ps(b, x1, a##r##1);
+            FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5)
+#undef FMA
+        }
+#define STORE(r) _mm256_storeu_ps(m + r * ld + j, a##r##0), _mm256_storeu_ps(m + r * ld + j + 8, a##r##1);
+        STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5)
+#undef STORE
+    }
+    if (j < ld) { // the last 8
+#define INIT(r) __m256 a##r = _mm256_setzero_ps();
+        INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5)
+#undef INIT
+        const float *x = v + j, *w = u;
+        for (int c = 0; c < cin; c++, x += ld, w += MR) {
+            const __m256 x0 = _mm256_loadu_ps(x);
+#define FMA(r) a##r = _mm256_fmadd_ps(_mm256_broadcast_ss(w + r), x0, a##r);
+            FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5)
+#undef FMA
+        }
+#define STORE(r) _mm256_storeu_ps(m + r * ld + j, a##r);
+        STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5)
+#undef STORE
+    }
+}
+
+// Baseline: the same tiles as the compiler vectorises them.
+static void panel_base(int cin, const float *u, const float *v, size_t ld, float *m) {
+    for (size_t j = 0; j < ld; j += 8) {
+        float acc[MR][8] = {{0}};
+        for (int c = 0; c < cin; c++)
+            for (int r = 0; r < MR; r++)
+                for (int q = 0; q < 8; q++) acc[r][q] += u[c * MR + r] * v[c * ld + j + q];
+        for (int r = 0; r < MR; r++) memcpy(m + r * ld + j, acc[r], sizeof acc[r]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The tasks
+
+typedef struct {
+    const ConvShape *s;
+    const float *x, *w, *b;
+    float *y, *y2;
+    float *u;       // the transformed weights, shared (u_size floats)
+    float *scratch; // per thread: per_thread() floats
+    size_t per_thread;
+    WinoTiling t;
+    int weight_parts;
+    bool avx2;
+} WinoJob;
+
+static void weights_task(void *arg, int task, int thread) {
+    (void)thread;
+    const WinoJob *j = arg;
+    const int rows = (int)round_up((size_t)j->s->cout, MR);
+    int k0 = (int)((long)task * rows / j->weight_parts), k1 = (int)((long)(task + 1) * rows / j->weight_parts);
+    if (j->avx2) weights_avx2(j->s, j->w, k0, k1, j->u);
+    else weights_base(j->s, j->w, k0, k1, j->u);
+}
+
+// The run of tiles from t (< t1) along one tile row: image, tile row, first column, tiles.
+typedef struct {
+    int img, ty, tx, run;
+} TileRun;
+
+static TileRun tile_run(const ConvShape *s, size_t t, size_t t1) {
+    const size_t tw = (size_t)tiles_w(s), th = (size_t)tiles_h(s), tx = t % tw;
+    return (TileRun){.img = (int)(t / tw / th), .ty = (int)(t / tw % th), .tx = (int)tx,
+                     .run = (int)(t1 - t < tw - tx ? t1 - t : tw - tx)};
+}
+
+// One block of tiles [t0, t1), output channels [k0, k1): V; then for each panel of MR channels, its 16 products
+// into M and its outputs.
+static void block_task(void *arg, int task, int thread) {
+    const WinoJob *j = arg;
+    const ConvShape *s = j->s;
+    const int bl = task % j->t.blocks, part = task / j->t.blocks, panels = (s->cout + MR - 1) / MR;
+    const size_t T = tiles_all(s), t0 = (size_t)bl * j->t.tb, t1 = t0 + j->t.tb < T ? t0 + j->t.tb : T;
+    const int k0 = MR * (int)((long)part * panels / j->t.row_parts);
+    const int k1 = MR * (int)((long)(part + 1) * panels / j->t.row_parts);
+    if (t0 >= t1 || k0 == k1) return;
+    const size_t ld = round_up(t1 - t0, 8), plane = round_up((size_t)s->cout, MR) * s->cin;
+    float *v = j->scratch + (size_t)thread * j->per_thread; // (16, cin, ld)
+    float *m = v + 16 * (size_t)s->cin * ld;               // (16, MR, ld)
+    float *rows = m + 16 * (size_t)MR * ld;
+    for (int xi = 0; xi < 16; xi++) // the padding columns: defined, never read back
+        for (int c = 0; c < s->cin; c++) memset(v + ((size_t)xi * s->cin + c) * ld + (t1 - t0), 0, (ld - (t1 - t0)) * 4);
+    for (size_t t = t0; t < t1;) {
+        TileRun r = tile_run(s, t, t1);
+        if (j->avx2) input_avx2(s, j->x, r.img, r.ty, r.tx, r.run, v, ld, t - t0, rows);
+        else input_base(s, j->x, r.img, r.ty, r.tx, r.run, v, ld, t - t0, rows);
+        t += (size_t)r.run;
+    }
+    for (int k = k0; k < k1 && k < s->cout; k += MR) {
+        for (int xi = 0; xi < 16; xi++) { // M[xi] (MR, ld) = U[xi] panel k (cin, MR)^T . V[xi] (cin, ld)
+            const float *u = j->u + xi * plane + (size_t)k * s->cin, *vx = v + (size_t)xi * s->cin * ld;
+            if (j->avx2) panel_avx2(s->cin, u, vx, ld, m + (size_t)xi * MR * ld);
+            else panel_base(s->cin, u, vx, ld, m + (size_t)xi * MR * ld);
+        }
+        const int kend = k + MR < s->cout ? k + MR : s->cout;
+        for (size_t t = t0; t < t1;) {
+            TileRun r = tile_run(s, t, t1);
+            if (j->avx2) output_avx2(s, m, ld, t - t0, k, kend, j->b, r.img, r.ty, r.tx, r.run, j->y, j->y2, rows);
+            else output_base(s, m, ld, t - t0, k, kend, j->b, r.img, r.ty, r.tx, r.run, j->y, j->y2, rows);
+            t += (size_t)r.run;
+        }
+    }
+}
+
+void wino_forward(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *y2,
+                  float *scratch, Workers *workers, Isa isa) {
+    const int threads = workers_count(workers);
+    WinoJob j = {.s = s, .x = x, .w = w, .b = b, .y = y, .y2 = y2, .t = wino_tiling(s, threads),
+                 .avx2 = isa >= ISA_AVX2};
+    j.u = scratch, j.scratch = scratch + u_size(s), j.per_thread = per_thread(s, j.t.tb);
+    j.weight_parts = s->cout < 4 * threads ? 1 : 4 * threads;
+    workers_run(workers, j.weight_parts, weights_task, &j);
+    workers_run(workers, j.t.blocks * j.t.row_parts, block_task, &j);
+}
