@@ -7,7 +7,7 @@
 // and each 2x2 output is A^T M A. The tiles are done in blocks, one block a task (with few tiles, small maps or
 // batch 1, the output channels are split between threads instead): the block's V stays in L2 while, six output
 // channels at a time, the 16 products for those channels go into an L1-sized M and straight out as outputs. The
-// GEMM is ours: U packed once per call in panels of six rows (the broadcast operand), V read as the input
+// GEMM is ours: U transformed once per call (the broadcast operand, read as it lies), V read as the input
 // transform wrote it, 6 x 16 tiles in 12 AVX2 registers; no packing per block, no zeroing pass (OpenBLAS did
 // both on every one of the 16 products a block: a fifth of the time).
 //     B^T = | 1  0 -1  0 |     G = |  1    0    0  |     A^T = | 1  1  1  0 |
@@ -77,27 +77,39 @@ size_t wino_scratch_size(const ConvShape *s, int threads) {
 // ---------------------------------------------------------------------------------------------------------------
 // The three transforms. Each is written once, inlined into a baseline and an AVX2 build of its caller.
 
-// U = G g G^T for the filters of output channels [k0, k1) (those past cout zero); w: (cout, cin, 3, 3). U's
-// layout is the GEMM's: for each of the 16 points, panels of MR channels, (cin, MR) each.
+// U = G g G^T for the filters of output channels [k0, k1) (those past cout zero), eight input channels at a
+// time (the lanes); w: (cout, cin, 3, 3), u: (16, cout rounded up to MR, cin).
 static inline __attribute__((always_inline)) void weights_body(const ConvShape *s, const float *w, int k0, int k1,
                                                                 float *u) {
     const size_t plane = round_up((size_t)s->cout, MR) * s->cin;
-    static const float zero[9];
     for (int k = k0; k < k1; k++)
-        for (int c = 0; c < s->cin; c++) {
-            const float *g = k < s->cout ? w + ((size_t)k * s->cin + c) * 9 : zero;
-            float r[4][3]; // G g: (4, 3)
-            for (int j = 0; j < 3; j++) {
-                r[0][j] = g[j], r[3][j] = g[6 + j];
-                r[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]), r[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
-            }
-            float *dst = u + ((size_t)(k / MR) * s->cin + c) * MR + k % MR;
-            for (int i = 0; i < 4; i++) { // (G g) G^T, row i
-                dst[(i * 4 + 0) * plane] = r[i][0];
-                dst[(i * 4 + 1) * plane] = 0.5f * (r[i][0] + r[i][1] + r[i][2]);
-                dst[(i * 4 + 2) * plane] = 0.5f * (r[i][0] - r[i][1] + r[i][2]);
-                dst[(i * 4 + 3) * plane] = r[i][2];
-            }
+        for (int c0 = 0; c0 < s->cin; c0 += 8) {
+            const int n = s->cin - c0 < 8 ? s->cin - c0 : 8;
+            float g[9][8], r[4][3][8], o[16][8]; // g, then G g (4, 3), then (G g) G^T (4, 4): 8 lanes
+            const float *src = w + ((size_t)k * s->cin + c0) * 9;
+            if (k < s->cout && n == 8)
+                for (int q = 0; q < 8; q++)
+                    for (int t = 0; t < 9; t++) g[t][q] = src[q * 9 + t];
+            else
+                for (int q = 0; q < 8; q++)
+                    for (int t = 0; t < 9; t++) g[t][q] = k < s->cout && q < n ? src[q * 9 + t] : 0.0f;
+            for (int j = 0; j < 3; j++)
+                for (int q = 0; q < 8; q++) {
+                    r[0][j][q] = g[j][q], r[3][j][q] = g[6 + j][q];
+                    r[1][j][q] = 0.5f * (g[j][q] + g[3 + j][q] + g[6 + j][q]);
+                    r[2][j][q] = 0.5f * (g[j][q] - g[3 + j][q] + g[6 + j][q]);
+                }
+            for (int i = 0; i < 4; i++)
+                for (int q = 0; q < 8; q++) {
+                    o[i * 4 + 0][q] = r[i][0][q], o[i * 4 + 3][q] = r[i][2][q];
+                    o[i * 4 + 1][q] = 0.5f * (r[i][0][q] + r[i][1][q] + r[i][2][q]);
+                    o[i * 4 + 2][q] = 0.5f * (r[i][0][q] - r[i][1][q] + r[i][2][q]);
+                }
+            float *dst = u + (size_t)k * s->cin + c0;
+            if (n == 8)
+                for (int xi = 0; xi < 16; xi++) memcpy(dst + xi * plane, o[xi], sizeof o[xi]);
+            else
+                for (int xi = 0; xi < 16; xi++) memcpy(dst + xi * plane, o[xi], (size_t)n * sizeof(float));
         }
 }
 
@@ -195,7 +207,8 @@ TARGET_AVX2 static void output_avx2(const ConvShape *s, const float *m, size_t l
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// The products: m (MR, ld) = u (a panel: (cin, MR)) . v (cin, ld), ld a multiple of 8.
+// The products: m (MR, ld) = u (MR rows, cin apart) . v (cin, ld), ld a multiple of 8. The weights are
+// broadcast from their six rows as they lie (six streams the prefetcher follows).
 
 // AVX2: 6 x 16 tiles, 12 accumulators; a last tile of 8 columns when ld is not a multiple of 16.
 TARGET_AVX2 static void panel_avx2(int cin, const float *u, const float *v, size_t ld, float *m) {
@@ -204,11 +217,11 @@ TARGET_AVX2 static void panel_avx2(int cin, const float *u, const float *v, size
 #define INIT(r) __m256 a##r##0 = _mm256_setzero_ps(), a##r##1 = a##r##0;
         INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5)
 #undef INIT
-        const float *x = v + j, *w = u;
-        for (int c = 0; c < cin; c++, x += ld, w += MR) {
+        const float *x = v + j;
+        for (int c = 0; c < cin; c++, x += ld) {
             const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);
             __m256 b;
-#define FMA(r) b = _mm256_broadcast_ss(w + r), a##r##0 = _mm256_fmadd_ps(b, x0, a##r##0), a##r##1 = _mm256_fmadd_ps(b, x1, a##r##1);
+#define FMA(r) b = _mm256_broadcast_ss(u + r * cin + c), a##r##0 = _mm256_fmadd_ps(b, x0, a##r##0), a##r##1 = _mm256_fmadd_ps(b, x1, a##r##1);
             FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5)
 #undef FMA
         }
@@ -220,10 +233,10 @@ TARGET_AVX2 static void panel_avx2(int cin, const float *u, const float *v, size
 #define INIT(r) __m256 a##r = _mm256_setzero_ps();
         INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5)
 #undef INIT
-        const float *x = v + j, *w = u;
-        for (int c = 0; c < cin; c++, x += ld, w += MR) {
+        const float *x = v + j;
+        for (int c = 0; c < cin; c++, x += ld) {
             const __m256 x0 = _mm256_loadu_ps(x);
-#define FMA(r) a##r = _mm256_fmadd_ps(_mm256_broadcast_ss(w + r), x0, a##r);
+#define FMA(r) a##r = _mm256_fmadd_ps(_mm256_broadcast_ss(u + r * cin + c), x0, a##r);
             FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5)
 #undef FMA
         }
@@ -239,7 +252,7 @@ static void panel_base(int cin, const float *u, const float *v, size_t ld, float
         float acc[MR][8] = {{0}};
         for (int c = 0; c < cin; c++)
             for (int r = 0; r < MR; r++)
-                for (int q = 0; q < 8; q++) acc[r][q] += u[c * MR + r] * v[c * ld + j + q];
+                for (int q = 0; q < 8; q++) acc[r][q] += u[r * cin + c] * v[c * ld + j + q];
         for (int r = 0; r < MR; r++) memcpy(m + r * ld + j, acc[r], sizeof acc[r]);
     }
 }
@@ -302,7 +315,7 @@ static void block_task(void *arg, int task, int thread) {
         t += (size_t)r.run;
     }
     for (int k = k0; k < k1 && k < s->cout; k += MR) {
-        for (int xi = 0; xi < 16; xi++) { // M[xi] (MR, ld) = U[xi] panel k (cin, MR)^T . V[xi] (cin, ld)
+        for (int xi = 0; xi < 16; xi++) { // M[xi] (MR, ld) = U[xi] rows k .. k + MR (., cin) . V[xi] (cin, ld)
             const float *u = j->u + xi * plane + (size_t)k * s->cin, *vx = v + (size_t)xi * s->cin * ld;
             if (j->avx2) panel_avx2(s->cin, u, vx, ld, m + (size_t)xi * MR * ld);
             else panel_base(s->cin, u, vx, ld, m + (size_t)xi * MR * ld);
