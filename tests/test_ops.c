@@ -64,6 +64,18 @@ static void buf_check(const float *p, size_t n, const char *what) {
         if (memcmp(p + i, &GUARD_BITS, 4)) fail_msg("%s wrote past its end: guard float %zu changed", what, i - n);
 }
 
+// the same for n bytes (dropout's mask)
+static uint8_t *bytes_new(size_t n) {
+    uint8_t *p = malloc(n + GUARD);
+    memset(p + n, 0xa5, GUARD);
+    return p;
+}
+
+static void bytes_check(const uint8_t *p, size_t n, const char *what) {
+    for (size_t i = n; i < n + GUARD; i++)
+        if (p[i] != 0xa5) fail_msg("%s wrote past its mask: guard byte %zu changed", what, i - n);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // the table
 
@@ -262,7 +274,7 @@ static T tensors_new(const Case *c, bool relu, Rng *r) {
     t.r = test_random(r, t.ny, 1.0);
     t.run0 = bn ? test_random(r, 2 * t.nb, 0.5) : NULL, t.stats = bn ? malloc(8 * t.nb * 4) : NULL;
     for (size_t i = t.nb; bn && i < 2 * t.nb; i++) t.run0[i] = 1.0f + fabsf(t.run0[i]); // variances
-    t.y = malloc(t.ny * 4), t.yt = malloc(t.ny * 4), t.sign = malloc(t.ny), t.mask = malloc(t.nx);
+    t.y = malloc(t.ny * 4), t.yt = malloc(t.ny * 4), t.sign = malloc(t.ny), t.mask = bytes_new(t.nx);
     forward_ref(&t, t.y, false);
     for (size_t i = 0; i < t.ny; i++) t.sign[i] = !relu || t.y[i] > 0;
     t.dy = test_copy(t.r, t.ny), t.dx = malloc(t.nx * 4), t.dw = malloc((t.nw + 1) * 4), t.db = malloc((t.nb + 1) * 4);
@@ -299,7 +311,7 @@ static void check_forward(T *t, Workers *const *wk, const char *name) {
         for (int wi = 0; wi < 3; wi++) {
             float *y = buf_new(n1), *y2 = buf_new(n2), *st = buf_new(ns);
             forward_fast(t, y, y2, st, isa, wk[wi], bf16 ? wb : NULL);
-            buf_check(y, n1, name), buf_check(y2, n2, name), buf_check(st, ns, name);
+            buf_check(y, n1, name), buf_check(y2, n2, name), buf_check(st, ns, name), bytes_check(t->mask, t->nx, name);
             assert_close_to(st, t->stats, ns, t->c.tol, 1.0, name, "statistics");
             const float *ref = bf16 ? ref16 : t->y;
             assert_close_to(y, ref, n1, t->c.tol, 1.0, name, bf16 ? "bf16" : isa_name(isa));
@@ -740,7 +752,7 @@ static void test_net_batching(void **state) {
 }
 
 // The planner's guards: a training step with them on gives the gradients it gives with them off, in larger
-// arenas; a write one float past a value is caught, naming the value.
+// arenas; a write one byte past an op's training record, or one float past a value, is caught, naming it.
 static void test_net_guards(void **state) {
     (void)state;
     Net net[2];
@@ -752,15 +764,24 @@ static void test_net_guards(void **state) {
         net[g].guard = g;
         Rng r;
         rng_seed(&r, 7);
-        assert_int_equal(net_forward_train(&net[g], x, n, &r, &e), 0);
+        if (net_forward_train(&net[g], x, n, &r, &e)) fail_msg("%s", e.msg);
         assert_true(isfinite(net_loss(&net[g], labels, 0.3f, NULL)));
         if (net_backward(&net[g], &e)) fail_msg("%s", e.msg);
     }
     assert_memory_equal(net[0].grads, net[1].grads, net[0].params_size * sizeof(float));
     assert_true(net[1].acts_size > net[0].acts_size && net[1].dacts_size > net[0].dacts_size);
+    assert_true(net[1].masks_size > net[0].masks_size);
+    Net *on = &net[1];
+    if (net_guard_check(on, &e)) fail_msg("%s", e.msg);
+    int d = on->n_ops - 1;
+    while (on->op[d].kind != OP_DROPOUT) d--;
+    const Value *dv = &on->value[on->op[d].in.v];
+    on->masks[on->op[d].mask + (size_t)on->op[d].in.c * n * dv->h * dv->w] = 1; // one byte past its mask
+    assert_int_equal(net_guard_check(on, &e), -1);
+    assert_non_null(strstr(e.msg, "record of op"));
+    assert_non_null(strstr(e.msg, "(dropout)"));
     net[0].guard = true; // a change waits for the next plan: nothing is written past the unguarded arena
     if (net_forward(&net[0], x, n, &e) || net_guard_check(&net[0], &e)) fail_msg("%s", e.msg);
-    Net *on = &net[1];
     assert_int_equal(net_plan(on, n, false, false, &e), 0); // memory reused between values
     if (net_forward(on, x, n, &e) || net_guard_check(on, &e)) fail_msg("%s", e.msg);
     const Value *v = &on->value[on->logits];
