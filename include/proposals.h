@@ -103,8 +103,8 @@ void seg_graph_free(SegGraph *g);
 // merge components smaller than min_size along the lightest edges.
 void seg_graph_segment(const SegGraph *g, double k, int min_size, Segmentation *s);
 // Both steps at once.
-int segment_felzenszwalb(const Image *im, double sigma, double k, int min_size, Segmentation *s, Err *e);
-void segmentation_free(Segmentation *s);
+int seg_felzenszwalb(const Image *im, double sigma, double k, int min_size, Segmentation *s, Err *e);
+void seg_free(Segmentation *s);
 
 // ---------------------------------------------------------------------------------------------------------------
 // grouping
