@@ -413,8 +413,8 @@ static void check_backward(T *t, Workers *const *wk, Rng *r, const char *name) {
     free(base), free(sum), free(arg);
 }
 
-// What only some ops promise: the ReLU masks dy in place (and, after BN, neither never nor always); max pooling's
-// ties go to the window's first maximum; LRN visibly normalises, its cross-channel term not negligible.
+// What only some ops promise: the ReLU masks dy in place (after BN, some values and not all); max pooling's ties
+// go to the window's first maximum; LRN visibly normalises, its cross-channel term not negligible.
 static void check_properties(T *t, Rng *r) {
     const size_t n = t->nx;
     size_t active = 0;
