@@ -239,7 +239,8 @@ typedef struct {
     TrainState train_state;
     bool input_grad;      // net_backward also computes the gradient of the input (set before net_train_begin)
     bool guard;           // debug (set before planning): a gap of sentinel floats after every value and value
-                          // gradient in the arenas, checked after each op; off, the plan is the same, gaps aside
+                          // gradient in the arenas and every op's record in masks, checked after each op; off,
+                          // the plan is the same, gaps aside
     bool guarded;         // the current plan has the gaps (net_plan copies guard: a change waits for the next plan)
 } Net;
 
@@ -277,9 +278,10 @@ int precision_parse(const char *s, const char *what, Precision *p, Err *e);
 // the auxiliary heads. Sizes are checked before allocating.
 int net_plan(Net *net, int batch, bool keep_all, bool with_aux, Err *e);
 // With net->guard set before planning, net_forward, net_forward_train and net_backward fail after any op that
-// wrote into the guard after a live value ("op 12 (conv) wrote past 'inception_3a/reduce'"): activations share one
-// arena, where such a write lands in a neighbour unseen by AddressSanitizer. This checks the values the plan keeps
-// after a pass; -1 naming the first whose guard changed. 0 when guards are off.
+// wrote into the guard after a live value ("op 12 (conv) wrote past 'inception_3a/reduce'") or after an op's
+// training record (its dropout mask, argmaxes or batch statistics): activations share one arena, and the records
+// another, where such a write lands in a neighbour unseen by AddressSanitizer. This checks the values the plan
+// keeps after a pass, and the records; -1 naming the first whose guard changed. 0 when guards are off.
 int net_guard_check(const Net *net, Err *e);
 
 // Runs the network on x: (batch, C, input, input) NCHW, already mean-subtracted. Plans memory first if the batch

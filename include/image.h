@@ -22,12 +22,13 @@ typedef struct {
 
 typedef enum { INTERP_NEAREST, INTERP_BILINEAR, INTERP_AREA, INTERP_CUBIC, INTERP_COUNT } Interp;
 
+// The conversions of image_convert, each channel in its own units.
 typedef enum {
-    COLOR_RGB,  // identity
-    COLOR_GRAY, // 1 channel, 0..255
-    COLOR_HSV,  // H in [0, 360), S in [0, 1], V in [0, 255]
-    COLOR_LAB,  // L in [0, 100], a and b in about [-127, 127] (D65, sRGB input)
-} ColorSpace;
+    COLOUR_RGB,  // identity
+    COLOUR_GRAY, // 1 channel, 0..255
+    COLOUR_HSV,  // H in [0, 360), S in [0, 1], V in [0, 255]
+    COLOUR_LAB,  // L in [0, 100], a and b in about [-127, 127] (D65, sRGB input)
+} ColourSpace;
 
 // Allocates a w x h x c image (zeroed). Returns -1 for absurd sizes.
 int image_alloc(Image *im, int w, int h, int c, Err *e);
@@ -50,7 +51,7 @@ int image_check_data(const unsigned char *b, size_t n, const char *path, int *w,
 int image_check_size(const char *what, long long w, long long h, Err *e);
 
 int image_resize(const Image *src, int w, int h, Interp interp, Image *dst, Err *e);
-int image_convert(const Image *src, ColorSpace to, Image *dst, Err *e);   // src must be RGB
+int image_convert(const Image *src, ColourSpace to, Image *dst, Err *e);   // src must be RGB
 int image_gaussian_blur(const Image *src, double sigma, Image *dst, Err *e);
 // Copies the w x h window at (x, y) of src into dst; parts outside src are filled with fill[c].
 int image_crop(const Image *src, int x, int y, int w, int h, const float *fill, Image *dst, Err *e);

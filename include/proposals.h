@@ -30,9 +30,9 @@
 // ---------------------------------------------------------------------------------------------------------------
 // params
 
-// Selective Search's colour spaces, which its strategies segment and group in: not image.h's ColorSpace (the
-// conversions it builds on: HSV, Lab, grey) but their channels scaled to about 0..255, plus RGI and the single
-// channels H and I, made by ss_colour_image.
+// Selective Search's colour spaces, which its strategies segment and group in: not image.h's ColourSpace (the
+// conversions they are built on: HSV, Lab, grey) but their channels scaled to about 0..255, plus rgI and the
+// single channels H and I, made by ss_colour_image (described as hsv, lab, rgi, h, i).
 typedef enum {
     SS_HSV, // H, S, V
     SS_LAB, // L*, a*, b*
@@ -40,7 +40,7 @@ typedef enum {
     SS_H,   // hue alone (1 channel)
     SS_I,   // intensity alone (1 channel)
     SS_COLOUR_COUNT
-} SsColour;
+} SsColourSpace;
 
 // Similarity terms; a strategy sums the ones in its mask (each term is in [0, 1]).
 enum { SS_SIM_COLOUR = 1, SS_SIM_TEXTURE = 2, SS_SIM_SIZE = 4, SS_SIM_FILL = 8 };
@@ -54,7 +54,7 @@ enum { SS_SIM_COLOUR = 1, SS_SIM_TEXTURE = 2, SS_SIM_SIZE = 4, SS_SIM_FILL = 8 }
 
 typedef struct {
     int n_colours, n_ks, n_sims;
-    SsColour colours[SS_MAX_COLOURS];
+    SsColourSpace colours[SS_MAX_COLOURS];
     double ks[SS_MAX_KS];         // Felzenszwalb k before k_scale; min_size = k as in R-CNN
     unsigned sims[SS_MAX_SIMS];   // SS_SIM_* masks
     double k_scale;               // multiplies every k (and min_size): 2 = the paper's "superpixel size x2"
@@ -103,8 +103,8 @@ void seg_graph_free(SegGraph *g);
 // merge components smaller than min_size along the lightest edges.
 void seg_graph_segment(const SegGraph *g, double k, int min_size, Segmentation *s);
 // Both steps at once.
-int segment_felzenszwalb(const Image *im, double sigma, double k, int min_size, Segmentation *s, Err *e);
-void segmentation_free(Segmentation *s);
+int seg_felzenszwalb(const Image *im, double sigma, double k, int min_size, Segmentation *s, Err *e);
+void seg_free(Segmentation *s);
 
 // ---------------------------------------------------------------------------------------------------------------
 // grouping
@@ -115,7 +115,7 @@ void segmentation_free(Segmentation *s);
 
 // Converts an RGB image (0..255) to a colour space with every channel on a 0..255 scale (what the segmentation
 // thresholds k are measured in; hue is mapped from [0, 360)).
-int ss_colour_image(const Image *rgb, SsColour cs, Image *out, Err *e);
+int ss_colour_image(const Image *rgb, SsColourSpace cs, Image *out, Err *e);
 
 // Per-pixel histogram bins of one colour image: the colour bin of each channel and, per channel and orientation,
 // the texture bin of the Gaussian-derivative (sigma 1) response, scaled by its maximum over the image.

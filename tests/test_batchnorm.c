@@ -1,8 +1,8 @@
-// Batch normalisation ([net] batchnorm = true): the layer's forward and backward passes against finite
-// differences and fast against reference; conv -> BatchNorm2d -> ReLU against PyTorch (tools/batchnorm_reference.py,
-// tests/data/batchnorm/); a whole BN network's gradient against finite differences; the inference fold against
-// an unfused conv -> BN -> ReLU and across thread counts; the params (names, flags, layout, defaults), the
-// config key, weight files, ONNX import and the summary; and a training run with BN resuming exactly.
+// Batch normalisation ([net] batchnorm = true) beyond its kernels, which are cases of tests/test_ops.c's table:
+// conv -> BatchNorm2d -> ReLU against PyTorch (tools/batchnorm_reference.py, tests/data/batchnorm/); a whole BN
+// network's gradient against finite differences; the inference fold against an unfused conv -> BN -> ReLU and
+// across thread counts; the params (names, flags, layout, defaults), the config key, weight files, ONNX import
+// and the summary; and a training run with BN resuming exactly.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -43,120 +43,7 @@ static float *swap_outer(const float *x, int a, int b, size_t inner) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// (a) the layer: finite differences, fast against reference
-
-typedef struct {
-    BnShape s;
-    float *x, *gamma, *beta, *r, *y, *saved, *rm, *rv;
-    uint8_t *sign; // y > 0 at the point: the ReLU's pattern, frozen
-    size_t out;
-} BnCtx;
-
-// sum of r . (gamma xhat + beta) where the ReLU was active at the point, in double.
-static double bn_objective(void *p) {
-    BnCtx *c = p;
-    BnShape linear = c->s;
-    linear.relu = false;
-    batchnorm_forward_train_ref(&linear, c->x, c->gamma, c->beta, c->y, c->y + (size_t)c->s.split * c->s.m,
-                                c->saved, c->rm, c->rv);
-    double sum = 0;
-    for (size_t i = 0; i < c->out; i++) sum += c->sign[i] ? (double)c->r[i] * c->y[i] : 0.0;
-    return sum;
-}
-
-// Central differences at `count` coordinates (the largest |g| and random ones): |fd - g| <= tol max |g|.
-static void check_fd(const char *what, BnCtx *c, float *p, const float *g, size_t n, int count, float eps,
-                     double tol, Rng *r) {
-    size_t top = 0;
-    for (size_t i = 0; i < n; i++) top = fabsf(g[i]) > fabsf(g[top]) ? i : top;
-    double gmax = fmax(1e-3, fabs(g[top]));
-    for (int t = 0; t < count; t++) {
-        size_t i = t == 0 ? top : rng_below(r, (uint32_t)n);
-        const float p0 = p[i];
-        p[i] = p0 + eps;
-        double hp = (double)p[i] - p0, fp = bn_objective(c);
-        p[i] = p0 - eps;
-        double hm = (double)p0 - p[i], fm = bn_objective(c);
-        p[i] = p0;
-        double fd = (fp - fm) / (hp + hm);
-        if (!(fabs(fd - g[i]) <= tol * gmax))
-            fail_msg("%s[%zu]: finite difference %.7g, backward %.7g (max |g| %g)", what, i, fd, g[i], gmax);
-    }
-}
-
-// The fast forward and backward on 1, 2 and 3 threads against the reference (y: the reference forward's output).
-static void check_fast(BnCtx *c, const float *y, const float *dy_ref, const float *dg_ref, const float *db_ref,
-                       const float *dx_ref, Rng *r) {
-    const BnShape *s = &c->s;
-    const size_t in = (size_t)s->c * s->m, off2 = (size_t)s->split * s->m;
-    float *yf = xmalloc(in * 4), *saved = xmalloc(2 * s->c * 4), *rm = xcalloc(s->c, 4), *rv = xcalloc(s->c, 4);
-    float *rm_ref = xcalloc(s->c, 4), *rv_ref = xcalloc(s->c, 4), *saved_ref = xmalloc(2 * s->c * 4);
-    float *dy = xmalloc(in * 4), *dg = xmalloc(s->c * 4), *db = xmalloc(s->c * 4), *dx = xmalloc(in * 4);
-    float *base = test_random(r, in, 1.0), *sum = xmalloc(in * 4);
-    for (size_t i = 0; i < in; i++) sum[i] = base[i] + dx_ref[i];
-    batchnorm_forward_train_ref(s, c->x, c->gamma, c->beta, yf, yf + off2, saved_ref, rm_ref, rv_ref);
-    for (int threads = 1; threads <= 3; threads++) {
-        Workers *w = workers_create(threads);
-        memset(rm, 0, s->c * 4), memset(rv, 0, s->c * 4);
-        batchnorm_forward_train(s, c->x, c->gamma, c->beta, yf, yf + off2, saved, rm, rv, w);
-        assert_close(yf, y, in, 1e-5, "bn forward fast");
-        assert_close(saved, saved_ref, 2 * (size_t)s->c, 1e-5, "bn batch statistics fast");
-        assert_close(rm, rm_ref, (size_t)s->c, 1e-5, "bn running mean fast");
-        assert_close(rv, rv_ref, (size_t)s->c, 1e-5, "bn running variance fast");
-        for (int mode = 0; mode < 3; mode++) { // overwrite, accumulate, no dx
-            memcpy(dy, c->r, in * 4);
-            memset(dg, 0xff, s->c * 4), memset(db, 0xff, s->c * 4); // NaN: every gradient must be written
-            if (mode == 1) memcpy(dx, base, in * 4);
-            else memset(dx, 0xff, in * 4);
-            batchnorm_backward(s, c->x, y, y + off2, dy, dy + off2, c->gamma, saved_ref, dg, db, mode == 2 ? NULL : dx,
-                               mode == 1, w);
-            assert_memory_equal(dy, dy_ref, in * 4); // masked in place, as the reference masks
-            assert_close(dg, dg_ref, (size_t)s->c, 1e-5, "bn dgamma fast");
-            assert_close(db, db_ref, (size_t)s->c, 1e-5, "bn dbeta fast");
-            if (mode < 2) assert_close(dx, mode ? sum : dx_ref, in, 1e-5, "bn dx fast");
-        }
-        workers_free(w);
-    }
-    free(yf), free(saved), free(rm), free(rv), free(rm_ref), free(rv_ref), free(saved_ref);
-    free(dy), free(dg), free(db), free(dx), free(base), free(sum);
-}
-
-static void test_layer(void **state) {
-    (void)state;
-    // channels, images, h x w, split, relu: one output; the fused 1x1s' split output; 1x1 maps (the auxiliary
-    // heads'); no ReLU; a long channel (the sums' lanes and their tail)
-    static const int cases[][6] = {{3, 2, 5, 4, 3, 1}, {5, 4, 3, 3, 2, 1}, {4, 3, 1, 1, 4, 1},
-                                   {3, 2, 4, 4, 1, 0}, {2, 3, 11, 13, 2, 1}};
-    Rng r;
-    rng_seed(&r, 21);
-    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
-        const int *q = cases[t];
-        BnShape s = {.c = q[0], .m = (size_t)q[1] * q[2] * q[3], .split = q[4], .relu = q[5]};
-        const size_t n = (size_t)s.c * s.m, off2 = (size_t)s.split * s.m;
-        BnCtx c = {.s = s, .x = test_random(&r, n, 1.0), .gamma = test_random(&r, s.c, 1.0),
-                   .beta = test_random(&r, s.c, 0.5), .r = test_random(&r, n, 1.0), .y = xmalloc(n * 4),
-                   .saved = xmalloc(2 * s.c * 4), .rm = xcalloc(s.c, 4), .rv = xcalloc(s.c, 4), .sign = xmalloc(n),
-                   .out = n};
-        for (size_t i = 0; i < n; i++) c.x[i] += 0.5f * (float)(i / s.m); // channels of different means
-        float *y = xmalloc(n * 4);
-        batchnorm_forward_train_ref(&s, c.x, c.gamma, c.beta, y, y + off2, c.saved, c.rm, c.rv);
-        size_t active = 0;
-        for (size_t i = 0; i < n; i++) c.sign[i] = !s.relu || y[i] > 0, active += y[i] > 0;
-        if (s.relu && s.m > 1) assert_true(active > 0 && active < n); // the ReLU matters
-        float *dy = test_copy(c.r, n), *dg = xmalloc(s.c * 4), *db = xmalloc(s.c * 4), *dx = xmalloc(n * 4);
-        batchnorm_backward_ref(&s, c.x, y, y + off2, dy, dy + off2, c.gamma, dg, db, dx, false);
-        for (size_t i = 0; i < n; i++) assert_true(dy[i] == (c.sign[i] ? c.r[i] : 0.0f));
-        check_fd("bn dx", &c, c.x, dx, n, 10, 1e-2f, 2e-3, &r);
-        check_fd("bn dgamma", &c, c.gamma, dg, (size_t)s.c, 3, 1e-2f, 2e-3, &r);
-        check_fd("bn dbeta", &c, c.beta, db, (size_t)s.c, 3, 1e-2f, 2e-3, &r);
-        check_fast(&c, y, dy, dg, db, dx, &r);
-        free(c.x), free(c.gamma), free(c.beta), free(c.r), free(c.y), free(c.saved), free(c.rm), free(c.rv);
-        free(c.sign), free(y), free(dy), free(dg), free(db), free(dx);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// (b) PyTorch: conv (no bias) -> BatchNorm2d -> ReLU, training then eval
+// (a) PyTorch: conv (no bias) -> BatchNorm2d -> ReLU, training then eval
 
 static float *fixture(const char *name, size_t want) {
     char path[256];
@@ -215,7 +102,7 @@ static void test_pytorch(void **state) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// (c) a whole BN network against finite differences
+// (b) a whole BN network against finite differences
 
 #define BATCH 4
 #define PIXELS (3 * 96 * 96)
@@ -321,7 +208,7 @@ static void test_net_gradient(void **state) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// (d) the fold
+// (c) the fold
 
 // The unfused inference of one BN convolution of the net, in double: conv with its raw weights and bias, then BN
 // on the running statistics, then ReLU. in: (cin, n, h, w) as net_read gives it transposed; out: (cout, n*ho*wo).
@@ -517,7 +404,7 @@ static void test_files_and_config(void **state) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// (e) training with BN: an exact resume, and the live running statistics in the saved model
+// (d) training with BN: an exact resume, and the live running statistics in the saved model
 
 typedef struct {
     char *dir, *list;
@@ -617,8 +504,8 @@ static void test_trainer_resume(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_layer),        cmocka_unit_test(test_pytorch),
-        cmocka_unit_test(test_net_gradient), cmocka_unit_test(test_fold),
+        cmocka_unit_test(test_pytorch),      cmocka_unit_test(test_net_gradient),
+        cmocka_unit_test(test_fold),
         cmocka_unit_test(test_params),       cmocka_unit_test(test_files_and_config),
         cmocka_unit_test_setup_teardown(test_trainer_resume, setup, teardown),
     };

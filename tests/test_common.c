@@ -155,7 +155,7 @@ static void test_image_roundtrip(void **state) {
     assert_memory_equal(back.px, im.px, sizeof(float) * 8 * 6 * 3); // exact: all values are integers
     // Colour conversions keep the shape; grey of (r, g, b) is the usual luma.
     Image grey;
-    assert_int_equal(image_convert(&im, COLOR_GRAY, &grey, &e), 0);
+    assert_int_equal(image_convert(&im, COLOUR_GRAY, &grey, &e), 0);
     assert_int_equal(grey.c, 1);
     assert_true(fabsf(grey.px[0] - (0.299f * 0 + 0.587f * 0 + 0.114f * 200)) < 0.01f);
     image_free(&grey);
@@ -220,11 +220,11 @@ static void test_image_ops(void **state) {
     image_free(&b);
     // colour spaces: pure red is H 0, S 1, V 255; white is L 100, a 0, b 0
     fill_rgb(&a, 255, 0, 0);
-    assert_int_equal(image_convert(&a, COLOR_HSV, &b, &e), 0);
+    assert_int_equal(image_convert(&a, COLOUR_HSV, &b, &e), 0);
     assert_true(fabsf(b.px[0]) < 1e-3f && fabsf(b.px[1] - 1) < 1e-5f && fabsf(b.px[2] - 255) < 1e-3f);
     image_free(&b);
     fill_rgb(&a, 255, 255, 255);
-    assert_int_equal(image_convert(&a, COLOR_LAB, &b, &e), 0);
+    assert_int_equal(image_convert(&a, COLOUR_LAB, &b, &e), 0);
     assert_true(fabsf(b.px[0] - 100) < 0.01f && fabsf(b.px[1]) < 0.01f && fabsf(b.px[2]) < 0.01f);
     image_free(&b);
     // a blurred impulse keeps its mass and is symmetric

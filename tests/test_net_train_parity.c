@@ -67,7 +67,7 @@ static void test_train_parity_pytorch(void **state) {
     (void)state;
     Net net, ref_init, ref;
     load_net(&net, DIR "init.safetensors");
-    net.guard = true; // and no op writes past its outputs or their gradients
+    net.guard = true; // and no op writes past its outputs, their gradients or its record
     load_net(&ref_init, DIR "init.safetensors");
     load_net(&ref, NULL);
     NpyArray x = load_npy(DIR "input.npy"), lab = load_npy(DIR "labels.npy"), losses = load_npy(DIR "losses.npy");

@@ -10,8 +10,8 @@
 // piecewise linear, and their gradient is that of the linear piece around the point: the objective keeps the
 // ReLU's pattern of the point (y > 0 there) while the pre-activations move, and max pooling gets distinct inputs
 // further apart than the step, so that no argmax changes. The differences are then exact up to float rounding,
-// and the tolerances tight. LRN and softmax cross-entropy are smooth: their differences carry O(eps^2) truncation
-// error as well.
+// and the tolerances tight. LRN, batch normalisation (its ReLU's pattern frozen too) and softmax cross-entropy are
+// smooth: their differences carry O(eps^2) truncation error as well.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -64,13 +64,25 @@ static void buf_check(const float *p, size_t n, const char *what) {
         if (memcmp(p + i, &GUARD_BITS, 4)) fail_msg("%s wrote past its end: guard float %zu changed", what, i - n);
 }
 
+// the same for n bytes (dropout's mask)
+static uint8_t *bytes_new(size_t n) {
+    uint8_t *p = malloc(n + GUARD);
+    memset(p + n, 0xa5, GUARD);
+    return p;
+}
+
+static void bytes_check(const uint8_t *p, size_t n, const char *what) {
+    for (size_t i = n; i < n + GUARD; i++)
+        if (p[i] != 0xa5) fail_msg("%s wrote past its mask: guard byte %zu changed", what, i - n);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // the table
 
 typedef struct {
     OpKind kind;
     int c, n, h, w;                  // input (c, n, h, w); fc: (c, n)
-    int cout, k, stride, pad, split; // conv (split: the first output's channels), fc (cout); pools (k, stride, pad)
+    int cout, k, stride, pad, split; // conv (split: the first output's channels; bn too), fc (cout); pools (k, ...)
     int size;                        // lrn
     float alpha, beta, lk;
     float p;                         // dropout
@@ -84,6 +96,7 @@ typedef struct {
 #define LRN(c_, n_, h_, w_, size_, a, b, k_) \
     {OP_LRN, .c = c_, .n = n_, .h = h_, .w = w_, .size = size_, .alpha = a, .beta = b, .lk = k_, .tol = 1e-5}
 #define FC(ci, co, n_) {OP_FC, .c = ci, .cout = co, .n = n_, .h = 1, .w = 1, .tol = 1e-5}
+#define BN(c_, n_, h_, w_, sp) {OP_BN, .c = c_, .n = n_, .h = h_, .w = w_, .split = sp, .tol = 1e-5}
 
 static const Case cases[] = {
     // conv1's 7x7/2, odd sizes, 1x1 (no im2col: a GEMM on the input), 3x3 and 5x5 'same', a stride that leaves
@@ -111,6 +124,9 @@ static const Case cases[] = {
     LRN(4, 3, 17, 31, 3, 1e-3f, 0.5f, 2.0f), LRN(1, 3, 17, 31, 5, 1e-4f, 0.75f, 1.0f),
     LRN(9, 2, 9, 31, 7, 2e-4f, 0.6f, 1.5f), LRN(3, 2, 9, 31, 9, 1e-4f, 0.75f, 1.0f),
     FC(70, 33, 5), FC(40, 100, 16), FC(3, 2, 1), FC(128, 64, 16),
+    // batch normalisation (training; inference folds it into the convolution): one output, the fused 1x1s' split
+    // output, 1x1 maps (the auxiliary heads'), a long channel (the sums' lanes and their tail)
+    BN(3, 2, 5, 4, 3), BN(5, 4, 3, 3, 2), BN(4, 3, 1, 1, 4), BN(3, 2, 4, 4, 1), BN(2, 3, 11, 13, 2),
     {OP_FLATTEN, .c = 5, .n = 3, .h = 4, .w = 2}, {OP_DROPOUT, .c = 5, .n = 3, .h = 4, .w = 2, .p = 0.4f},
 };
 
@@ -121,8 +137,11 @@ typedef struct {
     ConvShape cs; // conv; fc as a 1x1 convolution of a 1x1 map
     PoolShape ps;
     LrnShape ls;
-    size_t nx, ny, nw, nb, ny1; // ny1: the first output's floats (conv split)
-    float *x, *w, *b, *r;
+    BnShape bs;
+    size_t nx, ny, nw, nb, ny1; // ny1: the first output's floats (conv, bn split)
+    float *x, *w, *b, *r;       // bn: w gamma, b beta
+    float *run0, *stats;        // bn: the running statistics before (2c); the reference's saved statistics and
+                                // running ones at the point (4c), then the objective's (4c)
     float *y, *yt;              // the reference output at the point; the objective's
     float *dx, *dw, *db, *dy;   // the reference backward pass (dy masked by the ReLU in place)
     uint8_t *sign, *mask;       // the ReLU's pattern at the point; dropout's mask
@@ -130,9 +149,21 @@ typedef struct {
 } T;
 
 static bool has_isa_variants(OpKind k) { return k == OP_CONV || k == OP_MAXPOOL || k == OP_AVGPOOL || k == OP_LRN || k == OP_FC; }
+// Ops with parameters, a fused ReLU, and a backward pass that may skip dx.
+static bool has_params(OpKind k) { return k == OP_CONV || k == OP_FC || k == OP_BN; }
 
-// The reference forward; objective runs: conv and fc without their ReLU (the pattern is frozen), dropout redrawing
-// the same mask.
+// BN's training forward into y, y2; st (4c): the saved statistics, then the running ones moved from run0.
+static void bn_forward(T *t, bool ref, bool relu, float *y, float *y2, float *st, Workers *wk) {
+    BnShape s = t->bs;
+    s.relu = relu;
+    const size_t c = (size_t)s.c;
+    memcpy(st + 2 * c, t->run0, 2 * c * sizeof(float));
+    if (ref) batchnorm_forward_train_ref(&s, t->x, t->w, t->b, y, y2, st, st + 2 * c, st + 3 * c);
+    else batchnorm_forward_train(&s, t->x, t->w, t->b, y, y2, st, st + 2 * c, st + 3 * c, wk);
+}
+
+// The reference forward; objective runs: conv, fc and bn without their ReLU (the pattern is frozen), dropout
+// redrawing the same mask, bn leaving the point's statistics be.
 static void forward_ref(T *t, float *y, bool objective) {
     ConvShape s = t->cs;
     s.relu = t->relu && !objective;
@@ -145,12 +176,14 @@ static void forward_ref(T *t, float *y, bool objective) {
     case OP_LRN: lrn_forward_ref(&t->ls, t->x, y); break;
     case OP_FLATTEN: flatten_forward(t->c.c, t->c.n, t->c.h, t->c.w, t->x, y); break;
     case OP_DROPOUT: rng_seed(&r, 99), dropout_forward_train(t->nx, t->c.p, t->x, y, t->mask, &r); break;
+    case OP_BN: bn_forward(t, true, s.relu, y, y + t->ny1, t->stats + (objective ? 4 * t->nb : 0), NULL); break;
     default: fail_msg("no forward for %s", op_kind_name(t->c.kind));
     }
 }
 
-// The fast forward into y (and y2, the conv's second output); wb: bf16 workspace or NULL.
-static void forward_fast(T *t, float *y, float *y2, Isa isa, Workers *wk, uint16_t *wb) {
+// The fast forward into y (and y2, the second output of conv and bn); st: bn's statistics; wb: bf16 workspace or
+// NULL.
+static void forward_fast(T *t, float *y, float *y2, float *st, Isa isa, Workers *wk, uint16_t *wb) {
     const int threads = workers_count(wk);
     const bool lin = t->c.kind == OP_CONV || t->c.kind == OP_FC;
     float *scratch = malloc(((lin ? conv_scratch_size(&t->cs, threads) : 0) * threads + 1) * sizeof(float));
@@ -160,12 +193,13 @@ static void forward_fast(T *t, float *y, float *y2, Isa isa, Workers *wk, uint16
     case OP_MAXPOOL: maxpool_forward(&t->ps, t->x, y, wk, isa); break;
     case OP_AVGPOOL: avgpool_forward(&t->ps, t->x, y, wk, isa); break;
     case OP_LRN: lrn_forward(&t->ls, t->x, y, wk, isa); break;
+    case OP_BN: bn_forward(t, false, t->relu, y, y2, st, wk); break;
     default: forward_ref(t, y, false); // one version
     }
     free(scratch);
 }
 
-// The backward pass into dx (may be NULL: conv, fc), dw, db; dy is masked in place. arg: max pooling's argmaxes.
+// The backward pass into dx (may be NULL: conv, fc, bn), dw, db; dy is masked in place. arg: max pooling's argmaxes.
 static void backward(T *t, bool ref, float *dy, float *dx, float *dw, float *db, bool acc, const uint16_t *arg,
                      Workers *wk) {
     const ConvShape *s = &t->cs;
@@ -196,6 +230,10 @@ static void backward(T *t, bool ref, float *dy, float *dx, float *dw, float *db,
         break;
     case OP_FLATTEN: flatten_backward(t->c.c, t->c.n, t->c.h, t->c.w, dy, dx, acc); break;
     case OP_DROPOUT: dropout_backward(t->nx, t->c.p, t->mask, dy, dx, acc); break;
+    case OP_BN: // the fast pass reads the statistics the reference forward saved
+        if (ref) batchnorm_backward_ref(&t->bs, t->x, t->y, y2, dy, dy + t->ny1, t->w, dw, db, dx, acc);
+        else batchnorm_backward(&t->bs, t->x, t->y, y2, dy, dy + t->ny1, t->w, t->stats, dw, db, dx, acc, wk);
+        break;
     default: fail_msg("no backward for %s", op_kind_name(t->c.kind));
     }
     free(scratch);
@@ -223,17 +261,22 @@ static T tensors_new(const Case *c, bool relu, Rng *r) {
     t.ps = (PoolShape){.c = c->c, .n = c->n, .h = c->h, .w = c->w, .k = c->k, .stride = c->stride, .pad = c->pad};
     t.ls = (LrnShape){.c = c->c, .n = c->n, .h = c->h, .w = c->w, .size = c->size, .alpha = c->alpha,
                       .beta = c->beta, .k = c->lk};
+    t.bs = (BnShape){.c = c->c, .m = (size_t)c->n * c->h * c->w, .split = c->split ? c->split : c->c, .relu = relu};
     const bool pool = c->kind == OP_MAXPOOL || c->kind == OP_AVGPOOL, lin = c->kind == OP_CONV || c->kind == OP_FC;
+    const bool bn = c->kind == OP_BN;
     if (pool) t.ps.ho = pool_out_size(c->h, c->k, c->stride, c->pad), t.ps.wo = pool_out_size(c->w, c->k, c->stride, c->pad);
     if (pool) assert_true(t.ps.ho > 0 && t.ps.wo > 0);
     t.nx = (size_t)c->c * c->n * c->h * c->w;
     t.ny = pool ? (size_t)c->c * c->n * t.ps.ho * t.ps.wo : lin ? (size_t)cout * c->n * t.cs.ho * t.cs.wo : t.nx;
-    t.ny1 = lin ? (size_t)t.cs.split * c->n * t.cs.ho * t.cs.wo : t.ny;
-    t.nw = lin ? (size_t)cout * c->c * k * k : 0, t.nb = lin ? (size_t)cout : 0;
+    t.ny1 = lin ? (size_t)t.cs.split * c->n * t.cs.ho * t.cs.wo : bn ? (size_t)t.bs.split * t.bs.m : t.ny;
+    t.nw = lin ? (size_t)cout * c->c * k * k : bn ? (size_t)c->c : 0, t.nb = lin || bn ? (size_t)cout : 0;
     t.x = c->kind == OP_MAXPOOL ? distinct(r, t.nx) : test_random(r, t.nx, c->kind == OP_LRN ? 100.0 : 1.0);
-    t.w = test_random(r, t.nw, c->kind == OP_FC ? 0.2 : 0.3), t.b = test_random(r, t.nb, 0.5);
+    for (size_t i = 0; bn && i < t.nx; i++) t.x[i] += 0.5f * (float)(i / t.bs.m); // channels of different means
+    t.w = test_random(r, t.nw, c->kind == OP_FC ? 0.2 : bn ? 1.0 : 0.3), t.b = test_random(r, t.nb, 0.5);
     t.r = test_random(r, t.ny, 1.0);
-    t.y = malloc(t.ny * 4), t.yt = malloc(t.ny * 4), t.sign = malloc(t.ny), t.mask = malloc(t.nx);
+    t.run0 = bn ? test_random(r, 2 * t.nb, 0.5) : NULL, t.stats = bn ? malloc(8 * t.nb * 4) : NULL;
+    for (size_t i = t.nb; bn && i < 2 * t.nb; i++) t.run0[i] = 1.0f + fabsf(t.run0[i]); // variances
+    t.y = malloc(t.ny * 4), t.yt = malloc(t.ny * 4), t.sign = malloc(t.ny), t.mask = bytes_new(t.nx);
     forward_ref(&t, t.y, false);
     for (size_t i = 0; i < t.ny; i++) t.sign[i] = !relu || t.y[i] > 0;
     t.dy = test_copy(t.r, t.ny), t.dx = malloc(t.nx * 4), t.dw = malloc((t.nw + 1) * 4), t.db = malloc((t.nb + 1) * 4);
@@ -243,7 +286,7 @@ static T tensors_new(const Case *c, bool relu, Rng *r) {
 
 static void tensors_free(T *t) {
     free(t->x), free(t->w), free(t->b), free(t->r), free(t->y), free(t->yt), free(t->sign), free(t->mask);
-    free(t->dx), free(t->dw), free(t->db), free(t->dy);
+    free(t->dx), free(t->dw), free(t->db), free(t->dy), free(t->run0), free(t->stats);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -252,7 +295,7 @@ static void tensors_free(T *t) {
 // The fast forward in every variant on every thread count; conv in bf16 too, against the reference on operands
 // rounded to bf16 (the products are then exact in double, only the fp32 sums differ) and, looser, against fp32.
 static void check_forward(T *t, Workers *const *wk, const char *name) {
-    const size_t n1 = t->ny1, n2 = t->ny - t->ny1;
+    const size_t n1 = t->ny1, n2 = t->ny - t->ny1, ns = t->stats ? 4 * t->nb : 0;
     float *ref16 = NULL;
     if (t->c.kind == OP_CONV && isa_has_bf16()) {
         T r = *t;
@@ -268,9 +311,10 @@ static void check_forward(T *t, Workers *const *wk, const char *name) {
         const Isa isa = bf16 ? ISA_AVX512 : (Isa)v;
         if (bf16 ? !ref16 : !isa_supported(isa) || (v > ISA_BASE && !has_isa_variants(t->c.kind))) continue;
         for (int wi = 0; wi < 3; wi++) {
-            float *y = buf_new(n1), *y2 = buf_new(n2);
-            forward_fast(t, y, y2, isa, wk[wi], bf16 ? wb : NULL);
-            buf_check(y, n1, name), buf_check(y2, n2, name);
+            float *y = buf_new(n1), *y2 = buf_new(n2), *st = buf_new(ns);
+            forward_fast(t, y, y2, st, isa, wk[wi], bf16 ? wb : NULL);
+            buf_check(y, n1, name), buf_check(y2, n2, name), buf_check(st, ns, name), bytes_check(t->mask, t->nx, name);
+            assert_close_to(st, t->stats, ns, t->c.tol, 1.0, name, "statistics");
             const float *ref = bf16 ? ref16 : t->y;
             assert_close_to(y, ref, n1, t->c.tol, 1.0, name, bf16 ? "bf16" : isa_name(isa));
             assert_close_to(y2, ref + n1, n2, t->c.tol, 1.0, name, bf16 ? "bf16, second output" : isa_name(isa));
@@ -280,7 +324,7 @@ static void check_forward(T *t, Workers *const *wk, const char *name) {
             if (bf16) assert_close_to(y, t->y, n1, 2e-2, 1.0, name, "bf16 against fp32");
             if (bf16 && n1 >= 32) assert_true(worst > 1e-5); // bf16 is not fp32
             if (t->c.kind == OP_CONV && (t->relu || n1 >= 32)) assert_true(negative == !t->relu); // the ReLU clips
-            free(y), free(y2);
+            free(y), free(y2), free(st);
         }
     }
     free(ref16), free(wb);
@@ -332,14 +376,18 @@ static void check_finite_differences(T *t, Rng *r) {
     case OP_MAXPOOL: check_fd(t, "dx", t->x, t->dx, t->nx, 12, 1e-3f, 1e-5, r); break; // below half the spacing
     case OP_AVGPOOL: check_fd(t, "dx", t->x, t->dx, t->nx, 12, 0.5f, 1e-5, r); break;
     case OP_LRN: check_fd(t, "dx", t->x, t->dx, t->nx, 12, 0.05f, 2e-3, r); break;
+    case OP_BN:
+        check_fd(t, "dx", t->x, t->dx, t->nx, 10, 1e-2f, 2e-3, r);
+        check_fd(t, "dgamma", t->w, t->dw, t->nw, 3, 1e-2f, 2e-3, r);
+        check_fd(t, "dbeta", t->b, t->db, t->nb, 3, 1e-2f, 2e-3, r);
+        break;
     default: check_fd(t, "dx", t->x, t->dx, t->nx, 10, 0.1f, 1e-5, r); break;
     }
 }
 
-// The fast pass on every thread count, overwriting dx, adding to it, and (conv, fc) without it. Parameter
+// The fast pass on every thread count, overwriting dx, adding to it, and (conv, fc, bn) without it. Parameter
 // gradients and the masked dy as the reference's; max pooling from the argmaxes its training forward recorded.
 static void check_backward(T *t, Workers *const *wk, Rng *r, const char *name) {
-    const bool lin = t->c.kind == OP_CONV || t->c.kind == OP_FC;
     float *base = test_random(r, t->nx, 1.0), *sum = malloc(t->nx * 4);
     for (size_t i = 0; i < t->nx; i++) sum[i] = base[i] + t->dx[i];
     uint16_t *arg = malloc(t->ny * sizeof *arg);
@@ -351,7 +399,7 @@ static void check_backward(T *t, Workers *const *wk, Rng *r, const char *name) {
             assert_memory_equal(y, t->y, t->ny * 4);
             free(y);
         }
-        for (int mode = 0; mode < (lin ? 3 : 2); mode++) {
+        for (int mode = 0; mode < (has_params(t->c.kind) ? 3 : 2); mode++) {
             float *dy = buf_of(t->r, t->ny), *dx = mode == 1 ? buf_of(base, t->nx) : buf_new(t->nx);
             float *dw = buf_new(t->nw), *db = buf_new(t->nb);
             backward(t, false, dy, mode == 2 ? NULL : dx, dw, db, mode == 1, arg, wk[wi]);
@@ -367,12 +415,17 @@ static void check_backward(T *t, Workers *const *wk, Rng *r, const char *name) {
     free(base), free(sum), free(arg);
 }
 
-// What only some ops promise: the ReLU masks dy in place; max pooling's ties go to the window's first maximum;
-// LRN visibly normalises, its cross-channel term not negligible.
+// What only some ops promise: the ReLU masks dy in place (after BN, some values and not all); max pooling's ties
+// go to the window's first maximum; LRN visibly normalises, its cross-channel term not negligible.
 static void check_properties(T *t, Rng *r) {
     const size_t n = t->nx;
-    if (t->c.kind == OP_CONV)
-        for (size_t i = 0; i < t->ny; i++) assert_true(t->dy[i] == (t->y[i] > 0 || !t->relu ? t->r[i] : 0.0f));
+    size_t active = 0;
+    if (t->c.kind == OP_CONV || t->c.kind == OP_BN)
+        for (size_t i = 0; i < t->ny; i++) {
+            assert_true(t->dy[i] == (t->y[i] > 0 || !t->relu ? t->r[i] : 0.0f));
+            active += t->y[i] > 0;
+        }
+    if (t->c.kind == OP_BN && t->relu && t->bs.m > 1) assert_true(active > 0 && active < n);
     if (t->c.kind == OP_MAXPOOL) { // ties everywhere (few distinct values, most 0, as after a ReLU)
         for (size_t i = 0; i < n; i++) t->x[i] = fmaxf(0.0f, roundf((float)rng_normal(r)));
         uint16_t *arg = malloc(t->ny * sizeof *arg);
@@ -395,8 +448,7 @@ static void check_properties(T *t, Rng *r) {
 }
 
 static void case_run(const Case *c, Workers *const *wk, Rng *r) {
-    const bool lin = c->kind == OP_CONV || c->kind == OP_FC;
-    for (int relu = lin; relu >= 0; relu--) { // conv and fc: with and without their ReLU
+    for (int relu = has_params(c->kind); relu >= 0; relu--) { // conv, fc and bn: with and without their ReLU
         T t = tensors_new(c, relu, r);
         char name[96];
         snprintf(name, sizeof name, "%s %dx%dx%dx%d%s", op_kind_name(c->kind), c->c, c->n, c->h, c->w, relu ? " relu" : "");
@@ -702,7 +754,7 @@ static void test_net_batching(void **state) {
 }
 
 // The planner's guards: a training step with them on gives the gradients it gives with them off, in larger
-// arenas; a write one float past a value is caught, naming the value.
+// arenas; a write one byte past an op's training record, or one float past a value, is caught, naming it.
 static void test_net_guards(void **state) {
     (void)state;
     Net net[2];
@@ -714,15 +766,24 @@ static void test_net_guards(void **state) {
         net[g].guard = g;
         Rng r;
         rng_seed(&r, 7);
-        assert_int_equal(net_forward_train(&net[g], x, n, &r, &e), 0);
+        if (net_forward_train(&net[g], x, n, &r, &e)) fail_msg("%s", e.msg);
         assert_true(isfinite(net_loss(&net[g], labels, 0.3f, NULL)));
         if (net_backward(&net[g], &e)) fail_msg("%s", e.msg);
     }
     assert_memory_equal(net[0].grads, net[1].grads, net[0].params_size * sizeof(float));
     assert_true(net[1].acts_size > net[0].acts_size && net[1].dacts_size > net[0].dacts_size);
+    assert_true(net[1].masks_size > net[0].masks_size);
+    Net *on = &net[1];
+    if (net_guard_check(on, &e)) fail_msg("%s", e.msg);
+    int d = on->n_ops - 1;
+    while (on->op[d].kind != OP_DROPOUT) d--;
+    const Value *dv = &on->value[on->op[d].in.v];
+    on->masks[on->op[d].mask + (size_t)on->op[d].in.c * n * dv->h * dv->w] = 1; // one byte past its mask
+    assert_int_equal(net_guard_check(on, &e), -1);
+    assert_non_null(strstr(e.msg, "record of op"));
+    assert_non_null(strstr(e.msg, "(dropout)"));
     net[0].guard = true; // a change waits for the next plan: nothing is written past the unguarded arena
     if (net_forward(&net[0], x, n, &e) || net_guard_check(&net[0], &e)) fail_msg("%s", e.msg);
-    Net *on = &net[1];
     assert_int_equal(net_plan(on, n, false, false, &e), 0); // memory reused between values
     if (net_forward(on, x, n, &e) || net_guard_check(on, &e)) fail_msg("%s", e.msg);
     const Value *v = &on->value[on->logits];

@@ -56,22 +56,22 @@ static void test_segment_two_blocks(void **state) {
     Segmentation s;
     Err e;
     // Unsmoothed: exactly the two blocks, numbered in raster order.
-    assert_int_equal(segment_felzenszwalb(&im, 0, 100, 1, &s, &e), 0);
+    assert_int_equal(seg_felzenszwalb(&im, 0, 100, 1, &s, &e), 0);
     assert_int_equal(s.n, 2);
     for (int y = 0; y < 24; y++)
         for (int x = 0; x < 40; x++) assert_int_equal(s.label[y * 40 + x], x < 17 ? 0 : 1);
-    segmentation_free(&s);
+    seg_free(&s);
     // Smoothing blurs the boundary into two columns of in-between colours, segments of 24 pixels of their own;
     // a min_size above that folds them into the blocks.
-    assert_int_equal(segment_felzenszwalb(&im, 0.8, 100, 1, &s, &e), 0);
+    assert_int_equal(seg_felzenszwalb(&im, 0.8, 100, 1, &s, &e), 0);
     assert_true(s.n > 2);
-    segmentation_free(&s);
-    assert_int_equal(segment_felzenszwalb(&im, 0.8, 100, 30, &s, &e), 0);
+    seg_free(&s);
+    assert_int_equal(seg_felzenszwalb(&im, 0.8, 100, 30, &s, &e), 0);
     assert_int_equal(s.n, 2);
     for (int y = 0; y < 24; y++)
         for (int x = 0; x < 40; x++)
             if (x < 16 || x > 17) assert_int_equal(s.label[y * 40 + x], x < 17 ? 0 : 1);
-    segmentation_free(&s);
+    seg_free(&s);
     image_free(&im);
 }
 
@@ -82,20 +82,20 @@ static void test_segment_noise_below_k(void **state) {
     Image im = two_blocks(60, 40, 25, grey, green, 8, 7);
     Segmentation s;
     Err e;
-    assert_int_equal(segment_felzenszwalb(&im, 0.8, 300, 50, &s, &e), 0);
+    assert_int_equal(seg_felzenszwalb(&im, 0.8, 300, 50, &s, &e), 0);
     assert_int_equal(s.n, 2);
     for (int y = 0; y < 40; y++)
         for (int x = 0; x < 60; x++) assert_int_equal(s.label[y * 60 + x], x < 25 ? 0 : 1);
-    segmentation_free(&s);
+    seg_free(&s);
     // With a tiny k and no minimum size the same noise does split the image: the test above is not vacuous.
-    assert_int_equal(segment_felzenszwalb(&im, 0.8, 1, 1, &s, &e), 0);
+    assert_int_equal(seg_felzenszwalb(&im, 0.8, 1, 1, &s, &e), 0);
     assert_true(s.n > 10);
-    segmentation_free(&s);
+    seg_free(&s);
     // Flat noise alone: one segment.
     Image flat = two_blocks(50, 50, 50, grey, grey, 8, 3);
-    assert_int_equal(segment_felzenszwalb(&flat, 0.8, 300, 50, &s, &e), 0);
+    assert_int_equal(seg_felzenszwalb(&flat, 0.8, 300, 50, &s, &e), 0);
     assert_int_equal(s.n, 1);
-    segmentation_free(&s);
+    seg_free(&s);
     image_free(&flat);
     image_free(&im);
 }
@@ -108,12 +108,12 @@ static void test_segment_min_size(void **state) {
     image_fill_rect(&im, 10, 10, 12, 12, black);
     Segmentation s;
     Err e;
-    assert_int_equal(segment_felzenszwalb(&im, 0, 50, 1, &s, &e), 0);
+    assert_int_equal(seg_felzenszwalb(&im, 0, 50, 1, &s, &e), 0);
     assert_int_equal(s.n, 2);
-    segmentation_free(&s);
-    assert_int_equal(segment_felzenszwalb(&im, 0, 50, 10, &s, &e), 0);
+    seg_free(&s);
+    assert_int_equal(seg_felzenszwalb(&im, 0, 50, 10, &s, &e), 0);
     assert_int_equal(s.n, 1);
-    segmentation_free(&s);
+    seg_free(&s);
     image_free(&im);
 }
 
@@ -168,7 +168,7 @@ static void test_grouping_invariants(void **state) {
     Image lab;
     assert_int_equal(ss_colour_image(&im, SS_LAB, &lab, &e), 0);
     Segmentation s;
-    assert_int_equal(segment_felzenszwalb(&lab, 0.8, 20, 5, &s, &e), 0);
+    assert_int_equal(seg_felzenszwalb(&lab, 0.8, 20, 5, &s, &e), 0);
     assert_true(s.n > 5);
     SsFeatures f;
     assert_int_equal(ss_features(&lab, &f, &e), 0);
@@ -213,7 +213,7 @@ static void test_grouping_invariants(void **state) {
     }
     ss_regions_free(&r);
     ss_features_free(&f);
-    segmentation_free(&s);
+    seg_free(&s);
     image_free(&lab);
     image_free(&im);
 }

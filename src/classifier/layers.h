@@ -53,7 +53,8 @@ void workers_free(Workers *w);
 
 // plan.c: guard values (net->guard) for the passes over the arenas. live: which values' guards (grad: their
 // gradients') hold now, NULL when guards are off (the calls then do nothing). guard_before_op fills the guards of
-// the values op i starts, guard_after_op checks every live one after it (-1 naming the op and the value).
+// the values op i starts, guard_after_op checks every live one, and the training records' (net->masks), after it
+// (-1 naming the op and what it wrote past).
 bool *guard_start(const Net *net);
 void guard_before_op(const Net *net, bool grad, bool *live, int i);
 int guard_after_op(const Net *net, bool grad, bool *live, int i, Err *e);

@@ -5,7 +5,7 @@
 // Training adds a second arena for the gradients of the values, planned the same way (net_train_begin).
 // Debugging (net->guard): every value and value gradient is followed by a gap of sentinel floats, filled when its
 // lifetime starts and checked after each op while it lives (an op writing past its output would otherwise land,
-// unseen, in a neighbour of the same arena).
+// unseen, in a neighbour of the same arena); so is every op's record in net->masks, filled when planned.
 #include "classifier.h"
 
 #include <stdint.h>
@@ -17,6 +17,7 @@
 #define ALIGN_FLOATS 16 // 64 bytes: a cache line, and AVX-512 aligned
 #define GUARD_FLOATS 16 // the gap after each tensor when net->guard is set: alignment kept
 #define GUARD_BITS 0x7fa11a5eu // a NaN with a payload no kernel writes
+#define GUARD_BYTES (GUARD_FLOATS * sizeof(float))
 
 typedef struct {
     int v;
@@ -179,6 +180,40 @@ static bool has_backward(const Op *op) {
     return op->kind != OP_SOFTMAX;
 }
 
+// The bytes op records in the training forward for its backward pass, and their alignment: dropout's mask (a
+// byte a unit), max pooling's argmaxes (two bytes an output), batch normalisation's batch statistics (two floats
+// a channel); 0 for the other ops.
+static size_t record_size(const Net *net, const Op *op, int batch, size_t *align) {
+    const Value *in = &net->value[op->in.v], *out = &net->value[op->out.v];
+    *align = op->kind == OP_BN ? 64 : op->kind == OP_MAXPOOL ? 16 : 1;
+    switch (op->kind) {
+    case OP_DROPOUT: return (size_t)op->in.c * batch * in->h * in->w;
+    case OP_MAXPOOL: return 2 * (size_t)op->out.c * batch * out->h * out->w;
+    case OP_BN: return 2 * (size_t)op->in.c * sizeof(float);
+    default: return 0;
+    }
+}
+
+// n floats of GUARD_BITS at p (which need not be aligned: the records are bytes)
+static void sentinel_fill(void *p, size_t n) {
+    const uint32_t bits = GUARD_BITS;
+    for (size_t i = 0; i < n; i++) memcpy((uint8_t *)p + i * sizeof bits, &bits, sizeof bits);
+}
+
+static bool sentinel_intact(const void *p, size_t n) {
+    const uint32_t bits = GUARD_BITS;
+    for (size_t i = 0; i < n; i++)
+        if (memcmp((const uint8_t *)p + i * sizeof bits, &bits, sizeof bits)) return false;
+    return true;
+}
+
+static void records_guard_fill(const Net *net) {
+    for (int i = 0; net->guarded && i < net->n_ops; i++) {
+        size_t align, len = record_size(net, &net->op[i], net->train_batch, &align);
+        if (len) sentinel_fill(net->masks + net->op[i].mask + len, GUARD_FLOATS);
+    }
+}
+
 int net_train_begin(Net *net, int batch, Err *e) {
     if (plan(net, batch, true, true, true, e)) return -1;
     if (!net->grads) net->grads = xcalloc(net->params_size ? net->params_size : 1, sizeof(float));
@@ -222,26 +257,15 @@ int net_train_begin(Net *net, int batch, Err *e) {
     free(net->dacts);
     net->dacts = xmalloc((total ? total : 1) * sizeof(float));
     net->dacts_size = total;
-    // What the training forward records for the backward pass: dropout masks (a byte a unit), max-pooling
-    // argmaxes (two bytes an output) and batch normalisation's batch statistics (two floats a channel); and
+    // What the training forward records for the backward pass, each op's record followed by its guard; and
     // scratch for the backward kernels.
     size_t masks = 0, scratch = net->scratch_size;
     for (int i = 0; i < nops; i++) {
         Op *op = &net->op[i];
-        const Value *in = &net->value[op->in.v], *out = &net->value[op->out.v];
-        if (op->kind == OP_DROPOUT) {
-            op->mask = masks;
-            masks += (size_t)op->in.c * batch * in->h * in->w;
-        }
-        if (op->kind == OP_MAXPOOL) {
-            masks = (masks + 15) / 16 * 16;
-            op->mask = masks;
-            masks += 2 * (size_t)op->out.c * batch * out->h * out->w;
-        }
-        if (op->kind == OP_BN) {
-            masks = (masks + 63) / 64 * 64;
-            op->mask = masks;
-            masks += 2 * (size_t)op->in.c * sizeof(float);
+        size_t align, len = record_size(net, op, batch, &align);
+        if (len) {
+            op->mask = masks = (masks + align - 1) / align * align;
+            masks += len + (net->guarded ? GUARD_BYTES : 0);
         }
         if (op->kind == OP_CONV) {
             ConvShape s = op_conv_shape(net, op, batch);
@@ -259,6 +283,7 @@ int net_train_begin(Net *net, int batch, Err *e) {
     }
     net->train_batch = batch;
     net->train_state = TRAIN_NONE;
+    records_guard_fill(net);
     return 0;
 }
 
@@ -278,17 +303,22 @@ static float *guard_span(const Net *net, bool grad, int v, size_t *n) {
 static void guard_fill(const Net *net, bool grad, int v) {
     size_t n;
     float *g = guard_span(net, grad, v, &n);
-    const uint32_t bits = GUARD_BITS;
-    for (size_t i = 0; i < n; i++) memcpy(g + i, &bits, sizeof bits);
+    sentinel_fill(g, n);
 }
 
 static bool guard_intact(const Net *net, bool grad, int v) {
     size_t n;
     const float *g = guard_span(net, grad, v, &n);
-    const uint32_t bits = GUARD_BITS;
-    for (size_t i = 0; i < n; i++)
-        if (memcmp(g + i, &bits, sizeof bits)) return false;
-    return true;
+    return sentinel_intact(g, n);
+}
+
+// The first op whose record's guard changed, or -1 (none, or no training plan: no records).
+static int records_broken(const Net *net) {
+    for (int i = 0; net->guarded && net->train_batch && i < net->n_ops; i++) {
+        size_t align, len = record_size(net, &net->op[i], net->train_batch, &align);
+        if (len && !sentinel_intact(net->masks + net->op[i].mask + len, GUARD_FLOATS)) return i;
+    }
+    return -1;
 }
 
 bool *guard_start(const Net *net) {
@@ -325,6 +355,10 @@ int guard_after_op(const Net *net, bool grad, bool *live, int i, Err *e) {
         if (live[v] && !guard_intact(net, grad, v))
             return err_set(e, "%s: op %d (%s) wrote past %s'%s': its guard changed", net->cfg->path, i,
                            op_kind_name(op->kind), grad ? "the gradient of " : "", net->value[v].name);
+    const int r = records_broken(net);
+    if (r >= 0)
+        return err_set(e, "%s: op %d (%s) wrote past the training record of op %d (%s): its guard changed",
+                       net->cfg->path, i, op_kind_name(op->kind), r, op_kind_name(net->op[r].kind));
     for (int v = 0; v < net->n_values; v++) {
         const Value *val = &net->value[v];
         if (grad ? val->first == i : !val->kept && val->last == i) live[v] = false;
@@ -337,5 +371,9 @@ int net_guard_check(const Net *net, Err *e) {
     for (int v = 0; v < net->n_values; v++)
         if (net->value[v].kept && !guard_intact(net, false, v))
             return err_set(e, "%s: the guard after value '%s' changed", net->cfg->path, net->value[v].name);
+    const int r = records_broken(net);
+    if (r >= 0)
+        return err_set(e, "%s: the guard after the training record of op %d (%s) changed", net->cfg->path, r,
+                       op_kind_name(net->op[r].kind));
     return 0;
 }

@@ -69,16 +69,16 @@ extern "C" int image_resize(const Image *src, int w, int h, Interp interp, Image
     return 0;
 }
 
-extern "C" int image_convert(const Image *src, ColorSpace to, Image *dst, Err *e) {
+extern "C" int image_convert(const Image *src, ColourSpace to, Image *dst, Err *e) {
     if (src->c != 3) return err_set(e, "colour conversion needs an RGB image, got %d channels", src->c);
-    if (image_alloc(dst, src->w, src->h, to == COLOR_GRAY ? 1 : 3, e)) return -1;
+    if (image_alloc(dst, src->w, src->h, to == COLOUR_GRAY ? 1 : 3, e)) return -1;
     try {
         cv::Mat s = as_mat(src), d = as_mat(dst);
         switch (to) {
-        case COLOR_RGB: s.copyTo(d); break;
-        case COLOR_GRAY: cv::cvtColor(s, d, cv::COLOR_RGB2GRAY); break;
-        case COLOR_HSV: cv::cvtColor(s, d, cv::COLOR_RGB2HSV); break;
-        case COLOR_LAB: {
+        case COLOUR_RGB: s.copyTo(d); break;
+        case COLOUR_GRAY: cv::cvtColor(s, d, cv::COLOR_RGB2GRAY); break;
+        case COLOUR_HSV: cv::cvtColor(s, d, cv::COLOR_RGB2HSV); break;
+        case COLOUR_LAB: {
             cv::Mat unit;
             s.convertTo(unit, CV_32FC3, 1.0 / 255.0); // float Lab expects RGB in [0, 1]
             cv::cvtColor(unit, d, cv::COLOR_RGB2Lab);

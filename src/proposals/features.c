@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int ss_colour_image(const Image *rgb, SsColour cs, Image *out, Err *e) {
+int ss_colour_image(const Image *rgb, SsColourSpace cs, Image *out, Err *e) {
     *out = (Image){0};
     if (rgb->c != 3) return err_set(e, "selective search needs an RGB image, got %d channels", rgb->c);
     Image t = {0};
@@ -16,7 +16,7 @@ int ss_colour_image(const Image *rgb, SsColour cs, Image *out, Err *e) {
     switch (cs) {
     case SS_HSV:
     case SS_H: {
-        if (image_convert(rgb, COLOR_HSV, &t, e)) return -1;
+        if (image_convert(rgb, COLOUR_HSV, &t, e)) return -1;
         if (cs == SS_HSV) {
             for (size_t i = 0; i < np; i++) {
                 float *p = t.px + i * 3;
@@ -31,16 +31,16 @@ int ss_colour_image(const Image *rgb, SsColour cs, Image *out, Err *e) {
         return 0;
     }
     case SS_LAB:
-        if (image_convert(rgb, COLOR_LAB, out, e)) return -1;
+        if (image_convert(rgb, COLOUR_LAB, out, e)) return -1;
         for (size_t i = 0; i < np; i++) {
             float *p = out->px + i * 3;
             p[0] *= 2.55f, p[1] += 128.0f, p[2] += 128.0f;
         }
         return 0;
     case SS_I:
-        return image_convert(rgb, COLOR_GRAY, out, e);
+        return image_convert(rgb, COLOUR_GRAY, out, e);
     case SS_RGI:
-        if (image_convert(rgb, COLOR_GRAY, &t, e)) return -1;
+        if (image_convert(rgb, COLOUR_GRAY, &t, e)) return -1;
         if (image_alloc(out, rgb->w, rgb->h, 3, e)) return image_free(&t), -1;
         for (size_t i = 0; i < np; i++) {
             const float *s = rgb->px + i * 3;

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *COLOUR_NAMES[SS_COLOUR_COUNT] = {"hsv", "lab", "rgi", "h", "i"};
+static const char *SS_COLOUR_NAMES[SS_COLOUR_COUNT] = {"hsv", "lab", "rgi", "h", "i"};
 
 void proposals_params_default(ProposalParams *p) {
     *p = (ProposalParams){.k_scale = 2.0, .sigma = 0.8, .max_side = 500, .min_box = 20, .seed = 1};
@@ -26,7 +26,7 @@ int proposals_params_mode(ProposalParams *p, const char *mode, Err *e) {
     }
     if (!strcmp(mode, "quality")) { // Uijlings et al. Table 5, "Quality"
         p->n_colours = 5;
-        for (int i = 0; i < 5; i++) p->colours[i] = (SsColour)i;
+        for (int i = 0; i < 5; i++) p->colours[i] = (SsColourSpace)i;
         p->n_ks = 4, p->ks[0] = 50, p->ks[1] = 100, p->ks[2] = 150, p->ks[3] = 300;
         p->n_sims = 4, p->sims[0] = ctsf, p->sims[1] = tsf, p->sims[2] = SS_SIM_FILL, p->sims[3] = SS_SIM_SIZE;
         return 0;
@@ -44,7 +44,7 @@ void proposals_params_describe(const ProposalParams *p, char *buf, size_t n) {
         if (m_ > 0) at += (size_t)m_;                                                                           \
     } while (0)
     PUT("colours=");
-    for (int i = 0; i < p->n_colours; i++) PUT("%s%s", i ? "," : "", COLOUR_NAMES[p->colours[i]]);
+    for (int i = 0; i < p->n_colours; i++) PUT("%s%s", i ? "," : "", SS_COLOUR_NAMES[p->colours[i]]);
     PUT(" k=");
     for (int i = 0; i < p->n_ks; i++) PUT("%s%g", i ? "," : "", p->ks[i] * p->k_scale);
     PUT(" sims=");

@@ -101,7 +101,7 @@ static int task_regions(void *ctx, int i, Err *e) {
     Segmentation s;
     seg_graph_segment(&r->graph[c], k, (int)lround(k), &s);
     ss_regions_init(&s, r->need_features ? &r->features[c] : NULL, &r->regions[i]);
-    segmentation_free(&s);
+    seg_free(&s);
     return 0;
 }
 

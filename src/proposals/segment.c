@@ -158,7 +158,7 @@ void seg_graph_segment(const SegGraph *g, double k, int min_size, Segmentation *
     *s = (Segmentation){.w = g->w, .h = g->h, .n = n, .label = label};
 }
 
-int segment_felzenszwalb(const Image *im, double sigma, double k, int min_size, Segmentation *s, Err *e) {
+int seg_felzenszwalb(const Image *im, double sigma, double k, int min_size, Segmentation *s, Err *e) {
     *s = (Segmentation){0};
     SegGraph g;
     if (seg_graph_build(im, sigma, &g, e)) return -1;
@@ -167,7 +167,7 @@ int segment_felzenszwalb(const Image *im, double sigma, double k, int min_size, 
     return 0;
 }
 
-void segmentation_free(Segmentation *s) {
+void seg_free(Segmentation *s) {
     free(s->label);
     *s = (Segmentation){0};
 }
