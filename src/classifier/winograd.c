@@ -302,6 +302,10 @@ static void block_task(void *arg, int task, int thread) {
     const int k0 = MR * (int)((long)part * panels / j->t.row_parts);
     const int k1 = MR * (int)((long)(part + 1) * panels / j->t.row_parts);
     if (t0 >= t1 || k0 == k1) return;
+    if (j->t.blocks == 1) { // one block: this task's own channels' weights, no separate pass to wait for
+        if (j->avx2) weights_avx2(s, j->w, k0, k1, j->u);
+        else weights_base(s, j->w, k0, k1, j->u);
+    }
     const size_t ld = round_up(t1 - t0, 8), plane = round_up((size_t)s->cout, MR) * s->cin;
     float *v = j->scratch + (size_t)thread * j->per_thread; // (16, cin, ld)
     float *m = v + 16 * (size_t)s->cin * ld;               // (16, MR, ld)
@@ -337,6 +341,6 @@ void wino_forward(const ConvShape *s, const float *x, const float *w, const floa
                  .avx2 = isa >= ISA_AVX2};
     j.u = scratch, j.scratch = scratch + u_size(s), j.per_thread = per_thread(s, j.t.tb);
     j.weight_parts = s->cout < 4 * threads ? 1 : 4 * threads;
-    workers_run(workers, j.weight_parts, weights_task, &j);
+    if (j.t.blocks > 1) workers_run(workers, j.weight_parts, weights_task, &j); // every block needs all of U
     workers_run(workers, j.t.blocks * j.t.row_parts, block_task, &j);
 }
