@@ -111,11 +111,13 @@ static const Case cases[] = {
     CONV(2, 5, 2, 30, 33, 3, 1, 1, 5), CONV(7, 10, 5, 6, 6, 3, 1, 1, 10), CONV(64, 13, 2, 24, 22, 3, 1, 1, 7),
     // Caffe ceil mode leaves partial windows at the end (112 -> 56, 7 -> 3, 14 -> 4 with 5x5/3), padded 'same'
     // pooling as in the Inception modules, a padded strided one whose last window would start in the padding
-    // (Caffe drops it), the global 7x7, a large map
+    // (Caffe drops it), the global 7x7, a large map; 'same' 3x3 on one row, one column, 2x2 (AVX2 does those a
+    // plane at a time, its first and last rows and columns apart)
     POOL(OP_MAXPOOL, 5, 112, 112, 3, 2, 0), POOL(OP_MAXPOOL, 5, 7, 7, 3, 2, 0), POOL(OP_MAXPOOL, 5, 14, 14, 5, 3, 0),
     POOL(OP_MAXPOOL, 3, 9, 11, 3, 1, 1), POOL(OP_MAXPOOL, 3, 10, 10, 3, 2, 1), POOL(OP_MAXPOOL, 3, 7, 7, 7, 1, 0),
     POOL(OP_MAXPOOL, 3, 5, 6, 2, 2, 1), POOL(OP_MAXPOOL, 3, 1, 1, 1, 1, 0), POOL(OP_MAXPOOL, 3, 4, 4, 3, 3, 2),
-    POOL(OP_MAXPOOL, 3, 40, 40, 3, 1, 1), POOL(OP_MAXPOOL, 3, 15, 15, 3, 2, 0),
+    POOL(OP_MAXPOOL, 3, 40, 40, 3, 1, 1), POOL(OP_MAXPOOL, 3, 15, 15, 3, 2, 0), POOL(OP_MAXPOOL, 3, 1, 5, 3, 1, 1),
+    POOL(OP_MAXPOOL, 3, 6, 1, 3, 1, 1), POOL(OP_MAXPOOL, 3, 2, 2, 3, 1, 1),
     POOL(OP_AVGPOOL, 5, 112, 112, 3, 2, 0), POOL(OP_AVGPOOL, 5, 7, 7, 3, 2, 0), POOL(OP_AVGPOOL, 5, 14, 14, 5, 3, 0),
     POOL(OP_AVGPOOL, 3, 9, 11, 3, 1, 1), POOL(OP_AVGPOOL, 3, 10, 10, 3, 2, 1), POOL(OP_AVGPOOL, 3, 7, 7, 7, 1, 0),
     POOL(OP_AVGPOOL, 3, 5, 6, 2, 2, 1), POOL(OP_AVGPOOL, 3, 1, 1, 1, 1, 0), POOL(OP_AVGPOOL, 3, 4, 4, 3, 3, 2),

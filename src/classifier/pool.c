@@ -139,6 +139,41 @@ TARGET_AVX512 static void maxpool_same_plane(const PoolShape *s, const float *x,
     }
 }
 
+// AVX2, 3x3 stride-1 'same' poolings a whole plane at once, separably: the maximum down three rows (the first and
+// last row take their own twice), then across three columns of that for every pixel as if the rows ran on, the
+// two columns of each row whose neighbour lies in the next row put right afterwards. cm: h w floats of scratch.
+#define SAME3_MAX_PIXELS 4096
+static inline __attribute__((always_inline)) void maxpool_same3_body(const PoolShape *s, const float *restrict x,
+                                                                      float *restrict y, float *restrict cm) {
+    const int w = s->w, hw = s->h * s->w;
+#define MAX3(a, b, c) ((a) > (b) ? ((a) > (c) ? (a) : (c)) : ((b) > (c) ? (b) : (c)))
+    if (s->h == 1) memcpy(cm, x, (size_t)w * sizeof(float));
+    else {
+        for (int p = 0; p < w; p++) cm[p] = x[p] > x[p + w] ? x[p] : x[p + w];
+        for (int p = w; p < hw - w; p++) cm[p] = MAX3(x[p - w], x[p], x[p + w]);
+        for (int p = hw - w; p < hw; p++) cm[p] = x[p - w] > x[p] ? x[p - w] : x[p];
+    }
+    if (w == 1) {
+        memcpy(y, cm, (size_t)hw * sizeof(float));
+        return;
+    }
+    for (int p = 1; p < hw - 1; p++) y[p] = MAX3(cm[p - 1], cm[p], cm[p + 1]);
+    for (int r = 0; r < hw; r += w) {
+        y[r] = cm[r] > cm[r + 1] ? cm[r] : cm[r + 1];
+        y[r + w - 1] = cm[r + w - 2] > cm[r + w - 1] ? cm[r + w - 2] : cm[r + w - 1];
+    }
+#undef MAX3
+}
+
+TARGET_AVX2 static void maxpool_same3_avx2(const PoolShape *s, const float *x, float *y, float *cm) {
+    maxpool_same3_body(s, x, y, cm);
+}
+
+static bool pool_same3(const PoolShape *s) {
+    return s->k == 3 && s->stride == 1 && s->pad == 1 && s->ho == s->h && s->wo == s->w &&
+           s->h * s->w <= SAME3_MAX_PIXELS;
+}
+
 static bool pool_same(const PoolShape *s) {
     return s->stride == 1 && s->k <= 5 && s->ho == s->h && s->wo == s->w && s->h * s->w <= 16 * SAME_MAX_CHUNKS;
 }
@@ -255,6 +290,12 @@ static void pool_task(void *arg, int task, bool max) {
         maxpool_same_masks(s, mask);
         for (int plane = p0; plane < p1; plane++)
             maxpool_same_plane(s, j->x + (size_t)plane * s->h * s->w, j->y + (size_t)plane * s->h * s->w, mask);
+        return;
+    }
+    if (max && !j->arg && j->isa == ISA_AVX2 && pool_same3(s)) {
+        float cm[SAME3_MAX_PIXELS];
+        for (int plane = p0; plane < p1; plane++)
+            maxpool_same3_avx2(s, j->x + (size_t)plane * s->h * s->w, j->y + (size_t)plane * s->h * s->w, cm);
         return;
     }
     for (int plane = p0; plane < p1; plane++) {
