@@ -72,6 +72,76 @@ T512 void gemm_bias_avx512(int m, int n, int K, const float *w, size_t ldw, cons
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// AVX2: tiles of 6 rows x 16 columns in 12 accumulators (then 8 columns, then a masked last few), the weights
+// broadcast from their rows as they lie, each six rows' weights kept in L1 while every column passes. The columns
+// must lie close and fit in L2 (x compact, K x n a few hundred KiB, as Winograd's transform or the caller's
+// packing leave them): rows thousands of floats apart land in the same L1 sets, and the kernel then runs at half
+// speed (why an earlier version that read a 1x1 convolution's input in place lost to OpenBLAS).
+
+#define T2 TARGET_AVX2
+#define MR2 6
+#define ROWS6(X) X(0) X(1) X(2) X(3) X(4) X(5)
+
+// Rows [0, mr) of y get relu(w x + b), the bias the accumulators' start (none: b NULL). n8: groups of 8 columns
+// (1 or 2); last: the columns of the final group when it is partial (masked loads, stores through a buffer).
+T2 static void tile_avx2(int mr, int n8, int last, int K, const float *w, size_t ldw, const float *x, size_t ldx,
+                         const float *b, bool relu, float *y, size_t ldy) {
+    const float *w0 = w, *w1 = w + (1 < mr) * ldw, *w2 = w + 2 * (2 < mr) * ldw, *w3 = w + 3 * (3 < mr) * ldw,
+                *w4 = w + 4 * (4 < mr) * ldw, *w5 = w + 5 * (5 < mr) * ldw; // rows past mr repeat row 0
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(last ? last : 8), lane);
+#define INIT(r) __m256 a##r##0 = _mm256_set1_ps(b && r < mr ? b[r] : 0.0f), a##r##1 = a##r##0;
+    ROWS6(INIT)
+#undef INIT
+#define FMA2(r) a = _mm256_broadcast_ss(w##r + k), a##r##0 = _mm256_fmadd_ps(a, x0, a##r##0), a##r##1 = _mm256_fmadd_ps(a, x1, a##r##1);
+#define FMA1(r) a##r##0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w##r + k), x0, a##r##0);
+    if (n8 == 2 && !last) // the hot loop
+        for (int k = 0; k < K; k++, x += ldx) {
+            const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);
+            __m256 a;
+            ROWS6(FMA2)
+        }
+    else if (n8 == 2)
+        for (int k = 0; k < K; k++, x += ldx) {
+            const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_maskload_ps(x + 8, keep);
+            __m256 a;
+            ROWS6(FMA2)
+        }
+    else
+        for (int k = 0; k < K; k++, x += ldx) {
+            const __m256 x0 = last ? _mm256_maskload_ps(x, keep) : _mm256_loadu_ps(x);
+            ROWS6(FMA1)
+        }
+#undef FMA2
+#undef FMA1
+    const __m256 zero = _mm256_setzero_ps();
+    const int cols = 8 * (n8 - 1) + (last ? last : 8);
+#define STORE(r)                                                                                                   \
+    if (r < mr) {                                                                                                  \
+        if (relu) a##r##0 = _mm256_max_ps(a##r##0, zero), a##r##1 = _mm256_max_ps(a##r##1, zero);                  \
+        if (cols >= 8) _mm256_storeu_ps(y + r * ldy, a##r##0);                                                     \
+        if (cols == 16) _mm256_storeu_ps(y + r * ldy + 8, a##r##1);                                                \
+        if (cols % 8) {                                                                                            \
+            float t[8];                                                                                            \
+            _mm256_storeu_ps(t, cols > 8 ? a##r##1 : a##r##0);                                                     \
+            memcpy(y + r * ldy + cols / 8 * 8, t, (size_t)(cols % 8) * sizeof(float));                            \
+        }                                                                                                          \
+    }
+    ROWS6(STORE)
+#undef STORE
+}
+
+T2 void gemm_bias_avx2(int m, int n, int K, const float *w, size_t ldw, const float *x, size_t ldx, const float *b,
+                       bool relu, float *y, size_t ldy) {
+    for (int i = 0; i < m; i += MR2) // six weight rows stay in L1 while the columns (in L2) pass
+        for (int j = 0; j < n; j += 16) {
+            const int cols = n - j < 16 ? n - j : 16, n8 = (cols + 7) / 8;
+            tile_avx2(m - i < MR2 ? m - i : MR2, n8, cols % 8, K, w + i * ldw, ldw, x + j, ldx, b ? b + i : NULL, relu,
+                      y + i * ldy + j, ldy);
+        }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // bf16: the same product with w and x rounded to bfloat16 (the top half of a float, rounded to nearest even) and
 // sums in fp32, on AVX512-BF16: vdpbf16ps adds to each fp32 lane the products of one pair of bf16 (k, k + 1). The
 // weights, rounded once per call (bf16_round_rows) into rows of even length, give their pairs 32 bits at a time;

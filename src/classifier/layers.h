@@ -87,6 +87,10 @@ void gemm_bias_avx512(int m, int n, int K, const float *w, size_t ldw, const flo
                       bool relu, float *y, size_t ldy);
 void gemm_bias_ref(int m, int n, int K, const float *w, size_t ldw, const float *x, size_t ldx, const float *b,
                    bool relu, float *y, size_t ldy);
+// AVX2 + FMA (isa_supported(ISA_AVX2)): the same, b may be NULL (no bias); x must be compact and L2-sized (ldx
+// near n, K x n a few hundred KiB: rows far apart share L1 sets and halve its speed), so callers pack first.
+void gemm_bias_avx2(int m, int n, int K, const float *w, size_t ldw, const float *x, size_t ldx, const float *b,
+                    bool relu, float *y, size_t ldy);
 // bf16 (isa_has_bf16): w and x rounded to bfloat16 (nearest even), sums in fp32. w: the weights as
 // bf16_round_rows leaves them, (m, K rounded up to even); cols: gemm_bf16_cols_size(K) bf16 of scratch. The
 // reference takes fp32 w (m, K) rows ldw apart, rounds both operands alike and sums in double.

@@ -8,7 +8,7 @@
 // batch 1, the output channels are split between threads instead): the block's V stays in L2 while, six output
 // channels at a time, the 16 products for those channels go into an L1-sized M and straight out as outputs. The
 // GEMM is ours: U transformed once per call (the broadcast operand, read as it lies), V read as the input
-// transform wrote it, 6 x 16 tiles in 12 AVX2 registers; no packing per block, no zeroing pass (OpenBLAS did
+// transform wrote it, gemm_bias_avx2 (gemm.c); no packing per block, no zeroing pass (OpenBLAS did
 // both on every one of the 16 products a block: a fifth of the time).
 //     B^T = | 1  0 -1  0 |     G = |  1    0    0  |     A^T = | 1  1  1  0 |
 //           | 0  1  1  0 |         | 1/2  1/2  1/2 |           | 0  1 -1 -1 |
@@ -16,7 +16,6 @@
 //           | 0  1  0 -1 |         |  0    0    1  |
 // The error: the transforms add and subtract (and halve, exactly), so it is that of a sum of four times fewer
 // products plus a few additions; tests/test_ops.c holds it to the reference with the im2col path's budget.
-#include <immintrin.h>
 #include <string.h>
 
 #include "common.h"
@@ -207,46 +206,9 @@ TARGET_AVX2 static void output_avx2(const ConvShape *s, const float *m, size_t l
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// The products: m (MR, ld) = u (MR rows, cin apart) . v (cin, ld), ld a multiple of 8. The weights are
-// broadcast from their six rows as they lie (six streams the prefetcher follows).
+// The products, m (MR, ld) = u (MR rows, cin apart) . v (cin, ld): gemm_bias_avx2 with AVX2, else the plain tiles
+// below as the compiler vectorises them.
 
-// AVX2: 6 x 16 tiles, 12 accumulators; a last tile of 8 columns when ld is not a multiple of 16.
-TARGET_AVX2 static void panel_avx2(int cin, const float *u, const float *v, size_t ld, float *m) {
-    size_t j = 0;
-    for (; j + 16 <= ld; j += 16) {
-#define INIT(r) __m256 a##r##0 = _mm256_setzero_ps(), a##r##1 = a##r##0;
-        INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5)
-#undef INIT
-        const float *x = v + j;
-        for (int c = 0; c < cin; c++, x += ld) {
-            const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);
-            __m256 b;
-#define FMA(r) b = _mm256_broadcast_ss(u + r * cin + c), a##r##0 = _mm256_fmadd_ps(b, x0, a##r##0), a##r##1 = _mm256_fmadd_ps(b, x1, a##r##1);
-            FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5)
-#undef FMA
-        }
-#define STORE(r) _mm256_storeu_ps(m + r * ld + j, a##r##0), _mm256_storeu_ps(m + r * ld + j + 8, a##r##1);
-        STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5)
-#undef STORE
-    }
-    if (j < ld) { // the last 8
-#define INIT(r) __m256 a##r = _mm256_setzero_ps();
-        INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5)
-#undef INIT
-        const float *x = v + j;
-        for (int c = 0; c < cin; c++, x += ld) {
-            const __m256 x0 = _mm256_loadu_ps(x);
-#define FMA(r) a##r = _mm256_fmadd_ps(_mm256_broadcast_ss(u + r * cin + c), x0, a##r);
-            FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5)
-#undef FMA
-        }
-#define STORE(r) _mm256_storeu_ps(m + r * ld + j, a##r);
-        STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5)
-#undef STORE
-    }
-}
-
-// Baseline: the same tiles as the compiler vectorises them.
 static void panel_base(int cin, const float *u, const float *v, size_t ld, float *m) {
     for (size_t j = 0; j < ld; j += 8) {
         float acc[MR][8] = {{0}};
@@ -321,7 +283,7 @@ static void block_task(void *arg, int task, int thread) {
     for (int k = k0; k < k1 && k < s->cout; k += MR) {
         for (int xi = 0; xi < 16; xi++) { // M[xi] (MR, ld) = U[xi] rows k .. k + MR (., cin) . V[xi] (cin, ld)
             const float *u = j->u + xi * plane + (size_t)k * s->cin, *vx = v + (size_t)xi * s->cin * ld;
-            if (j->avx2) panel_avx2(s->cin, u, vx, ld, m + (size_t)xi * MR * ld);
+            if (j->avx2) gemm_bias_avx2(MR, (int)ld, s->cin, u, s->cin, vx, ld, NULL, false, m + (size_t)xi * MR * ld, ld);
             else panel_base(s->cin, u, vx, ld, m + (size_t)xi * MR * ld);
         }
         const int kend = k + MR < s->cout ? k + MR : s->cout;
