@@ -212,9 +212,8 @@ int detect_writer_open(DetectWriter *w, const char *path, struct json_t *setting
                        bool resume, Err *e);
 // Whether the journal already holds this image (resume).
 bool detect_writer_has(const DetectWriter *w, const char *file);
-int detect_writer_add(DetectWriter *w, const ClassMap *classes, const DetectRecord *r, Err *e);
-// The same in two halves, for runs shared among processes: an image's journal line (a worker makes it; NULL with
-// e set when the file name is not UTF-8; caller frees), and the line appended to the journal (rank 0).
+// An image in two halves, for runs shared among processes: its journal line (a worker makes it; NULL with e set
+// when the file name is not UTF-8; caller frees), and the line appended to the journal (rank 0).
 char *detect_record_line(const ClassMap *classes, const DetectRecord *r, Err *e);
 int detect_writer_add_line(DetectWriter *w, const char *line, Err *e);
 // Writes OUT (and the ILSVRC submission when `submission` is not NULL) atomically from the journal, then removes it.
