@@ -17,18 +17,6 @@
 
 #define TINY "../configs/googlenet-tiny.cfg"
 
-// The group's state: a temporary directory for the files the tests write.
-static int setup(void **state) {
-    *state = test_tmpdir();
-    return 0;
-}
-
-static int teardown(void **state) {
-    test_rmtree(*state);
-    free(*state);
-    return 0;
-}
-
 static char *tmp_path(char *buf, const char *dir, const char *name) {
     snprintf(buf, 192, "%s/%s", dir, name);
     return buf;
@@ -355,5 +343,5 @@ int main(void) {
         cmocka_unit_test(test_onnx_refused),    cmocka_unit_test(test_npy),
         cmocka_unit_test(test_cli),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, test_setup_tmpdir, test_teardown_tmpdir);
 }
