@@ -160,9 +160,9 @@ int ensemble_score(Ensemble *en, const RegionRef *r, int n, float *probs, Box *b
 // ---------------------------------------------------------------------------------------------------------------
 // detect
 
-// The regions of an image: Selective Search in the ensemble's setting, then the MultiBox network's best boxes
-// when the ensemble has one, duplicate boxes dropped.
-int detect_propose(Ensemble *en, const Image *im, Proposals *out, Err *e);
+// The regions of an image: Selective Search in setting p (NULL: none), then the best `top` boxes of a MultiBox
+// network (NULL: none), duplicate boxes dropped; with MultiBox, out->seconds is the time of both.
+int detect_propose(const Image *im, const ProposalParams *p, Net *multibox, int top, Proposals *out, Err *e);
 // A MultiBox network from its config and weights (whose priors it carries). threads: 0 for one per core.
 int multibox_load(const char *config, const char *weights, int threads, Net *net, Err *e);
 // MultiBox proposals of n images: each warped whole to the network's input, out[i] gets the best `top` of its

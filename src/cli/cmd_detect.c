@@ -248,7 +248,8 @@ typedef struct {
 
 // The image's regions: saved ones when given, else the ensemble's proposals.
 static int regions_of(Run *r, const char *file, const Image *im, Proposals *out, Err *e) {
-    if (!r->o->proposals.len) return detect_propose(&r->en, im, out, e);
+    const Ensemble *en = &r->en;
+    if (!r->o->proposals.len) return detect_propose(im, &en->proposals, en->multibox, en->multibox_top, out, e);
     const Proposals *p = saved_find(&r->saved, file);
     if (!p) return err_set(e, "%s: not in the --proposals files", file);
     proposals_merge(p, NULL, 0, out, NULL); // a copy without exact duplicates

@@ -67,14 +67,6 @@ static void usage(FILE *f) {
             "  --label TEXT          name of the run in the plot and the report\n");
 }
 
-typedef VEC(char *) StrVec;
-
-static void strvec_free(StrVec *v) {
-    for (size_t i = 0; i < v->len; i++) free(v->data[i]);
-    free(v->data);
-    *v = (StrVec){0};
-}
-
 // Without --max-side, an image over the proposals limit is refused from its header, before decoding it.
 static int too_large(const char *file, const ProposalParams *p, Err *e) {
     int w, h;
@@ -118,20 +110,6 @@ typedef struct {
     Net net;
 } MultiboxOption;
 
-// An image's proposals: Selective Search, then MultiBox's boxes when asked, exact duplicates dropped.
-static int propose(const Image *im, const ProposalParams *p, MultiboxOption *mb, Proposals *out, Err *e) {
-    Proposals ss = {0}, boxes = {0};
-    double t0 = now_seconds();
-    if (!(mb->loaded && mb->only) && proposals_compute(im, p, &ss, e)) return -1;
-    if (!mb->loaded) return *out = ss, 0;
-    if (multibox_propose(&mb->net, &im, 1, (int)mb->top, &boxes, e)) return proposals_free(&ss), -1;
-    proposals_merge(&ss, boxes.box, boxes.n, out, NULL);
-    out->seconds = now_seconds() - t0;
-    proposals_free(&ss);
-    proposals_free(&boxes);
-    return 0;
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // computing over a list: every process (one, or each of an mpirun job) proposes for the images a farm hands it;
 // rank 0 writes them in list order (holding those that finish early until their turn), reports and counts
@@ -160,7 +138,10 @@ static char SKIPPED_LINE[] = "";
 static int compute_image(Compute *k, const char *file, char **line, Err *e) {
     Image im = {0};
     Proposals props = {0};
-    int rc = too_large(file, k->p, e) || image_load(file, &im, e) || propose(&im, k->p, k->mb, &props, e) ? -1 : 0;
+    MultiboxOption *mb = k->mb;
+    Net *net = mb->loaded ? &mb->net : NULL;
+    int rc = too_large(file, k->p, e) || image_load(file, &im, e) ||
+             detect_propose(&im, mb->only ? NULL : k->p, net, (int)mb->top, &props, e) ? -1 : 0;
     if (!rc && k->ev->on) rc = eval_image(k->ev, file, &props, e);
     if (!rc && k->lines) rc = (*line = proposals_json_line(file, im.w, im.h, &props, e)) ? 0 : -1;
     image_free(&im);
@@ -239,7 +220,7 @@ typedef struct {
     long shard_i, shard_n;
     bool quiet, keep_going, resume;
     Eval ev;
-    StrVec from;
+    VEC(const char *) from;
     MultiboxOption mb;
     ProposalParams p;
     ImageList images;
@@ -251,29 +232,30 @@ enum {
     OPT_REPORT, OPT_LABEL, OPT_HELP, OPT_MB, OPT_MBCFG, OPT_MBTOP, OPT_MBONLY, OPT_RESUME
 };
 
+static const struct option OPTS[] = {
+    {"list", required_argument, 0, OPT_LIST},       {"root", required_argument, 0, OPT_ROOT},
+    {"ext", required_argument, 0, OPT_EXT},         {"shard", required_argument, 0, OPT_SHARD},
+    {"config", required_argument, 0, OPT_CONFIG},   {"mode", required_argument, 0, OPT_MODE},
+    {"k-scale", required_argument, 0, OPT_KSCALE},  {"max", required_argument, 0, OPT_MAX},
+    {"max-side", required_argument, 0, OPT_MAXSIDE}, {"min-box", required_argument, 0, OPT_MINBOX},
+    {"seed", required_argument, 0, OPT_SEED},       {"threads", required_argument, 0, OPT_THREADS},
+    {"output", required_argument, 0, 'o'},          {"quiet", no_argument, 0, OPT_QUIET},
+    {"keep-going", no_argument, 0, OPT_KEEPGOING},  {"eval", no_argument, 0, OPT_EVAL},
+    {"annotations", required_argument, 0, OPT_ANN}, {"from", required_argument, 0, OPT_FROM},
+    {"difficult", no_argument, 0, OPT_DIFFICULT},   {"plot", required_argument, 0, OPT_PLOT},
+    {"report", required_argument, 0, OPT_REPORT},   {"label", required_argument, 0, OPT_LABEL},
+    {"help", no_argument, 0, OPT_HELP},             {"multibox", required_argument, 0, OPT_MB},
+    {"multibox-config", required_argument, 0, OPT_MBCFG}, {"multibox-top", required_argument, 0, OPT_MBTOP},
+    {"multibox-only", no_argument, 0, OPT_MBONLY},  {"resume", no_argument, 0, OPT_RESUME},
+    {0, 0, 0, 0},
+};
+
 // Returns 0 to run, 2 on a usage error, 1 when --help was printed.
 static int parse_flags(int argc, char **argv, Options *o) {
-    static const struct option opts[] = {
-        {"list", required_argument, 0, OPT_LIST},       {"root", required_argument, 0, OPT_ROOT},
-        {"ext", required_argument, 0, OPT_EXT},         {"shard", required_argument, 0, OPT_SHARD},
-        {"config", required_argument, 0, OPT_CONFIG},   {"mode", required_argument, 0, OPT_MODE},
-        {"k-scale", required_argument, 0, OPT_KSCALE},  {"max", required_argument, 0, OPT_MAX},
-        {"max-side", required_argument, 0, OPT_MAXSIDE}, {"min-box", required_argument, 0, OPT_MINBOX},
-        {"seed", required_argument, 0, OPT_SEED},       {"threads", required_argument, 0, OPT_THREADS},
-        {"output", required_argument, 0, 'o'},          {"quiet", no_argument, 0, OPT_QUIET},
-        {"keep-going", no_argument, 0, OPT_KEEPGOING},  {"eval", no_argument, 0, OPT_EVAL},
-        {"annotations", required_argument, 0, OPT_ANN}, {"from", required_argument, 0, OPT_FROM},
-        {"difficult", no_argument, 0, OPT_DIFFICULT},   {"plot", required_argument, 0, OPT_PLOT},
-        {"report", required_argument, 0, OPT_REPORT},   {"label", required_argument, 0, OPT_LABEL},
-        {"help", no_argument, 0, OPT_HELP},             {"multibox", required_argument, 0, OPT_MB},
-        {"multibox-config", required_argument, 0, OPT_MBCFG}, {"multibox-top", required_argument, 0, OPT_MBTOP},
-        {"multibox-only", no_argument, 0, OPT_MBONLY},  {"resume", no_argument, 0, OPT_RESUME},
-        {0, 0, 0, 0},
-    };
     *o = (Options){.shard_n = 1, .kscale = NAN, .max = -1, .maxside = -1, .minbox = -1, .seed = -1, .threads = -1,
                    .mb.top = 200};
     optind = 1;
-    for (int c; (c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1;) {
+    for (int c; (c = getopt_long(argc, argv, "o:h", OPTS, NULL)) != -1;) {
         switch (c) {
         case OPT_LIST: o->list = optarg; break;
         case OPT_ROOT: o->root = optarg; break;
@@ -294,7 +276,7 @@ static int parse_flags(int argc, char **argv, Options *o) {
         case OPT_KEEPGOING: o->keep_going = true; break;
         case OPT_EVAL: o->ev.on = true; break;
         case OPT_ANN: o->ev.ann_dir = optarg; break;
-        case OPT_FROM: VEC_PUSH(&o->from, xstrdup(optarg)); break;
+        case OPT_FROM: VEC_PUSH(&o->from, optarg); break;
         case OPT_DIFFICULT: o->ev.difficult = true; break;
         case OPT_PLOT: o->ev.plot = optarg; break;
         case OPT_REPORT: o->ev.report = optarg; break;
@@ -411,7 +393,7 @@ static int compute_files(Options *o, const Cluster *cl, const char *setting, int
 }
 
 static void options_free(Options *o) {
-    strvec_free(&o->from);
+    free(o->from.data);
     image_list_free(&o->images);
     prop_eval_free(&o->ev.ev);
     if (o->mb.loaded) net_free(&o->mb.net);

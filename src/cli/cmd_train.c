@@ -89,36 +89,36 @@ static const char *USAGE =
     "  --quiet               no progress on stderr\n"
     "  -h, --help            this help\n";
 
-// Returns 0 to run, 2 on a usage error, 1 when --help was printed.
-static int parse_args(int argc, char **argv, TrainOptions *o) {
-    enum { O_LR = 256, O_MOM, O_WD, O_STEP, O_FACTOR, O_POLYAK, O_AUX, O_NOAUG, O_CONTEXT, O_PROPS, O_VPROPS,
-           O_VLIMIT, O_LOG, O_CKPT, O_THREADS, O_STEPS, O_FINETUNE, O_POSFRAC, O_TASK, O_PRIORS, O_MBTOP, O_RECIPE, O_SCHEDULE, O_WARMUP, O_HARD, O_JITTER,
-           O_POSIOU, O_CROPMIN, O_NOBBOX, O_BBOXLAMBDA };
-    static const struct option opts[] = {
-        {"config", required_argument, 0, 'c'},     {"data", required_argument, 0, 'd'},
-        {"val", required_argument, 0, 'v'},        {"classes", required_argument, 0, 'n'},
-        {"epochs", required_argument, 0, 'e'},     {"seed", required_argument, 0, 's'},
-        {"out", required_argument, 0, 'o'},        {"init", required_argument, 0, 'i'},
-        {"resume", no_argument, 0, 'r'},           {"quiet", no_argument, 0, 'q'},
-        {"batch", required_argument, 0, 'b'},      {"help", no_argument, 0, 'h'},
-        {"lr", required_argument, 0, O_LR},        {"momentum", required_argument, 0, O_MOM},
-        {"weight-decay", required_argument, 0, O_WD}, {"lr-step-epochs", required_argument, 0, O_STEP},
-        {"lr-factor", required_argument, 0, O_FACTOR}, {"polyak", required_argument, 0, O_POLYAK},
-        {"aux-weight", required_argument, 0, O_AUX}, {"no-augment", no_argument, 0, O_NOAUG},
-        {"context", required_argument, 0, O_CONTEXT}, {"proposals", required_argument, 0, O_PROPS},
-        {"val-proposals", required_argument, 0, O_VPROPS}, {"val-limit", required_argument, 0, O_VLIMIT},
-        {"log-every", required_argument, 0, O_LOG}, {"checkpoint-every", required_argument, 0, O_CKPT},
-        {"threads", required_argument, 0, O_THREADS}, {"steps", required_argument, 0, O_STEPS},
-        {"finetune", required_argument, 0, O_FINETUNE}, {"pos-fraction", required_argument, 0, O_POSFRAC},
-        {"task", required_argument, 0, O_TASK},    {"priors", required_argument, 0, O_PRIORS},
-        {"multibox-top", required_argument, 0, O_MBTOP}, {"recipe", required_argument, 0, O_RECIPE},
-        {"schedule", required_argument, 0, O_SCHEDULE}, {"warmup", required_argument, 0, O_WARMUP},
-        {"hard-fraction", required_argument, 0, O_HARD}, {"jitter", required_argument, 0, O_JITTER},
-        {"pos-iou", required_argument, 0, O_POSIOU}, {"crop-area-min", required_argument, 0, O_CROPMIN},
-        {"no-bbox-reg", no_argument, 0, O_NOBBOX}, {"bbox-lambda", required_argument, 0, O_BBOXLAMBDA},
-        {0, 0, 0, 0},
-    };
-    // The recipe first, wherever it is written, so that the other flags override its settings.
+enum { O_LR = 256, O_MOM, O_WD, O_STEP, O_FACTOR, O_POLYAK, O_AUX, O_NOAUG, O_CONTEXT, O_PROPS, O_VPROPS, O_VLIMIT,
+       O_LOG, O_CKPT, O_THREADS, O_STEPS, O_FINETUNE, O_POSFRAC, O_TASK, O_PRIORS, O_MBTOP, O_RECIPE, O_SCHEDULE,
+       O_WARMUP, O_HARD, O_JITTER, O_POSIOU, O_CROPMIN, O_NOBBOX, O_BBOXLAMBDA };
+static const struct option OPTS[] = {
+    {"config", required_argument, 0, 'c'},     {"data", required_argument, 0, 'd'},
+    {"val", required_argument, 0, 'v'},        {"classes", required_argument, 0, 'n'},
+    {"epochs", required_argument, 0, 'e'},     {"seed", required_argument, 0, 's'},
+    {"out", required_argument, 0, 'o'},        {"init", required_argument, 0, 'i'},
+    {"resume", no_argument, 0, 'r'},           {"quiet", no_argument, 0, 'q'},
+    {"batch", required_argument, 0, 'b'},      {"help", no_argument, 0, 'h'},
+    {"lr", required_argument, 0, O_LR},        {"momentum", required_argument, 0, O_MOM},
+    {"weight-decay", required_argument, 0, O_WD}, {"lr-step-epochs", required_argument, 0, O_STEP},
+    {"lr-factor", required_argument, 0, O_FACTOR}, {"polyak", required_argument, 0, O_POLYAK},
+    {"aux-weight", required_argument, 0, O_AUX}, {"no-augment", no_argument, 0, O_NOAUG},
+    {"context", required_argument, 0, O_CONTEXT}, {"proposals", required_argument, 0, O_PROPS},
+    {"val-proposals", required_argument, 0, O_VPROPS}, {"val-limit", required_argument, 0, O_VLIMIT},
+    {"log-every", required_argument, 0, O_LOG}, {"checkpoint-every", required_argument, 0, O_CKPT},
+    {"threads", required_argument, 0, O_THREADS}, {"steps", required_argument, 0, O_STEPS},
+    {"finetune", required_argument, 0, O_FINETUNE}, {"pos-fraction", required_argument, 0, O_POSFRAC},
+    {"task", required_argument, 0, O_TASK},    {"priors", required_argument, 0, O_PRIORS},
+    {"multibox-top", required_argument, 0, O_MBTOP}, {"recipe", required_argument, 0, O_RECIPE},
+    {"schedule", required_argument, 0, O_SCHEDULE}, {"warmup", required_argument, 0, O_WARMUP},
+    {"hard-fraction", required_argument, 0, O_HARD}, {"jitter", required_argument, 0, O_JITTER},
+    {"pos-iou", required_argument, 0, O_POSIOU}, {"crop-area-min", required_argument, 0, O_CROPMIN},
+    {"no-bbox-reg", no_argument, 0, O_NOBBOX}, {"bbox-lambda", required_argument, 0, O_BBOXLAMBDA},
+    {0, 0, 0, 0},
+};
+
+// The recipe first, wherever it is written, so that the other flags override its settings.
+static int apply_recipe(int argc, char **argv, TrainOptions *o) {
     for (int i = 1; i < argc; i++) {
         const char *name = !strcmp(argv[i], "--recipe") && i + 1 < argc ? argv[i + 1]
                            : !strncmp(argv[i], "--recipe=", 9)        ? argv[i] + 9
@@ -126,8 +126,14 @@ static int parse_args(int argc, char **argv, TrainOptions *o) {
         if (name && train_options_recipe(o, name))
             return cli_usage_error("train", "--recipe expects scratch or paper, got '%s'", name);
     }
+    return 0;
+}
+
+// Returns 0 to run, 2 on a usage error, 1 when --help was printed.
+static int parse_args(int argc, char **argv, TrainOptions *o) {
+    if (apply_recipe(argc, argv, o)) return 2;
     optind = 1;
-    for (int c; (c = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
+    for (int c; (c = getopt_long(argc, argv, "h", OPTS, NULL)) != -1;) {
         switch (c) {
         case 'c': o->config = optarg; break;
         case 'd': o->data = optarg; break;
