@@ -35,7 +35,8 @@ static int forward_parse(int argc, char **argv, ForwardOptions *o) {
         case 'b': CLI_INT("forward", "--batch", 1, 4096, o->batch); break;
         case 't': CLI_INT("forward", "--threads", 1, 64, o->threads); break;
         case 'p':
-            if (precision_parse(optarg, "--precision", &o->precision, &e)) return cli_usage_error("forward", "%s", e.msg);
+            if (precision_parse(optarg, "--precision", &o->precision, &e))
+                return cli_usage_error("forward", "%s", e.msg);
             break;
         case 'h':
             printf("usage: inception forward --config C --weights W --input X.npy --output Y.npy [--batch N]\n"

@@ -424,13 +424,11 @@ static int validate(Run *r, ValResult *v, Err *e) {
     return err_set(e, "validation set of an unknown kind");
 }
 
-static char *out_path(const char *dir, const char *name) { return path_join(dir, name); }
-
 static int open_sets(Run *r, Err *e) {
     const TrainOptions *o = r->o;
     ProposalParams pp;
     proposals_params_default(&pp);
-    char *train_cache = out_path(o->out, "proposals-train.json"), *val_cache = out_path(o->out, "proposals-val.json");
+    char *train_cache = path_join(o->out, "proposals-train.json"), *val_cache = path_join(o->out, "proposals-val.json");
     DatasetOptions dopt = {.proposals = &pp, .proposals_file = o->proposals, .proposals_cache = train_cache,
                            .max_classes = o->classes, .pos_iou = o->pos_iou, .cache_budget = (size_t)2 << 30,
                            .boxes = o->multibox, .quiet = o->quiet};
@@ -576,10 +574,10 @@ static int run_open(Run *r, Err *e) {
     const TrainOptions *o = r->o;
     const bool lead = r->c->rank == 0;
     if (agree(r, make_dirs(o->out, e), e)) return -1;
-    r->ckpt_path = out_path(o->out, "checkpoint.bin");
-    r->model_path = out_path(o->out, "model.safetensors");
-    r->log_path = out_path(o->out, "log.csv");
-    r->plot_path = out_path(o->out, "curves.png");
+    r->ckpt_path = path_join(o->out, "checkpoint.bin");
+    r->model_path = path_join(o->out, "model.safetensors");
+    r->log_path = path_join(o->out, "log.csv");
+    r->plot_path = path_join(o->out, "curves.png");
     if (agree(r, lead ? open_sets(r, e) : 0, e) || agree(r, lead ? 0 : open_sets(r, e), e)) return -1;
     r->batch = o->batch > 0 ? o->batch : r->train.kind == DATASET_REGIONS ? 128 : 32;
     if (r->batch < r->c->size &&
