@@ -95,26 +95,21 @@ static void test_weights_corrupt(void **state) {
     write_bytes(tmp("w.safetensors"), buf, n);
     expect_weights_error(tmp("w.safetensors"), "header is not a JSON object");
 
-    memcpy(buf, good, n);
-    patch(buf, "\"conv1.weight\":{\"dtype\":\"F32\",\"shape\":[4,3,7,7]",
-          "\"conv1.weight\":{\"dtype\":\"F32\",\"shape\":[4,3,7,6]");
-    write_bytes(tmp("w.safetensors"), buf, n);
-    expect_weights_error(tmp("w.safetensors"), "tensor 'conv1.weight' has shape [4, 3, 7, 6], config ../configs/googlenet-tiny.cfg needs [4, 3, 7, 7]");
-
-    memcpy(buf, good, n);
-    patch(buf, "\"conv1.weight\":{\"dtype\":\"F32\"", "\"conv1.weight\":{\"dtype\":\"F16\"");
-    write_bytes(tmp("w.safetensors"), buf, n);
-    expect_weights_error(tmp("w.safetensors"), "tensor 'conv1.weight': dtype F16, expected F32");
-
-    memcpy(buf, good, n);
-    patch(buf, "\"conv1.bias\"", "\"convX.bias\"");
-    write_bytes(tmp("w.safetensors"), buf, n);
-    expect_weights_error(tmp("w.safetensors"), "tensor 'convX.bias' is not a parameter of config");
-
-    memcpy(buf, good, n);
-    patch(buf, "\"version\":\"1\"", "\"version\":\"9\"");
-    write_bytes(tmp("w.safetensors"), buf, n);
-    expect_weights_error(tmp("w.safetensors"), "inception weights of version 9");
+    static const char *const patches[][3] = { // from, to (same length), the message
+        {"\"conv1.weight\":{\"dtype\":\"F32\",\"shape\":[4,3,7,7]",
+         "\"conv1.weight\":{\"dtype\":\"F32\",\"shape\":[4,3,7,6]",
+         "tensor 'conv1.weight' has shape [4, 3, 7, 6], config ../configs/googlenet-tiny.cfg needs [4, 3, 7, 7]"},
+        {"\"conv1.weight\":{\"dtype\":\"F32\"", "\"conv1.weight\":{\"dtype\":\"F16\"",
+         "tensor 'conv1.weight': dtype F16, expected F32"},
+        {"\"conv1.bias\"", "\"convX.bias\"", "tensor 'convX.bias' is not a parameter of config"},
+        {"\"version\":\"1\"", "\"version\":\"9\"", "inception weights of version 9"},
+    };
+    for (size_t i = 0; i < sizeof patches / sizeof patches[0]; i++) {
+        memcpy(buf, good, n);
+        patch(buf, patches[i][0], patches[i][1]);
+        write_bytes(tmp("w.safetensors"), buf, n);
+        expect_weights_error(tmp("w.safetensors"), patches[i][2]);
+    }
 
     // NaN in the data: the last float of the file
     memcpy(buf, good, n);
