@@ -5,49 +5,38 @@
 // X.f32: raw float32 (N, C, S, S) to run instead of random images; Y.f32 gets the logits of the last pass.
 // A config with batch normalisation also reports fold_ms: the median time of the fold each pass starts with
 // (net_fold_batchnorm, included in ms_per_image), and its share of a pass.
-#include <getopt.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
 #include "../src/classifier/layers.h"
+#include "bench.h"
 #include "classifier.h"
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 int main(int argc, char **argv) {
-    static const struct option opts[] = {{"weights", required_argument, NULL, 'w'},
-                                         {"batch", required_argument, NULL, 'b'},
-                                         {"reps", required_argument, NULL, 'r'},
-                                         {"threads", required_argument, NULL, 't'},
-                                         {"input", required_argument, NULL, 'i'},
+    static const struct option opts[] = {BENCH_OPTIONS,
                                          {"output", required_argument, NULL, 'o'},
                                          {"precision", required_argument, NULL, 'p'},
                                          {"classes", required_argument, NULL, 'c'},
                                          {0}};
-    const char *weights = NULL, *input = NULL, *output = NULL, *precision = "fp32";
-    int batch = 16, reps = 10, threads = 2, classes = 0, c;
+    BenchArgs a = {.batch = 16, .reps = 10, .threads = 2};
+    const char *output = NULL, *precision = "fp32";
+    int classes = 0, c;
     while ((c = getopt_long(argc, argv, "w:b:r:t:", opts, NULL)) != -1) {
+        if (bench_flag(c, &a)) continue;
         switch (c) {
-        case 'w': weights = optarg; break;
-        case 'b': batch = atoi(optarg); break;
-        case 'r': reps = atoi(optarg); break;
-        case 't': threads = atoi(optarg); break;
-        case 'i': input = optarg; break;
         case 'o': output = optarg; break;
         case 'p': precision = optarg; break;
         case 'c': classes = atoi(optarg); break;
         default: return 2;
         }
     }
-    if (optind != argc - 1 || batch < 1 || reps < 1 || threads < 1) {
+    if (optind != argc - 1 || a.batch < 1 || a.reps < 1 || a.threads < 1) {
         fprintf(stderr, "usage: bench_forward CONFIG [--weights W] [--batch N] [--reps R] [--threads T] "
                         "[--precision fp32|bf16] [--classes N]\n");
         return 2;
     }
+    const char *weights = a.weights, *input = a.input;
+    int batch = a.batch, reps = a.reps;
     Err e;
     NetConfig *cfg = xmalloc(sizeof *cfg);
     Net net;
@@ -61,7 +50,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     free(cfg);
-    net.threads = threads;
+    net.threads = a.threads;
     Precision prec;
     if (precision_parse(precision, "--precision", &prec, &e) || net_set_precision(&net, prec, &e)) {
         fprintf(stderr, "bench_forward: %s\n", e.msg);
@@ -102,7 +91,7 @@ int main(int argc, char **argv) {
     // CPU time per image: the work done, whatever else shares the machine
     double cpu = (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec + r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) +
                  1e-6 * (double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec + r1.ru_stime.tv_usec - r0.ru_stime.tv_usec);
-    qsort(t, (size_t)reps, sizeof *t, cmp_double);
+    qsort(t, (size_t)reps, sizeof *t, bench_cmp_double);
     if (output) {
         float *y = xmalloc((size_t)batch * net.cfg->classes * sizeof(float));
         if (net_read(&net, net.value[net.logits].name, y, &e) ||
@@ -127,7 +116,7 @@ int main(int argc, char **argv) {
             net_fold_batchnorm(&net);
             t[i] = now_seconds() - t0;
         }
-        qsort(t, (size_t)reps, sizeof *t, cmp_double);
+        qsort(t, (size_t)reps, sizeof *t, bench_cmp_double);
         printf(", \"fold_ms\": %.3f, \"fold_share\": %.5f", 1e3 * t[reps / 2], t[reps / 2] / med);
     }
     printf("}\n");

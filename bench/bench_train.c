@@ -5,19 +5,13 @@
 // Usage: bench_train CONFIG [--weights W] [--batch N] [--reps R] [--threads T] [--input X.f32] [--labels L.i32]
 // W: safetensors with the auxiliary heads (else random weights); X.f32: raw float32 (N, C, S, S) images instead of
 // random ones; L.i32: int32 labels.
-#include <getopt.h>
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
+#include "bench.h"
 #include "classifier.h"
 #include "train.h"
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 static void *read_exact(const char *path, size_t bytes) {
     char *data;
@@ -31,31 +25,22 @@ static void *read_exact(const char *path, size_t bytes) {
 }
 
 int main(int argc, char **argv) {
-    static const struct option opts[] = {{"weights", required_argument, NULL, 'w'},
-                                         {"batch", required_argument, NULL, 'b'},
-                                         {"reps", required_argument, NULL, 'r'},
-                                         {"threads", required_argument, NULL, 't'},
-                                         {"input", required_argument, NULL, 'i'},
-                                         {"labels", required_argument, NULL, 'l'},
-                                         {0}};
-    const char *weights = NULL, *input = NULL, *label_path = NULL;
-    int batch = 16, reps = 5, threads = 2, c;
+    static const struct option opts[] = {BENCH_OPTIONS, {"labels", required_argument, NULL, 'l'}, {0}};
+    BenchArgs a = {.batch = 16, .reps = 5, .threads = 2};
+    const char *label_path = NULL;
+    int c;
     while ((c = getopt_long(argc, argv, "w:b:r:t:", opts, NULL)) != -1) {
-        switch (c) {
-        case 'w': weights = optarg; break;
-        case 'b': batch = atoi(optarg); break;
-        case 'r': reps = atoi(optarg); break;
-        case 't': threads = atoi(optarg); break;
-        case 'i': input = optarg; break;
-        case 'l': label_path = optarg; break;
-        default: return 2;
-        }
+        if (bench_flag(c, &a)) continue;
+        if (c != 'l') return 2;
+        label_path = optarg;
     }
-    if (optind != argc - 1 || batch < 1 || reps < 1 || threads < 1) {
+    if (optind != argc - 1 || a.batch < 1 || a.reps < 1 || a.threads < 1) {
         fprintf(stderr, "usage: bench_train CONFIG [--weights W] [--batch N] [--reps R] [--threads T] [--input X] "
                         "[--labels L]\n");
         return 2;
     }
+    const char *weights = a.weights, *input = a.input;
+    int batch = a.batch, reps = a.reps;
     Err e;
     NetConfig *cfg = xmalloc(sizeof *cfg);
     Net net;
@@ -64,7 +49,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     free(cfg);
-    net.threads = threads;
+    net.threads = a.threads;
     bool aux = false;
     if (weights ? weights_load(&net, weights, &aux, &e) || (!aux && err_set(&e, "%s: no auxiliary heads", weights))
                 : (net_init_random(&net, 1), 0)) {
@@ -118,7 +103,7 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &r1);
     double cpu = (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec + r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) +
                  1e-6 * (double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec + r1.ru_stime.tv_usec - r0.ru_stime.tv_usec);
-    qsort(t, (size_t)reps, sizeof *t, cmp_double);
+    qsort(t, (size_t)reps, sizeof *t, bench_cmp_double);
     double med = t[reps / 2], best = t[0];
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);

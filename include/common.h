@@ -124,6 +124,8 @@ int read_text_all(const char *path, size_t max_bytes, char **data, size_t *n, Er
 // Splits text in place into lines: returns the next line (its '\n' and any trailing '\r' replaced by NULs) and
 // advances *cursor; NULL at the end. Empty lines are returned too, so line numbers stay right.
 char *text_next_line(char **cursor);
+// s without its leading and trailing white space (trailing cut in place).
+char *text_trim(char *s);
 
 // Number parsing for text formats: skips leading blanks (spaces, tabs), parses one number and advances *p past
 // it; false when there is none. parse_double is exact (the same double as strtod) and takes a fast path for the

@@ -27,10 +27,25 @@ int annotation_load(const char *path, Annotation *a, Err *e);
 // Where an image's annotation is: DIR/<stem>.xml, or without DIR the VOC layout <dir>/../Annotations/<stem>.xml.
 // Caller frees.
 char *annotation_path_for(const char *image, const char *ann_dir);
+// DIR/NAME.xml (a list's entry NAME). Caller frees.
+char *annotation_xml_path(const char *ann_dir, const char *name);
 // The image of an annotation in img_dir: its <filename> when that file exists, else `name` with a usual extension
 // (.jpg, .JPEG, .jpeg, .png, .JPG, .PNG). NULL when none exists; caller frees.
 char *annotation_image_path(const char *img_dir, const char *name, const char *filename);
 void annotation_free(Annotation *a);
+
+// Where a detection set keeps its files: VOC's ROOT/Annotations/NAME.xml and ROOT/JPEGImages/NAME.jpg, or
+// ILSVRC's ROOT/Annotations/DET/SET/NAME.xml and ROOT/Data/DET/SET/NAME.JPEG.
+typedef struct {
+    char *ann_dir, *img_dir;
+} DetLayout;
+
+// A VOC-layout ROOT directory.
+DetLayout det_layout_voc(const char *root);
+// The layout a list names (its ROOT three levels up): ROOT/ImageSets/DET/SET.txt is ILSVRC's, anything else
+// VOC's ROOT/ImageSets/Main/LIST.txt.
+DetLayout det_layout_of_list(const char *list);
+void det_layout_free(DetLayout *l);
 
 // ---------------------------------------------------------------------------------------------------------------
 // image lists: one image per line, "name [index]" (ILSVRC ImageSets/DET/val.txt has "name index", VOC
@@ -66,6 +81,8 @@ typedef struct {
 int class_map_load(const char *path, ClassMap *m, Err *e);
 // A map whose names are the given strings (sorted, duplicates removed), ids 1..n: VOC-style classes.
 void class_map_from_names(ClassMap *m, char **names, int n);
+// The same for the object names of n annotations.
+void class_map_from_annotations(ClassMap *m, const Annotation *ann, int n);
 // 0-based index of the class whose WNID or name is `key`; -1 when none.
 int class_map_find(const ClassMap *m, const char *key);
 void class_map_free(ClassMap *m);

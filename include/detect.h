@@ -160,9 +160,9 @@ int ensemble_score(Ensemble *en, const RegionRef *r, int n, float *probs, Box *b
 // ---------------------------------------------------------------------------------------------------------------
 // detect
 
-// The regions of an image: Selective Search in the ensemble's setting, then the MultiBox network's best boxes
-// when the ensemble has one, duplicate boxes dropped.
-int detect_propose(Ensemble *en, const Image *im, Proposals *out, Err *e);
+// The regions of an image: Selective Search in setting p (NULL: none), then the best `top` boxes of a MultiBox
+// network (NULL: none), duplicate boxes dropped; with MultiBox, out->seconds is the time of both.
+int detect_propose(const Image *im, const ProposalParams *p, Net *multibox, int top, Proposals *out, Err *e);
 // A MultiBox network from its config and weights (whose priors it carries). threads: 0 for one per core.
 int multibox_load(const char *config, const char *weights, int threads, Net *net, Err *e);
 // MultiBox proposals of n images: each warped whole to the network's input, out[i] gets the best `top` of its
@@ -212,9 +212,8 @@ int detect_writer_open(DetectWriter *w, const char *path, struct json_t *setting
                        bool resume, Err *e);
 // Whether the journal already holds this image (resume).
 bool detect_writer_has(const DetectWriter *w, const char *file);
-int detect_writer_add(DetectWriter *w, const ClassMap *classes, const DetectRecord *r, Err *e);
-// The same in two halves, for runs shared among processes: an image's journal line (a worker makes it; NULL with
-// e set when the file name is not UTF-8; caller frees), and the line appended to the journal (rank 0).
+// An image in two halves, for runs shared among processes: its journal line (a worker makes it; NULL with e set
+// when the file name is not UTF-8; caller frees), and the line appended to the journal (rank 0).
 char *detect_record_line(const ClassMap *classes, const DetectRecord *r, Err *e);
 int detect_writer_add_line(DetectWriter *w, const char *line, Err *e);
 // Writes OUT (and the ILSVRC submission when `submission` is not NULL) atomically from the journal, then removes it.

@@ -50,6 +50,11 @@ int gt_load_mat(const char *path, ClassMap *classes, GroundTruth *gt, Err *e);
 // Progress goes to stderr unless quiet.
 int gt_load_xml(const char *dir, const ImageList *list, ClassMap *classes, double fixed_iou, bool quiet,
                 GroundTruth *gt, Err *e);
+// Ground truth from `path`: a directory of XML annotations (the images of the file `list`, or without it every
+// *.xml there, ids 1..n by name), or the devkit's cache .mat (`classes` required). fixed_iou > 0: the VOC protocol,
+// every box with that one threshold (overriding the cache's ILSVRC ones).
+int gt_load(const char *path, const char *list, ClassMap *classes, double fixed_iou, bool quiet, GroundTruth *gt,
+            Err *e);
 // Ground truth built in memory: n_images images with ids 1..n_images and no boxes yet (gt_set_image adds them);
 // the classes are copied.
 void gt_create(GroundTruth *gt, const ClassMap *classes, int n_images);

@@ -262,6 +262,12 @@ void prop_eval_summary(const PropEval *ev, PropEvalSummary *s);
 double prop_eval_recall_at(const PropEval *ev, double thr, int n_top);
 // The recall-vs-number-of-proposals curve at IoU 0.5 and 0.7 as a PNG (log x axis).
 int prop_eval_plot(const PropEval *ev, const char *title, const char *path, Err *e);
+// The figures on `out`, under `label` (NULL: "proposals"), with recall at the best N proposals per image for N up
+// to the most any image has.
+void prop_eval_print(const PropEval *ev, const char *label, const char *setting, FILE *out);
+// The same as JSON, {"label", "setting", "images", "gt_boxes", ..., "curve": [{"n", "recall50", "recall70"}]},
+// written atomically.
+int prop_eval_write_json(const PropEval *ev, const char *label, const char *setting, const char *path, Err *e);
 void prop_eval_free(PropEval *ev);
 
 // ---------------------------------------------------------------------------------------------------------------

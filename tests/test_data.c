@@ -219,17 +219,12 @@ static void test_warp_region(void **state) {
     image_free(&im);
 }
 
-static void write_text(const char *path, const char *text) {
-    Err e;
-    assert_int_equal(write_file_atomic(path, text, strlen(text), &e), 0);
-}
-
 static void test_sample_lists(void **state) {
     (void)state;
     char dir[] = "/tmp/inception_samples_XXXXXX";
     assert_non_null(mkdtemp(dir));
     char *list = path_join(dir, "train.txt");
-    write_text(list, "# comment\nimages/a b.jpg 1\n\n/abs/c.png 0\n");
+    test_write_text(list, "# comment\nimages/a b.jpg 1\n\n/abs/c.png 0\n");
     SampleList l;
     Err e;
     assert_int_equal(sample_list_load(list, 10, &l, &e), 0);
@@ -241,10 +236,10 @@ static void test_sample_lists(void **state) {
     assert_string_equal(l.s[1].path, "/abs/c.png");
     free(expect);
     sample_list_free(&l);
-    write_text(list, "a.jpg 0\nb.jpg 12\n");
+    test_write_text(list, "a.jpg 0\nb.jpg 12\n");
     assert_int_equal(sample_list_load(list, 10, &l, &e), -1);
     assert_non_null(strstr(e.msg, "train.txt:2:"));
-    write_text(list, "a.jpg\n");
+    test_write_text(list, "a.jpg\n");
     assert_int_equal(sample_list_load(list, 10, &l, &e), -1);
     assert_non_null(strstr(e.msg, ":1:"));
     unlink(list);
@@ -259,7 +254,7 @@ static void test_sample_lists(void **state) {
     free(sub);
     for (int i = 0; i < 4; i++) {
         char *p = path_join(dir, files[i]);
-        write_text(p, "x");
+        test_write_text(p, "x");
         free(p);
     }
     assert_int_equal(sample_list_from_tree(dir, &l, &e), 0);

@@ -30,11 +30,6 @@ typedef struct {
     char *dir, *ensemble, *list, *root;
 } Fixture;
 
-static void write_text(const char *path, const char *text) {
-    Err e;
-    assert_int_equal(write_file_atomic(path, text, strlen(text), &e), 0);
-}
-
 static char *join(const char *dir, const char *name) { return path_join(dir, name); }
 
 // A temporary directory with the test ensemble (two shipped members, 100 proposals an image) and a list of the
@@ -42,21 +37,12 @@ static char *join(const char *dir, const char *name) { return path_join(dir, nam
 static int setup(void **state) {
     Fixture *f = xcalloc(1, sizeof *f);
     f->dir = test_tmpdir();
-    char *root = realpath("..", NULL), text[2048];
-    f->root = root;
-    char *props = join(f->dir, "proposals.cfg");
-    write_text(props, "mode = fast\nk_scale = 2\nmax_boxes = 100\n");
-    snprintf(text, sizeof text,
-             "[detector]\nclasses = raccoon\nbackground = true\nproposals = proposals.cfg\n"
-             "[member]\nconfig = %s/configs/googlenet-tiny.cfg\nweights = %s/tests/data/tiny-members/member-1.safetensors\n"
-             "[member]\nconfig = %s/configs/googlenet-tiny.cfg\nweights = %s/tests/data/tiny-members/member-2.safetensors\n",
-             root, root, root, root);
-    f->ensemble = join(f->dir, "ensemble.cfg");
-    write_text(f->ensemble, text);
+    char text[2048];
+    f->root = realpath("..", NULL);
+    f->ensemble = test_write_ensemble(f->dir);
     f->list = join(f->dir, "list.txt");
     snprintf(text, sizeof text, "%s\n%s\n%s\n%s\n", NAMES[0], NAMES[1], NAMES[2], NAMES[3]);
-    write_text(f->list, text);
-    free(props);
+    test_write_text(f->list, text);
     *state = f;
     return 0;
 }
@@ -239,9 +225,9 @@ static void test_resume_after_kill(void **state) {
     snprintf(tj, sizeof tj, "%s.partial", torn);
     char corrupt_jpg[1024];
     snprintf(corrupt_jpg, sizeof corrupt_jpg, "%s.jpg", corrupt);
-    write_text(corrupt_jpg, "not an image");
+    test_write_text(corrupt_jpg, "not an image");
     snprintf(text, sizeof text, "%s\n%s\n%s\n%s\n", NAMES[0], NAMES[1], corrupt, NAMES[3]);
-    write_text(list2, text);
+    test_write_text(list2, text);
     int status;
     char *o = run(&status, args, list2, f->ensemble, torn, "");
     assert_int_equal(status, 1);
@@ -267,16 +253,16 @@ static void test_ilsvrc_layout(void **state) {
     assert_int_equal(make_dirs(ann, &e), 0);
     assert_int_equal(make_dirs(img, &e), 0);
     char *map = join(dir, "map_det.txt"), *list = join(dir, "val.txt");
-    write_text(map, "n02508021 1 raccoon\n");
+    test_write_text(map, "n02508021 1 raccoon\n");
     snprintf(text, sizeof text, "%s 17\n%s 42\n", NAMES[0], NAMES[2]);
-    write_text(list, text);
+    test_write_text(list, text);
     for (int i = 0; i < 4; i += 2) { // the VOC XML with the WNID as the object name, and the photo as .JPEG
         char src[512], dst[1024];
         snprintf(src, sizeof src, "../data/raccoon/Annotations/%s.xml", NAMES[i]);
         char *voc = test_slurp(src, NULL), *xml = replace_all(voc, "<name>raccoon</name>", "<name>n02508021</name>");
         free(voc);
         snprintf(dst, sizeof dst, "%s/%s.xml", ann, NAMES[i]);
-        write_text(dst, xml);
+        test_write_text(dst, xml);
         free(xml);
         snprintf(src, sizeof src, PHOTOS "%s.jpg", NAMES[i]);
         snprintf(dst, sizeof dst, "%s/%s.JPEG", img, NAMES[i]);
@@ -290,7 +276,7 @@ static void test_ilsvrc_layout(void **state) {
     char *t2 = replace_all(t1, "proposals = proposals.cfg", "proposals = ../proposals.cfg");
     snprintf(text, sizeof text, "%s", t2);
     free(t1), free(t2);
-    write_text(ens, text);
+    test_write_text(ens, text);
     char *out = join(dir, "det.json"), *sub = join(dir, "det.txt");
     int status;
     char *o = run(&status, "detect --list %s --root %s --ext .JPEG --ensemble %s -o %s --submission %s --quiet", list,
@@ -333,9 +319,9 @@ static void test_ilsvrc_mat_cache(void **state) {
     snprintf(text, sizeof text, "[detector]\nclass_map = %s/data/ilsvrc-devkit/map_det.txt\nbackground = true\n"
              "proposals = proposals.cfg\nscore_min = 0.001\n[member]\nconfig = %s/configs/googlenet-tiny.cfg\n"
              "weights = ilsvrc.safetensors\n", root, root);
-    write_text(ens, text);
+    test_write_text(ens, text);
     snprintf(text, sizeof text, "%s 7\n%s 9\n", NAMES[0], NAMES[1]);
-    write_text(list, text);
+    test_write_text(list, text);
     char *out = join(f->dir, "mat.json"), *sub = join(f->dir, "mat.txt");
     int status;
     char *o = run(&status, "detect --list %s --root " PHOTOS " --ext .jpg --ensemble %s -o %s --submission %s --quiet",
@@ -392,7 +378,7 @@ static void test_multibox_proposals(void **state) {
     snprintf(at, sizeof text - (size_t)(at - text), "multibox_config = %s/configs/multibox-tiny.cfg\n"
              "multibox_weights = %s/models/raccoon/multibox.safetensors\nmultibox_top = 50\n%s", root, root, rest);
     char *ens = join(f->dir, "with-multibox.cfg"), *out = join(f->dir, "mbdet.json");
-    write_text(ens, text);
+    test_write_text(ens, text);
     run_ok("detect " PHOTOS "raccoon-105.jpg --ensemble %s -o %s --quiet%s%s", ens, out, "", "");
     char *json = test_slurp(out, NULL);
     assert_non_null(strstr(json, "\"multibox\":{\"config\":"));
@@ -401,7 +387,7 @@ static void test_multibox_proposals(void **state) {
     snprintf(text, sizeof text, "[detector]\nclasses = raccoon\nbackground = true\nmultibox_config = x.cfg\n"
              "[member]\nconfig = %s/configs/googlenet-tiny.cfg\nweights = %s/tests/data/tiny-members/member-1.safetensors\n",
              root, root);
-    write_text(ens, text);
+    test_write_text(ens, text);
     int status;
     char *o = run(&status, "detect " PHOTOS "raccoon-105.jpg --ensemble %s -o %s --quiet", ens, out);
     assert_int_equal(status, 1);
@@ -436,7 +422,7 @@ static void test_refused(void **state) {
     Fixture *f = *state;
     int status;
     char *bad = join(f->dir, "bad.cfg"), *out = join(f->dir, "never.json");
-    write_text(bad, "[detector]\nclasses = raccoon\nbackground = true\nnms = lots\n");
+    test_write_text(bad, "[detector]\nclasses = raccoon\nbackground = true\nnms = lots\n");
     char *o = run(&status, "detect " PHOTOS "raccoon-105.jpg --ensemble %s -o %s", bad, out);
     assert_int_equal(status, 1);
     assert_non_null(strstr(o, "bad.cfg:4: nms expects a number"));
@@ -455,7 +441,7 @@ static void test_refused(void **state) {
     free(o);
     // A corrupt image: an error naming it; with --keep-going the others are detected and the exit status is 1.
     char *corrupt = join(f->dir, "corrupt.jpg");
-    write_text(corrupt, "\xff\xd8\xff\xe0 not really a jpeg");
+    test_write_text(corrupt, "\xff\xd8\xff\xe0 not really a jpeg");
     o = run(&status, "detect %s " PHOTOS "raccoon-105.jpg --ensemble %s -o %s --quiet", corrupt, f->ensemble, out);
     assert_int_equal(status, 1);
     assert_non_null(strstr(o, "corrupt.jpg"));

@@ -23,17 +23,6 @@
 #define MEMBER "../models/raccoon/member-1.safetensors"
 #define BATCH 3
 
-static int setup(void **state) {
-    *state = test_tmpdir();
-    return 0;
-}
-
-static int teardown(void **state) {
-    test_rmtree(*state);
-    free(*state);
-    return 0;
-}
-
 static const char *in_dir(void **state, const char *name) {
     static char path[16][512];
     static int k;
@@ -219,9 +208,9 @@ static void test_refused(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_tiny_in_runtimes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_member_in_runtimes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tiny_in_runtimes, test_setup_tmpdir, test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_member_in_runtimes, test_setup_tmpdir, test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_refused, test_setup_tmpdir, test_teardown_tmpdir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -39,33 +39,18 @@ typedef struct {
 
 static char *join(const char *dir, const char *name) { return path_join(dir, name); }
 
-static void write_text(const char *path, const char *text) {
-    Err e;
-    assert_int_equal(write_file_atomic(path, text, strlen(text), &e), 0);
-}
-
 // The detection tests' ensemble (the two tiny members, 100 proposals an image) and a list of 12 photos.
 static int setup(void **state) {
     Fixture *f = xcalloc(1, sizeof *f);
     f->dir = test_tmpdir();
-    char *root = realpath("..", NULL), text[2048];
-    char *props = join(f->dir, "proposals.cfg");
-    write_text(props, "mode = fast\nk_scale = 2\nmax_boxes = 100\n");
-    snprintf(text, sizeof text,
-             "[detector]\nclasses = raccoon\nbackground = true\nproposals = proposals.cfg\n"
-             "[member]\nconfig = %s/configs/googlenet-tiny.cfg\nweights = %s/tests/data/tiny-members/member-1.safetensors\n"
-             "[member]\nconfig = %s/configs/googlenet-tiny.cfg\nweights = %s/tests/data/tiny-members/member-2.safetensors\n",
-             root, root, root, root);
-    f->ensemble = join(f->dir, "ensemble.cfg");
-    write_text(f->ensemble, text);
+    char text[2048];
+    f->ensemble = test_write_ensemble(f->dir);
     f->list = join(f->dir, "list.txt");
     text[0] = '\0';
     static const int IDS[N_PHOTOS] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
     for (int i = 0; i < N_PHOTOS; i++)
         snprintf(text + strlen(text), sizeof text - strlen(text), "raccoon-%d\n", IDS[i]);
-    write_text(f->list, text);
-    free(props);
-    free(root);
+    test_write_text(f->list, text);
     *state = f;
     return 0;
 }
@@ -234,9 +219,9 @@ static void test_detect_failure_named(void **state) {
     Fixture *f = *state;
     char *bad = join(f->dir, "bad.jpg"), *list = join(f->dir, "bad-list.txt"), *out = join(f->dir, "bad.json");
     char *sub = join(f->dir, "bad.txt"), text[1024], *root = realpath(PHOTOS, NULL);
-    write_text(bad, "not an image");
+    test_write_text(bad, "not an image");
     snprintf(text, sizeof text, "%s/raccoon-1.jpg\n%s\n%s/raccoon-2.jpg\n", root, bad, root);
-    write_text(list, text);
+    test_write_text(list, text);
     int status;
     char *o = run_n(2, &status, "detect --list %s --ensemble %s --threads 1 --quiet -o %s", list, f->ensemble, out);
     assert_int_not_equal(status, 0);
@@ -254,32 +239,6 @@ static void test_detect_failure_named(void **state) {
 
 // ---------------------------------------------------------------------------------------------------------------
 // training
-
-// 12 small images of 3 classes (each class a dominant colour, with noise) and their list, in dir.
-static char *write_train_set(const char *dir) {
-    Rng r;
-    rng_seed(&r, 8);
-    char text[1024] = "";
-    Err e;
-    for (int i = 0; i < 12; i++) {
-        int label = i % 3;
-        Image im;
-        assert_int_equal(image_alloc(&im, 40, 32, 3, &e), 0);
-        for (int p = 0; p < 40 * 32; p++)
-            for (int c = 0; c < 3; c++)
-                im.px[3 * p + c] = (float)(c == label ? 180 : 60) + (float)(rng_uniform(&r) * 40);
-        char name[32], *path;
-        snprintf(name, sizeof name, "img%02d.png", i);
-        path = join(dir, name);
-        assert_int_equal(image_write_png(&im, path, &e), 0);
-        free(path);
-        image_free(&im);
-        snprintf(text + strlen(text), sizeof text - strlen(text), "%s %d\n", name, label);
-    }
-    char *list = join(dir, "train.txt");
-    write_text(list, text);
-    return list;
-}
 
 // The floats of a checkpoint (parameters, then the momentum buffer: after one step without weight decay, the
 // gradient itself), and their number.
@@ -329,7 +288,7 @@ static void test_train_two_ranks(void **state) {
     char *dir = join(f->dir, "train"), *one = join(f->dir, "t1"), *two = join(f->dir, "t2");
     Err e;
     assert_int_equal(make_dirs(dir, &e), 0);
-    char *list = write_train_set(dir);
+    char *list = test_write_train_set(dir);
     RUN_OK(0, TRAIN, "googlenet-tiny", list, "0.01", one, 6);
     RUN_OK(2, TRAIN, "googlenet-tiny", list, "0.01", two, 6);
     double l1[8], l2[8];
@@ -374,7 +333,7 @@ static void test_train_resume_two_ranks(void **state) {
     char *dir = join(f->dir, "train-r"), *straight = join(f->dir, "r-straight"), *resumed = join(f->dir, "r-resumed");
     Err e;
     assert_int_equal(make_dirs(dir, &e), 0);
-    char *list = write_train_set(dir);
+    char *list = test_write_train_set(dir);
     RUN_OK(2, TRAIN, "googlenet-tiny-bn", list, "0.01", straight, 6);
     RUN_OK(2, TRAIN " --checkpoint-every 1", "googlenet-tiny-bn", list, "0.01", resumed, 3);
     RUN_OK(2, TRAIN " --resume", "googlenet-tiny-bn", list, "0.01", resumed, 6);

@@ -17,18 +17,6 @@
 
 #define TINY "../configs/googlenet-tiny.cfg"
 
-// The group's state: a temporary directory for the files the tests write.
-static int setup(void **state) {
-    *state = test_tmpdir();
-    return 0;
-}
-
-static int teardown(void **state) {
-    test_rmtree(*state);
-    free(*state);
-    return 0;
-}
-
 static char *tmp_path(char *buf, const char *dir, const char *name) {
     snprintf(buf, 192, "%s/%s", dir, name);
     return buf;
@@ -107,26 +95,21 @@ static void test_weights_corrupt(void **state) {
     write_bytes(tmp("w.safetensors"), buf, n);
     expect_weights_error(tmp("w.safetensors"), "header is not a JSON object");
 
-    memcpy(buf, good, n);
-    patch(buf, "\"conv1.weight\":{\"dtype\":\"F32\",\"shape\":[4,3,7,7]",
-          "\"conv1.weight\":{\"dtype\":\"F32\",\"shape\":[4,3,7,6]");
-    write_bytes(tmp("w.safetensors"), buf, n);
-    expect_weights_error(tmp("w.safetensors"), "tensor 'conv1.weight' has shape [4, 3, 7, 6], config ../configs/googlenet-tiny.cfg needs [4, 3, 7, 7]");
-
-    memcpy(buf, good, n);
-    patch(buf, "\"conv1.weight\":{\"dtype\":\"F32\"", "\"conv1.weight\":{\"dtype\":\"F16\"");
-    write_bytes(tmp("w.safetensors"), buf, n);
-    expect_weights_error(tmp("w.safetensors"), "tensor 'conv1.weight': dtype F16, expected F32");
-
-    memcpy(buf, good, n);
-    patch(buf, "\"conv1.bias\"", "\"convX.bias\"");
-    write_bytes(tmp("w.safetensors"), buf, n);
-    expect_weights_error(tmp("w.safetensors"), "tensor 'convX.bias' is not a parameter of config");
-
-    memcpy(buf, good, n);
-    patch(buf, "\"version\":\"1\"", "\"version\":\"9\"");
-    write_bytes(tmp("w.safetensors"), buf, n);
-    expect_weights_error(tmp("w.safetensors"), "inception weights of version 9");
+    static const char *const patches[][3] = { // from, to (same length), the message
+        {"\"conv1.weight\":{\"dtype\":\"F32\",\"shape\":[4,3,7,7]",
+         "\"conv1.weight\":{\"dtype\":\"F32\",\"shape\":[4,3,7,6]",
+         "tensor 'conv1.weight' has shape [4, 3, 7, 6], config ../configs/googlenet-tiny.cfg needs [4, 3, 7, 7]"},
+        {"\"conv1.weight\":{\"dtype\":\"F32\"", "\"conv1.weight\":{\"dtype\":\"F16\"",
+         "tensor 'conv1.weight': dtype F16, expected F32"},
+        {"\"conv1.bias\"", "\"convX.bias\"", "tensor 'convX.bias' is not a parameter of config"},
+        {"\"version\":\"1\"", "\"version\":\"9\"", "inception weights of version 9"},
+    };
+    for (size_t i = 0; i < sizeof patches / sizeof patches[0]; i++) {
+        memcpy(buf, good, n);
+        patch(buf, patches[i][0], patches[i][1]);
+        write_bytes(tmp("w.safetensors"), buf, n);
+        expect_weights_error(tmp("w.safetensors"), patches[i][2]);
+    }
 
     // NaN in the data: the last float of the file
     memcpy(buf, good, n);
@@ -355,5 +338,5 @@ int main(void) {
         cmocka_unit_test(test_onnx_refused),    cmocka_unit_test(test_npy),
         cmocka_unit_test(test_cli),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, test_setup_tmpdir, test_teardown_tmpdir);
 }

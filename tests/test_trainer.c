@@ -30,27 +30,7 @@ static char *join(const char *dir, const char *name) { return path_join(dir, nam
 static int setup(void **state) {
     Fixture *f = xcalloc(1, sizeof(Fixture));
     f->dir = test_tmpdir();
-    Rng r;
-    rng_seed(&r, 8);
-    char text[1024] = "";
-    Err e;
-    for (int i = 0; i < 12; i++) {
-        int label = i % 3;
-        Image im;
-        assert_int_equal(image_alloc(&im, 40, 32, 3, &e), 0);
-        for (int p = 0; p < 40 * 32; p++)
-            for (int c = 0; c < 3; c++)
-                im.px[3 * p + c] = (float)(c == label ? 180 : 60) + (float)(rng_uniform(&r) * 40);
-        char name[32];
-        snprintf(name, sizeof name, "img%02d.png", i);
-        char *path = join(f->dir, name);
-        assert_int_equal(image_write_png(&im, path, &e), 0);
-        free(path);
-        image_free(&im);
-        snprintf(text + strlen(text), sizeof text - strlen(text), "%s %d\n", name, label);
-    }
-    f->list = join(f->dir, "train.txt");
-    assert_int_equal(write_file_atomic(f->list, text, strlen(text), &e), 0);
+    f->list = test_write_train_set(f->dir);
     *state = f;
     return 0;
 }

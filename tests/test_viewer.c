@@ -62,11 +62,6 @@ static json_t *load_detections_js(const char *dir) {
     return root;
 }
 
-static void write_text(const char *path, const char *text) {
-    Err e;
-    if (write_file_atomic(path, text, strlen(text), &e)) fail_msg("%s", e.msg);
-}
-
 static void test_path_relative(void **state) {
     (void)state;
     char *tmp = test_tmpdir();
@@ -121,7 +116,7 @@ static void test_viewer_write(void **state) {
     char json[1024], dir[1024], path[2048];
     snprintf(json, sizeof json, "%s/out.json", tmp);
     snprintf(dir, sizeof dir, "%s/pages/viewer", tmp); // parents made too
-    write_text(json, detections_json(image2));
+    test_write_text(json, detections_json(image2));
     Err e;
     if (viewer_write(dir, json, &e)) fail_msg("%s", e.msg);
 
@@ -162,7 +157,7 @@ static void test_viewer_write(void **state) {
     json_decref(root);
 
     // An image whose directory is missing gets an absolute path; U+2028 and U+2029 are escaped in the script.
-    write_text(json, "{\"classes\": [{\"id\": 1, \"name\": \"a\xe2\x80\xa8" "b\xe2\x80\xa9\"}],"
+    test_write_text(json, "{\"classes\": [{\"id\": 1, \"name\": \"a\xe2\x80\xa8" "b\xe2\x80\xa9\"}],"
                      " \"images\": [{\"file\": \"no/such/dir/x.jpg\", \"detections\": []}]}");
     if (viewer_write(dir, json, &e)) fail_msg("%s", e.msg);
     snprintf(path, sizeof path, "%s/detections.js", dir);
@@ -199,7 +194,7 @@ static void test_viewer_write(void **state) {
     };
     snprintf(dir, sizeof dir, "%s/refused", tmp);
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
-        write_text(json, bad[k][0]);
+        test_write_text(json, bad[k][0]);
         assert_int_equal(viewer_write(dir, json, &e), -1);
         if (strncmp(e.msg, json, strlen(json)) != 0 || !strstr(e.msg, bad[k][1]))
             fail_msg("case %zu: message \"%s\" should name %s and say %s", k, e.msg, json, bad[k][1]);
@@ -329,7 +324,7 @@ static void test_page_in_chromium(void **state) {
     char json[1024], dir[1024], url[2048], shot[1024], what[1100];
     snprintf(json, sizeof json, "%s/out.json", tmp);
     snprintf(dir, sizeof dir, "%s/viewer", tmp);
-    write_text(json, detections_json(image2));
+    test_write_text(json, detections_json(image2));
     Err e;
     if (viewer_write(dir, json, &e)) fail_msg("%s", e.msg);
 

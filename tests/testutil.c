@@ -14,6 +14,7 @@
 
 #include "classifier.h"
 #include "common.h"
+#include "image.h"
 
 char *test_tmpdir(void) {
     char *dir = xstrdup("/tmp/inception_test_XXXXXX");
@@ -107,4 +108,59 @@ bool test_same_file(const char *a, const char *b) {
     bool same = na == nb && memcmp(x, y, na) == 0;
     free(x), free(y);
     return same;
+}
+
+int test_setup_tmpdir(void **state) {
+    *state = test_tmpdir();
+    return 0;
+}
+
+int test_teardown_tmpdir(void **state) {
+    test_rmtree(*state);
+    free(*state);
+    return 0;
+}
+
+void test_write_text(const char *path, const char *text) {
+    Err e;
+    if (write_file_atomic(path, text, strlen(text), &e)) fail_msg("%s", e.msg);
+}
+
+char *test_write_ensemble(const char *dir) {
+    char *root = realpath("..", NULL), text[2048];
+    char *props = path_join(dir, "proposals.cfg"), *ensemble = path_join(dir, "ensemble.cfg");
+    test_write_text(props, "mode = fast\nk_scale = 2\nmax_boxes = 100\n");
+    snprintf(text, sizeof text,
+             "[detector]\nclasses = raccoon\nbackground = true\nproposals = proposals.cfg\n"
+             "[member]\nconfig = %s/configs/googlenet-tiny.cfg\nweights = %s/tests/data/tiny-members/member-1.safetensors\n"
+             "[member]\nconfig = %s/configs/googlenet-tiny.cfg\nweights = %s/tests/data/tiny-members/member-2.safetensors\n",
+             root, root, root, root);
+    test_write_text(ensemble, text);
+    free(props), free(root);
+    return ensemble;
+}
+
+char *test_write_train_set(const char *dir) {
+    Rng r;
+    rng_seed(&r, 8);
+    char text[1024] = "";
+    Err e;
+    for (int i = 0; i < 12; i++) {
+        int label = i % 3;
+        Image im;
+        if (image_alloc(&im, 40, 32, 3, &e)) fail_msg("%s", e.msg);
+        for (int p = 0; p < 40 * 32; p++)
+            for (int c = 0; c < 3; c++)
+                im.px[3 * p + c] = (float)(c == label ? 180 : 60) + (float)(rng_uniform(&r) * 40);
+        char name[32];
+        snprintf(name, sizeof name, "img%02d.png", i);
+        char *path = path_join(dir, name);
+        if (image_write_png(&im, path, &e)) fail_msg("%s", e.msg);
+        free(path);
+        image_free(&im);
+        snprintf(text + strlen(text), sizeof text - strlen(text), "%s %d\n", name, label);
+    }
+    char *list = path_join(dir, "train.txt");
+    test_write_text(list, text);
+    return list;
 }

@@ -260,13 +260,6 @@ static int parse_net_key(Where *w, NetConfig *cfg, char *key, char *val, unsigne
     }
 }
 
-static char *trim(char *s) {
-    while (isspace((unsigned char)*s)) s++;
-    char *end = s + strlen(s);
-    while (end > s && isspace((unsigned char)end[-1])) *--end = '\0';
-    return s;
-}
-
 int config_parse(const char *text, const char *name, NetConfig *cfg, Err *e) {
     *cfg = (NetConfig){.channels = 3, .width = 1.0, .scale = 1.0f, .order = CHANNELS_RGB};
     snprintf(cfg->path, sizeof cfg->path, "%s", name);
@@ -287,7 +280,7 @@ int config_parse(const char *text, const char *name, NetConfig *cfg, Err *e) {
         for (char *c = line; *c; c++)
             if (*c == '#') *c = '\0';
             else if ((unsigned char)*c < 32 && *c != '\t' && *c != '\r') return fail(&w, "control character in line");
-        char *s = trim(line);
+        char *s = text_trim(line);
         if (!*s) continue;
         if (*s == '[') {
             if (!strcmp(s, "[net]") && !had_net) section = NET, had_net = true;
@@ -303,7 +296,7 @@ int config_parse(const char *text, const char *name, NetConfig *cfg, Err *e) {
             char *eq = strchr(s, '=');
             if (!eq) return fail(&w, "expected key = value, got '%s'", s);
             *eq = '\0';
-            char *key = trim(s), *val = trim(eq + 1);
+            char *key = text_trim(s), *val = text_trim(eq + 1);
             if (!*val) return fail(&w, "key '%s' has no value", key);
             if (parse_net_key(&w, cfg, key, val, &seen)) return -1;
             continue;

@@ -103,13 +103,6 @@ static const struct option OPTS[] = {
     {0, 0, 0, 0},
 };
 
-static bool number_in(const char *flag, double lo, double hi, double *out) {
-    if (!cli_parse_double(CMD, flag, optarg, out)) return false;
-    if (*out >= lo && *out <= hi) return true;
-    cli_usage_error(CMD, "%s must be in [%g, %g]", flag, lo, hi);
-    return false;
-}
-
 // Returns 0 to run, 2 on a usage error, 1 when --help was printed.
 static int parse_args(int argc, char **argv, Options *o) {
     const char *list = NULL, *root = NULL, *ext = NULL;
@@ -117,26 +110,30 @@ static int parse_args(int argc, char **argv, Options *o) {
                    .max_per_image = -1, .batch = -1, .threads = 0};
     optind = 1;
     for (int c; (c = getopt_long(argc, argv, "o:h", OPTS, NULL)) != -1;) {
-        bool ok = true;
         switch (c) {
         case O_LIST: list = optarg; break;
         case O_ROOT: root = optarg; break;
         case O_EXT: ext = optarg; break;
-        case O_SHARD: ok = cli_parse_shard(CMD, optarg, &o->shard_i, &o->shard_n); break;
+        case O_SHARD:
+            if (!cli_parse_shard(CMD, optarg, &o->shard_i, &o->shard_n)) return 2;
+            break;
         case O_PROPS: VEC_PUSH(&o->proposals, optarg); break;
         case O_KEEP: o->keep_going = true; break;
         case O_RESUME: o->resume = true; break;
         case O_ENS: o->ensemble = optarg; break;
-        case O_SMIN: ok = number_in("--score-min", 0, 1, &o->score_min); break;
-        case O_MAXPI: ok = cli_parse_int(CMD, "--max-per-image", optarg, 0, 1000000000, &o->max_per_image); break;
-        case O_NMS: ok = number_in("--nms", 0, 1, &o->nms); break;
-        case O_CASCADE: o->cascade = -1; ok = !optarg || number_in("--cascade", 0, 1, &o->cascade); break;
-        case O_BATCH: ok = cli_parse_int(CMD, "--batch", optarg, 1, 4096, &o->batch); break;
-        case O_THREADS: ok = cli_parse_int(CMD, "--threads", optarg, 1, 256, &o->threads); break;
+        case O_SMIN: CLI_NUMBER(CMD, "--score-min", 0, 1, o->score_min); break;
+        case O_MAXPI: CLI_INT(CMD, "--max-per-image", 0, 1000000000, o->max_per_image); break;
+        case O_NMS: CLI_NUMBER(CMD, "--nms", 0, 1, o->nms); break;
+        case O_CASCADE:
+            o->cascade = -1;
+            if (optarg) CLI_NUMBER(CMD, "--cascade", 0, 1, o->cascade);
+            break;
+        case O_BATCH: CLI_INT(CMD, "--batch", 1, 4096, o->batch); break;
+        case O_THREADS: CLI_INT(CMD, "--threads", 1, 256, o->threads); break;
         case 'o': o->output = optarg; break;
         case O_SUB: o->submission = optarg; break;
         case O_OVER: o->overlays = optarg; break;
-        case O_OVERMIN: ok = number_in("--overlay-min", 0, 1, &o->overlay_min); break;
+        case O_OVERMIN: CLI_NUMBER(CMD, "--overlay-min", 0, 1, o->overlay_min); break;
         case O_VIEWER: o->viewer = optarg; break;
         case O_GT: o->gt_dir = optarg; break;
         case O_QUIET: o->quiet = true; break;
@@ -144,14 +141,13 @@ static int parse_args(int argc, char **argv, Options *o) {
         case O_NOBBOX: o->no_bbox_reg = true; break;
         case O_PREC: {
             Err pe;
-            if (precision_parse(optarg, "--precision", &o->precision, &pe)) ok = false, cli_usage_error(CMD, "%s", pe.msg);
+            if (precision_parse(optarg, "--precision", &o->precision, &pe)) return cli_usage_error(CMD, "%s", pe.msg);
             o->precision_given = true;
             break;
         }
         case 'h': usage(stdout); return 1;
         default: return cli_usage_error(CMD, "unknown option");
         }
-        if (!ok) return 2;
     }
     if (!o->output) return cli_usage_error(CMD, "-o OUT.json is required");
     FILE *report; // detect prints no results of its own: this only refuses two outputs on stdout
@@ -252,7 +248,8 @@ typedef struct {
 
 // The image's regions: saved ones when given, else the ensemble's proposals.
 static int regions_of(Run *r, const char *file, const Image *im, Proposals *out, Err *e) {
-    if (!r->o->proposals.len) return detect_propose(&r->en, im, out, e);
+    const Ensemble *en = &r->en;
+    if (!r->o->proposals.len) return detect_propose(im, &en->proposals, en->multibox, en->multibox_top, out, e);
     const Proposals *p = saved_find(&r->saved, file);
     if (!p) return err_set(e, "%s: not in the --proposals files", file);
     proposals_merge(p, NULL, 0, out, NULL); // a copy without exact duplicates

@@ -84,11 +84,15 @@ static int plot_selection(const char *list, const EvalResult *r, const ClassMap 
     return 0;
 }
 
-int cmd_eval(int argc, char **argv) {
-    const char *pred = NULL, *gt_path = NULL, *list_path = NULL, *map_path = NULL, *bl_path = NULL;
-    const char *json_out = NULL, *plot_out = NULL, *plot_classes = NULL;
-    double iou = 0;
-    bool quiet = false, strict = false;
+typedef struct {
+    const char *pred, *gt, *list, *map, *blacklist, *json, *plot, *plot_classes;
+    double iou; // 0: the ILSVRC protocol
+    bool quiet, strict;
+    FILE *report; // the table's stream
+} Options;
+
+// Returns 0 to run, 2 on a usage error, 1 when --help was printed.
+static int parse_args(int argc, char **argv, Options *o) {
     static const struct option opts[] = {
         {"pred", required_argument, 0, 'p'},      {"gt", required_argument, 0, 'g'},
         {"list", required_argument, 0, 'l'},      {"map", required_argument, 0, 'm'},
@@ -98,89 +102,88 @@ int cmd_eval(int argc, char **argv) {
         {"strict", no_argument, 0, 's'},
         {"help", no_argument, 0, 'h'},            {0, 0, 0, 0},
     };
+    *o = (Options){0};
     optind = 1;
     for (int c; (c = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
         switch (c) {
-        case 'p': pred = optarg; break;
-        case 'g': gt_path = optarg; break;
-        case 'l': list_path = optarg; break;
-        case 'm': map_path = optarg; break;
-        case 'b': bl_path = optarg; break;
+        case 'p': o->pred = optarg; break;
+        case 'g': o->gt = optarg; break;
+        case 'l': o->list = optarg; break;
+        case 'm': o->map = optarg; break;
+        case 'b': o->blacklist = optarg; break;
         case 'i':
-            if (!cli_parse_double("eval", "--iou", optarg, &iou)) return 2;
-            if (!(iou > 0 && iou <= 1)) return cli_usage_error("eval", "--iou must be in (0, 1], got %s", optarg);
+            if (!cli_parse_double("eval", "--iou", optarg, &o->iou)) return 2;
+            if (!(o->iou > 0 && o->iou <= 1)) return cli_usage_error("eval", "--iou must be in (0, 1], got %s", optarg);
             break;
-        case 'j': json_out = optarg; break;
-        case 'P': plot_out = optarg; break;
-        case 'C': plot_classes = optarg; break;
-        case 'q': quiet = true; break;
-        case 's': strict = true; break;
-        case 'h': fputs(USAGE, stdout); return 0;
+        case 'j': o->json = optarg; break;
+        case 'P': o->plot = optarg; break;
+        case 'C': o->plot_classes = optarg; break;
+        case 'q': o->quiet = true; break;
+        case 's': o->strict = true; break;
+        case 'h': fputs(USAGE, stdout); return 1;
         default: return cli_usage_error("eval", "unknown option");
         }
     }
     if (optind < argc) return cli_usage_error("eval", "unexpected argument '%s'", argv[optind]);
-    if (!pred || !gt_path) return cli_usage_error("eval", "--pred and --gt are required");
-    FILE *report;
-    if (!cli_report_stream("eval", (const char *[]){json_out, plot_out}, 2, &report)) return 2;
+    if (!o->pred || !o->gt) return cli_usage_error("eval", "--pred and --gt are required");
+    if (!cli_report_stream("eval", (const char *[]){o->json, o->plot}, 2, &o->report)) return 2;
+    if (!o->map && !path_is_dir(o->gt))
+        return cli_usage_error("eval", "a .mat ground truth holds class ids only: give --map map_det.txt");
+    return 0;
+}
 
+// The ground truth, the blacklist and the detections; warnings for what the detections hold that the devkit skips
+// or keeps.
+static int load_inputs(const Options *o, GroundTruth *gt, Blacklist *bl, Detections *dets, Err *e) {
+    ClassMap classes = {0};
+    if (o->map && class_map_load(o->map, &classes, e)) return -1;
+    int rc = gt_load(o->gt, o->list, &classes, o->iou, o->quiet, gt, e);
+    class_map_free(&classes);
+    if (rc || (o->blacklist && blacklist_load(o->blacklist, &gt->classes, bl, e))) return -1;
+    if ((looks_like_json(o->pred) ? dets_load_json : dets_load_txt)(o->pred, gt, o->strict, dets, e)) return -1;
+    if (dets->skipped_unknown_image)
+        fprintf(stderr, "inception eval: warning: skipped %zu detections on images not in the ground truth\n",
+                dets->skipped_unknown_image);
+    if (dets->inverted_boxes)
+        fprintf(stderr,
+                "inception eval: warning: %zu detections have xmax < xmin or ymax < ymin (first at %s); evaluated "
+                "as the devkit does (--strict rejects them)\n",
+                dets->inverted_boxes, dets->first_inverted);
+    return 0;
+}
+
+// The table, and the JSON and the plot when asked.
+static int write_reports(const Options *o, const EvalResult *r, const ClassMap *classes, Err *e) {
+    eval_print_table(o->report, r, classes);
+    if (o->json && eval_write_json(o->json, r, classes, e)) return -1;
+    if (!o->plot) return 0;
+    int *which = NULL, n_which = 0;
+    int rc = plot_selection(o->plot_classes, r, classes, &which, &n_which, e) ||
+             eval_plot_pr(o->plot, r, classes, which, n_which, e) ? -1 : 0;
+    free(which);
+    return rc;
+}
+
+int cmd_eval(int argc, char **argv) {
+    Options o;
+    int status = parse_args(argc, argv, &o);
+    if (status) return status == 1 ? 0 : status;
     double t0 = now_seconds();
     Err e;
-    ClassMap classes = {0};
     GroundTruth gt = {0};
     Detections dets = {0};
     Blacklist bl = {0};
     EvalResult r = {0};
-    int *which = NULL, n_which = 0, status = 1;
-    if (map_path && class_map_load(map_path, &classes, &e)) goto done;
-    if (path_is_dir(gt_path)) {
-        ImageList list;
-        if (list_path ? image_list_load(list_path, &list, &e) : image_list_from_dir(gt_path, ".xml", &list, &e))
-            goto done;
-        int rc = list.len ? gt_load_xml(gt_path, &list, &classes, iou, quiet, &gt, &e)
-                        : err_set(&e, "%s: no images to evaluate (an empty list)", list_path ? list_path : gt_path);
-        image_list_free(&list);
-        if (rc) goto done;
-    } else {
-        if (!map_path) {
-            status = cli_usage_error("eval", "a .mat ground truth holds class ids only: give --map map_det.txt");
-            goto done;
-        }
-        if (gt_load_mat(gt_path, &classes, &gt, &e)) goto done;
-        if (iou > 0) // the cache holds ILSVRC thresholds; the VOC protocol uses one fixed threshold
-            for (int i = 0; i < gt.n_images; i++)
-                for (int k = 0; k < gt.images[i].n; k++) gt.images[i].thr[k] = iou;
-    }
-    if (bl_path && blacklist_load(bl_path, &gt.classes, &bl, &e)) goto done;
-    if ((looks_like_json(pred) ? dets_load_json : dets_load_txt)(pred, &gt, strict, &dets, &e)) goto done;
-    if (dets.skipped_unknown_image)
-        fprintf(stderr, "inception eval: warning: skipped %zu detections on images not in the ground truth\n",
-                dets.skipped_unknown_image);
-    if (dets.inverted_boxes)
-        fprintf(stderr,
-                "inception eval: warning: %zu detections have xmax < xmin or ymax < ymin (first at %s); evaluated "
-                "as the devkit does (--strict rejects them)\n",
-                dets.inverted_boxes, dets.first_inverted);
-    if (eval_run(&gt, &dets, &bl, iou > 0 ? EVAL_VOC : EVAL_ILSVRC, &r, &e)) goto done;
+    int rc = load_inputs(&o, &gt, &bl, &dets, &e) ||
+             eval_run(&gt, &dets, &bl, o.iou > 0 ? EVAL_VOC : EVAL_ILSVRC, &r, &e) ? -1 : 0;
     double t1 = now_seconds();
-
-    eval_print_table(report, &r, &gt.classes);
-    if (json_out && eval_write_json(json_out, &r, &gt.classes, &e)) goto done;
-    if (plot_out) {
-        if (plot_selection(plot_classes, &r, &gt.classes, &which, &n_which, &e)) goto done;
-        if (eval_plot_pr(plot_out, &r, &gt.classes, which, n_which, &e)) goto done;
-    }
-    if (!quiet)
+    if (!rc) rc = write_reports(&o, &r, &gt.classes, &e);
+    if (!rc && !o.quiet)
         fprintf(stderr, "inception eval: %zu detections, %d images, %d classes evaluated in %.3f s\n", dets.d.len,
                 gt.n_images, gt.classes.n, t1 - t0);
-    status = 0;
-done:
-    if (status == 1) cli_fail("eval", &e);
-    free(which);
     eval_result_free(&r);
     blacklist_free(&bl);
     dets_free(&dets);
     gt_free(&gt);
-    class_map_free(&classes);
-    return status;
+    return rc ? cli_fail("eval", &e) : 0;
 }

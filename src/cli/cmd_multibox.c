@@ -3,10 +3,8 @@
 #include <getopt.h>
 #include <libxml/parser.h>
 #include <limits.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli.h"
 #include "data.h"
@@ -57,16 +55,6 @@ static void priors_usage(FILE *f) {
             "  --quiet               no progress on stderr\n");
 }
 
-// "dir/name" + suffix. Caller frees.
-static char *join_suffix(const char *dir, const char *name, const char *suffix) {
-    size_t n = strlen(name) + strlen(suffix) + 1;
-    char *file = xmalloc(n);
-    snprintf(file, n, "%s%s", name, suffix);
-    char *path = path_join(dir, file);
-    free(file);
-    return path;
-}
-
 typedef struct {
     VEC(float) box; // (n, 4) normalised, clipped
     int images, objects, clipped, empty;
@@ -80,7 +68,7 @@ static int collect(const char *ann_dir, const char *img_dir, const ImageList *li
     progress_init(&pr, "annotations", (int64_t)list->len, "xml", quiet);
     int rc = 0;
     for (size_t i = 0; i < list->len && !rc; i++) {
-        char *xml = join_suffix(ann_dir, list->data[i].name, ".xml");
+        char *xml = annotation_xml_path(ann_dir, list->data[i].name);
         Annotation a;
         if (annotation_load(xml, &a, e)) {
             free(xml);
@@ -118,10 +106,18 @@ static int collect(const char *ann_dir, const char *img_dir, const ImageList *li
     return rc;
 }
 
+static const char *CMD = "multibox priors";
+
+typedef struct {
+    const char *data, *list, *ann, *images, *output;
+    long k, seed, max_iter;
+    bool quiet;
+} PriorsOptions;
+
 enum { OPT_SEED = 256, OPT_MAXITER, OPT_LIST, OPT_ANN, OPT_IMAGES, OPT_QUIET, OPT_HELP };
 
-static int cmd_priors(int argc, char **argv) {
-    static const char *CMD = "multibox priors";
+// Returns 0 to run, 2 on a usage error, 1 when --help was printed.
+static int priors_parse(int argc, char **argv, PriorsOptions *o) {
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'},          {"seed", required_argument, 0, OPT_SEED},
         {"max-iter", required_argument, 0, OPT_MAXITER}, {"list", required_argument, 0, OPT_LIST},
@@ -129,107 +125,99 @@ static int cmd_priors(int argc, char **argv) {
         {"quiet", no_argument, 0, OPT_QUIET},           {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0},
     };
-    const char *output = NULL, *list = NULL, *ann = NULL, *images = NULL;
-    long k = 0, seed = 1, max_iter = 300;
-    bool quiet = false;
+    *o = (PriorsOptions){.seed = 1, .max_iter = 300};
     optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "k:o:h", opts, NULL)) != -1) {
+    for (int c; (c = getopt_long(argc, argv, "k:o:h", opts, NULL)) != -1;) {
         switch (c) {
-        case 'k':
-            if (!cli_parse_int(CMD, "-k", optarg, 1, 1 << 20, &k)) return 2;
-            break;
-        case 'o': output = optarg; break;
-        case OPT_SEED:
-            if (!cli_parse_int(CMD, "--seed", optarg, 0, LONG_MAX, &seed)) return 2;
-            break;
-        case OPT_MAXITER:
-            if (!cli_parse_int(CMD, "--max-iter", optarg, 1, 1000000, &max_iter)) return 2;
-            break;
-        case OPT_LIST: list = optarg; break;
-        case OPT_ANN: ann = optarg; break;
-        case OPT_IMAGES: images = optarg; break;
-        case OPT_QUIET: quiet = true; break;
+        case 'k': CLI_INT(CMD, "-k", 1, 1 << 20, o->k); break;
+        case 'o': o->output = optarg; break;
+        case OPT_SEED: CLI_INT(CMD, "--seed", 0, LONG_MAX, o->seed); break;
+        case OPT_MAXITER: CLI_INT(CMD, "--max-iter", 1, 1000000, o->max_iter); break;
+        case OPT_LIST: o->list = optarg; break;
+        case OPT_ANN: o->ann = optarg; break;
+        case OPT_IMAGES: o->images = optarg; break;
+        case OPT_QUIET: o->quiet = true; break;
         case 'h':
-        case OPT_HELP: priors_usage(stdout); return 0;
+        case OPT_HELP: priors_usage(stdout); return 1;
         default: return cli_usage_error(CMD, "unknown option");
         }
     }
-    const char *data = optind < argc ? argv[optind] : NULL;
+    o->data = optind < argc ? argv[optind] : NULL;
     if (optind + 1 < argc) return cli_usage_error(CMD, "one DATA set, got '%s' too", argv[optind + 1]);
-    if (data && (list || ann)) return cli_usage_error(CMD, "give DATA or --list with --annotations, not both");
-    if (!data && !(list && ann)) return cli_usage_error(CMD, "no data: give DATA, or --list with --annotations");
-    if (!k) return cli_usage_error(CMD, "-k K is required");
-    if (!output) return cli_usage_error(CMD, "-o FILE is required");
+    if (o->data && (o->list || o->ann))
+        return cli_usage_error(CMD, "give DATA or --list with --annotations, not both");
+    if (!o->data && !(o->list && o->ann))
+        return cli_usage_error(CMD, "no data: give DATA, or --list with --annotations");
+    if (!o->k) return cli_usage_error(CMD, "-k K is required");
+    if (!o->output) return cli_usage_error(CMD, "-o FILE is required");
+    return 0;
+}
 
-    // Where the annotations and images are, and which of them.
+// Where the annotations and images are, and which of them: DATA's layout, or --list with --annotations.
+static int priors_locate(const PriorsOptions *o, DetLayout *lay, ImageList *names, char **source, Err *e) {
+    if (!o->data) {
+        *lay = (DetLayout){xstrdup(o->ann), o->images ? xstrdup(o->images) : NULL};
+        size_t n = strlen(o->list) + strlen(o->ann) + 32;
+        *source = xmalloc(n);
+        snprintf(*source, n, "%s (annotations %s)", o->list, o->ann);
+        return image_list_load(o->list, names, e);
+    }
+    *source = xstrdup(o->data);
+    bool dir = path_is_dir(o->data);
+    if (!dir && !path_is_file(o->data)) return err_set(e, "%s: no such file or directory", o->data);
+    *lay = dir ? det_layout_voc(o->data) : det_layout_of_list(o->data);
+    if (o->images) free(lay->img_dir), lay->img_dir = xstrdup(o->images);
+    if (!path_is_dir(lay->ann_dir))
+        return dir ? err_set(e, "%s: no Annotations directory (expected a VOC-layout ROOT or "
+                                "ROOT/ImageSets/Main/LIST.txt)", o->data)
+                   : err_set(e, "%s: a list of image names, but %s is not a directory (expected the VOC layout "
+                                "ROOT/ImageSets/Main/LIST.txt with ROOT/Annotations and ROOT/JPEGImages)", o->data,
+                             lay->ann_dir);
+    return dir ? image_list_from_dir(lay->ann_dir, ".xml", names, e) : image_list_load(o->data, names, e);
+}
+
+static void priors_report(const PriorsOptions *o, const MultiboxPriors *pri, const MultiboxFitStats *st,
+                          const Collected *col, int n) {
+    fprintf(stderr, "inception %s: %d boxes from %d images (%d clipped to their image, %d empty after "
+                    "clipping: skipped)\n", CMD, n, col->images, col->clipped, col->empty);
+    if (pri->k < st->k_requested)
+        fprintf(stderr, "inception %s: warning: only %d distinct boxes: %d priors, not %d\n", CMD, pri->k, pri->k,
+                st->k_requested);
+    fprintf(stderr, "inception %s: %d priors (seed %ld, %s after %d iterations, %d empty clusters re-seeded); "
+                    "mean best IoU of the boxes with a prior %.4f\n", CMD, pri->k, o->seed,
+            st->converged ? "converged" : "stopped at --max-iter", st->iterations, st->reseeded, pri->mean_best_iou);
+}
+
+static int cmd_priors(int argc, char **argv) {
+    PriorsOptions o;
+    int status = priors_parse(argc, argv, &o);
+    if (status) return status == 1 ? 0 : status;
     Err e;
     ImageList names = {0};
-    char *ann_dir = NULL, *img_dir = NULL, *source = NULL;
-    int rc = 0;
-    if (data) {
-        char *root = NULL;
-        if (path_is_dir(data)) {
-            root = xstrdup(data);
-            ann_dir = path_join(root, "Annotations");
-            if (!path_is_dir(ann_dir))
-                rc = err_set(&e, "%s: no Annotations directory (expected a VOC-layout ROOT or "
-                                 "ROOT/ImageSets/Main/LIST.txt)", data);
-            else if (image_list_from_dir(ann_dir, ".xml", &names, &e)) rc = -1;
-        } else if (path_is_file(data)) {
-            // ROOT/ImageSets/Main/LIST.txt: the set's root is three levels up.
-            char *a = path_dirname(data), *b = path_dirname(a);
-            root = path_dirname(b);
-            free(a), free(b);
-            ann_dir = path_join(root, "Annotations");
-            if (!path_is_dir(ann_dir))
-                rc = err_set(&e, "%s: a list of image names, but %s is not a directory (expected the VOC layout "
-                                 "ROOT/ImageSets/Main/LIST.txt with ROOT/Annotations and ROOT/JPEGImages)", data,
-                             ann_dir);
-            else if (image_list_load(data, &names, &e)) rc = -1;
-        } else {
-            rc = err_set(&e, "%s: no such file or directory", data);
-        }
-        img_dir = images ? xstrdup(images) : root ? path_join(root, "JPEGImages") : NULL;
-        source = xstrdup(data);
-        free(root);
-    } else {
-        ann_dir = xstrdup(ann);
-        img_dir = images ? xstrdup(images) : NULL;
-        if (image_list_load(list, &names, &e)) rc = -1;
-        size_t n = strlen(list) + strlen(ann) + 32;
-        source = xmalloc(n);
-        snprintf(source, n, "%s (annotations %s)", list, ann);
-    }
-
+    DetLayout lay = {0};
+    char *source = NULL;
     Collected col = {0};
     MultiboxPriors pri = {0};
     MultiboxFitStats st;
-    if (!rc) rc = collect(ann_dir, img_dir, &names, quiet, &col, &e);
+    int rc = priors_locate(&o, &lay, &names, &source, &e) ||
+             collect(lay.ann_dir, lay.img_dir, &names, o.quiet, &col, &e) ? -1 : 0;
     int n = (int)(col.box.len / 4);
     if (!rc && n == 0)
         rc = err_set(&e, "%s: no boxes to cluster (%d images, %d objects, %d empty after clipping)", source,
                      col.images, col.objects, col.empty);
-    if (!rc) rc = multibox_priors_fit(col.box.data, n, (int)k, (uint64_t)seed, (int)max_iter, quiet, &pri, &st, &e);
+    if (!rc) rc = multibox_priors_fit(col.box.data, n, (int)o.k, (uint64_t)o.seed, (int)o.max_iter, o.quiet, &pri,
+                                      &st, &e);
     if (!rc) {
         free(pri.source);
         pri.source = xstrdup(source);
-        rc = multibox_priors_write(output, &pri, &e);
+        rc = multibox_priors_write(o.output, &pri, &e);
     }
-    if (!rc) {
-        fprintf(stderr, "inception %s: %d boxes from %d images (%d clipped to their image, %d empty after "
-                        "clipping: skipped)\n", CMD, n, col.images, col.clipped, col.empty);
-        if (pri.k < st.k_requested)
-            fprintf(stderr, "inception %s: warning: only %d distinct boxes: %d priors, not %d\n", CMD, pri.k, pri.k,
-                    st.k_requested);
-        fprintf(stderr, "inception %s: %d priors (seed %ld, %s after %d iterations, %d empty clusters re-seeded); "
-                        "mean best IoU of the boxes with a prior %.4f\n", CMD, pri.k, seed,
-                st.converged ? "converged" : "stopped at --max-iter", st.iterations, st.reseeded, pri.mean_best_iou);
-    }
+    if (!rc) priors_report(&o, &pri, &st, &col, n);
     multibox_priors_free(&pri);
     free(col.box.data);
     image_list_free(&names);
-    free(ann_dir), free(img_dir), free(source);
+    det_layout_free(&lay);
+    free(source);
     xmlCleanupParser();
     return rc ? cli_fail(CMD, &e) : 0;
 }

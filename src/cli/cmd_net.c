@@ -6,35 +6,37 @@
 #include "classifier.h"
 #include "cli.h"
 
-int cmd_forward(int argc, char **argv) {
+typedef struct {
+    const char *config, *weights, *input, *output, *layer;
+    Precision precision;
+    long batch, threads;
+    bool quiet;
+} ForwardOptions;
+
+// Returns 0 to run, 2 on a usage error, 1 when --help was printed.
+static int forward_parse(int argc, char **argv, ForwardOptions *o) {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"weights", required_argument, NULL, 'w'},
         {"input", required_argument, NULL, 'i'},  {"output", required_argument, NULL, 'o'},
         {"batch", required_argument, NULL, 'b'},  {"layer", required_argument, NULL, 'l'},
         {"threads", required_argument, NULL, 't'}, {"quiet", no_argument, NULL, 'q'},
         {"precision", required_argument, NULL, 'p'}, {"help", no_argument, NULL, 'h'}, {0}};
-    const char *config = NULL, *weights = NULL, *input = NULL, *output = NULL, *layer = NULL;
-    Precision precision = PRECISION_FP32;
+    *o = (ForwardOptions){.precision = PRECISION_FP32, .batch = 16};
     Err e;
-    long batch = 16, threads = 0;
-    bool quiet = false;
-    int c;
-    while ((c = getopt_long(argc, argv, "c:w:i:o:b:l:t:qh", opts, NULL)) != -1) {
+    optind = 1;
+    for (int c; (c = getopt_long(argc, argv, "c:w:i:o:b:l:t:qh", opts, NULL)) != -1;) {
         switch (c) {
-        case 'c': config = optarg; break;
-        case 'w': weights = optarg; break;
-        case 'i': input = optarg; break;
-        case 'o': output = optarg; break;
-        case 'l': layer = optarg; break;
-        case 'q': quiet = true; break;
-        case 'b':
-            if (!cli_parse_int("forward", "--batch", optarg, 1, 4096, &batch)) return 2;
-            break;
-        case 't':
-            if (!cli_parse_int("forward", "--threads", optarg, 1, 64, &threads)) return 2;
-            break;
+        case 'c': o->config = optarg; break;
+        case 'w': o->weights = optarg; break;
+        case 'i': o->input = optarg; break;
+        case 'o': o->output = optarg; break;
+        case 'l': o->layer = optarg; break;
+        case 'q': o->quiet = true; break;
+        case 'b': CLI_INT("forward", "--batch", 1, 4096, o->batch); break;
+        case 't': CLI_INT("forward", "--threads", 1, 64, o->threads); break;
         case 'p':
-            if (precision_parse(optarg, "--precision", &precision, &e)) return cli_usage_error("forward", "%s", e.msg);
+            if (precision_parse(optarg, "--precision", &o->precision, &e))
+                return cli_usage_error("forward", "%s", e.msg);
             break;
         case 'h':
             printf("usage: inception forward --config C --weights W --input X.npy --output Y.npy [--batch N]\n"
@@ -47,71 +49,85 @@ int cmd_forward(int argc, char **argv) {
                    "(default: one per CPU). --precision bf16 (CPUs with AVX512-BF16) rounds the weights and each\n"
                    "layer's input to bfloat16 for the convolutions and linear layers, summing in fp32: faster, and\n"
                    "about 2-3 significant digits (results/forward.md); fp32 is the default.\n");
-            return 0;
+            return 1;
         default: return cli_usage_error("forward", "unknown option");
         }
     }
     if (optind != argc) return cli_usage_error("forward", "unexpected argument '%s'", argv[optind]);
-    if (!config || !weights || !input || !output)
+    if (!o->config || !o->weights || !o->input || !o->output)
         return cli_usage_error("forward", "--config, --weights, --input and --output are required");
-    Net net;
-    if (net_create_for_weights(&net, config, weights, NULL, &e)) return cli_fail("forward", &e);
-    if (threads) net.threads = (int)threads;
-    if (net_set_precision(&net, precision, &e)) {
-        net_free(&net);
-        return cli_fail("forward", &e);
-    }
-    NpyArray x = {0};
-    float *out = NULL;
-    int rc = 1;
+    return 0;
+}
+
+// The network with its weights, and the value to read: --layer's, or the logits.
+static int forward_open(const ForwardOptions *o, Net *net, View *view, Err *e) {
+    if (net_create_for_weights(net, o->config, o->weights, NULL, e)) return -1;
+    if (o->threads) net->threads = (int)o->threads;
     bool has_aux = false;
-    if (weights_load(&net, weights, &has_aux, &e)) goto fail;
-    const NetConfig *cfg = net.cfg;
-    View view = {net.logits, 0, net.value[net.logits].c};
-    if (layer && !net_find_view(&net, layer, &view)) {
-        err_set(&e, "no layer or value named '%s' in %s", layer, config);
-        goto fail;
-    }
-    const Value *val = &net.value[view.v];
-    const char *name = layer ? layer : val->name;
-    if (val->aux && !has_aux) {
-        err_set(&e, "%s: '%s' belongs to an auxiliary head, and these weights have none", weights, layer);
-        goto fail;
-    }
-    size_t per_image = (size_t)cfg->channels * cfg->input * cfg->input;
-    if (npy_load(input, (size_t)2 << 30, &x, &e)) goto fail; // 8 GiB of input at most
-    int64_t n = x.ndim == 4 ? x.shape[0] : 1;
-    bool shape_ok = (x.ndim == 4 || x.ndim == 3) && x.shape[x.ndim - 3] == cfg->channels &&
-                    x.shape[x.ndim - 2] == cfg->input && x.shape[x.ndim - 1] == cfg->input && n > 0;
-    if (!shape_ok) {
-        err_set(&e, "%s: expected a float32 array (N, %d, %d, %d) for config %s", input, cfg->channels, cfg->input,
-                cfg->input, config);
-        goto fail;
-    }
-    size_t out_per_image = (size_t)view.c * val->h * val->w, out_floats;
-    if (!size_mul_ok(out_per_image, (size_t)n, &out_floats) || out_floats > ((size_t)2 << 30)) {
-        err_set(&e, "%s: the output, %lld x %zu floats, is over the 8 GiB limit (run fewer images at a time)", output,
-                (long long)n, out_per_image);
-        goto fail;
-    }
-    out = xmalloc(out_floats * sizeof(float));
-    int b = (int)(batch < n ? batch : n);
-    if (net_plan(&net, b, layer != NULL, val->aux, &e)) goto fail;
+    if (net_set_precision(net, o->precision, e) || weights_load(net, o->weights, &has_aux, e)) return -1;
+    *view = (View){net->logits, 0, net->value[net->logits].c};
+    if (o->layer && !net_find_view(net, o->layer, view))
+        return err_set(e, "no layer or value named '%s' in %s", o->layer, o->config);
+    if (net->value[view->v].aux && !has_aux)
+        return err_set(e, "%s: '%s' belongs to an auxiliary head, and these weights have none", o->weights, o->layer);
+    return 0;
+}
+
+// X, checked against the config's input, and room for its outputs.
+static int forward_input(const ForwardOptions *o, const Net *net, const View *view, NpyArray *x, float **out,
+                         Err *e) {
+    const NetConfig *cfg = net->cfg;
+    const Value *val = &net->value[view->v];
+    if (npy_load(o->input, (size_t)2 << 30, x, e)) return -1; // 8 GiB of input at most
+    int64_t n = x->ndim == 4 ? x->shape[0] : 1;
+    bool shape_ok = (x->ndim == 4 || x->ndim == 3) && x->shape[x->ndim - 3] == cfg->channels &&
+                    x->shape[x->ndim - 2] == cfg->input && x->shape[x->ndim - 1] == cfg->input && n > 0;
+    if (!shape_ok)
+        return err_set(e, "%s: expected a float32 array (N, %d, %d, %d) for config %s", o->input, cfg->channels,
+                       cfg->input, cfg->input, o->config);
+    size_t out_per_image = (size_t)view->c * val->h * val->w, out_floats;
+    if (!size_mul_ok(out_per_image, (size_t)n, &out_floats) || out_floats > ((size_t)2 << 30))
+        return err_set(e, "%s: the output, %lld x %zu floats, is over the 8 GiB limit (run fewer images at a time)",
+                       o->output, (long long)n, out_per_image);
+    *out = xmalloc(out_floats * sizeof(float));
+    return 0;
+}
+
+// The n images of x through the network, --batch at a time, the view's values into out and then the file.
+static int forward_run(const ForwardOptions *o, Net *net, const View *view, const NpyArray *x, float *out, Err *e) {
+    const Value *val = &net->value[view->v];
+    const char *name = o->layer ? o->layer : val->name;
+    size_t per_image = (size_t)net->cfg->channels * net->cfg->input * net->cfg->input;
+    size_t out_per_image = (size_t)view->c * val->h * val->w;
+    int64_t n = x->ndim == 4 ? x->shape[0] : 1;
+    int b = (int)(o->batch < n ? o->batch : n);
+    if (net_plan(net, b, o->layer != NULL, val->aux, e)) return -1;
     Progress pr;
-    progress_init(&pr, "forward", n, "img", quiet);
+    progress_init(&pr, "forward", n, "img", o->quiet);
     for (int64_t i = 0; i < n; i += b) {
         int m = (int)(n - i < b ? n - i : b);
-        if (m != net.batch && net_plan(&net, m, layer != NULL, val->aux, &e)) goto fail;
-        if (net_forward(&net, x.data + (size_t)i * per_image, m, &e)) goto fail;
-        if (net_read(&net, name, out + (size_t)i * out_per_image, &e)) goto fail;
+        if ((m != net->batch && net_plan(net, m, o->layer != NULL, val->aux, e)) ||
+            net_forward(net, x->data + (size_t)i * per_image, m, e) ||
+            net_read(net, name, out + (size_t)i * out_per_image, e))
+            return -1;
         progress_add(&pr, m);
     }
     progress_finish(&pr);
-    int64_t shape[4] = {n, view.c, val->h, val->w};
-    if (npy_save(output, out, val->flat ? 2 : 4, shape, &e)) goto fail;
-    rc = 0;
-fail:
-    if (rc) cli_fail("forward", &e);
+    int64_t shape[4] = {n, view->c, val->h, val->w};
+    return npy_save(o->output, out, val->flat ? 2 : 4, shape, e);
+}
+
+int cmd_forward(int argc, char **argv) {
+    ForwardOptions o;
+    int status = forward_parse(argc, argv, &o);
+    if (status) return status == 1 ? 0 : status;
+    Err e;
+    Net net = {0};
+    View view;
+    NpyArray x = {0};
+    float *out = NULL;
+    int rc = forward_open(&o, &net, &view, &e) || forward_input(&o, &net, &view, &x, &out, &e) ||
+             forward_run(&o, &net, &view, &x, out, &e) ? cli_fail("forward", &e) : 0;
     free(out);
     npy_free(&x);
     net_free(&net);
@@ -169,13 +185,11 @@ int cmd_classify(int argc, char **argv) {
         case 'l': labels = optarg; break;
         case 'q': quiet = true; break;
         case 'n':
-            if (!cli_parse_int("classify", "--crops", optarg, 1, 144, &crops)) return 2;
+            CLI_INT("classify", "--crops", 1, 144, crops);
             if (crops != 1 && crops != 10 && crops != 144)
                 return cli_usage_error("classify", "--crops must be 1, 10 or 144");
             break;
-        case 'b':
-            if (!cli_parse_int("classify", "--batch", optarg, 1, 1024, &batch)) return 2;
-            break;
+        case 'b': CLI_INT("classify", "--batch", 1, 1024, batch); break;
         case 'p':
             if (precision_parse(optarg, "--precision", &precision, &e)) return cli_usage_error("classify", "%s", e.msg);
             break;

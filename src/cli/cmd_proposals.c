@@ -1,7 +1,6 @@
 // inception proposals: Selective Search boxes for a list of images, as JSON; with --eval, their quality against
 // ground-truth XML (recall at IoU 0.5 / 0.7, ABO, MABO, the recall-vs-count curve).
 #include <getopt.h>
-#include <jansson.h>
 #include <libxml/parser.h>
 #include <limits.h>
 #include <math.h>
@@ -68,14 +67,6 @@ static void usage(FILE *f) {
             "  --label TEXT          name of the run in the plot and the report\n");
 }
 
-typedef VEC(char *) StrVec;
-
-static void strvec_free(StrVec *v) {
-    for (size_t i = 0; i < v->len; i++) free(v->data[i]);
-    free(v->data);
-    *v = (StrVec){0};
-}
-
 // Without --max-side, an image over the proposals limit is refused from its header, before decoding it.
 static int too_large(const char *file, const ProposalParams *p, Err *e) {
     int w, h;
@@ -105,81 +96,19 @@ static int eval_image(Eval *ev, const char *file, const Proposals *p, Err *e) {
     return 0;
 }
 
-static const int CURVE_N[] = {1, 2, 5, 10, 20, 50, 100, 200, 300, 500, 1000, 1500, 2000, 3000, 5000, 10000};
-#define N_CURVE (int)(sizeof CURVE_N / sizeof CURVE_N[0])
-
 static int eval_finish(Eval *ev, const char *setting, Err *e) {
-    PropEvalSummary s;
-    prop_eval_summary(&ev->ev, &s);
-    fprintf(ev->out, "%s\n", ev->label ? ev->label : "proposals");
-    fprintf(ev->out, "  setting            %s\n", setting);
-    fprintf(ev->out, "  images             %d\n", s.n_images);
-    fprintf(ev->out, "  ground-truth boxes %d (%d classes%s)\n", s.n_gt, s.n_classes,
-            ev->difficult ? ", difficult included" : ", difficult ignored");
-    fprintf(ev->out, "  proposals/image    %.1f\n", s.proposals_per_image);
-    if (isfinite(s.seconds_per_image)) fprintf(ev->out, "  seconds/image      %.4f\n", s.seconds_per_image);
-    else fprintf(ev->out, "  seconds/image      (not recorded)\n");
-    fprintf(ev->out, "  recall@0.5         %.4f\n", s.recall50);
-    fprintf(ev->out, "  recall@0.7         %.4f\n", s.recall70);
-    fprintf(ev->out, "  ABO                %.4f\n", s.abo);
-    fprintf(ev->out, "  MABO               %.4f\n", s.mabo);
-    fprintf(ev->out, "  recall@0.5 / @0.7 with the best N proposals per image:\n");
-    for (int i = 0; i < N_CURVE && (i == 0 || CURVE_N[i - 1] < ev->ev.max_proposals); i++)
-        fprintf(ev->out, "    N = %-6d %.4f / %.4f\n", CURVE_N[i], prop_eval_recall_at(&ev->ev, 0.5, CURVE_N[i]),
-                prop_eval_recall_at(&ev->ev, 0.7, CURVE_N[i]));
+    prop_eval_print(&ev->ev, ev->label, setting, ev->out);
     if (ev->plot && prop_eval_plot(&ev->ev, ev->label ? ev->label : setting, ev->plot, e)) return -1;
-    if (ev->report) {
-        json_t *o = json_object(), *curve = json_array();
-        json_object_set_new(o, "label", json_string(ev->label ? ev->label : ""));
-        json_object_set_new(o, "setting", json_string(setting));
-        json_object_set_new(o, "images", json_integer(s.n_images));
-        json_object_set_new(o, "gt_boxes", json_integer(s.n_gt));
-        json_object_set_new(o, "difficult_included", json_boolean(ev->difficult));
-        json_object_set_new(o, "proposals_per_image", json_real(s.proposals_per_image));
-        json_object_set_new(o, "seconds_per_image", isfinite(s.seconds_per_image) ? json_real(s.seconds_per_image)
-                                                                                : json_null());
-        json_object_set_new(o, "recall50", json_real(s.recall50));
-        json_object_set_new(o, "recall70", json_real(s.recall70));
-        json_object_set_new(o, "abo", json_real(s.abo));
-        json_object_set_new(o, "mabo", json_real(s.mabo));
-        for (int i = 0; i < N_CURVE; i++) {
-            json_t *pt = json_object();
-            json_object_set_new(pt, "n", json_integer(CURVE_N[i]));
-            json_object_set_new(pt, "recall50", json_real(prop_eval_recall_at(&ev->ev, 0.5, CURVE_N[i])));
-            json_object_set_new(pt, "recall70", json_real(prop_eval_recall_at(&ev->ev, 0.7, CURVE_N[i])));
-            json_array_append_new(curve, pt);
-        }
-        json_object_set_new(o, "curve", curve);
-        char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        json_decref(o);
-        int rc = write_file_atomic(ev->report, text, strlen(text), e);
-        free(text);
-        if (rc) return -1;
-    }
-    return 0;
+    return ev->report ? prop_eval_write_json(&ev->ev, ev->label, setting, ev->report, e) : 0;
 }
 
 // --multibox: a MultiBox network's best boxes join Selective Search's (the detector's proposals), or replace them.
 typedef struct {
-    const char *weights, *config, *top_arg;
-    int top;
-    bool only, loaded;
+    const char *weights, *config;
+    long top;
+    bool top_given, only, loaded;
     Net net;
 } MultiboxOption;
-
-// An image's proposals: Selective Search, then MultiBox's boxes when asked, exact duplicates dropped.
-static int propose(const Image *im, const ProposalParams *p, MultiboxOption *mb, Proposals *out, Err *e) {
-    Proposals ss = {0}, boxes = {0};
-    double t0 = now_seconds();
-    if (!(mb->loaded && mb->only) && proposals_compute(im, p, &ss, e)) return -1;
-    if (!mb->loaded) return *out = ss, 0;
-    if (multibox_propose(&mb->net, &im, 1, mb->top, &boxes, e)) return proposals_free(&ss), -1;
-    proposals_merge(&ss, boxes.box, boxes.n, out, NULL);
-    out->seconds = now_seconds() - t0;
-    proposals_free(&ss);
-    proposals_free(&boxes);
-    return 0;
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // computing over a list: every process (one, or each of an mpirun job) proposes for the images a farm hands it;
@@ -209,7 +138,10 @@ static char SKIPPED_LINE[] = "";
 static int compute_image(Compute *k, const char *file, char **line, Err *e) {
     Image im = {0};
     Proposals props = {0};
-    int rc = too_large(file, k->p, e) || image_load(file, &im, e) || propose(&im, k->p, k->mb, &props, e) ? -1 : 0;
+    MultiboxOption *mb = k->mb;
+    Net *net = mb->loaded ? &mb->net : NULL;
+    int rc = too_large(file, k->p, e) || image_load(file, &im, e) ||
+             detect_propose(&im, mb->only ? NULL : k->p, net, (int)mb->top, &props, e) ? -1 : 0;
     if (!rc && k->ev->on) rc = eval_image(k->ev, file, &props, e);
     if (!rc && k->lines) rc = (*line = proposals_json_line(file, im.w, im.h, &props, e)) ? 0 : -1;
     image_free(&im);
@@ -281,190 +213,226 @@ static int compute_all(Compute *k, Err *e) {
     return rc;
 }
 
+typedef struct {
+    const char *list, *root, *ext, *config, *mode, *output;
+    double kscale;                                  // NaN, and -1 below: not given (the config's or the mode's)
+    long max, maxside, minbox, seed, threads;
+    long shard_i, shard_n;
+    bool quiet, keep_going, resume;
+    Eval ev;
+    VEC(const char *) from;
+    MultiboxOption mb;
+    ProposalParams p;
+    ImageList images;
+} Options;
+
 enum {
     OPT_LIST = 256, OPT_ROOT, OPT_EXT, OPT_SHARD, OPT_CONFIG, OPT_MODE, OPT_KSCALE, OPT_MAX, OPT_MAXSIDE, OPT_MINBOX,
     OPT_SEED, OPT_THREADS, OPT_QUIET, OPT_KEEPGOING, OPT_EVAL, OPT_ANN, OPT_FROM, OPT_DIFFICULT, OPT_PLOT,
     OPT_REPORT, OPT_LABEL, OPT_HELP, OPT_MB, OPT_MBCFG, OPT_MBTOP, OPT_MBONLY, OPT_RESUME
 };
 
-int cmd_proposals(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"list", required_argument, 0, OPT_LIST},       {"root", required_argument, 0, OPT_ROOT},
-        {"ext", required_argument, 0, OPT_EXT},         {"shard", required_argument, 0, OPT_SHARD},
-        {"config", required_argument, 0, OPT_CONFIG},   {"mode", required_argument, 0, OPT_MODE},
-        {"k-scale", required_argument, 0, OPT_KSCALE},  {"max", required_argument, 0, OPT_MAX},
-        {"max-side", required_argument, 0, OPT_MAXSIDE}, {"min-box", required_argument, 0, OPT_MINBOX},
-        {"seed", required_argument, 0, OPT_SEED},       {"threads", required_argument, 0, OPT_THREADS},
-        {"output", required_argument, 0, 'o'},          {"quiet", no_argument, 0, OPT_QUIET},
-        {"keep-going", no_argument, 0, OPT_KEEPGOING},  {"eval", no_argument, 0, OPT_EVAL},
-        {"annotations", required_argument, 0, OPT_ANN}, {"from", required_argument, 0, OPT_FROM},
-        {"difficult", no_argument, 0, OPT_DIFFICULT},   {"plot", required_argument, 0, OPT_PLOT},
-        {"report", required_argument, 0, OPT_REPORT},   {"label", required_argument, 0, OPT_LABEL},
-        {"help", no_argument, 0, OPT_HELP},             {"multibox", required_argument, 0, OPT_MB},
-        {"multibox-config", required_argument, 0, OPT_MBCFG}, {"multibox-top", required_argument, 0, OPT_MBTOP},
-        {"multibox-only", no_argument, 0, OPT_MBONLY},  {"resume", no_argument, 0, OPT_RESUME},
-        {0, 0, 0, 0},
-    };
-    const char *list = NULL, *root = NULL, *ext = NULL, *config = NULL, *mode = NULL, *output = NULL;
-    const char *kscale = NULL, *max = NULL, *maxside = NULL, *minbox = NULL, *seed = NULL, *threads = NULL;
-    long shard_i = 0, shard_n = 1;
-    bool quiet = false, keep_going = false, resume = false;
-    Eval ev = {0};
-    StrVec from = {0};
-    MultiboxOption mb = {.top = 200};
+static const struct option OPTS[] = {
+    {"list", required_argument, 0, OPT_LIST},       {"root", required_argument, 0, OPT_ROOT},
+    {"ext", required_argument, 0, OPT_EXT},         {"shard", required_argument, 0, OPT_SHARD},
+    {"config", required_argument, 0, OPT_CONFIG},   {"mode", required_argument, 0, OPT_MODE},
+    {"k-scale", required_argument, 0, OPT_KSCALE},  {"max", required_argument, 0, OPT_MAX},
+    {"max-side", required_argument, 0, OPT_MAXSIDE}, {"min-box", required_argument, 0, OPT_MINBOX},
+    {"seed", required_argument, 0, OPT_SEED},       {"threads", required_argument, 0, OPT_THREADS},
+    {"output", required_argument, 0, 'o'},          {"quiet", no_argument, 0, OPT_QUIET},
+    {"keep-going", no_argument, 0, OPT_KEEPGOING},  {"eval", no_argument, 0, OPT_EVAL},
+    {"annotations", required_argument, 0, OPT_ANN}, {"from", required_argument, 0, OPT_FROM},
+    {"difficult", no_argument, 0, OPT_DIFFICULT},   {"plot", required_argument, 0, OPT_PLOT},
+    {"report", required_argument, 0, OPT_REPORT},   {"label", required_argument, 0, OPT_LABEL},
+    {"help", no_argument, 0, OPT_HELP},             {"multibox", required_argument, 0, OPT_MB},
+    {"multibox-config", required_argument, 0, OPT_MBCFG}, {"multibox-top", required_argument, 0, OPT_MBTOP},
+    {"multibox-only", no_argument, 0, OPT_MBONLY},  {"resume", no_argument, 0, OPT_RESUME},
+    {0, 0, 0, 0},
+};
+
+// Returns 0 to run, 2 on a usage error, 1 when --help was printed.
+static int parse_flags(int argc, char **argv, Options *o) {
+    *o = (Options){.shard_n = 1, .kscale = NAN, .max = -1, .maxside = -1, .minbox = -1, .seed = -1, .threads = -1,
+                   .mb.top = 200};
     optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+    for (int c; (c = getopt_long(argc, argv, "o:h", OPTS, NULL)) != -1;) {
         switch (c) {
-        case OPT_LIST: list = optarg; break;
-        case OPT_ROOT: root = optarg; break;
-        case OPT_EXT: ext = optarg; break;
+        case OPT_LIST: o->list = optarg; break;
+        case OPT_ROOT: o->root = optarg; break;
+        case OPT_EXT: o->ext = optarg; break;
         case OPT_SHARD:
-            if (!cli_parse_shard(CMD, optarg, &shard_i, &shard_n)) {
-                strvec_free(&from);
-                return 2;
-            }
+            if (!cli_parse_shard(CMD, optarg, &o->shard_i, &o->shard_n)) return 2;
             break;
-        case OPT_CONFIG: config = optarg; break;
-        case OPT_MODE: mode = optarg; break;
-        case OPT_KSCALE: kscale = optarg; break;
-        case OPT_MAX: max = optarg; break;
-        case OPT_MAXSIDE: maxside = optarg; break;
-        case OPT_MINBOX: minbox = optarg; break;
-        case OPT_SEED: seed = optarg; break;
-        case OPT_THREADS: threads = optarg; break;
-        case 'o': output = optarg; break;
-        case OPT_QUIET: quiet = true; break;
-        case OPT_KEEPGOING: keep_going = true; break;
-        case OPT_EVAL: ev.on = true; break;
-        case OPT_ANN: ev.ann_dir = optarg; break;
-        case OPT_FROM: VEC_PUSH(&from, xstrdup(optarg)); break;
-        case OPT_DIFFICULT: ev.difficult = true; break;
-        case OPT_PLOT: ev.plot = optarg; break;
-        case OPT_REPORT: ev.report = optarg; break;
-        case OPT_LABEL: ev.label = optarg; break;
-        case OPT_MB: mb.weights = optarg; break;
-        case OPT_MBCFG: mb.config = optarg; break;
-        case OPT_MBTOP: mb.top_arg = optarg; break;
-        case OPT_MBONLY: mb.only = true; break;
-        case OPT_RESUME: resume = true; break;
+        case OPT_CONFIG: o->config = optarg; break;
+        case OPT_MODE: o->mode = optarg; break;
+        case OPT_KSCALE: CLI_NUMBER(CMD, "--k-scale", 1e-3, 1e3, o->kscale); break;
+        case OPT_MAX: CLI_INT(CMD, "--max", 0, INT_MAX, o->max); break;
+        case OPT_MAXSIDE: CLI_INT(CMD, "--max-side", 0, IMAGE_MAX_SIDE, o->maxside); break;
+        case OPT_MINBOX: CLI_INT(CMD, "--min-box", 0, IMAGE_MAX_SIDE, o->minbox); break;
+        case OPT_SEED: CLI_INT(CMD, "--seed", 0, LONG_MAX, o->seed); break;
+        case OPT_THREADS: CLI_INT(CMD, "--threads", 1, 256, o->threads); break;
+        case 'o': o->output = optarg; break;
+        case OPT_QUIET: o->quiet = true; break;
+        case OPT_KEEPGOING: o->keep_going = true; break;
+        case OPT_EVAL: o->ev.on = true; break;
+        case OPT_ANN: o->ev.ann_dir = optarg; break;
+        case OPT_FROM: VEC_PUSH(&o->from, optarg); break;
+        case OPT_DIFFICULT: o->ev.difficult = true; break;
+        case OPT_PLOT: o->ev.plot = optarg; break;
+        case OPT_REPORT: o->ev.report = optarg; break;
+        case OPT_LABEL: o->ev.label = optarg; break;
+        case OPT_MB: o->mb.weights = optarg; break;
+        case OPT_MBCFG: o->mb.config = optarg; break;
+        case OPT_MBTOP:
+            CLI_INT(CMD, "--multibox-top", 1, MULTIBOX_MAX_K, o->mb.top);
+            o->mb.top_given = true;
+            break;
+        case OPT_MBONLY: o->mb.only = true; break;
+        case OPT_RESUME: o->resume = true; break;
         case 'h':
-        case OPT_HELP: usage(stdout); strvec_free(&from); return 0;
-        default: strvec_free(&from); return cli_usage_error(CMD, "unknown option");
+        case OPT_HELP: usage(stdout); return 1;
+        default: return cli_usage_error(CMD, "unknown option");
         }
     }
+    return 0;
+}
 
-    // The setting: defaults, then the config file, then the mode, then the single values.
+// The setting: defaults, then the config file, then the mode, then the single values. 0, or the exit status.
+static int parse_setting(Options *o) {
+    ProposalParams *p = &o->p;
     Err e;
-    ProposalParams p;
-    proposals_params_default(&p);
-    long v;
-    double x;
-    int bad = 0;
-    if (config && proposals_params_load(&p, config, &e)) bad = cli_fail(CMD, &e);
-    if (!bad && mode && proposals_params_mode(&p, mode, &e)) bad = cli_usage_error(CMD, "%s", e.msg);
-    if (!bad && kscale) {
-        if (!cli_parse_double(CMD, "--k-scale", kscale, &x)) bad = 2;
-        else if (!(x >= 1e-3 && x <= 1e3)) bad = cli_usage_error(CMD, "--k-scale must be in [0.001, 1000]");
-        else p.k_scale = x;
-    }
-    if (!bad && max) bad = cli_parse_int(CMD, "--max", max, 0, INT_MAX, &v) ? (p.max_boxes = (int)v, 0) : 2;
-    if (!bad && maxside) bad = cli_parse_int(CMD, "--max-side", maxside, 0, IMAGE_MAX_SIDE, &v) ? (p.max_side = (int)v, 0) : 2;
-    if (!bad && minbox) bad = cli_parse_int(CMD, "--min-box", minbox, 0, IMAGE_MAX_SIDE, &v) ? (p.min_box = (int)v, 0) : 2;
-    if (!bad && seed) bad = cli_parse_int(CMD, "--seed", seed, 0, LONG_MAX, &v) ? (p.seed = (uint64_t)v, 0) : 2;
-    if (!bad && threads) bad = cli_parse_int(CMD, "--threads", threads, 1, 256, &v) ? (p.threads = (int)v, 0) : 2;
-    ImageList images = {0};
-    for (int i = optind; i < argc; i++) image_list_add(&images, argv[i], (int)images.len + 1);
-    if (!bad && list && image_list_append(&images, list, root, ext, &e)) bad = cli_fail(CMD, &e);
-    if (!bad && from.len && !ev.on) bad = cli_usage_error(CMD, "--from only makes sense with --eval");
-    if (!bad && from.len && images.len) bad = cli_usage_error(CMD, "give images or --from files, not both");
-    if (!bad && from.len && (shard_n > 1 || output)) bad = cli_usage_error(CMD, "--shard and -o need images, not --from");
-    if (!bad && !from.len && !images.len) bad = cli_usage_error(CMD, "no images");
-    if (!bad && !ev.on && !output) bad = cli_usage_error(CMD, "-o FILE is required (or use --eval)");
-    if (!bad && resume && (!output || ev.on))
-        bad = cli_usage_error(CMD, "--resume continues -o FILE without --eval (evaluate the finished file with --from)");
-    if (!bad && !ev.on && (ev.plot || ev.report || ev.ann_dir || ev.difficult))
-        bad = cli_usage_error(CMD, "--annotations, --plot, --report and --difficult need --eval");
-    if (!bad && !cli_report_stream(CMD, (const char *[]){output, ev.plot, ev.report}, 3, &ev.out)) bad = 2;
-    if (bad) {
-        image_list_free(&images);
-        strvec_free(&from);
-        return bad;
-    }
-    if (!bad && !mb.weights != !mb.config)
-        bad = cli_usage_error(CMD, "--multibox W and --multibox-config C go together");
-    if (!bad && (mb.only || mb.top_arg) && !mb.weights) bad = cli_usage_error(CMD, "--multibox-only and --multibox-top need --multibox");
-    if (!bad && mb.top_arg) bad = cli_parse_int(CMD, "--multibox-top", mb.top_arg, 1, MULTIBOX_MAX_K, &v) ? (mb.top = (int)v, 0) : 2;
-    if (!bad && mb.weights && multibox_load(mb.config, mb.weights, p.threads, &mb.net, &e)) bad = cli_fail(CMD, &e);
-    mb.loaded = !bad && mb.weights;
-    if (bad) {
-        image_list_free(&images);
-        strvec_free(&from);
-        return bad;
-    }
-    Cluster cl;
-    if (!bad && ((ev.on && cluster_launch_size() > 1) || (from.len && cluster_launch_size() > 1)))
-        bad = cli_usage_error(CMD, "--eval runs as one process: under mpirun write -o FILE, then evaluate it with "
-                                   "--eval --from FILE alone");
-    if (!bad && cluster_open(&cl, &e)) bad = cli_fail(CMD, &e);
-    if (bad) {
-        image_list_free(&images);
-        strvec_free(&from);
-        if (mb.loaded) net_free(&mb.net);
-        return bad;
-    }
-    quiet |= cl.rank > 0; // rank 0 speaks for the job
-    char setting[512];
-    proposals_params_describe(&p, setting, sizeof setting);
-    if (mb.loaded) { // the setting says what the boxes are
-        char extra[300];
-        snprintf(extra, sizeof extra, "multibox=%s top=%d", mb.weights, mb.top);
-        if (mb.only) snprintf(setting, sizeof setting, "%s", extra);
-        else snprintf(setting + strlen(setting), sizeof setting - strlen(setting), " + %s", extra);
-    }
-    prop_eval_init(&ev.ev, ev.difficult);
-    int rc = 0, skipped = 0;
+    proposals_params_default(p);
+    if (o->config && proposals_params_load(p, o->config, &e)) return cli_fail(CMD, &e);
+    if (o->mode && proposals_params_mode(p, o->mode, &e)) return cli_usage_error(CMD, "%s", e.msg);
+    if (!isnan(o->kscale)) p->k_scale = o->kscale;
+    if (o->max >= 0) p->max_boxes = (int)o->max;
+    if (o->maxside >= 0) p->max_side = (int)o->maxside;
+    if (o->minbox >= 0) p->min_box = (int)o->minbox;
+    if (o->seed >= 0) p->seed = (uint64_t)o->seed;
+    if (o->threads >= 0) p->threads = (int)o->threads;
+    return 0;
+}
 
-    if (from.len) { // evaluate existing proposals
-        ProposalsSet set = {0};
-        for (size_t i = 0; i < from.len && !rc; i++)
-            if (proposals_json_read(from.data[i], &set, &e)) rc = cli_fail(CMD, &e);
-        Progress pr;
-        progress_init(&pr, "eval", (int64_t)set.len, "img", quiet);
-        for (size_t i = 0; i < set.len && !rc; i++) {
-            if (eval_image(&ev, set.data[i].file, &set.data[i].p, &e)) rc = cli_fail(CMD, &e);
-            progress_add(&pr, 1);
-        }
-        if (!rc) progress_finish(&pr);
-        proposals_set_free(&set);
-        snprintf(setting, sizeof setting, "from %s%s", from.data[0], from.len > 1 ? " ..." : "");
-    } else { // compute (and evaluate), shared among the processes of an mpirun job
-        ProposalsWriter w = {0};
-        bool writing = output != NULL && cl.rank == 0;
-        if (writing && proposals_json_open(&w, output, setting, resume, &e)) rc = cli_fail(CMD, &e), writing = false;
-        if (writing && resume && !w.resumed && !quiet) // not an error (a first run may say --resume), never silent
-            fprintf(stderr, "--resume: no %s.partial or %s yet: starting afresh\n", output, output);
-        if (cluster_first_failure(&cl, rc == 0) >= 0 && !rc) rc = 1; // rank 0 could not open the output
-        Compute k = {.images = &images, .shard_i = shard_i, .shard_n = shard_n, .p = &p, .mb = &mb, .ev = &ev,
-                     .keep_going = keep_going, .quiet = quiet, .c = &cl, .lines = output != NULL,
-                     .w = writing ? &w : NULL};
-        if (!rc && compute_all(&k, &e)) rc = cl.rank == 0 ? cli_fail(CMD, &e) : 1;
-        skipped = k.skipped;
-        if (writing) {
-            if (rc) proposals_json_abort(&w);
-            else if (proposals_json_commit(&w, &e)) rc = cli_fail(CMD, &e);
-        }
+// The images, and whether the flags go together. 0, or the exit status.
+static int check_inputs(int argc, char **argv, Options *o) {
+    Err e;
+    Eval *ev = &o->ev;
+    for (int i = optind; i < argc; i++) image_list_add(&o->images, argv[i], (int)o->images.len + 1);
+    if (o->list && image_list_append(&o->images, o->list, o->root, o->ext, &e)) return cli_fail(CMD, &e);
+    if (o->from.len && !ev->on) return cli_usage_error(CMD, "--from only makes sense with --eval");
+    if (o->from.len && o->images.len) return cli_usage_error(CMD, "give images or --from files, not both");
+    if (o->from.len && (o->shard_n > 1 || o->output))
+        return cli_usage_error(CMD, "--shard and -o need images, not --from");
+    if (!o->from.len && !o->images.len) return cli_usage_error(CMD, "no images");
+    if (!ev->on && !o->output) return cli_usage_error(CMD, "-o FILE is required (or use --eval)");
+    if (o->resume && (!o->output || ev->on))
+        return cli_usage_error(CMD, "--resume continues -o FILE without --eval (evaluate the finished file with "
+                                    "--from)");
+    if (!ev->on && (ev->plot || ev->report || ev->ann_dir || ev->difficult))
+        return cli_usage_error(CMD, "--annotations, --plot, --report and --difficult need --eval");
+    if (!cli_report_stream(CMD, (const char *[]){o->output, ev->plot, ev->report}, 3, &ev->out)) return 2;
+    if (!o->mb.weights != !o->mb.config)
+        return cli_usage_error(CMD, "--multibox W and --multibox-config C go together");
+    if ((o->mb.only || o->mb.top_given) && !o->mb.weights)
+        return cli_usage_error(CMD, "--multibox-only and --multibox-top need --multibox");
+    if ((ev->on || o->from.len) && cluster_launch_size() > 1)
+        return cli_usage_error(CMD, "--eval runs as one process: under mpirun write -o FILE, then evaluate it with "
+                                    "--eval --from FILE alone");
+    return 0;
+}
+
+// What the boxes are, for the output and the report.
+static void describe_setting(const Options *o, char *setting, size_t size) {
+    proposals_params_describe(&o->p, setting, size);
+    if (!o->mb.loaded) return;
+    char extra[300];
+    snprintf(extra, sizeof extra, "multibox=%s top=%ld", o->mb.weights, o->mb.top);
+    if (o->mb.only) snprintf(setting, size, "%s", extra);
+    else snprintf(setting + strlen(setting), size - strlen(setting), " + %s", extra);
+}
+
+// --from: existing proposals evaluated.
+static int eval_files(Options *o, char *setting, size_t size) {
+    Err e;
+    ProposalsSet set = {0};
+    int rc = 0;
+    for (size_t i = 0; i < o->from.len && !rc; i++)
+        if (proposals_json_read(o->from.data[i], &set, &e)) rc = cli_fail(CMD, &e);
+    Progress pr;
+    progress_init(&pr, "eval", (int64_t)set.len, "img", o->quiet);
+    for (size_t i = 0; i < set.len && !rc; i++) {
+        if (eval_image(&o->ev, set.data[i].file, &set.data[i].p, &e)) rc = cli_fail(CMD, &e);
+        progress_add(&pr, 1);
     }
-    if (!rc && ev.on && eval_finish(&ev, setting, &e)) rc = cli_fail(CMD, &e);
+    if (!rc) progress_finish(&pr);
+    proposals_set_free(&set);
+    snprintf(setting, size, "from %s%s", o->from.data[0], o->from.len > 1 ? " ..." : "");
+    return rc;
+}
+
+// Images proposed (and evaluated), shared among the processes of an mpirun job; rank 0 writes -o.
+static int compute_files(Options *o, const Cluster *cl, const char *setting, int *skipped) {
+    Err e;
+    int rc = 0;
+    ProposalsWriter w = {0};
+    bool writing = o->output != NULL && cl->rank == 0;
+    if (writing && proposals_json_open(&w, o->output, setting, o->resume, &e)) rc = cli_fail(CMD, &e), writing = false;
+    if (writing && o->resume && !w.resumed && !o->quiet) // not an error (a first run may say --resume), never silent
+        fprintf(stderr, "--resume: no %s.partial or %s yet: starting afresh\n", o->output, o->output);
+    if (cluster_first_failure(cl, rc == 0) >= 0 && !rc) rc = 1; // rank 0 could not open the output
+    Compute k = {.images = &o->images, .shard_i = o->shard_i, .shard_n = o->shard_n, .p = &o->p, .mb = &o->mb,
+                 .ev = &o->ev, .keep_going = o->keep_going, .quiet = o->quiet, .c = cl, .lines = o->output != NULL,
+                 .w = writing ? &w : NULL};
+    if (!rc && compute_all(&k, &e)) rc = cl->rank == 0 ? cli_fail(CMD, &e) : 1;
+    *skipped = k.skipped;
+    if (writing) {
+        if (rc) proposals_json_abort(&w);
+        else if (proposals_json_commit(&w, &e)) rc = cli_fail(CMD, &e);
+    }
+    return rc;
+}
+
+static void options_free(Options *o) {
+    free(o->from.data);
+    image_list_free(&o->images);
+    prop_eval_free(&o->ev.ev);
+    if (o->mb.loaded) net_free(&o->mb.net);
+}
+
+// Flags, setting, inputs and the MultiBox network. 0, or the exit status.
+static int prepare(int argc, char **argv, Options *o) {
+    int status = parse_flags(argc, argv, o);
+    if (status) return status == 1 ? -1 : status;
+    if ((status = parse_setting(o)) || (status = check_inputs(argc, argv, o))) return status;
+    Err e;
+    if (o->mb.weights && multibox_load(o->mb.config, o->mb.weights, o->p.threads, &o->mb.net, &e))
+        return cli_fail(CMD, &e);
+    o->mb.loaded = o->mb.weights != NULL;
+    prop_eval_init(&o->ev.ev, o->ev.difficult);
+    return 0;
+}
+
+int cmd_proposals(int argc, char **argv) {
+    Options o;
+    Cluster cl;
+    Err e;
+    int rc = prepare(argc, argv, &o), skipped = 0;
+    if (!rc && cluster_open(&cl, &e)) rc = cli_fail(CMD, &e);
+    if (rc) {
+        options_free(&o);
+        return rc < 0 ? 0 : rc;
+    }
+    o.quiet |= cl.rank > 0; // rank 0 speaks for the job
+    char setting[512];
+    describe_setting(&o, setting, sizeof setting);
+    rc = o.from.len ? eval_files(&o, setting, sizeof setting) : compute_files(&o, &cl, setting, &skipped);
+    if (!rc && o.ev.on && eval_finish(&o.ev, setting, &e)) rc = cli_fail(CMD, &e);
     if (!rc && skipped) {
         fprintf(stderr, "inception proposals: %d image(s) skipped\n", skipped);
         rc = 1;
     }
     cluster_close(&cl);
-    prop_eval_free(&ev.ev);
-    image_list_free(&images);
-    if (mb.loaded) net_free(&mb.net);
-    strvec_free(&from);
+    options_free(&o);
     xmlCleanupParser();
     return rc;
 }

@@ -89,120 +89,118 @@ static const char *USAGE =
     "  --quiet               no progress on stderr\n"
     "  -h, --help            this help\n";
 
-int cmd_train(int argc, char **argv) {
-    TrainOptions o = train_options_default();
-    long v;
-    double x;
-    enum { O_LR = 256, O_MOM, O_WD, O_STEP, O_FACTOR, O_POLYAK, O_AUX, O_NOAUG, O_CONTEXT, O_PROPS, O_VPROPS,
-           O_VLIMIT, O_LOG, O_CKPT, O_THREADS, O_STEPS, O_FINETUNE, O_POSFRAC, O_TASK, O_PRIORS, O_MBTOP, O_RECIPE, O_SCHEDULE, O_WARMUP, O_HARD, O_JITTER,
-           O_POSIOU, O_CROPMIN, O_NOBBOX, O_BBOXLAMBDA };
-    static const struct option opts[] = {
-        {"config", required_argument, 0, 'c'},     {"data", required_argument, 0, 'd'},
-        {"val", required_argument, 0, 'v'},        {"classes", required_argument, 0, 'n'},
-        {"epochs", required_argument, 0, 'e'},     {"seed", required_argument, 0, 's'},
-        {"out", required_argument, 0, 'o'},        {"init", required_argument, 0, 'i'},
-        {"resume", no_argument, 0, 'r'},           {"quiet", no_argument, 0, 'q'},
-        {"batch", required_argument, 0, 'b'},      {"help", no_argument, 0, 'h'},
-        {"lr", required_argument, 0, O_LR},        {"momentum", required_argument, 0, O_MOM},
-        {"weight-decay", required_argument, 0, O_WD}, {"lr-step-epochs", required_argument, 0, O_STEP},
-        {"lr-factor", required_argument, 0, O_FACTOR}, {"polyak", required_argument, 0, O_POLYAK},
-        {"aux-weight", required_argument, 0, O_AUX}, {"no-augment", no_argument, 0, O_NOAUG},
-        {"context", required_argument, 0, O_CONTEXT}, {"proposals", required_argument, 0, O_PROPS},
-        {"val-proposals", required_argument, 0, O_VPROPS}, {"val-limit", required_argument, 0, O_VLIMIT},
-        {"log-every", required_argument, 0, O_LOG}, {"checkpoint-every", required_argument, 0, O_CKPT},
-        {"threads", required_argument, 0, O_THREADS}, {"steps", required_argument, 0, O_STEPS},
-        {"finetune", required_argument, 0, O_FINETUNE}, {"pos-fraction", required_argument, 0, O_POSFRAC},
-        {"task", required_argument, 0, O_TASK},    {"priors", required_argument, 0, O_PRIORS},
-        {"multibox-top", required_argument, 0, O_MBTOP}, {"recipe", required_argument, 0, O_RECIPE},
-        {"schedule", required_argument, 0, O_SCHEDULE}, {"warmup", required_argument, 0, O_WARMUP},
-        {"hard-fraction", required_argument, 0, O_HARD}, {"jitter", required_argument, 0, O_JITTER},
-        {"pos-iou", required_argument, 0, O_POSIOU}, {"crop-area-min", required_argument, 0, O_CROPMIN},
-        {"no-bbox-reg", no_argument, 0, O_NOBBOX}, {"bbox-lambda", required_argument, 0, O_BBOXLAMBDA},
-        {0, 0, 0, 0},
-    };
-    // The recipe first, wherever it is written, so that the other flags override its settings.
+enum { O_LR = 256, O_MOM, O_WD, O_STEP, O_FACTOR, O_POLYAK, O_AUX, O_NOAUG, O_CONTEXT, O_PROPS, O_VPROPS, O_VLIMIT,
+       O_LOG, O_CKPT, O_THREADS, O_STEPS, O_FINETUNE, O_POSFRAC, O_TASK, O_PRIORS, O_MBTOP, O_RECIPE, O_SCHEDULE,
+       O_WARMUP, O_HARD, O_JITTER, O_POSIOU, O_CROPMIN, O_NOBBOX, O_BBOXLAMBDA };
+static const struct option OPTS[] = {
+    {"config", required_argument, 0, 'c'},     {"data", required_argument, 0, 'd'},
+    {"val", required_argument, 0, 'v'},        {"classes", required_argument, 0, 'n'},
+    {"epochs", required_argument, 0, 'e'},     {"seed", required_argument, 0, 's'},
+    {"out", required_argument, 0, 'o'},        {"init", required_argument, 0, 'i'},
+    {"resume", no_argument, 0, 'r'},           {"quiet", no_argument, 0, 'q'},
+    {"batch", required_argument, 0, 'b'},      {"help", no_argument, 0, 'h'},
+    {"lr", required_argument, 0, O_LR},        {"momentum", required_argument, 0, O_MOM},
+    {"weight-decay", required_argument, 0, O_WD}, {"lr-step-epochs", required_argument, 0, O_STEP},
+    {"lr-factor", required_argument, 0, O_FACTOR}, {"polyak", required_argument, 0, O_POLYAK},
+    {"aux-weight", required_argument, 0, O_AUX}, {"no-augment", no_argument, 0, O_NOAUG},
+    {"context", required_argument, 0, O_CONTEXT}, {"proposals", required_argument, 0, O_PROPS},
+    {"val-proposals", required_argument, 0, O_VPROPS}, {"val-limit", required_argument, 0, O_VLIMIT},
+    {"log-every", required_argument, 0, O_LOG}, {"checkpoint-every", required_argument, 0, O_CKPT},
+    {"threads", required_argument, 0, O_THREADS}, {"steps", required_argument, 0, O_STEPS},
+    {"finetune", required_argument, 0, O_FINETUNE}, {"pos-fraction", required_argument, 0, O_POSFRAC},
+    {"task", required_argument, 0, O_TASK},    {"priors", required_argument, 0, O_PRIORS},
+    {"multibox-top", required_argument, 0, O_MBTOP}, {"recipe", required_argument, 0, O_RECIPE},
+    {"schedule", required_argument, 0, O_SCHEDULE}, {"warmup", required_argument, 0, O_WARMUP},
+    {"hard-fraction", required_argument, 0, O_HARD}, {"jitter", required_argument, 0, O_JITTER},
+    {"pos-iou", required_argument, 0, O_POSIOU}, {"crop-area-min", required_argument, 0, O_CROPMIN},
+    {"no-bbox-reg", no_argument, 0, O_NOBBOX}, {"bbox-lambda", required_argument, 0, O_BBOXLAMBDA},
+    {0, 0, 0, 0},
+};
+
+// The recipe first, wherever it is written, so that the other flags override its settings.
+static int apply_recipe(int argc, char **argv, TrainOptions *o) {
     for (int i = 1; i < argc; i++) {
         const char *name = !strcmp(argv[i], "--recipe") && i + 1 < argc ? argv[i + 1]
                            : !strncmp(argv[i], "--recipe=", 9)        ? argv[i] + 9
                                                                      : NULL;
-        if (name && train_options_recipe(&o, name))
+        if (name && train_options_recipe(o, name))
             return cli_usage_error("train", "--recipe expects scratch or paper, got '%s'", name);
     }
+    return 0;
+}
+
+// Returns 0 to run, 2 on a usage error, 1 when --help was printed.
+static int parse_args(int argc, char **argv, TrainOptions *o) {
+    if (apply_recipe(argc, argv, o)) return 2;
     optind = 1;
-#define INT_ARG(flag, lo, hi, dst)                                                                                 \
-    do {                                                                                                           \
-        if (!cli_parse_int("train", flag, optarg, lo, hi, &v)) return 2;                                           \
-        dst = v;                                                                                                   \
-    } while (0)
-#define NUM_ARG(flag, lo, hi, dst)                                                                                 \
-    do {                                                                                                           \
-        if (!cli_parse_double("train", flag, optarg, &x)) return 2;                                                \
-        if (!(x >= lo && x <= hi)) return cli_usage_error("train", "%s must be in [%g, %g]", flag, (double)lo, (double)hi); \
-        dst = x;                                                                                                   \
-    } while (0)
-    for (int c; (c = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
+    for (int c; (c = getopt_long(argc, argv, "h", OPTS, NULL)) != -1;) {
         switch (c) {
-        case 'c': o.config = optarg; break;
-        case 'd': o.data = optarg; break;
-        case 'v': o.val = optarg; break;
-        case 'n': INT_ARG("--classes", 1, CONFIG_MAX_CLASSES, o.classes); break;
-        case 'e': INT_ARG("--epochs", 1, 1000000, o.epochs); break;
-        case 's': INT_ARG("--seed", 0, 0x7fffffffL, o.seed); break;
-        case 'o': o.out = optarg; break;
-        case 'i': o.init = optarg; break;
-        case 'r': o.resume = true; break;
-        case 'q': o.quiet = true; break;
-        case 'b': INT_ARG("--batch", 1, 4096, o.batch); break;
-        case O_LR: NUM_ARG("--lr", 1e-9, 100, o.sgd.lr); break;
-        case O_MOM: NUM_ARG("--momentum", 0, 0.9999, o.sgd.momentum); break;
-        case O_WD: NUM_ARG("--weight-decay", 0, 1, o.sgd.weight_decay); break;
-        case O_STEP: NUM_ARG("--lr-step-epochs", 0, 1e9, o.sgd.step_epochs); break;
-        case O_FACTOR: NUM_ARG("--lr-factor", 0, 1, o.sgd.step_factor); break;
-        case O_POLYAK: NUM_ARG("--polyak", 0, 0.999999, o.sgd.polyak); break;
-        case O_AUX: NUM_ARG("--aux-weight", 0, 10, o.aux_weight); break;
-        case O_NOAUG: o.augment = false; break;
-        case O_CONTEXT: INT_ARG("--context", 0, 1000, o.context); break;
-        case O_PROPS: o.proposals = optarg; break;
-        case O_VPROPS: o.val_proposals = optarg; break;
-        case O_VLIMIT: INT_ARG("--val-limit", 0, 100000000, o.val_limit); break;
-        case O_LOG: INT_ARG("--log-every", 1, 1000000, o.log_every); break;
-        case O_CKPT: INT_ARG("--checkpoint-every", 0, 1000000000, o.checkpoint_every); break;
-        case O_THREADS: INT_ARG("--threads", 1, 256, o.threads); break;
-        case O_STEPS: INT_ARG("--steps", 1, 1000000000, o.steps); break;
-        case O_FINETUNE: o.finetune = optarg; break;
-        case O_POSFRAC: NUM_ARG("--pos-fraction", 0, 1, o.pos_fraction); break;
+        case 'c': o->config = optarg; break;
+        case 'd': o->data = optarg; break;
+        case 'v': o->val = optarg; break;
+        case 'n': CLI_INT("train", "--classes", 1, CONFIG_MAX_CLASSES, o->classes); break;
+        case 'e': CLI_INT("train", "--epochs", 1, 1000000, o->epochs); break;
+        case 's': CLI_INT("train", "--seed", 0, 0x7fffffffL, o->seed); break;
+        case 'o': o->out = optarg; break;
+        case 'i': o->init = optarg; break;
+        case 'r': o->resume = true; break;
+        case 'q': o->quiet = true; break;
+        case 'b': CLI_INT("train", "--batch", 1, 4096, o->batch); break;
+        case O_LR: CLI_NUMBER("train", "--lr", 1e-9, 100, o->sgd.lr); break;
+        case O_MOM: CLI_NUMBER("train", "--momentum", 0, 0.9999, o->sgd.momentum); break;
+        case O_WD: CLI_NUMBER("train", "--weight-decay", 0, 1, o->sgd.weight_decay); break;
+        case O_STEP: CLI_NUMBER("train", "--lr-step-epochs", 0, 1e9, o->sgd.step_epochs); break;
+        case O_FACTOR: CLI_NUMBER("train", "--lr-factor", 0, 1, o->sgd.step_factor); break;
+        case O_POLYAK: CLI_NUMBER("train", "--polyak", 0, 0.999999, o->sgd.polyak); break;
+        case O_AUX: CLI_NUMBER("train", "--aux-weight", 0, 10, o->aux_weight); break;
+        case O_NOAUG: o->augment = false; break;
+        case O_CONTEXT: CLI_INT("train", "--context", 0, 1000, o->context); break;
+        case O_PROPS: o->proposals = optarg; break;
+        case O_VPROPS: o->val_proposals = optarg; break;
+        case O_VLIMIT: CLI_INT("train", "--val-limit", 0, 100000000, o->val_limit); break;
+        case O_LOG: CLI_INT("train", "--log-every", 1, 1000000, o->log_every); break;
+        case O_CKPT: CLI_INT("train", "--checkpoint-every", 0, 1000000000, o->checkpoint_every); break;
+        case O_THREADS: CLI_INT("train", "--threads", 1, 256, o->threads); break;
+        case O_STEPS: CLI_INT("train", "--steps", 1, 1000000000, o->steps); break;
+        case O_FINETUNE: o->finetune = optarg; break;
+        case O_POSFRAC: CLI_NUMBER("train", "--pos-fraction", 0, 1, o->pos_fraction); break;
         case O_TASK:
             if (strcmp(optarg, "multibox") && strcmp(optarg, "classify"))
                 return cli_usage_error("train", "--task expects classify or multibox, got '%s'", optarg);
-            o.multibox = !strcmp(optarg, "multibox");
+            o->multibox = !strcmp(optarg, "multibox");
             break;
-        case O_PRIORS: o.priors = optarg; break;
-        case O_MBTOP: INT_ARG("--multibox-top", 1, MULTIBOX_MAX_K, o.multibox_top); break;
+        case O_PRIORS: o->priors = optarg; break;
+        case O_MBTOP: CLI_INT("train", "--multibox-top", 1, MULTIBOX_MAX_K, o->multibox_top); break;
         case O_RECIPE: break; // applied above
         case O_SCHEDULE:
             if (strcmp(optarg, "cosine") && strcmp(optarg, "step"))
                 return cli_usage_error("train", "--schedule expects cosine or step, got '%s'", optarg);
-            o.sgd.schedule = !strcmp(optarg, "cosine") ? SCHEDULE_COSINE : SCHEDULE_STEP;
+            o->sgd.schedule = !strcmp(optarg, "cosine") ? SCHEDULE_COSINE : SCHEDULE_STEP;
             break;
-        case O_WARMUP: NUM_ARG("--warmup", 0, 1e6, o.sgd.warmup_epochs); break;
-        case O_HARD: NUM_ARG("--hard-fraction", 0, 1, o.hard_fraction); break;
-        case O_JITTER: NUM_ARG("--jitter", 0, 1, o.jitter); break;
-        case O_POSIOU: NUM_ARG("--pos-iou", 0.01, 1, o.pos_iou); break;
-        case O_CROPMIN: NUM_ARG("--crop-area-min", 0.01, 1, o.crop_area_min); break;
-        case O_NOBBOX: o.bbox_reg = false; break;
-        case O_BBOXLAMBDA: NUM_ARG("--bbox-lambda", 0, 1e6, o.bbox_lambda); break;
-        case 'h': fputs(USAGE, stdout); return 0;
+        case O_WARMUP: CLI_NUMBER("train", "--warmup", 0, 1e6, o->sgd.warmup_epochs); break;
+        case O_HARD: CLI_NUMBER("train", "--hard-fraction", 0, 1, o->hard_fraction); break;
+        case O_JITTER: CLI_NUMBER("train", "--jitter", 0, 1, o->jitter); break;
+        case O_POSIOU: CLI_NUMBER("train", "--pos-iou", 0.01, 1, o->pos_iou); break;
+        case O_CROPMIN: CLI_NUMBER("train", "--crop-area-min", 0.01, 1, o->crop_area_min); break;
+        case O_NOBBOX: o->bbox_reg = false; break;
+        case O_BBOXLAMBDA: CLI_NUMBER("train", "--bbox-lambda", 0, 1e6, o->bbox_lambda); break;
+        case 'h': fputs(USAGE, stdout); return 1;
         default: return cli_usage_error("train", "unknown option");
         }
     }
-#undef INT_ARG
-#undef NUM_ARG
     if (optind < argc) return cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
-    if (!o.config || !o.data || !o.out || (!o.classes && !o.multibox))
+    if (!o->config || !o->data || !o->out || (!o->classes && !o->multibox))
         return cli_usage_error("train", "--config, --data, --classes and --out are required (--classes: not for "
                                         "--task multibox)");
-    if (o.priors && !o.multibox) return cli_usage_error("train", "--priors goes with --task multibox");
-    if (o.init && o.finetune) return cli_usage_error("train", "--init and --finetune exclude each other");
+    if (o->priors && !o->multibox) return cli_usage_error("train", "--priors goes with --task multibox");
+    if (o->init && o->finetune) return cli_usage_error("train", "--init and --finetune exclude each other");
+    return 0;
+}
+
+int cmd_train(int argc, char **argv) {
+    TrainOptions o = train_options_default();
+    int status = parse_args(argc, argv, &o);
+    if (status) return status == 1 ? 0 : status;
     Err e;
     Cluster c;
     if (cluster_open(&c, &e)) return cli_fail("train", &e);

@@ -71,6 +71,13 @@ bool cli_parse_double(const char *cmd, const char *flag, const char *s, double *
     return true;
 }
 
+bool cli_parse_number(const char *cmd, const char *flag, const char *s, double lo, double hi, double *out) {
+    if (!cli_parse_double(cmd, flag, s, out)) return false;
+    if (*out >= lo && *out <= hi) return true;
+    cli_usage_error(cmd, "%s must be in [%g, %g]", flag, lo, hi);
+    return false;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);

@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "common.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -291,6 +292,13 @@ char *text_next_line(char **cursor) {
     size_t n = strlen(line);
     if (n && line[n - 1] == '\r') line[n - 1] = '\0';
     return line;
+}
+
+char *text_trim(char *s) {
+    while (isspace((unsigned char)*s)) s++;
+    char *end = s + strlen(s);
+    while (end > s && isspace((unsigned char)end[-1])) *--end = '\0';
+    return s;
 }
 
 double now_seconds(void) {

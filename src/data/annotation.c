@@ -133,22 +133,26 @@ char *annotation_path_for(const char *image, const char *ann_dir) {
     base = base ? base + 1 : image;
     const char *dot = strrchr(base, '.');
     size_t stem = dot && dot != base ? (size_t)(dot - base) : strlen(base);
-    char *name = xmalloc(stem + 5);
+    char *name = xmalloc(stem + 1), *d = ann_dir ? NULL : path_dirname(image);
     memcpy(name, base, stem);
-    memcpy(name + stem, ".xml", 5);
-    char *dir;
-    if (ann_dir) {
-        dir = xstrdup(ann_dir);
-    } else {
-        char *d = path_dirname(image);
-        dir = path_join(d, "../Annotations");
-        free(d);
-    }
-    char *p = path_join(dir, name);
-    free(dir);
-    free(name);
+    name[stem] = '\0';
+    char *dir = ann_dir ? xstrdup(ann_dir) : path_join(d, "../Annotations");
+    char *p = annotation_xml_path(dir, name);
+    free(d), free(dir), free(name);
     return p;
 }
+
+// DIR/NAME.EXT
+static char *join_ext(const char *dir, const char *name, const char *ext) {
+    size_t n = strlen(name) + strlen(ext) + 1;
+    char *file = xmalloc(n);
+    snprintf(file, n, "%s%s", name, ext);
+    char *path = path_join(dir, file);
+    free(file);
+    return path;
+}
+
+char *annotation_xml_path(const char *ann_dir, const char *name) { return join_ext(ann_dir, name, ".xml"); }
 
 char *annotation_image_path(const char *img_dir, const char *name, const char *filename) {
     static const char *const exts[] = {".jpg", ".JPEG", ".jpeg", ".png", ".JPG", ".PNG"};
@@ -158,13 +162,40 @@ char *annotation_image_path(const char *img_dir, const char *name, const char *f
         free(path);
     }
     for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
-        size_t n = strlen(name) + strlen(exts[i]) + 1;
-        char *file = xmalloc(n);
-        snprintf(file, n, "%s%s", name, exts[i]);
-        char *path = path_join(img_dir, file);
-        free(file);
+        char *path = join_ext(img_dir, name, exts[i]);
         if (path_is_file(path)) return path;
         free(path);
     }
     return NULL;
+}
+
+DetLayout det_layout_voc(const char *root) {
+    return (DetLayout){path_join(root, "Annotations"), path_join(root, "JPEGImages")};
+}
+
+DetLayout det_layout_of_list(const char *list) {
+    char *a = path_dirname(list), *b = path_dirname(a), *root = path_dirname(b);
+    const char *dir = strrchr(a, '/');
+    dir = dir ? dir + 1 : a;
+    DetLayout lay;
+    if (!strcmp(dir, "DET")) {
+        const char *base = strrchr(list, '/');
+        base = base ? base + 1 : list;
+        size_t n = strlen(base);
+        char *set = xstrdup(base);
+        if (n > 4 && !strcmp(set + n - 4, ".txt")) set[n - 4] = '\0';
+        char *ann = path_join(root, "Annotations/DET"), *img = path_join(root, "Data/DET");
+        lay = (DetLayout){path_join(ann, set), path_join(img, set)};
+        free(ann), free(img), free(set);
+    } else {
+        lay = det_layout_voc(root);
+    }
+    free(a), free(b), free(root);
+    return lay;
+}
+
+void det_layout_free(DetLayout *l) {
+    free(l->ann_dir);
+    free(l->img_dir);
+    *l = (DetLayout){0};
 }

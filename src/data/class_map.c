@@ -224,6 +224,14 @@ void class_map_from_names(ClassMap *m, char **names, int n) {
     free(sorted);
 }
 
+void class_map_from_annotations(ClassMap *m, const Annotation *ann, int n) {
+    VEC(char *) names = {0};
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < ann[i].n_objects; j++) VEC_PUSH(&names, ann[i].objects[j].name);
+    class_map_from_names(m, names.data, (int)names.len);
+    free(names.data);
+}
+
 int class_map_find(const ClassMap *m, const char *key) {
     for (int k = 0; k < m->n; k++)
         if (!strcmp(m->wnid[k], key) || !strcmp(m->name[k], key)) return k;

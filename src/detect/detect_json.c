@@ -222,13 +222,6 @@ int detect_writer_add_line(DetectWriter *w, const char *line, Err *e) {
     return 0;
 }
 
-int detect_writer_add(DetectWriter *w, const ClassMap *classes, const DetectRecord *r, Err *e) {
-    char *line = detect_record_line(classes, r, e);
-    int rc = line ? detect_writer_add_line(w, line, e) : -1;
-    free(line);
-    return rc;
-}
-
 void detect_writer_close(DetectWriter *w) {
     // a journal of nothing keeps nothing; a private one never outlives the run
     bool drop = (w->f && w->n_done == 0 && w->n_added == 0) || w->private_journal;

@@ -155,14 +155,14 @@ int ensemble_score(Ensemble *en, const RegionRef *r, int n, float *probs, Box *b
 // ---------------------------------------------------------------------------------------------------------------
 // from scores to detections
 
-int detect_propose(Ensemble *en, const Image *im, Proposals *out, Err *e) {
-    Proposals ss, mb = {0};
-    if (proposals_compute(im, &en->proposals, &ss, e)) return -1;
-    if (en->multibox && multibox_propose(en->multibox, &im, 1, en->multibox_top, &mb, e)) {
-        proposals_free(&ss);
-        return -1;
-    }
-    proposals_merge(&ss, mb.box, mb.n, out, NULL); // exact duplicates dropped
+int detect_propose(const Image *im, const ProposalParams *p, Net *multibox, int top, Proposals *out, Err *e) {
+    Proposals ss = {0}, mb = {0};
+    double t0 = now_seconds();
+    if (p && proposals_compute(im, p, &ss, e)) return -1;
+    if (!multibox) return *out = ss, 0; // Selective Search's boxes are unique already
+    if (multibox_propose(multibox, &im, 1, top, &mb, e)) return proposals_free(&ss), -1;
+    proposals_merge(&ss, mb.box, mb.n, out, NULL);
+    out->seconds = now_seconds() - t0;
     proposals_free(&ss);
     proposals_free(&mb);
     return 0;

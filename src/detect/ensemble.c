@@ -28,7 +28,6 @@
 // regressor in a member's weight file (bbox.weight, bbox.bias) must read that member's features.
 #include "detect.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -38,13 +37,6 @@
 DetectParams detect_params_default(void) {
     return (DetectParams){.context = 16, .batch = 64, .score_min = 0.01, .nms_iou = 0.3, .max_per_image = 100,
                           .cascade = 0, .bbox_reg = true};
-}
-
-static char *trim(char *s) {
-    while (isspace((unsigned char)*s)) s++;
-    char *end = s + strlen(s);
-    while (end > s && isspace((unsigned char)end[-1])) *--end = '\0';
-    return s;
 }
 
 // Where a value came from, for messages.
@@ -73,7 +65,7 @@ static int boolean(Where w, const char *key, const char *v, bool *out, Err *e) {
 // "a, b, c" -> a class map whose names and WNIDs are the entries, in order.
 static int class_list(Where w, char *v, ClassMap *m, Err *e) {
     VEC(char *) names = {0};
-    for (char *tok = strtok(v, ","); tok; tok = strtok(NULL, ",")) VEC_PUSH(&names, xstrdup(trim(tok)));
+    for (char *tok = strtok(v, ","); tok; tok = strtok(NULL, ",")) VEC_PUSH(&names, xstrdup(text_trim(tok)));
     int rc = 0;
     for (size_t i = 0; i < names.len && !rc; i++) {
         if (!*names.data[i]) rc = err_set(e, "%s:%d: classes: empty class name", w.path, w.line);
@@ -173,7 +165,7 @@ static int parse_line(Parser *ps, Where w, char *s, int *section, Err *e) {
     char *eq = strchr(s, '=');
     if (!eq) return err_set(e, "%s:%d: expected 'key = value' or a [section], got '%s'", w.path, w.line, s);
     *eq = '\0';
-    char *key = trim(s), *val = trim(eq + 1);
+    char *key = text_trim(s), *val = text_trim(eq + 1);
     if (!*val) return err_set(e, "%s:%d: %s has no value", w.path, w.line, key);
     if (*section == 0) return err_set(e, "%s:%d: '%s' before any [detector] or [member] section", w.path, w.line, key);
     return *section == 1 ? detector_key(ps, w, key, val, e) : member_key(ps, w, key, val, e);
@@ -191,7 +183,7 @@ static int parse_file(Parser *ps, Err *e) {
         w.line++;
         char *hash = strchr(s, '#');
         if (hash) *hash = '\0';
-        s = trim(s);
+        s = text_trim(s);
         if (*s) rc = parse_line(ps, w, s, &section, e);
     }
     free(text);

@@ -221,22 +221,13 @@ int gt_load_xml(const char *dir, const ImageList *list, ClassMap *classes, doubl
     Progress prog;
     progress_init(&prog, "annotations", n, "file", quiet);
     for (int i = 0; i < n; i++) {
-        size_t len = strlen(list->data[i].name);
-        char *rel = xmalloc(len + 5);
-        memcpy(rel, list->data[i].name, len);
-        memcpy(rel + len, ".xml", 5);
-        paths[i] = path_join(dir, rel);
-        free(rel);
+        paths[i] = annotation_xml_path(dir, list->data[i].name);
         if (annotation_load(paths[i], &ann[i], e)) goto done;
         progress_add(&prog, 1);
     }
     progress_finish(&prog);
     if (gt->classes.n == 0) { // VOC: the classes are the names that occur
-        VEC(char *) names = {0};
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < ann[i].n_objects; j++) VEC_PUSH(&names, ann[i].objects[j].name);
-        class_map_from_names(&gt->classes, names.data, (int)names.len);
-        free(names.data);
+        class_map_from_annotations(&gt->classes, ann, n);
         if (gt->classes.n == 0) {
             err_set(e, "%s: the annotations contain no objects, so there are no classes to evaluate", dir);
             goto done;
@@ -271,5 +262,25 @@ done:
     free(ann);
     free(paths);
     if (rc) gt_free(gt);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// either
+
+int gt_load(const char *path, const char *list, ClassMap *classes, double fixed_iou, bool quiet, GroundTruth *gt,
+            Err *e) {
+    if (!path_is_dir(path)) {
+        if (gt_load_mat(path, classes, gt, e)) return -1;
+        if (fixed_iou > 0) // the cache holds ILSVRC thresholds; the VOC protocol uses one fixed threshold
+            for (int i = 0; i < gt->n_images; i++)
+                for (int k = 0; k < gt->images[i].n; k++) gt->images[i].thr[k] = fixed_iou;
+        return 0;
+    }
+    ImageList names;
+    if (list ? image_list_load(list, &names, e) : image_list_from_dir(path, ".xml", &names, e)) return -1;
+    int rc = names.len ? gt_load_xml(path, &names, classes, fixed_iou, quiet, gt, e)
+                       : err_set(e, "%s: no images to evaluate (an empty list)", list ? list : path);
+    image_list_free(&names);
     return rc;
 }

@@ -4,6 +4,7 @@
 // proposals kept.
 #include "proposals.h"
 
+#include <jansson.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -96,4 +97,62 @@ int prop_eval_plot(const PropEval *ev, const char *title, const char *path, Err 
     Chart chart = {.title = title, .xlabel = "proposals per image (log scale)", .ylabel = "recall", .x0 = 1,
                    .x1 = max_n, .y0 = 0, .y1 = 1, .log_x = true, .y_ticks = 5};
     return chart_write_png(path, 720, 480, &chart, series, 2, e);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// reports
+
+static const int CURVE_N[] = {1, 2, 5, 10, 20, 50, 100, 200, 300, 500, 1000, 1500, 2000, 3000, 5000, 10000};
+#define N_CURVE (int)(sizeof CURVE_N / sizeof CURVE_N[0])
+
+void prop_eval_print(const PropEval *ev, const char *label, const char *setting, FILE *out) {
+    PropEvalSummary s;
+    prop_eval_summary(ev, &s);
+    fprintf(out, "%s\n", label ? label : "proposals");
+    fprintf(out, "  setting            %s\n", setting);
+    fprintf(out, "  images             %d\n", s.n_images);
+    fprintf(out, "  ground-truth boxes %d (%d classes%s)\n", s.n_gt, s.n_classes,
+            ev->difficult ? ", difficult included" : ", difficult ignored");
+    fprintf(out, "  proposals/image    %.1f\n", s.proposals_per_image);
+    if (isfinite(s.seconds_per_image)) fprintf(out, "  seconds/image      %.4f\n", s.seconds_per_image);
+    else fprintf(out, "  seconds/image      (not recorded)\n");
+    fprintf(out, "  recall@0.5         %.4f\n", s.recall50);
+    fprintf(out, "  recall@0.7         %.4f\n", s.recall70);
+    fprintf(out, "  ABO                %.4f\n", s.abo);
+    fprintf(out, "  MABO               %.4f\n", s.mabo);
+    fprintf(out, "  recall@0.5 / @0.7 with the best N proposals per image:\n");
+    for (int i = 0; i < N_CURVE && (i == 0 || CURVE_N[i - 1] < ev->max_proposals); i++)
+        fprintf(out, "    N = %-6d %.4f / %.4f\n", CURVE_N[i], prop_eval_recall_at(ev, 0.5, CURVE_N[i]),
+                prop_eval_recall_at(ev, 0.7, CURVE_N[i]));
+}
+
+int prop_eval_write_json(const PropEval *ev, const char *label, const char *setting, const char *path, Err *e) {
+    PropEvalSummary s;
+    prop_eval_summary(ev, &s);
+    json_t *o = json_object(), *curve = json_array();
+    json_object_set_new(o, "label", json_string(label ? label : ""));
+    json_object_set_new(o, "setting", json_string(setting));
+    json_object_set_new(o, "images", json_integer(s.n_images));
+    json_object_set_new(o, "gt_boxes", json_integer(s.n_gt));
+    json_object_set_new(o, "difficult_included", json_boolean(ev->difficult));
+    json_object_set_new(o, "proposals_per_image", json_real(s.proposals_per_image));
+    json_object_set_new(o, "seconds_per_image",
+                        isfinite(s.seconds_per_image) ? json_real(s.seconds_per_image) : json_null());
+    json_object_set_new(o, "recall50", json_real(s.recall50));
+    json_object_set_new(o, "recall70", json_real(s.recall70));
+    json_object_set_new(o, "abo", json_real(s.abo));
+    json_object_set_new(o, "mabo", json_real(s.mabo));
+    for (int i = 0; i < N_CURVE; i++) {
+        json_t *pt = json_object();
+        json_object_set_new(pt, "n", json_integer(CURVE_N[i]));
+        json_object_set_new(pt, "recall50", json_real(prop_eval_recall_at(ev, 0.5, CURVE_N[i])));
+        json_object_set_new(pt, "recall70", json_real(prop_eval_recall_at(ev, 0.7, CURVE_N[i])));
+        json_array_append_new(curve, pt);
+    }
+    json_object_set_new(o, "curve", curve);
+    char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    int rc = write_file_atomic(path, text, strlen(text), e);
+    free(text);
+    return rc;
 }

@@ -10,21 +10,7 @@
 #include <sys/stat.h>
 
 // ---------------------------------------------------------------------------------------------------------------
-// detection sets: VOC layout (ROOT/Annotations/NAME.xml, ROOT/JPEGImages/NAME.jpg) or ILSVRC's
-// (ROOT/Annotations/DET/SET/NAME.xml, ROOT/Data/DET/SET/NAME.JPEG, listed by ROOT/ImageSets/DET/SET.txt)
-
-typedef struct {
-    char *ann_dir, *img_dir;
-} Layout;
-
-static Layout layout_voc(const char *root) {
-    return (Layout){path_join(root, "Annotations"), path_join(root, "JPEGImages")};
-}
-
-static void layout_free(Layout *l) {
-    free(l->ann_dir);
-    free(l->img_dir);
-}
+// detection sets (data.h's DetLayout: VOC's or ILSVRC's)
 
 // Boxes reaching outside their image (by the annotation's <size>) are clipped to it, and boxes left empty dropped;
 // both counted. For MultiBox, whose targets are the boxes themselves.
@@ -44,7 +30,7 @@ static void clip_boxes(DatasetImage *im, const Annotation *a, Dataset *d) {
     im->n_gt = m;
 }
 
-static int load_annotations(Dataset *d, const Layout *lay, const ImageList *list, const DatasetOptions *o, Err *e) {
+static int load_annotations(Dataset *d, const DetLayout *lay, const ImageList *list, const DatasetOptions *o, Err *e) {
     int n_images = d->n_images = (int)list->len;
     d->images = xcalloc(list->len ? list->len : 1, sizeof(DatasetImage));
     Annotation *ann = xcalloc(list->len ? list->len : 1, sizeof(Annotation));
@@ -52,11 +38,7 @@ static int load_annotations(Dataset *d, const Layout *lay, const ImageList *list
     int rc = -1;
     for (int i = 0; i < n_images; i++) {
         const char *name = list->data[i].name;
-        size_t n = strlen(name) + 5;
-        char *file = xmalloc(n);
-        snprintf(file, n, "%s.xml", name);
-        char *path = path_join(ann_dir, file);
-        free(file);
+        char *path = annotation_xml_path(ann_dir, name);
         int bad = annotation_load(path, &ann[i], e);
         free(path);
         if (bad) goto done;
@@ -75,11 +57,7 @@ static int load_annotations(Dataset *d, const Layout *lay, const ImageList *list
         class_map_from_names(&d->classes, names, o->classes->n);
         free(names);
     } else {
-        VEC(char *) names = {0};
-        for (int i = 0; i < n_images; i++)
-            for (int j = 0; j < ann[i].n_objects; j++) VEC_PUSH(&names, ann[i].objects[j].name);
-        class_map_from_names(&d->classes, names.data, (int)names.len);
-        free(names.data);
+        class_map_from_annotations(&d->classes, ann, n_images);
         if (d->classes.n == 0) {
             err_set(e, "%s: the annotations contain no objects", d->source);
             goto done;
@@ -184,7 +162,7 @@ static int proposals_compute_all(Dataset *d, const DatasetOptions *o, Err *e) {
     return o->proposals_cache ? proposals_json_commit(&w, e) : 0;
 }
 
-static int open_detection_set(Dataset *d, const Layout *lay, const ImageList *list, const DatasetOptions *o,
+static int open_detection_set(Dataset *d, const DetLayout *lay, const ImageList *list, const DatasetOptions *o,
                               Err *e) {
     d->kind = o->boxes ? DATASET_BOXES : DATASET_REGIONS;
     if (load_annotations(d, lay, list, o, e)) return -1;
@@ -212,36 +190,12 @@ static int open_detection_set(Dataset *d, const Layout *lay, const ImageList *li
 // ---------------------------------------------------------------------------------------------------------------
 // opening
 
-static Layout layout_of_list(const char *spec);
-
 // ROOT/ImageSets/DET/SET.txt with ROOT/Annotations/DET/SET beside it.
 static bool is_ilsvrc_list(const char *spec) {
-    Layout lay = layout_of_list(spec);
+    DetLayout lay = det_layout_of_list(spec);
     bool yes = strstr(lay.ann_dir, "Annotations/DET/") && path_is_dir(lay.ann_dir);
-    layout_free(&lay);
+    det_layout_free(&lay);
     return yes;
-}
-
-// The layout a list names: ROOT/ImageSets/DET/SET.txt is ILSVRC's, anything else VOC's ROOT/ImageSets/Main/X.txt.
-static Layout layout_of_list(const char *spec) {
-    char *a = path_dirname(spec), *b = path_dirname(a), *root = path_dirname(b);
-    const char *dir = strrchr(a, '/');
-    dir = dir ? dir + 1 : a;
-    Layout lay;
-    if (!strcmp(dir, "DET")) {
-        const char *base = strrchr(spec, '/');
-        base = base ? base + 1 : spec;
-        size_t n = strlen(base);
-        char *set = xstrdup(base);
-        if (n > 4 && !strcmp(set + n - 4, ".txt")) set[n - 4] = '\0';
-        char *ann = path_join(root, "Annotations/DET"), *img = path_join(root, "Data/DET");
-        lay = (Layout){path_join(ann, set), path_join(img, set)};
-        free(ann), free(img), free(set);
-    } else {
-        lay = layout_voc(root);
-    }
-    free(a), free(b), free(root);
-    return lay;
 }
 
 // A list whose lines end in an integer label is a classification list; otherwise it names images of a VOC-style
@@ -284,9 +238,9 @@ int dataset_open(const char *spec, const DatasetOptions *o, Dataset *d, Err *e) 
         if (path_is_dir(ann)) {
             ImageList list;
             if (image_list_from_dir(ann, ".xml", &list, e) == 0) {
-                Layout lay = layout_voc(spec);
+                DetLayout lay = det_layout_voc(spec);
                 rc = open_detection_set(d, &lay, &list, o, e);
-                layout_free(&lay);
+                det_layout_free(&lay);
                 image_list_free(&list);
             }
         } else {
@@ -302,7 +256,7 @@ int dataset_open(const char *spec, const DatasetOptions *o, Dataset *d, Err *e) 
         rc = sample_list_load(spec, o->max_classes, &d->samples, e);
     } else {
         // ROOT/ImageSets/Main/LIST.txt (VOC) or ROOT/ImageSets/DET/SET.txt (ILSVRC): the root is three levels up.
-        Layout lay = layout_of_list(spec);
+        DetLayout lay = det_layout_of_list(spec);
         ImageList list;
         if (!path_is_dir(lay.ann_dir))
             rc = err_set(e, "%s: a list of image names, but %s is not a directory (expected the VOC layout "
@@ -314,7 +268,7 @@ int dataset_open(const char *spec, const DatasetOptions *o, Dataset *d, Err *e) 
             rc = open_detection_set(d, &lay, &list, o, e);
             image_list_free(&list);
         }
-        layout_free(&lay);
+        det_layout_free(&lay);
     }
     if (rc) dataset_free(d);
     return rc;

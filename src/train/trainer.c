@@ -323,6 +323,12 @@ typedef struct {
     bool has_val;
     FILE *log;
     BoxRegressor bbox; // region runs: fitted at the end, saved with the model (classes 0: none yet)
+    BatchRecipe recipe;
+    SgdConfig sched;   // --lr and the schedule, the run's length known
+    long spe, total;   // steps a epoch, and in all
+    Progress prog;
+    double t0, lr, loss_sum; // the loss summed since the last log row
+    int loss_n;
 } Run;
 
 // Weight decay on weights only, not biases (as bvlc_googlenet was trained; PyTorch's default decays both). The
@@ -418,13 +424,11 @@ static int validate(Run *r, ValResult *v, Err *e) {
     return err_set(e, "validation set of an unknown kind");
 }
 
-static char *out_path(const char *dir, const char *name) { return path_join(dir, name); }
-
 static int open_sets(Run *r, Err *e) {
     const TrainOptions *o = r->o;
     ProposalParams pp;
     proposals_params_default(&pp);
-    char *train_cache = out_path(o->out, "proposals-train.json"), *val_cache = out_path(o->out, "proposals-val.json");
+    char *train_cache = path_join(o->out, "proposals-train.json"), *val_cache = path_join(o->out, "proposals-val.json");
     DatasetOptions dopt = {.proposals = &pp, .proposals_file = o->proposals, .proposals_cache = train_cache,
                            .max_classes = o->classes, .pos_iou = o->pos_iou, .cache_budget = (size_t)2 << 30,
                            .boxes = o->multibox, .quiet = o->quiet};
@@ -564,152 +568,181 @@ static double recipe_lr(const TrainOptions *o, const NetConfig *cfg) {
     return o->sgd.lr > 0 ? o->sgd.lr : cfg->batchnorm ? 0.1 : 0.01;
 }
 
+// The output paths, the sets (rank 0 first: a detection set's proposals are computed once and cached for the
+// others), this process's share of each batch, the network and SGD.
+static int run_open(Run *r, Err *e) {
+    const TrainOptions *o = r->o;
+    const bool lead = r->c->rank == 0;
+    if (agree(r, make_dirs(o->out, e), e)) return -1;
+    r->ckpt_path = path_join(o->out, "checkpoint.bin");
+    r->model_path = path_join(o->out, "model.safetensors");
+    r->log_path = path_join(o->out, "log.csv");
+    r->plot_path = path_join(o->out, "curves.png");
+    if (agree(r, lead ? open_sets(r, e) : 0, e) || agree(r, lead ? 0 : open_sets(r, e), e)) return -1;
+    r->batch = o->batch > 0 ? o->batch : r->train.kind == DATASET_REGIONS ? 128 : 32;
+    if (r->batch < r->c->size &&
+        agree(r, err_set(e, "a batch of %d cannot be shared among %d processes", r->batch, r->c->size), e))
+        return -1;
+    r->share_lo = (int)((long)r->batch * r->c->rank / r->c->size);
+    r->share_n = (int)((long)r->batch * (r->c->rank + 1) / r->c->size) - r->share_lo;
+    if (agree(r, setup_net(r, e), e)) return -1;
+    sgd_init(&r->sgd, r->net.params_size, r->net.params, &o->sgd);
+    make_groups(r);
+    return 0;
+}
+
+// From the checkpoint when asked and present (every process reads rank 0's); then the log. *step: the first step.
+static int run_resume(Run *r, long *step, Err *e) {
+    const TrainOptions *o = r->o;
+    struct stat st;
+    bool resumed = o->resume && stat(r->ckpt_path, &st) == 0;
+    if (o->resume && !resumed && !o->quiet) // not an error (a first run may say --resume), but never silent
+        fprintf(stderr, "--resume: no %s yet: starting afresh\n", r->ckpt_path);
+    if (resumed) {
+        CheckpointHeader h;
+        int bad = checkpoint_load(r->ckpt_path, checkpoint_fingerprint(&r->net), r->net.params_size, &h,
+                                  r->net.params, r->sgd.velocity, r->sgd.average, e);
+        if (!bad && h.seed != o->seed)
+            bad = err_set(e, "%s: made with --seed %llu; resume with the same seed", r->ckpt_path,
+                          (unsigned long long)h.seed);
+        if (agree(r, bad, e)) return -1;
+        if (r->sgd.average && !h.has_average) // averaging switched on now: start it from the resumed weights
+            memcpy(r->sgd.average, r->net.params, r->net.params_size * sizeof(float));
+        *step = r->sgd.step = h.step;
+        if (!o->quiet) fprintf(stderr, "resuming from %s at step %ld\n", r->ckpt_path, *step);
+    }
+    bool failed = r->c->rank == 0 && !(r->log = log_open(r->log_path, resumed, *step, e));
+    return agree(r, failed ? -1 : 0, e);
+}
+
+// The batches (augmentation by the kind of set), the run's length and its schedule, said on stderr.
+static void run_plan(Run *r) {
+    const TrainOptions *o = r->o;
+    r->recipe = (BatchRecipe){.seed = o->seed, .batch = r->batch, .share_lo = r->share_lo, .context = o->context,
+                              .pos_fraction = o->pos_fraction, .hard_fraction = o->hard_fraction,
+                              .jitter = o->jitter, .augment = o->augment ? augment_paper() : augment_none()};
+    if (r->train.kind == DATASET_CLASSIFY && o->augment) r->recipe.augment.area_min = o->crop_area_min;
+    if (r->train.kind == DATASET_REGIONS) r->recipe.augment = (Augment){.flip = o->augment};
+    if (r->train.kind == DATASET_BOXES && o->augment) r->recipe.augment.area_min = 0.3; // crops that keep objects
+    r->spe = dataset_steps_per_epoch(&r->train, &r->recipe);
+    r->total = o->steps > 0 ? o->steps : (long)o->epochs * r->spe;
+    r->sched = o->sgd;
+    r->sched.lr = recipe_lr(o, &r->cfg);
+    r->sched.epochs = (double)r->total / (double)r->spe; // a cosine spans the whole run
+    if (o->quiet) return;
+    if (!r->cfg.batchnorm && !o->init && !o->finetune && !o->multibox)
+        fprintf(stderr, "note: %s has no batch normalisation: trained from scratch on a small set it may learn "
+                        "little (results/training.md); its *-bn.cfg sibling or batchnorm = true learns\n",
+                o->config);
+    fprintf(stderr, "training %s on %s: %ld steps of %d (%ld a epoch), %d classes, learning rate %g\n", o->config,
+            o->data, r->total, r->batch, r->spe, o->classes, r->sched.lr);
+    if (r->c->size > 1) fprintf(stderr, "%d processes share each batch (%d images here)\n", r->c->size, r->share_n);
+}
+
+// One step: forward, loss, backward, the shares' gradients summed, SGD. *loss: the whole batch's.
+static int train_step(Run *r, const Batch *b, long step, double *loss, Err *e) {
+    const TrainOptions *o = r->o;
+    r->lr = sgd_lr(&r->sched, (double)step / r->spe);
+    Rng drop;
+    rng_seed_at(&drop, o->seed, (uint64_t)step, 0xd20f); // dropout masks of this step
+    int bad = !b || net_forward_train(&r->net, b->x, b->n, &drop, e) ? -1 : 0;
+    if (agree(r, bad, e)) return -1;
+    // this share's part of the batch's mean loss; summed over the shares, the batch's (one decision for all)
+    *loss = o->multibox ? multibox_batch_loss(&r->net, b) : net_loss(&r->net, b->labels, o->aux_weight, NULL);
+    cluster_sum_doubles(r->c, loss, 1);
+    if (!isfinite(*loss)) {
+        err_set(e, "step %ld: the loss is %s (learning rate %g too high?); stopped. The last good checkpoint "
+                   "is kept: %s",
+                step + 1, isnan(*loss) ? "NaN" : "infinite", r->lr, r->ckpt_path);
+        if (r->c->rank > 0) e->msg[0] = '\0'; // every process stops here: rank 0 says why
+        return -1;
+    }
+    if (agree(r, net_backward(&r->net, e), e)) return -1;
+    sum_across(r);
+    sgd_step(&r->sgd, &r->sched, r->lr, r->groups, r->n_groups, r->net.params, r->net.grads);
+    return 0;
+}
+
+// After step `step`: progress, a log row every --log-every steps, and at the end of an epoch validation, the log
+// row and the curves; checkpoint and model at the end of an epoch and every --checkpoint-every steps.
+static int after_step(Run *r, long step, double loss, Err *e) {
+    const TrainOptions *o = r->o;
+    const bool lead = r->c->rank == 0;
+    double epoch = (double)(step + 1) / r->spe;
+    r->loss_sum += loss, r->loss_n++;
+    progress_note(&r->prog, "epoch %.2f loss %.4f lr %.3g", epoch, loss, r->lr);
+    progress_add(&r->prog, r->batch);
+    double elapsed = now_seconds() - r->t0, ips = (double)r->prog.done / (elapsed > 0 ? elapsed : 1);
+    bool epoch_end = (step + 1) % r->spe == 0 || step + 1 == r->total;
+    if (lead && (step + 1) % o->log_every == 0 && !epoch_end) {
+        log_row(r->log, epoch, step + 1, r->lr, r->loss_sum / r->loss_n, NULL, ips, elapsed);
+        r->loss_sum = 0, r->loss_n = 0;
+    }
+    int bad = 0;
+    if (lead && epoch_end) { // the others go on to the next step and wait for rank 0 there
+        ValResult v = {.top1 = NAN, .top5 = NAN, .region_accuracy = NAN, .map = NAN, .recall = NAN};
+        bad = r->has_val ? validate(r, &v, e) : 0;
+        if (!bad) {
+            log_row(r->log, epoch, step + 1, r->lr, r->loss_n ? r->loss_sum / r->loss_n : NAN, &v, ips,
+                    now_seconds() - r->t0);
+            r->loss_sum = 0, r->loss_n = 0;
+            bad = train_plot_log(r->log_path, r->plot_path, o->data, e);
+        }
+        if (!bad && !o->quiet && r->has_val) print_validation(r, &v, epoch);
+    }
+    bool saving = epoch_end || (o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0);
+    if (!bad && lead && saving) bad = save_checkpoint(r, step + 1, e) || save_model(r, e) ? -1 : 0;
+    return (epoch_end || saving) && agree(r, bad, e) ? -1 : 0; // rank 0's validation and writing went well
+}
+
+// The steps from `first` to the end, the loader thread one batch ahead.
+static int run_steps(Run *r, long first, Err *e) {
+    Batch slots[2] = {{0}};
+    for (int s = 0; s < 2; s++) batch_alloc(&slots[s], r->share_n, &r->cfg);
+    Loader loader = {&r->train, &r->cfg, r->recipe};
+    Prefetch pf;
+    prefetch_start(&pf, produce_batch, &loader, &slots[0], &slots[1], first, r->total);
+    progress_init(&r->prog, "train", (r->total - first) * r->batch, "img", r->o->quiet);
+    r->t0 = now_seconds();
+    int rc = 0;
+    for (long step = first; step < r->total && !rc; step++) {
+        double loss;
+        rc = train_step(r, prefetch_get(&pf, step, e), step, &loss, e);
+        if (!rc) prefetch_release(&pf, step), rc = after_step(r, step, loss, e);
+    }
+    if (!rc) progress_finish(&r->prog);
+    if (!rc && !r->o->quiet && r->c->size > 1 && r->total > first)
+        fprintf(stderr, "summing across %d processes: %.1f ms a step\n", r->c->size,
+                1e3 * r->comm_seconds / (double)(r->total - first));
+    prefetch_stop(&pf); // the loader is done with the training set, which the box regression reads next
+    for (int s = 0; s < 2; s++) batch_free(&slots[s]);
+    return rc;
+}
+
+static void run_free(Run *r) {
+    if (r->log) fclose(r->log);
+    dataset_free(&r->train);
+    dataset_free(&r->val);
+    sgd_free(&r->sgd);
+    bbox_regress_free(&r->bbox);
+    free(r->groups);
+    net_free(&r->net);
+    net_free(&r->eval_net);
+    free(r->ckpt_path), free(r->model_path), free(r->log_path), free(r->plot_path);
+}
+
 int train_run(const TrainOptions *o, Err *e) {
     if (o->batch < 0 || o->epochs < 1 || (o->classes < 1 && !o->multibox))
         return err_set(e, "batch, epochs and classes must be positive");
     Cluster alone = {.rank = 0, .size = 1};
     Run r = {.o = o, .c = o->cluster ? o->cluster : &alone};
     const bool lead = r.c->rank == 0; // writes the log, checkpoints and the model
-    if (agree(&r, make_dirs(o->out, e), e)) return -1;
-    r.ckpt_path = out_path(o->out, "checkpoint.bin");
-    r.model_path = out_path(o->out, "model.safetensors");
-    r.log_path = out_path(o->out, "log.csv");
-    r.plot_path = out_path(o->out, "curves.png");
-    Batch slots[2] = {{0}};
-    Prefetch pf;
-    bool prefetching = false;
-    int rc = -1;
-    // Rank 0 opens the sets first: a detection set's proposals are computed once and cached for the others.
-    if (agree(&r, lead ? open_sets(&r, e) : 0, e) || agree(&r, lead ? 0 : open_sets(&r, e), e)) goto done;
-    r.batch = o->batch > 0 ? o->batch : r.train.kind == DATASET_REGIONS ? 128 : 32;
-    if (r.batch < r.c->size && agree(&r, err_set(e, "a batch of %d cannot be shared among %d processes", r.batch,
-                                                 r.c->size), e))
-        goto done;
-    r.share_lo = (int)((long)r.batch * r.c->rank / r.c->size);
-    r.share_n = (int)((long)r.batch * (r.c->rank + 1) / r.c->size) - r.share_lo;
-    if (agree(&r, setup_net(&r, e), e)) goto done;
-    sgd_init(&r.sgd, r.net.params_size, r.net.params, &o->sgd);
-    make_groups(&r);
-
-    // Resume from the checkpoint when asked and present.
     long step = 0;
-    struct stat st;
-    bool resumed = o->resume && stat(r.ckpt_path, &st) == 0;
-    if (o->resume && !resumed && !o->quiet) // not an error (a first run may say --resume), but never silent
-        fprintf(stderr, "--resume: no %s yet: starting afresh\n", r.ckpt_path);
-    if (resumed) { // every process reads rank 0's checkpoint
-        CheckpointHeader h;
-        int bad = checkpoint_load(r.ckpt_path, checkpoint_fingerprint(&r.net), r.net.params_size, &h, r.net.params,
-                                  r.sgd.velocity, r.sgd.average, e);
-        if (!bad && h.seed != o->seed)
-            bad = err_set(e, "%s: made with --seed %llu; resume with the same seed", r.ckpt_path,
-                          (unsigned long long)h.seed);
-        if (agree(&r, bad, e)) goto done;
-        if (r.sgd.average && !h.has_average) // averaging switched on now: start it from the resumed weights
-            memcpy(r.sgd.average, r.net.params, r.net.params_size * sizeof(float));
-        step = h.step;
-        r.sgd.step = h.step;
-        if (!o->quiet) fprintf(stderr, "resuming from %s at step %ld\n", r.ckpt_path, step);
-    }
-    if (agree(&r, lead && !(r.log = log_open(r.log_path, resumed, step, e)) ? -1 : 0, e)) goto done;
-
-    BatchRecipe recipe = {.seed = o->seed, .batch = r.batch, .share_lo = r.share_lo, .context = o->context,
-                          .pos_fraction = o->pos_fraction, .hard_fraction = o->hard_fraction, .jitter = o->jitter,
-                          .augment = o->augment ? augment_paper() : augment_none()};
-    if (r.train.kind == DATASET_CLASSIFY && o->augment) recipe.augment.area_min = o->crop_area_min;
-    if (r.train.kind == DATASET_REGIONS) recipe.augment = (Augment){.flip = o->augment};
-    if (r.train.kind == DATASET_BOXES && o->augment) recipe.augment.area_min = 0.3; // crops that keep objects
-    long spe = dataset_steps_per_epoch(&r.train, &recipe);
-    long total = o->steps > 0 ? o->steps : (long)o->epochs * spe;
-    SgdConfig sgd = o->sgd;
-    sgd.lr = recipe_lr(o, &r.cfg);
-    sgd.epochs = (double)total / (double)spe; // a cosine spans the whole run
-    if (!o->quiet && !r.cfg.batchnorm && !o->init && !o->finetune && !o->multibox)
-        fprintf(stderr, "note: %s has no batch normalisation: trained from scratch on a small set it may learn "
-                        "little (results/training.md); its *-bn.cfg sibling or batchnorm = true learns\n",
-                o->config);
-    if (!o->quiet)
-        fprintf(stderr, "training %s on %s: %ld steps of %d (%ld a epoch), %d classes, learning rate %g\n",
-                o->config, o->data, total, r.batch, spe, o->classes, sgd.lr);
-    if (!o->quiet && r.c->size > 1)
-        fprintf(stderr, "%d processes share each batch (%d images here)\n", r.c->size, r.share_n);
-    for (int s = 0; s < 2; s++) batch_alloc(&slots[s], r.share_n, &r.cfg);
-    Loader loader = {&r.train, &r.cfg, recipe};
-    prefetch_start(&pf, produce_batch, &loader, &slots[0], &slots[1], step, total);
-    prefetching = true;
-
-    Progress prog;
-    progress_init(&prog, "train", (total - step) * r.batch, "img", o->quiet);
-    const long first = step;
-    double t0 = now_seconds(), loss_sum = 0, lr = 0;
-    int loss_n = 0;
-    for (; step < total; step++) {
-        Batch *b = prefetch_get(&pf, step, e);
-        lr = sgd_lr(&sgd, (double)step / spe);
-        Rng drop;
-        rng_seed_at(&drop, o->seed, (uint64_t)step, 0xd20f); // dropout masks of this step
-        int bad = !b || net_forward_train(&r.net, b->x, b->n, &drop, e) ? -1 : 0;
-        if (agree(&r, bad, e)) goto done;
-        // this share's part of the batch's mean loss; summed over the shares, the batch's (one decision for all)
-        double loss = o->multibox ? multibox_batch_loss(&r.net, b) : net_loss(&r.net, b->labels, o->aux_weight, NULL);
-        cluster_sum_doubles(r.c, &loss, 1);
-        if (!isfinite(loss)) {
-            err_set(e, "step %ld: the loss is %s (learning rate %g too high?); stopped. The last good checkpoint "
-                       "is kept: %s",
-                    step + 1, isnan(loss) ? "NaN" : "infinite", lr, r.ckpt_path);
-            if (!lead) e->msg[0] = '\0'; // every process stops here: rank 0 says why
-            goto done;
-        }
-        if (agree(&r, net_backward(&r.net, e), e)) goto done;
-        sum_across(&r);
-        sgd_step(&r.sgd, &sgd, lr, r.groups, r.n_groups, r.net.params, r.net.grads);
-        prefetch_release(&pf, step);
-        loss_sum += loss, loss_n++;
-        progress_note(&prog, "epoch %.2f loss %.4f lr %.3g", (double)(step + 1) / spe, loss, lr);
-        progress_add(&prog, r.batch);
-        double elapsed = now_seconds() - t0, ips = (double)prog.done / (elapsed > 0 ? elapsed : 1);
-        bool epoch_end = (step + 1) % spe == 0 || step + 1 == total;
-        if (lead && (step + 1) % o->log_every == 0 && !epoch_end) {
-            log_row(r.log, (double)(step + 1) / spe, step + 1, lr, loss_sum / loss_n, NULL, ips, elapsed);
-            loss_sum = 0, loss_n = 0;
-        }
-        bad = 0;
-        if (lead && epoch_end) { // the others go on to the next step and wait for rank 0 there
-            ValResult v = {.top1 = NAN, .top5 = NAN, .region_accuracy = NAN, .map = NAN, .recall = NAN};
-            bad = r.has_val ? validate(&r, &v, e) : 0;
-            if (!bad) {
-                log_row(r.log, (double)(step + 1) / spe, step + 1, lr, loss_n ? loss_sum / loss_n : NAN, &v, ips,
-                        now_seconds() - t0);
-                loss_sum = 0, loss_n = 0;
-                bad = train_plot_log(r.log_path, r.plot_path, o->data, e);
-            }
-            if (!bad && !o->quiet && r.has_val) print_validation(&r, &v, (double)(step + 1) / spe);
-        }
-        bool saving = epoch_end || (o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0);
-        if (!bad && lead && saving) bad = save_checkpoint(&r, step + 1, e) || save_model(&r, e) ? -1 : 0;
-        if ((epoch_end || saving) && agree(&r, bad, e)) goto done; // rank 0's validation and writing went well
-    }
-    progress_finish(&prog);
-    if (!o->quiet && r.c->size > 1 && total > first)
-        fprintf(stderr, "summing across %d processes: %.1f ms a step\n", r.c->size,
-                1e3 * r.comm_seconds / (double)(total - first));
-    prefetch_stop(&pf); // the loader is done with the training set, which the box regression reads next
-    prefetching = false;
-    if (lead && r.train.kind == DATASET_REGIONS && o->bbox_reg && fit_box_regressor(&r, e)) goto done;
-    if (lead && r.train.decode_failures)
+    int rc = run_open(&r, e) || run_resume(&r, &step, e) ? -1 : 0;
+    if (!rc) run_plan(&r), rc = run_steps(&r, step, e);
+    if (!rc && lead && r.train.kind == DATASET_REGIONS && o->bbox_reg) rc = fit_box_regressor(&r, e);
+    if (!rc && lead && r.train.decode_failures)
         fprintf(stderr, "warning: %zu training images did not decode and were skipped\n", r.train.decode_failures);
-    rc = 0;
-done:
-    if (prefetching) prefetch_stop(&pf);
-    for (int s = 0; s < 2; s++) batch_free(&slots[s]);
-    if (r.log) fclose(r.log);
-    dataset_free(&r.train);
-    dataset_free(&r.val);
-    sgd_free(&r.sgd);
-    bbox_regress_free(&r.bbox);
-    free(r.groups);
-    net_free(&r.net);
-    net_free(&r.eval_net);
-    free(r.ckpt_path), free(r.model_path), free(r.log_path), free(r.plot_path);
+    run_free(&r);
     return rc;
 }
