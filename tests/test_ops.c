@@ -495,11 +495,13 @@ static void test_ops_conv_random(void **state) {
 // ---------------------------------------------------------------------------------------------------------------
 // what is not an op: the GEMM kernels the convolution lowers to, bf16 rounding, known values, the loss
 
-// The GEMM kernels against their definitions: row counts around the 12-row tile, column counts around the
-// 32-column panel, odd K, operands with rows wider than used (ld > n, ld > K).
+// The GEMM kernels against their definitions: row counts around the 12-row (AVX-512) and 6-row (AVX2) tiles,
+// column counts around the 32- and 16-column panels and their 8-column halves, odd K, operands with rows wider
+// than used (ld > n, ld > K).
 static void test_gemm(void **state) {
     (void)state;
-    static const int shapes[][3] = {{1, 1, 1}, {12, 32, 7}, {13, 33, 147}, {25, 70, 64}, {5, 17, 2}, {24, 64, 301}};
+    static const int shapes[][3] = {{1, 1, 1},   {12, 32, 7}, {13, 33, 147}, {25, 70, 64},
+                                    {5, 17, 2},  {24, 64, 301}, {7, 9, 20},  {6, 12, 5}};
     Rng r;
     rng_seed(&r, 11);
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
@@ -513,6 +515,19 @@ static void test_gemm(void **state) {
                 memset(fast, 0xff, (size_t)m * ldy * 4);
                 gemm_bias_avx512(m, n, K, w, ldw, x, ldx, b, relu, fast, ldy);
                 for (int i = 0; i < m; i++) assert_close(fast + i * ldy, ref + i * ldy, (size_t)n, 1e-5, "gemm avx512");
+            }
+            if (isa_supported(ISA_AVX2)) { // with and without a bias; nothing written past n in a row
+                for (int with_b = 0; with_b < 2; with_b++) {
+                    float *zero = calloc((size_t)m, sizeof(float));
+                    gemm_bias_ref(m, n, K, w, ldw, x, ldx, with_b ? b : zero, relu, ref, ldy);
+                    memset(fast, 0xff, (size_t)m * ldy * 4);
+                    gemm_bias_avx2(m, n, K, w, ldw, x, ldx, with_b ? b : NULL, relu, fast, ldy);
+                    for (int i = 0; i < m; i++) {
+                        assert_close(fast + i * ldy, ref + i * ldy, (size_t)n, 1e-5, "gemm avx2");
+                        for (size_t c = (size_t)n; c < ldy; c++) assert_true(isnan(fast[i * ldy + c]));
+                    }
+                    free(zero);
+                }
             }
             if (isa_has_bf16()) {
                 float *wc = malloc((size_t)m * K * 4); // the weights as the convolution hands them: rows K apart
