@@ -1,7 +1,10 @@
 // Convolution with fused bias and ReLU. The fast path lowers the convolution to GEMM: im2col unrolls each
 // output position's receptive field into a column, and W (cout x cin*k*k) times the columns is the output. In
 // (C, N, H, W) layout a whole batch is one matrix: the columns run over (n, y, x). A 1x1 stride-1 convolution
-// is a GEMM on the input as it lies. The columns are built in blocks so the scratch stays cache-sized.
+// is a GEMM on the input as it lies. The columns are built in blocks so the scratch stays cache-sized. The GEMM
+// is ours with AVX-512 (gemm.c), OpenBLAS's otherwise; below AVX-512 the 3x3 stride-1 convolutions are
+// Winograd's (winograd.c). (Our AVX2 kernel for the 1x1s, columns packed in L2-sized pieces, and for im2col's
+// columns measured no faster than OpenBLAS: it stays Winograd's.)
 #include <cblas.h>
 #include <immintrin.h>
 #include <stdlib.h>
@@ -47,18 +50,10 @@ static Tiling conv_tiling(const ConvShape *s, int threads) {
     return (Tiling){.nb = nb, .blocks = (int)((P + nb - 1) / nb), .row_parts = 1};
 }
 
-// AVX2's 1x1 convolutions: columns packed this many at a time (their cin x piece floats in L2).
-static size_t pointwise_piece(int cin) {
-    size_t piece = (1u << 16) / (size_t)cin / 16 * 16;
-    return piece < 16 ? 16 : piece;
-}
-
 size_t conv_scratch_size(const ConvShape *s, int threads) {
     size_t nb = conv_tiling(s, threads).nb, tile = (size_t)s->cout * nb;
     size_t cols16 = (gemm_bf16_cols_size(s->cin * s->k * s->k) + 1) / 2; // the bf16 kernel's column panel
     if (cols16 > tile) tile = cols16;
-    if (conv_is_pointwise(s) && (size_t)s->cin * pointwise_piece(s->cin) > tile)
-        tile = (size_t)s->cin * pointwise_piece(s->cin);
     if (conv_is_pointwise(s)) return tile; // the GEMM reads the input as it lies
     size_t need = (size_t)s->cin * (size_t)s->k * (size_t)s->k * nb + tile;
     if (wino_applies(s) && wino_scratch_size(s, threads) > need) need = wino_scratch_size(s, threads);
@@ -252,24 +247,6 @@ typedef struct {
     const uint16_t *wb; // bf16: the weights rounded, (cout, K rounded up to even); NULL: fp32
 } ConvJob;
 
-// AVX2, a 1x1 convolution's tile: its columns packed a piece at a time (the input's rows lie P floats apart),
-// each piece through our kernel for rows [r0, mid) into y and [mid, r1) into y2, bias and ReLU in registers.
-static void pointwise_avx2(const ConvJob *j, size_t p0, size_t cols, int r0, int mid, int r1, float *packed) {
-    const ConvShape *s = j->s;
-    const int K = s->cin;
-    const size_t piece = pointwise_piece(K);
-    for (size_t q = 0; q < cols; q += piece) {
-        const size_t n = cols - q < piece ? cols - q : piece, at = p0 + q;
-        for (int k = 0; k < K; k++) memcpy(packed + (size_t)k * n, j->x + (size_t)k * j->P + at, n * sizeof(float));
-        if (mid > r0)
-            gemm_bias_avx2(mid - r0, (int)n, K, j->w + (size_t)r0 * K, K, packed, n, j->b + r0, s->relu,
-                           j->y + (size_t)r0 * j->P + at, j->P);
-        if (r1 > mid)
-            gemm_bias_avx2(r1 - mid, (int)n, K, j->w + (size_t)mid * K, K, packed, n, j->b + mid, s->relu,
-                           j->y2 + (size_t)(mid - s->split) * j->P + at, j->P);
-    }
-}
-
 // One tile: output rows [r0, r1) x columns [p0, p0 + cols).
 static void conv_task(void *arg, int task, int thread) {
     const ConvJob *j = arg;
@@ -280,11 +257,6 @@ static void conv_task(void *arg, int task, int thread) {
     int r0 = (int)((long)rp * s->cout / j->row_parts), r1 = (int)((long)(rp + 1) * s->cout / j->row_parts);
     if (r1 == r0) return;
     float *scratch = j->scratch + (size_t)thread * j->scratch_per_thread;
-    int mid = r1 < s->split ? r1 : (r0 > s->split ? r0 : s->split); // rows below s->split go to y, others to y2
-    if (j->isa == ISA_AVX2 && !j->wb && conv_is_pointwise(s)) {
-        pointwise_avx2(j, p0, cols, r0, mid, r1, scratch);
-        return;
-    }
     const float *cols_src;
     int ldb;
     if (conv_is_pointwise(s)) {
@@ -296,6 +268,7 @@ static void conv_task(void *arg, int task, int thread) {
         cols_src = scratch, ldb = (int)cols;
         scratch += (size_t)K * j->nb;
     }
+    int mid = r1 < s->split ? r1 : (r0 > s->split ? r0 : s->split); // rows below s->split go to y, others to y2
     if (j->wb) { // bf16: bias, ReLU and the store in registers, straight into the output
         const size_t K2 = (size_t)(K + 1) / 2 * 2;
         uint16_t *panel = (uint16_t *)scratch;

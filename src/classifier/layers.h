@@ -88,7 +88,7 @@ void gemm_bias_avx512(int m, int n, int K, const float *w, size_t ldw, const flo
 void gemm_bias_ref(int m, int n, int K, const float *w, size_t ldw, const float *x, size_t ldx, const float *b,
                    bool relu, float *y, size_t ldy);
 // AVX2 + FMA (isa_supported(ISA_AVX2)): the same, b may be NULL (no bias); x must be compact and L2-sized (ldx
-// near n, K x n a few hundred KiB: rows far apart share L1 sets and halve its speed), so callers pack first.
+// near n, K x n a few hundred KiB: rows far apart share L1 sets and halve its speed), as Winograd's are.
 void gemm_bias_avx2(int m, int n, int K, const float *w, size_t ldw, const float *x, size_t ldx, const float *b,
                     bool relu, float *y, size_t ldy);
 // bf16 (isa_has_bf16): w and x rounded to bfloat16 (nearest even), sums in fp32. w: the weights as
@@ -126,8 +126,8 @@ size_t conv_scratch_size(const ConvShape *s, int threads);
 // x: (cin, n, h, w); w: (cout, cin, k, k); b: (cout); y: (split, n, ho, wo); y2: (cout - split, n, ho, wo);
 // scratch: conv_scratch_size floats for each thread of `workers`. The output is cut into tiles (column blocks,
 // and row parts when there are few columns), each tile bias + im2col + GEMM + ReLU on one thread in cache.
-// isa: ISA_AVX512 lowers to gemm_bias_avx512 straight into y, the others to OpenBLAS's GEMM through a tile in
-// cache. wb: NULL for fp32; for bf16 (isa_has_bf16), workspace of cout x (K rounded up to even) bf16 where the
+// isa: ISA_AVX512 lowers to gemm_bias_avx512 straight into y; below it the 3x3 stride-1 ones go to wino_forward
+// and the others to OpenBLAS's GEMM through a tile in cache. wb: NULL for fp32; for bf16 (isa_has_bf16), workspace of cout x (K rounded up to even) bf16 where the
 // call rounds the weights first (conv_bf16_size), then gemm_bias_bf16.
 size_t conv_bf16_size(const ConvShape *s);
 void conv_forward(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *y2,

@@ -25,7 +25,6 @@
 #define WINO_BLOCK_FLOATS (1u << 16)
 #define WINO_BLOCK_MIN 16 // tiles
 #define MR 6              // output channels a panel (GEMM tile rows)
-#define NR 16             // tiles a GEMM tile (columns); V's rows are padded to a multiple of 8
 
 bool wino_applies(const ConvShape *s) {
     return s->k == 3 && s->stride == 1 && s->pad == 1 && s->ho == s->h && s->wo == s->w;
@@ -59,10 +58,9 @@ static WinoTiling wino_tiling(const ConvShape *s, int threads) {
 
 static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
-// Floats a thread: V (16, cin, ld), M (16, MR, ld), four padded rows (ld: tb rounded up to 8).
+// Floats a thread: V (16, cin, tb), M (16, MR, tb), four padded rows.
 static size_t per_thread(const ConvShape *s, size_t tb) {
-    size_t ld = round_up(tb, 8);
-    return 16 * ((size_t)s->cin + MR) * ld + 4 * (2 * (size_t)tiles_w(s) + 2);
+    return 16 * ((size_t)s->cin + MR) * tb + 4 * (2 * (size_t)tiles_w(s) + 2);
 }
 
 // U (16, cout rounded up to MR, cin): shared by the threads, each carries a share of it.
@@ -210,13 +208,10 @@ TARGET_AVX2 static void output_avx2(const ConvShape *s, const float *m, size_t l
 // below as the compiler vectorises them.
 
 static void panel_base(int cin, const float *u, const float *v, size_t ld, float *m) {
-    for (size_t j = 0; j < ld; j += 8) {
-        float acc[MR][8] = {{0}};
-        for (int c = 0; c < cin; c++)
-            for (int r = 0; r < MR; r++)
-                for (int q = 0; q < 8; q++) acc[r][q] += u[r * cin + c] * v[c * ld + j + q];
-        for (int r = 0; r < MR; r++) memcpy(m + r * ld + j, acc[r], sizeof acc[r]);
-    }
+    memset(m, 0, MR * ld * sizeof(float));
+    for (int c = 0; c < cin; c++)
+        for (int r = 0; r < MR; r++)
+            for (size_t q = 0; q < ld; q++) m[r * ld + q] += u[r * cin + c] * v[c * ld + q];
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -268,12 +263,10 @@ static void block_task(void *arg, int task, int thread) {
         if (j->avx2) weights_avx2(s, j->w, k0, k1, j->u);
         else weights_base(s, j->w, k0, k1, j->u);
     }
-    const size_t ld = round_up(t1 - t0, 8), plane = round_up((size_t)s->cout, MR) * s->cin;
+    const size_t ld = t1 - t0, plane = round_up((size_t)s->cout, MR) * s->cin;
     float *v = j->scratch + (size_t)thread * j->per_thread; // (16, cin, ld)
     float *m = v + 16 * (size_t)s->cin * ld;               // (16, MR, ld)
     float *rows = m + 16 * (size_t)MR * ld;
-    for (int xi = 0; xi < 16; xi++) // the padding columns: defined, never read back
-        for (int c = 0; c < s->cin; c++) memset(v + ((size_t)xi * s->cin + c) * ld + (t1 - t0), 0, (ld - (t1 - t0)) * 4);
     for (size_t t = t0; t < t1;) {
         TileRun r = tile_run(s, t, t1);
         if (j->avx2) input_avx2(s, j->x, r.img, r.ty, r.tx, r.run, v, ld, t - t0, rows);
