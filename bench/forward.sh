@@ -59,12 +59,12 @@ for round in $(seq "$ROUNDS"); do
 done
 mkdir -p results
 $PY bench/forward_report.py "$W" "bench/forward.sh (ROUNDS=$ROUNDS REPS16=$REPS16 REPS1=$REPS1 THREADS=$THREADS)" > results/forward.md.tmp
-# keep the section bench/forward_bf16.sh wrote, if any
+# keep the section bench/forward_bf16.sh wrote and earlier machines' runs, if any
 if [ -f results/forward.md ]; then
     $PY -c "
 import re, sys
 parts = re.split(r'(?m)^(?=## )', open('results/forward.md').read())
-sys.stdout.write(''.join(p for p in parts if p.startswith('## bf16: accuracy')))" > "$W/bf16.md"
+sys.stdout.write(''.join(p for p in parts if p.startswith(('## bf16: accuracy', '## Earlier run'))))" > "$W/bf16.md"
     if [ -s "$W/bf16.md" ]; then $PY bench/results_section.py "$W/bf16.md" results/forward.md.tmp; fi
 fi
 mv results/forward.md.tmp results/forward.md

@@ -2,7 +2,6 @@
 // run, and the settings read from configs/*.cfg.
 #include "proposals.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -58,13 +57,6 @@ void proposals_params_describe(const ProposalParams *p, char *buf, size_t n) {
 #undef PUT
 }
 
-static char *trim(char *s) {
-    while (isspace((unsigned char)*s)) s++;
-    char *end = s + strlen(s);
-    while (end > s && isspace((unsigned char)end[-1])) *--end = '\0';
-    return s;
-}
-
 static int parse_num(const char *path, int line, const char *key, const char *v, double lo, double hi, double *out,
                      Err *e) {
     char *end;
@@ -87,7 +79,7 @@ int proposals_params_load(ProposalParams *p, const char *path, Err *e) {
         line++;
         char *hash = strchr(s, '#');
         if (hash) *hash = '\0';
-        s = trim(s);
+        s = text_trim(s);
         if (!*s) continue;
         char *eq = strchr(s, '=');
         if (!eq) {
@@ -95,7 +87,7 @@ int proposals_params_load(ProposalParams *p, const char *path, Err *e) {
             break;
         }
         *eq = '\0';
-        char *key = trim(s), *val = trim(eq + 1);
+        char *key = text_trim(s), *val = text_trim(eq + 1);
         double x = 0;
         if (!strcmp(key, "mode")) {
             if (proposals_params_mode(&q, val, e)) rc = err_prefix(e, "%s:%d", path, line);
