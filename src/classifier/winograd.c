@@ -14,8 +14,9 @@
 //           | 0  1  1  0 |         | 1/2  1/2  1/2 |           | 0  1 -1 -1 |
 //           | 0 -1  1  0 |         | 1/2 -1/2  1/2 |
 //           | 0  1  0 -1 |         |  0    0    1  |
-// The error: the transforms add and subtract (and halve, exactly), so it is that of a sum of four times fewer
-// products plus a few additions; tests/test_ops.c holds it to the reference with the im2col path's budget.
+// The error: the transforms add, subtract and halve (exactly, in binary), so it is that of the products' sums plus
+// a few additions; tests/test_ops.c holds it to the reference within the im2col path's budget. conv_forward takes
+// this path below AVX-512 only: AVX-512's own GEMM is twice as wide, and Winograd there has not been measured.
 #include <string.h>
 
 #include "common.h"
