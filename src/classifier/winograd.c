@@ -17,6 +17,7 @@
 // The error: the transforms add, subtract and halve (exactly, in binary), so it is that of the products' sums plus
 // a few additions; tests/test_ops.c holds it to the reference within the im2col path's budget. conv_forward takes
 // this path below AVX-512 only: AVX-512's own GEMM is twice as wide, and Winograd there has not been measured.
+#include <immintrin.h>
 #include <string.h>
 
 #include "common.h"
@@ -59,9 +60,11 @@ static WinoTiling wino_tiling(const ConvShape *s, int threads) {
 
 static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
-// Floats a thread: V (16, cin, tb), M (16, MR, tb), four padded rows.
+// Floats a thread: V (16, cin, tb), M (16, MR, tb), and the transforms' rows: four padded input rows of a tile
+// row, or four outputs a tile of the block.
 static size_t per_thread(const ConvShape *s, size_t tb) {
-    return 16 * ((size_t)s->cin + MR) * tb + 4 * (2 * (size_t)tiles_w(s) + 2);
+    const size_t in = 4 * (2 * (size_t)tiles_w(s) + 2), out = 4 * tb;
+    return 16 * ((size_t)s->cin + MR) * tb + (in > out ? in : out);
 }
 
 // U (16, cout rounded up to MR, cin): shared by the threads, each carries a share of it.
@@ -70,6 +73,17 @@ static size_t u_size(const ConvShape *s) { return 16 * round_up((size_t)s->cout,
 size_t wino_scratch_size(const ConvShape *s, int threads) {
     if (threads < 1) threads = 1;
     return per_thread(s, wino_tiling(s, threads).tb) + (u_size(s) + (size_t)threads - 1) / (size_t)threads;
+}
+
+// The run of tiles from t (< t1) along one tile row: image, tile row, first column, tiles.
+typedef struct {
+    int img, ty, tx, run;
+} TileRun;
+
+static TileRun tile_run(const ConvShape *s, size_t t, size_t t1) {
+    const size_t tw = (size_t)tiles_w(s), th = (size_t)tiles_h(s), tx = t % tw;
+    return (TileRun){.img = (int)(t / tw / th), .ty = (int)(t / tw % th), .tx = (int)tx,
+                     .run = (int)(t1 - t < tw - tx ? t1 - t : tw - tx)};
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -117,15 +131,20 @@ static inline __attribute__((always_inline)) void input_body(const ConvShape *s,
                                                               int tx, int run, float *restrict v, size_t ldv,
                                                               size_t q0, float *restrict rows) {
     const int W = s->w, len = 2 * run + 2, x0 = 2 * tx - 1; // the patches' columns: x0 .. x0 + len
+    const int lo = x0 < 0 ? -x0 : 0, hi = W - x0 < len ? W - x0 : len; // columns [lo, hi) lie in the image
     const size_t plane = (size_t)s->n * s->h * W;
     float *restrict d[4] = {rows, rows + len, rows + 2 * len, rows + 3 * len};
     for (int c = 0; c < s->cin; c++) {
-        for (int i = 0; i < 4; i++) { // input rows 2 ty - 1 + i, zero outside the image
-            const int yy = 2 * ty - 1 + i;
+        for (int i = 0; i < 4; i++) { // input rows 2 ty - 1 + i, zero outside the image (copies, not masked
+            const int yy = 2 * ty - 1 + i;                          // loads: those are slow on AMD)
             const float *row = x + c * plane + ((size_t)img * s->h + yy) * W;
-            if (yy < 0 || yy >= s->h) memset(d[i], 0, (size_t)len * sizeof(float));
-            else
-                for (int j = 0; j < len; j++) d[i][j] = x0 + j >= 0 && x0 + j < W ? row[x0 + j] : 0.0f;
+            if (yy < 0 || yy >= s->h) {
+                memset(d[i], 0, (size_t)len * sizeof(float));
+                continue;
+            }
+            memset(d[i], 0, (size_t)lo * sizeof(float));
+            memcpy(d[i] + lo, row + x0 + lo, (size_t)(hi - lo) * sizeof(float));
+            memset(d[i] + hi, 0, (size_t)(len - hi) * sizeof(float));
         }
         for (int j = 0; j < len; j++) { // B^T d: down the columns, in place
             const float a = d[0][j], b = d[1][j], e = d[2][j], f = d[3][j];
@@ -143,26 +162,35 @@ static inline __attribute__((always_inline)) void input_body(const ConvShape *s,
     }
 }
 
-// The outputs of channels [k0, k1) for `run` tiles of one tile row: A^T M A + bias, ReLU; m: (16, MR, ldm), its
-// row 0 channel k0; rows: 4 run floats of scratch.
+// dst[2 q] = a[q], dst[2 q + 1] = b[q] for q < n: an output row from its tiles' left and right columns (SSE
+// unpacks, which GCC does not find for this loop by itself).
+static inline __attribute__((always_inline)) void interleave(float *restrict dst, const float *restrict a,
+                                                              const float *restrict b, int n) {
+    int q = 0;
+    for (; q + 4 <= n; q += 4) {
+        const __m128 x = _mm_loadu_ps(a + q), y = _mm_loadu_ps(b + q);
+        _mm_storeu_ps(dst + 2 * q, _mm_unpacklo_ps(x, y)), _mm_storeu_ps(dst + 2 * q + 4, _mm_unpackhi_ps(x, y));
+    }
+    for (; q < n; q++) dst[2 * q] = a[q], dst[2 * q + 1] = b[q];
+}
+
+// The outputs of channels [k0, k1) for the block's tiles [t0, t1): A^T M A + bias, ReLU over the whole block at
+// once (long vector loops: a tile row holds only 4 to 28 tiles), then each tile row's two output rows written
+// from its tiles' columns; m: (16, MR, ld), its row 0 channel k0; rows: 4 ld floats of scratch.
 static inline __attribute__((always_inline)) void output_body(const ConvShape *s, const float *restrict m,
-                                                               size_t ldm, size_t q0, int k0, int k1,
-                                                               const float *b, int img, int ty, int tx, int run,
-                                                               float *y, float *y2, float *restrict rows) {
+                                                               size_t ld, size_t t0, size_t t1, int k0, int k1,
+                                                               const float *b, float *y, float *y2,
+                                                               float *restrict rows) {
     const int Wo = s->wo;
-    const size_t plane = (size_t)s->n * s->ho * Wo, step = MR * ldm;
-    const bool two_rows = 2 * ty + 1 < s->ho;
-    const int full = 2 * (tx + run) <= Wo ? run : run - 1; // tiles whose two columns are both in the image
+    const size_t plane = (size_t)s->n * s->ho * Wo, step = MR * ld, nt = t1 - t0;
+    float *restrict o00 = rows, *restrict o01 = o00 + nt, *restrict o10 = o01 + nt, *restrict o11 = o10 + nt;
     for (int k = k0; k < k1; k++) {
-        float *out = k < s->split ? y + (size_t)k * plane : y2 + (size_t)(k - s->split) * plane;
-        float *restrict r0 = out + ((size_t)img * s->ho + 2 * ty) * Wo + 2 * tx, *restrict r1 = r0 + Wo;
-        const float *restrict p = m + (size_t)(k - k0) * ldm + q0;
+        const float *restrict p = m + (size_t)(k - k0) * ld;
         const float bias = b[k];
-        float *restrict o00 = rows, *restrict o01 = o00 + run, *restrict o10 = o01 + run, *restrict o11 = o10 + run;
 #define P(i) const float *restrict p##i = p + i * step;
         P(0) P(1) P(2) P(3) P(4) P(5) P(6) P(7) P(8) P(9) P(10) P(11) P(12) P(13) P(14) P(15)
 #undef P
-        for (int q = 0; q < run; q++) { // A^T M A: down the columns (rows 0 and 1 of A^T M), then along
+        for (size_t q = 0; q < nt; q++) { // A^T M A: down the columns (rows 0 and 1 of A^T M), then along
             const float a0 = p0[q] + p4[q] + p8[q], a1 = p1[q] + p5[q] + p9[q], a2 = p2[q] + p6[q] + p10[q],
                         a3 = p3[q] + p7[q] + p11[q];
             const float c0 = p4[q] - p8[q] - p12[q], c1 = p5[q] - p9[q] - p13[q], c2 = p6[q] - p10[q] - p14[q],
@@ -171,12 +199,21 @@ static inline __attribute__((always_inline)) void output_body(const ConvShape *s
             o10[q] = bias + c0 + c1 + c2, o11[q] = bias + c1 - c2 - c3;
         }
         if (s->relu)
-            for (int q = 0; q < 4 * run; q++) o00[q] = o00[q] > 0.0f ? o00[q] : 0.0f;
-        for (int q = 0; q < full; q++) r0[2 * q] = o00[q], r0[2 * q + 1] = o01[q];
-        if (full < run) r0[2 * full] = o00[full];
-        if (!two_rows) continue;
-        for (int q = 0; q < full; q++) r1[2 * q] = o10[q], r1[2 * q + 1] = o11[q];
-        if (full < run) r1[2 * full] = o10[full];
+            for (size_t q = 0; q < 4 * nt; q++) o00[q] = o00[q] > 0.0f ? o00[q] : 0.0f;
+        float *out = k < s->split ? y + (size_t)k * plane : y2 + (size_t)(k - s->split) * plane;
+        for (size_t t = t0; t < t1;) {
+            const TileRun r = tile_run(s, t, t1);
+            const size_t q = t - t0;
+            const int full = 2 * (r.tx + r.run) <= Wo ? r.run : r.run - 1; // tiles with both columns inside
+            float *r0 = out + ((size_t)r.img * s->ho + 2 * r.ty) * Wo + 2 * r.tx;
+            interleave(r0, o00 + q, o01 + q, full);
+            if (full < r.run) r0[2 * full] = o00[q + full];
+            if (2 * r.ty + 1 < s->ho) {
+                interleave(r0 + Wo, o10 + q, o11 + q, full);
+                if (full < r.run) r0[Wo + 2 * full] = o10[q + full];
+            }
+            t += (size_t)r.run;
+        }
     }
 }
 
@@ -194,14 +231,13 @@ TARGET_AVX2 static void input_avx2(const ConvShape *s, const float *x, int img, 
                                    size_t ldv, size_t q0, float *rows) {
     input_body(s, x, img, ty, tx, run, v, ldv, q0, rows);
 }
-static void output_base(const ConvShape *s, const float *m, size_t ldm, size_t q0, int k0, int k1, const float *b,
-                        int img, int ty, int tx, int run, float *y, float *y2, float *rows) {
-    output_body(s, m, ldm, q0, k0, k1, b, img, ty, tx, run, y, y2, rows);
+static void output_base(const ConvShape *s, const float *m, size_t ld, size_t t0, size_t t1, int k0, int k1,
+                        const float *b, float *y, float *y2, float *rows) {
+    output_body(s, m, ld, t0, t1, k0, k1, b, y, y2, rows);
 }
-TARGET_AVX2 static void output_avx2(const ConvShape *s, const float *m, size_t ldm, size_t q0, int k0, int k1,
-                                    const float *b, int img, int ty, int tx, int run, float *y, float *y2,
-                                    float *rows) {
-    output_body(s, m, ldm, q0, k0, k1, b, img, ty, tx, run, y, y2, rows);
+TARGET_AVX2 static void output_avx2(const ConvShape *s, const float *m, size_t ld, size_t t0, size_t t1, int k0,
+                                    int k1, const float *b, float *y, float *y2, float *rows) {
+    output_body(s, m, ld, t0, t1, k0, k1, b, y, y2, rows);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -239,17 +275,6 @@ static void weights_task(void *arg, int task, int thread) {
     else weights_base(j->s, j->w, k0, k1, j->u);
 }
 
-// The run of tiles from t (< t1) along one tile row: image, tile row, first column, tiles.
-typedef struct {
-    int img, ty, tx, run;
-} TileRun;
-
-static TileRun tile_run(const ConvShape *s, size_t t, size_t t1) {
-    const size_t tw = (size_t)tiles_w(s), th = (size_t)tiles_h(s), tx = t % tw;
-    return (TileRun){.img = (int)(t / tw / th), .ty = (int)(t / tw % th), .tx = (int)tx,
-                     .run = (int)(t1 - t < tw - tx ? t1 - t : tw - tx)};
-}
-
 // One block of tiles [t0, t1), output channels [k0, k1): V; then for each panel of MR channels, its 16 products
 // into M and its outputs.
 static void block_task(void *arg, int task, int thread) {
@@ -281,12 +306,8 @@ static void block_task(void *arg, int task, int thread) {
             else panel_base(s->cin, u, vx, ld, m + (size_t)xi * MR * ld);
         }
         const int kend = k + MR < s->cout ? k + MR : s->cout;
-        for (size_t t = t0; t < t1;) {
-            TileRun r = tile_run(s, t, t1);
-            if (j->avx2) output_avx2(s, m, ld, t - t0, k, kend, j->b, r.img, r.ty, r.tx, r.run, j->y, j->y2, rows);
-            else output_base(s, m, ld, t - t0, k, kend, j->b, r.img, r.ty, r.tx, r.run, j->y, j->y2, rows);
-            t += (size_t)r.run;
-        }
+        if (j->avx2) output_avx2(s, m, ld, t0, t1, k, kend, j->b, j->y, j->y2, rows);
+        else output_base(s, m, ld, t0, t1, k, kend, j->b, j->y, j->y2, rows);
     }
 }
 
