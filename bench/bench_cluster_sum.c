@@ -5,12 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "bench.h"
 #include "common.h"
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 int main(int argc, char **argv) {
     size_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 13378280;
@@ -36,7 +32,7 @@ int main(int argc, char **argv) {
         for (int k = 0; k < c.size; k++) want += (float)(k + 1) * 0.25f + (float)(i % 7);
         wrong += x[i] != want;
     }
-    qsort(ms, (size_t)reps, sizeof(double), cmp_double);
+    qsort(ms, (size_t)reps, sizeof(double), bench_cmp_double);
     if (c.rank == 0)
         printf("processes %d  floats %zu  MB %.1f  median %.1f ms  best %.1f ms  wrong %zu\n", c.size, n,
                (double)n * 4 / 1e6, ms[reps / 2], ms[0], wrong);

@@ -34,12 +34,23 @@ void gemm_bias_ref(int m, int n, int K, const float *w, size_t ldw, const float 
 #define NR512 32
 
 #define ROWS12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+// The 12 x 32 tile's accumulators c<row><half>, started at the bias, and their store (ReLU, the columns masked by
+// m0 and m1, rows past mr skipped): shared by the fp32 and bf16 kernels, whose inner loops differ.
+#define TILE12_INIT_ROW(i) __m512 c##i##0 = _mm512_set1_ps(i < mr ? b[i] : 0.0f), c##i##1 = c##i##0;
+#define TILE12_INIT ROWS12(TILE12_INIT_ROW)
+#define TILE12_STORE_ROW(i)                                                                                        \
+    if (i < mr) {                                                                                                  \
+        if (relu) c##i##0 = _mm512_max_ps(c##i##0, zero), c##i##1 = _mm512_max_ps(c##i##1, zero);                 \
+        _mm512_mask_storeu_ps(y + i * ldy, m0, c##i##0);                                                           \
+        _mm512_mask_storeu_ps(y + i * ldy + 16, m1, c##i##1);                                                      \
+    }
+#define TILE12_STORE                                                                                               \
+    const __m512 zero = _mm512_setzero_ps();                                                                       \
+    ROWS12(TILE12_STORE_ROW)
 
 T512 static void tile512(int mr, int K, const float *w, size_t ldw, const float *x, size_t ldx, const float *b,
                          bool relu, float *y, size_t ldy, __mmask16 m0, __mmask16 m1) {
-#define INIT(i) __m512 c##i##0 = _mm512_set1_ps(i < mr ? b[i] : 0.0f), c##i##1 = c##i##0;
-    ROWS12(INIT)
-#undef INIT
+    TILE12_INIT
     for (int k = 0; k < K; k++, x += ldx, w++) {
         __m512 x0 = _mm512_maskz_loadu_ps(m0, x), x1 = _mm512_maskz_loadu_ps(m1, x + 16), a;
 #define FMA(i)                                                                                                     \
@@ -48,15 +59,7 @@ T512 static void tile512(int mr, int K, const float *w, size_t ldw, const float 
         ROWS12(FMA)
 #undef FMA
     }
-    const __m512 zero = _mm512_setzero_ps();
-#define STORE(i)                                                                                                   \
-    if (i < mr) {                                                                                                  \
-        if (relu) c##i##0 = _mm512_max_ps(c##i##0, zero), c##i##1 = _mm512_max_ps(c##i##1, zero);                 \
-        _mm512_mask_storeu_ps(y + i * ldy, m0, c##i##0);                                                           \
-        _mm512_mask_storeu_ps(y + i * ldy + 16, m1, c##i##1);                                                      \
-    }
-    ROWS12(STORE)
-#undef STORE
+    TILE12_STORE
 }
 
 T512 void gemm_bias_avx512(int m, int n, int K, const float *w, size_t ldw, const float *x, size_t ldx, const float *b,
@@ -218,9 +221,7 @@ TBF16 static void pack_cols_bf16(int K, const float *x, size_t ldx, __mmask16 m0
 // a: the rows' pairs, lda pairs apart.
 TBF16 static void tile_bf16(int mr, int K2, const uint32_t *a, size_t lda, const uint16_t *xp, const float *b,
                             bool relu, float *y, size_t ldy, __mmask16 m0, __mmask16 m1) {
-#define INIT(i) __m512 c##i##0 = _mm512_set1_ps(i < mr ? b[i] : 0.0f), c##i##1 = c##i##0;
-    ROWS12(INIT)
-#undef INIT
+    TILE12_INIT
     for (int k2 = 0; k2 < K2; k2++, xp += 2 * NR512, a++) {
         __m512bh x0 = (__m512bh)_mm512_loadu_si512(xp), x1 = (__m512bh)_mm512_loadu_si512(xp + NR512), w;
 #define DOT(i)                                                                                                     \
@@ -229,15 +230,7 @@ TBF16 static void tile_bf16(int mr, int K2, const uint32_t *a, size_t lda, const
         ROWS12(DOT)
 #undef DOT
     }
-    const __m512 zero = _mm512_setzero_ps();
-#define STORE(i)                                                                                                   \
-    if (i < mr) {                                                                                                  \
-        if (relu) c##i##0 = _mm512_max_ps(c##i##0, zero), c##i##1 = _mm512_max_ps(c##i##1, zero);                 \
-        _mm512_mask_storeu_ps(y + i * ldy, m0, c##i##0);                                                           \
-        _mm512_mask_storeu_ps(y + i * ldy + 16, m1, c##i##1);                                                      \
-    }
-    ROWS12(STORE)
-#undef STORE
+    TILE12_STORE
 }
 
 size_t gemm_bf16_cols_size(int K) {
