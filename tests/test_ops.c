@@ -109,6 +109,7 @@ static const Case cases[] = {
     CONV(4, 6, 1, 10, 10, 5, 1, 2, 6), CONV(3, 5, 2, 14, 14, 5, 3, 0, 5), CONV(64, 12, 3, 15, 15, 5, 1, 2, 12),
     CONV(16, 40, 1, 3, 3, 3, 1, 1, 40), CONV(12, 20, 4, 7, 7, 1, 1, 0, 8), CONV(2, 3, 1, 1, 1, 1, 1, 0, 3),
     CONV(2, 5, 2, 30, 33, 3, 1, 1, 5), CONV(7, 10, 5, 6, 6, 3, 1, 1, 10), CONV(64, 13, 2, 24, 22, 3, 1, 1, 7),
+    CONV(24, 20, 1, 7, 7, 5, 1, 2, 8), CONV(40, 24, 1, 1, 1, 1, 1, 0, 10), // few columns, split; one column
     // Caffe ceil mode leaves partial windows at the end (112 -> 56, 7 -> 3, 14 -> 4 with 5x5/3), padded 'same'
     // pooling as in the Inception modules, a padded strided one whose last window would start in the padding
     // (Caffe drops it), the global 7x7, a large map; 'same' 3x3 on one row, one column, 2x2 (AVX2 does those a
@@ -125,7 +126,7 @@ static const Case cases[] = {
     LRN(7, 3, 17, 31, 5, 1e-4f, 0.75f, 1.0f), LRN(16, 3, 17, 31, 5, 1e-4f, 0.75f, 1.0f),
     LRN(4, 3, 17, 31, 3, 1e-3f, 0.5f, 2.0f), LRN(1, 3, 17, 31, 5, 1e-4f, 0.75f, 1.0f),
     LRN(9, 2, 9, 31, 7, 2e-4f, 0.6f, 1.5f), LRN(3, 2, 9, 31, 9, 1e-4f, 0.75f, 1.0f),
-    FC(70, 33, 5), FC(40, 100, 16), FC(3, 2, 1), FC(128, 64, 16),
+    FC(70, 33, 5), FC(40, 100, 16), FC(3, 2, 1), FC(128, 64, 16), FC(300, 70, 1), // one image: sgemv, rows split
     // batch normalisation (training; inference folds it into the convolution): one output, the fused 1x1s' split
     // output, 1x1 maps (the auxiliary heads'), a long channel (the sums' lanes and their tail)
     BN(3, 2, 5, 4, 3), BN(5, 4, 3, 3, 2), BN(4, 3, 1, 1, 4), BN(3, 2, 4, 4, 1), BN(2, 3, 11, 13, 2),
@@ -465,9 +466,11 @@ static void case_run(const Case *c, Workers *const *wk, Rng *r) {
 static void test_ops_table(void **state) {
     (void)state;
     Workers *wk[3] = {NULL, workers_create(2), workers_create(3)};
-    Rng r;
-    rng_seed(&r, 1);
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) case_run(&cases[i], wk, &r);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) { // each its own stream: a new case changes no other
+        Rng r;
+        rng_seed(&r, 1 + i);
+        case_run(&cases[i], wk, &r);
+    }
     workers_free(wk[1]), workers_free(wk[2]);
 }
 

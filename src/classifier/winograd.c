@@ -25,7 +25,7 @@
 
 // Floats of one block's V (16 cin x tiles), which stays in L2 while every output channel's panel reads it.
 #define WINO_BLOCK_FLOATS (1u << 16)
-#define WINO_BLOCK_MIN 16 // tiles
+#define WINO_BLOCK_MIN 16 // tiles a thread, at least; fewer, and the threads split the output channels instead
 #define MR 6              // output channels a panel (GEMM tile rows)
 
 bool wino_applies(const ConvShape *s) {
@@ -46,7 +46,7 @@ typedef struct {
 static WinoTiling wino_tiling(const ConvShape *s, int threads) {
     size_t T = tiles_all(s);
     if (threads < 1) threads = 1;
-    if (T < (size_t)threads * WINO_BLOCK_MIN * 2) {
+    if (T < (size_t)threads * WINO_BLOCK_MIN) {
         int parts = s->cout >= 2 * MR * threads ? threads : 1;
         return (WinoTiling){.tb = T, .blocks = 1, .row_parts = parts};
     }
@@ -67,7 +67,8 @@ static size_t per_thread(const ConvShape *s, size_t tb) {
     return 16 * ((size_t)s->cin + MR) * tb + (in > out ? in : out);
 }
 
-// U (16, cout rounded up to MR, cin): shared by the threads, each carries a share of it.
+// U (panels of MR output channels, 16, MR, cin): shared by the threads, each carries a share of it. A panel's
+// transform is one run of memory, written and read while it is in cache.
 static size_t u_size(const ConvShape *s) { return 16 * round_up((size_t)s->cout, MR) * s->cin; }
 
 size_t wino_scratch_size(const ConvShape *s, int threads) {
@@ -90,10 +91,10 @@ static TileRun tile_run(const ConvShape *s, size_t t, size_t t1) {
 // The three transforms. Each is written once, inlined into a baseline and an AVX2 build of its caller.
 
 // U = G g G^T for the filters of output channels [k0, k1) (those past cout zero), eight input channels at a
-// time (the lanes); w: (cout, cin, 3, 3), u: (16, cout rounded up to MR, cin).
+// time (the lanes); w: (cout, cin, 3, 3), u: (cout rounded up to MR / MR panels, 16, MR, cin).
 static inline __attribute__((always_inline)) void weights_body(const ConvShape *s, const float *w, int k0, int k1,
                                                                 float *u) {
-    const size_t plane = round_up((size_t)s->cout, MR) * s->cin;
+    const size_t plane = MR * (size_t)s->cin; // between a panel's xi
     for (int k = k0; k < k1; k++)
         for (int c0 = 0; c0 < s->cin; c0 += 8) {
             const int n = s->cin - c0 < 8 ? s->cin - c0 : 8;
@@ -117,7 +118,7 @@ static inline __attribute__((always_inline)) void weights_body(const ConvShape *
                     o[i * 4 + 1][q] = 0.5f * (r[i][0][q] + r[i][1][q] + r[i][2][q]);
                     o[i * 4 + 2][q] = 0.5f * (r[i][0][q] - r[i][1][q] + r[i][2][q]);
                 }
-            float *dst = u + (size_t)k * s->cin + c0;
+            float *dst = u + (size_t)(k / MR) * 16 * plane + (size_t)(k % MR) * s->cin + c0;
             if (n == 8)
                 for (int xi = 0; xi < 16; xi++) memcpy(dst + xi * plane, o[xi], sizeof o[xi]);
             else
@@ -276,7 +277,8 @@ static void weights_task(void *arg, int task, int thread) {
 }
 
 // One block of tiles [t0, t1), output channels [k0, k1): V; then for each panel of MR channels, its 16 products
-// into M and its outputs.
+// into M and its outputs. With one block, each panel's weights are transformed just before its products, by the
+// task that uses them: the panel is in cache when they read it (not written out to memory and read back).
 static void block_task(void *arg, int task, int thread) {
     const WinoJob *j = arg;
     const ConvShape *s = j->s;
@@ -285,11 +287,7 @@ static void block_task(void *arg, int task, int thread) {
     const int k0 = MR * (int)((long)part * panels / j->t.row_parts);
     const int k1 = MR * (int)((long)(part + 1) * panels / j->t.row_parts);
     if (t0 >= t1 || k0 == k1) return;
-    if (j->t.blocks == 1) { // one block: this task's own channels' weights, no separate pass to wait for
-        if (j->avx2) weights_avx2(s, j->w, k0, k1, j->u);
-        else weights_base(s, j->w, k0, k1, j->u);
-    }
-    const size_t ld = t1 - t0, plane = round_up((size_t)s->cout, MR) * s->cin;
+    const size_t ld = t1 - t0, plane = MR * (size_t)s->cin; // between a panel's xi in U
     float *v = j->scratch + (size_t)thread * j->per_thread; // (16, cin, ld)
     float *m = v + 16 * (size_t)s->cin * ld;               // (16, MR, ld)
     float *rows = m + 16 * (size_t)MR * ld;
@@ -300,8 +298,11 @@ static void block_task(void *arg, int task, int thread) {
         t += (size_t)r.run;
     }
     for (int k = k0; k < k1 && k < s->cout; k += MR) {
-        for (int xi = 0; xi < 16; xi++) { // M[xi] (MR, ld) = U[xi] rows k .. k + MR (., cin) . V[xi] (cin, ld)
-            const float *u = j->u + xi * plane + (size_t)k * s->cin, *vx = v + (size_t)xi * s->cin * ld;
+        const float *panel = j->u + (size_t)(k / MR) * 16 * plane; // (16, MR, cin)
+        if (j->t.blocks == 1 && j->avx2) weights_avx2(s, j->w, k, k + MR, j->u);
+        else if (j->t.blocks == 1) weights_base(s, j->w, k, k + MR, j->u);
+        for (int xi = 0; xi < 16; xi++) { // M[xi] (MR, ld) = U[xi] rows k .. k + MR (MR, cin) . V[xi] (cin, ld)
+            const float *u = panel + xi * plane, *vx = v + (size_t)xi * s->cin * ld;
             if (j->avx2) gemm_bias_avx2(MR, (int)ld, s->cin, u, s->cin, vx, ld, NULL, false, m + (size_t)xi * MR * ld, ld);
             else panel_base(s->cin, u, vx, ld, m + (size_t)xi * MR * ld);
         }
