@@ -270,37 +270,53 @@ static int log_losses(const char *dir, double *loss, int cap) {
     return n;
 }
 
-static double max_abs_diff(const float *a, const float *b, size_t n) {
-    double d = 0;
-    for (size_t i = 0; i < n; i++) d = fmax(d, fabs((double)a[i] - b[i]));
-    return d;
+// |a - b| / |b| over n floats (L2).
+static double rel_l2_diff(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) num += pow((double)a[i] - b[i], 2), den += pow(b[i], 2);
+    return den > 0 ? sqrt(num / den) : INFINITY;
 }
 
 #define TRAIN "train --config ../configs/%s.cfg --data %s --classes 3 --seed 7 --batch 4 --threads 1 " \
               "--log-every 1 --lr %s --quiet --polyak 0 --out %s --steps %d"
 
 // The same global batch on one and on two processes: the same losses and weights but for float rounding (the
-// gradient sums are added in another order). Measured here: weights within 6e-8 after 6 steps without batch
-// normalisation; with it (statistics of the whole batch, summed across), the first gradient within 5e-6
-// relative (small batches normalise with large 1 / std), losses alike to 6 digits at a low rate.
+// gradient sums are added in another order). The first step's gradient (the momentum buffer after one step, no
+// weight decay) is held tightly. Later steps less so: a max pooling whose two largest inputs are nearly equal,
+// or a ReLU's input near 0, can decide otherwise once the sums' order moves a value by one rounding, and that
+// step's gradient then flows elsewhere. Measured here without batch normalisation: the first gradient within
+// 1.8e-7 relative (L2); after 6 steps at a rate that moves, the first four losses alike to 7 digits, then 1.5e-5
+// apart, weights 1.9e-6 and momentum 9e-4 relative (L2) (before the direct convolutions, whose rounding set
+// the trajectory elsewhere, the weights stayed within 6e-8).
+// With batch normalisation (statistics of the whole batch, summed across), the first gradient within 5e-6
+// relative (small batches normalise with large 1 / std).
 static void test_train_two_ranks(void **state) {
     Fixture *f = *state;
     char *dir = join(f->dir, "train"), *one = join(f->dir, "t1"), *two = join(f->dir, "t2");
     Err e;
     assert_int_equal(make_dirs(dir, &e), 0);
     char *list = test_write_train_set(dir);
+    RUN_OK(0, TRAIN " --weight-decay 0", "googlenet-tiny", list, "0.01", one, 1);
+    RUN_OK(2, TRAIN " --weight-decay 0", "googlenet-tiny", list, "0.01", two, 1);
+    size_t n1, n2;
+    float *w1 = checkpoint_floats(one, &n1), *w2 = checkpoint_floats(two, &n2);
+    assert_int_equal(n1, n2);
+    double d = rel_l2_diff(w2 + n1 / 2, w1 + n1 / 2, n1 / 2);
+    printf("no BN, one step: relative L2 difference of the gradients %.3g\n", d);
+    assert_true(d < 2e-6);
+    free(w1), free(w2);
     RUN_OK(0, TRAIN, "googlenet-tiny", list, "0.01", one, 6);
     RUN_OK(2, TRAIN, "googlenet-tiny", list, "0.01", two, 6);
     double l1[8], l2[8];
     assert_int_equal(log_losses(one, l1, 8), 6);
     assert_int_equal(log_losses(two, l2, 8), 6);
-    for (int i = 0; i < 6; i++) assert_true(fabs(l1[i] - l2[i]) <= 2e-6); // the log's 6 decimals
-    size_t n1, n2;
-    float *w1 = checkpoint_floats(one, &n1), *w2 = checkpoint_floats(two, &n2);
+    for (int i = 0; i < 6; i++) assert_true(fabs(l1[i] - l2[i]) <= 1e-4 * fabs(l1[i]));
+    w1 = checkpoint_floats(one, &n1), w2 = checkpoint_floats(two, &n2);
     assert_int_equal(n1, n2);
-    double d = max_abs_diff(w1, w2, n1 / 2), dv = max_abs_diff(w1 + n1 / 2, w2 + n1 / 2, n1 / 2);
-    printf("no BN, 6 steps: largest difference between 1 and 2 processes: weights %.3g, momentum %.3g\n", d, dv);
-    assert_true(d < 1e-6 && dv < 1e-4);
+    d = rel_l2_diff(w2, w1, n1 / 2);
+    double dv = rel_l2_diff(w2 + n1 / 2, w1 + n1 / 2, n1 / 2);
+    printf("no BN, 6 steps: relative L2 difference between 1 and 2 processes: weights %.3g, momentum %.3g\n", d, dv);
+    assert_true(d < 2e-5 && dv < 1e-2);
     free(w1), free(w2);
 
     // batch normalisation: the first step's gradient (the momentum buffer after one step, no weight decay)
@@ -309,10 +325,9 @@ static void test_train_two_ranks(void **state) {
     RUN_OK(2, TRAIN " --weight-decay 0", "googlenet-tiny-bn", list, "0.01", bn2, 1);
     w1 = checkpoint_floats(bn1, &n1), w2 = checkpoint_floats(bn2, &n2);
     assert_int_equal(n1, n2);
-    double num = 0, den = 0;
-    for (size_t i = n1 / 2; i < n1; i++) num += pow((double)w1[i] - w2[i], 2), den += pow(w1[i], 2);
-    printf("BN, one step: relative L2 difference of the gradients %.3g\n", sqrt(num / den));
-    assert_true(den > 0 && sqrt(num / den) < 1e-4);
+    d = rel_l2_diff(w2 + n1 / 2, w1 + n1 / 2, n1 / 2);
+    printf("BN, one step: relative L2 difference of the gradients %.3g\n", d);
+    assert_true(d < 1e-4);
     free(w1), free(w2);
     RUN_OK(0, TRAIN, "googlenet-tiny-bn", list, "0.001", bn1, 6);
     RUN_OK(2, TRAIN, "googlenet-tiny-bn", list, "0.001", bn2, 6);

@@ -500,7 +500,7 @@ static void test_ops_conv_random(void **state) {
 
 // The GEMM kernels against their definitions: row counts around the 12-row (AVX-512) and 6-row (AVX2) tiles,
 // column counts around the 32- and 16-column panels and their 8-column halves, odd K, operands with rows wider
-// than used (ld > n, ld > K).
+// than used (ld > n, ld > K); AVX2's indirect product too.
 static void test_gemm(void **state) {
     (void)state;
     static const int shapes[][3] = {{1, 1, 1},   {12, 32, 7}, {13, 33, 147}, {25, 70, 64},
@@ -529,7 +529,21 @@ static void test_gemm(void **state) {
                         assert_close(fast + i * ldy, ref + i * ldy, (size_t)n, 1e-5, "gemm avx2");
                         for (size_t c = (size_t)n; c < ldy; c++) assert_true(isnan(fast[i * ldy + c]));
                     }
-                    free(zero);
+                    // indirect: rows anywhere in x (overlapping, unaligned), against the rows copied out
+                    int *off = malloc((size_t)K * sizeof *off);
+                    float *rows = malloc((size_t)K * n * 4);
+                    for (int k = 0; k < K; k++) {
+                        off[k] = (int)rng_below(&r, (uint32_t)((size_t)K * ldx - (size_t)n + 1));
+                        memcpy(rows + (size_t)k * n, x + off[k], (size_t)n * 4);
+                    }
+                    gemm_bias_ref(m, n, K, w, ldw, rows, (size_t)n, with_b ? b : zero, relu, ref, ldy);
+                    memset(fast, 0xff, (size_t)m * ldy * 4);
+                    gemm_indirect_avx2(m, n, K, w, ldw, x, off, with_b ? b : NULL, relu, fast, ldy);
+                    for (int i = 0; i < m; i++) {
+                        assert_close(fast + i * ldy, ref + i * ldy, (size_t)n, 1e-5, "gemm indirect avx2");
+                        for (size_t c = (size_t)n; c < ldy; c++) assert_true(isnan(fast[i * ldy + c]));
+                    }
+                    free(zero), free(off), free(rows);
                 }
             }
             if (isa_has_bf16()) {

@@ -2,9 +2,10 @@
 // output position's receptive field into a column, and W (cout x cin*k*k) times the columns is the output. In
 // (C, N, H, W) layout a whole batch is one matrix: the columns run over (n, y, x). A 1x1 stride-1 convolution
 // is a GEMM on the input as it lies. The columns are built in blocks so the scratch stays cache-sized. The GEMM
-// is ours with AVX-512 (gemm.c), OpenBLAS's otherwise; below AVX-512 the 3x3 stride-1 convolutions are
-// Winograd's (winograd.c). (Our AVX2 kernel for the 1x1s, columns packed in L2-sized pieces, and for im2col's
-// columns measured no faster than OpenBLAS: it stays Winograd's.)
+// is ours with AVX-512 (gemm.c), OpenBLAS's otherwise. With AVX2 the 3x3 stride-1 convolutions are Winograd's
+// (winograd.c) and the other k x k ones direct (direct.c: our kernel over the input rows, no im2col); the 1x1s
+// stay OpenBLAS's. (Our AVX2 kernel for the 1x1s, columns packed in L2-sized pieces or the input read in place,
+// and on im2col's columns measured no faster than OpenBLAS.)
 #include <cblas.h>
 #include <immintrin.h>
 #include <stdlib.h>
@@ -60,6 +61,7 @@ size_t conv_scratch_size(const ConvShape *s, int threads) {
     if (conv_is_pointwise(s)) return tile; // the GEMM reads the input as it lies
     size_t need = (size_t)s->cin * (size_t)s->k * (size_t)s->k * nb + tile;
     if (wino_applies(s) && wino_scratch_size(s, threads) > need) need = wino_scratch_size(s, threads);
+    if (s->k > 1 && direct_scratch_size(s) > need) need = direct_scratch_size(s);
     return need;
 }
 
@@ -324,6 +326,7 @@ void conv_forward(const ConvShape *s, const float *x, const float *w, const floa
                   float *scratch, Workers *workers, Isa isa, uint16_t *wb) {
     if (!wb && isa != ISA_AVX512 && wino_applies(s)) // AVX-512's own GEMM has not been measured against it
         return wino_forward(s, x, w, b, y, y2, scratch, workers, isa);
+    if (!wb && isa == ISA_AVX2 && s->k > 1) return direct_forward(s, x, w, b, y, y2, scratch, workers);
     int threads = workers_count(workers);
     Tiling t = conv_tiling(s, threads);
     if (wb) { // once per call: weights change between calls (training, loading), and rounding is cheap beside the GEMM

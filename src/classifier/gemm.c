@@ -5,7 +5,8 @@
 // AMD, Zen 4 and 5, its 0.3.21 runs its AVX2 one). The loops: a panel of NR columns stays in cache (L1/L2: K x NR
 // floats) while every panel of MR weight rows streams past it; a tile of MR x NR outputs lives in registers for
 // the whole sum over K. (An AVX2 version of the same, 6 x 16 tiles, ran 15% slower than OpenBLAS's AVX2 kernel
-// over the whole network: AVX2 machines keep OpenBLAS.)
+// on im2col's columns and the 1x1s: AVX2 machines keep OpenBLAS there, and use it for Winograd's products and,
+// reading the input rows through a table, for the direct convolutions.)
 // bf16 (AVX512-BF16): the weights rounded to bf16 by the caller, each column panel rounded and interleaved in
 // k pairs as vdpbf16ps reads them; sums in fp32.
 #include <immintrin.h>
@@ -87,8 +88,11 @@ T512 void gemm_bias_avx512(int m, int n, int K, const float *w, size_t ldw, cons
 
 // Rows [0, mr) of y get relu(w x + b), the bias the accumulators' start (none: b NULL). n8: groups of 8 columns
 // (1 or 2); last: the columns of the final group when it is partial (masked loads, stores through a buffer).
-T2 static void tile_avx2(int mr, int n8, int last, int K, const float *w, size_t ldw, const float *x, size_t ldx,
-                         const float *b, bool relu, float *y, size_t ldy) {
+// Row k of x: x + k ldx, or x + off[k] (an indirect product; inlined into each caller, the test folds away).
+T2 static inline __attribute__((always_inline)) void tile_avx2(int mr, int n8, int last, int K, const float *w,
+                                                                size_t ldw, const float *x, size_t ldx,
+                                                                const int *off, const float *b, bool relu, float *y,
+                                                                size_t ldy) {
     const float *w0 = w, *w1 = w + (1 < mr) * ldw, *w2 = w + 2 * (2 < mr) * ldw, *w3 = w + 3 * (3 < mr) * ldw,
                 *w4 = w + 4 * (4 < mr) * ldw, *w5 = w + 5 * (5 < mr) * ldw; // rows past mr repeat row 0
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -98,23 +102,28 @@ T2 static void tile_avx2(int mr, int n8, int last, int K, const float *w, size_t
 #undef INIT
 #define FMA2(r) a = _mm256_broadcast_ss(w##r + k), a##r##0 = _mm256_fmadd_ps(a, x0, a##r##0), a##r##1 = _mm256_fmadd_ps(a, x1, a##r##1);
 #define FMA1(r) a##r##0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w##r + k), x0, a##r##0);
+#define XROW (off ? x + off[k] : x + (size_t)k * ldx)
     if (n8 == 2 && !last) // the hot loop
-        for (int k = 0; k < K; k++, x += ldx) {
-            const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);
+        for (int k = 0; k < K; k++) {
+            const float *xr = XROW;
+            const __m256 x0 = _mm256_loadu_ps(xr), x1 = _mm256_loadu_ps(xr + 8);
             __m256 a;
             ROWS6(FMA2)
         }
     else if (n8 == 2)
-        for (int k = 0; k < K; k++, x += ldx) {
-            const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_maskload_ps(x + 8, keep);
+        for (int k = 0; k < K; k++) {
+            const float *xr = XROW;
+            const __m256 x0 = _mm256_loadu_ps(xr), x1 = _mm256_maskload_ps(xr + 8, keep);
             __m256 a;
             ROWS6(FMA2)
         }
     else
-        for (int k = 0; k < K; k++, x += ldx) {
-            const __m256 x0 = last ? _mm256_maskload_ps(x, keep) : _mm256_loadu_ps(x);
+        for (int k = 0; k < K; k++) {
+            const float *xr = XROW;
+            const __m256 x0 = last ? _mm256_maskload_ps(xr, keep) : _mm256_loadu_ps(xr);
             ROWS6(FMA1)
         }
+#undef XROW
 #undef FMA2
 #undef FMA1
     const __m256 zero = _mm256_setzero_ps();
@@ -139,8 +148,18 @@ T2 void gemm_bias_avx2(int m, int n, int K, const float *w, size_t ldw, const fl
     for (int i = 0; i < m; i += MR2) // six weight rows stay in L1 while the columns (in L2) pass
         for (int j = 0; j < n; j += 16) {
             const int cols = n - j < 16 ? n - j : 16, n8 = (cols + 7) / 8;
-            tile_avx2(m - i < MR2 ? m - i : MR2, n8, cols % 8, K, w + i * ldw, ldw, x + j, ldx, b ? b + i : NULL, relu,
-                      y + i * ldy + j, ldy);
+            tile_avx2(m - i < MR2 ? m - i : MR2, n8, cols % 8, K, w + i * ldw, ldw, x + j, ldx, NULL,
+                      b ? b + i : NULL, relu, y + i * ldy + j, ldy);
+        }
+}
+
+T2 void gemm_indirect_avx2(int m, int n, int K, const float *w, size_t ldw, const float *x, const int *off,
+                           const float *b, bool relu, float *y, size_t ldy) {
+    for (int i = 0; i < m; i += MR2)
+        for (int j = 0; j < n; j += 16) {
+            const int cols = n - j < 16 ? n - j : 16, n8 = (cols + 7) / 8;
+            tile_avx2(m - i < MR2 ? m - i : MR2, n8, cols % 8, K, w + i * ldw, ldw, x + j, 0, off, b ? b + i : NULL,
+                      relu, y + i * ldy + j, ldy);
         }
 }
 

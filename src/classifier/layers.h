@@ -91,6 +91,11 @@ void gemm_bias_ref(int m, int n, int K, const float *w, size_t ldw, const float 
 // near n, K x n a few hundred KiB: rows far apart share L1 sets and halve its speed), as Winograd's are.
 void gemm_bias_avx2(int m, int n, int K, const float *w, size_t ldw, const float *x, size_t ldx, const float *b,
                     bool relu, float *y, size_t ldy);
+// The same with x's rows found through a table (an indirect product): row k starts at x + off[k], rows may
+// overlap (gemm_bias_ref on the rows copied out is its definition). The direct convolutions read their input
+// rows so, in place of im2col's columns.
+void gemm_indirect_avx2(int m, int n, int K, const float *w, size_t ldw, const float *x, const int *off,
+                        const float *b, bool relu, float *y, size_t ldy);
 // bf16 (isa_has_bf16): w and x rounded to bfloat16 (nearest even), sums in fp32. w: the weights as
 // bf16_round_rows leaves them, (m, K rounded up to even); cols: gemm_bf16_cols_size(K) bf16 of scratch. The
 // reference takes fp32 w (m, K) rows ldw apart, rounds both operands alike and sums in double.
@@ -126,8 +131,8 @@ size_t conv_scratch_size(const ConvShape *s, int threads);
 // x: (cin, n, h, w); w: (cout, cin, k, k); b: (cout); y: (split, n, ho, wo); y2: (cout - split, n, ho, wo);
 // scratch: conv_scratch_size floats for each thread of `workers`. The output is cut into tiles (column blocks,
 // and row parts when there are few columns), each tile bias + im2col + GEMM + ReLU on one thread in cache.
-// isa: ISA_AVX512 lowers to gemm_bias_avx512 straight into y; below it the 3x3 stride-1 ones go to wino_forward
-// and the others to OpenBLAS's GEMM through a tile in cache. wb: NULL for fp32; for bf16 (isa_has_bf16), workspace of cout x (K rounded up to even) bf16 where the
+// isa: ISA_AVX512 lowers to gemm_bias_avx512 straight into y; below it the 3x3 stride-1 ones go to wino_forward,
+// with AVX2 the other k x k ones to direct_forward, and the rest to OpenBLAS's GEMM through a tile in cache. wb: NULL for fp32; for bf16 (isa_has_bf16), workspace of cout x (K rounded up to even) bf16 where the
 // call rounds the weights first (conv_bf16_size), then gemm_bias_bf16.
 size_t conv_bf16_size(const ConvShape *s);
 void conv_forward(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *y2,
@@ -139,6 +144,12 @@ bool wino_applies(const ConvShape *s);
 size_t wino_scratch_size(const ConvShape *s, int threads);
 void wino_forward(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *y2,
                   float *scratch, Workers *workers, Isa isa);
+// direct.c: the other k x k convolutions (k > 1) as products over their input rows read in place (no im2col),
+// the same arguments as conv_forward (scratch: direct_scratch_size floats a thread); conv_forward takes this
+// path for them in fp32 with AVX2 (gemm_indirect_avx2).
+size_t direct_scratch_size(const ConvShape *s);
+void direct_forward(const ConvShape *s, const float *x, const float *w, const float *b, float *y, float *y2,
+                    float *scratch, Workers *workers);
 // Floats of scratch the fast backward pass needs per thread on `threads` threads: a partial dw and db per thread,
 // and a block of im2col columns or of their gradients.
 size_t conv_backward_scratch_size(const ConvShape *s, int threads);
