@@ -5,12 +5,14 @@
 # weights), exports the ONNX model that ONNX Runtime and OpenCV read, and `inception import` turns that same file
 # into our weights. Engines run interleaved, ROUNDS times each; every engine runs in its own process (its peak
 # memory is its own). On CPUs with AVX512-BF16 ours also runs with --precision bf16. Writes results/forward.md.
-# Usage: bench/forward.sh   (ROUNDS=3 REPS16=8 REPS1=30 THREADS=2 to change the defaults)
+# Usage: bench/forward.sh   (ROUNDS=5 REPS16=8 REPS1=60 THREADS=2 to change the defaults)
+# The project's virtual machines change speed by up to a third for seconds at a time (the host's other work):
+# five rounds give every engine its chances at an undisturbed one.
 set -eu
 cd "$(dirname "$0")/.."
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 REPS16=${REPS16:-8}
-REPS1=${REPS1:-30}
+REPS1=${REPS1:-60}
 THREADS=${THREADS:-2}
 PY=/usr/bin/python3 # Debian's interpreter, with torch, onnx, numpy and cv2
 BF16=0
