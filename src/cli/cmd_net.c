@@ -166,32 +166,38 @@ static const char *output_name(char **labels, const ModelClasses *mc, int c) {
     return mc->classes.name[c];
 }
 
-int cmd_classify(int argc, char **argv) {
+typedef struct {
+    const char *config, *weights, *labels;
+    Precision precision;
+    long crops, batch;
+    bool quiet;
+} ClassifyOptions;
+
+// Returns 0 to run (the images from argv[optind] on), 2 on a usage error, 1 when --help was printed.
+static int classify_parse(int argc, char **argv, ClassifyOptions *o) {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"weights", required_argument, NULL, 'w'},
         {"crops", required_argument, NULL, 'n'},  {"labels", required_argument, NULL, 'l'},
         {"batch", required_argument, NULL, 'b'},  {"quiet", no_argument, NULL, 'q'},
         {"precision", required_argument, NULL, 'p'}, {"help", no_argument, NULL, 'h'}, {0}};
-    const char *config = NULL, *weights = NULL, *labels = NULL;
-    Precision precision = PRECISION_FP32;
+    *o = (ClassifyOptions){.precision = PRECISION_FP32, .crops = 144, .batch = 16};
     Err e;
-    long crops = 144, batch = 16;
-    bool quiet = false;
-    int c;
-    while ((c = getopt_long(argc, argv, "c:w:n:l:b:qh", opts, NULL)) != -1) {
+    optind = 1;
+    for (int c; (c = getopt_long(argc, argv, "c:w:n:l:b:qh", opts, NULL)) != -1;) {
         switch (c) {
-        case 'c': config = optarg; break;
-        case 'w': weights = optarg; break;
-        case 'l': labels = optarg; break;
-        case 'q': quiet = true; break;
+        case 'c': o->config = optarg; break;
+        case 'w': o->weights = optarg; break;
+        case 'l': o->labels = optarg; break;
+        case 'q': o->quiet = true; break;
         case 'n':
-            CLI_INT("classify", "--crops", 1, 144, crops);
-            if (crops != 1 && crops != 10 && crops != 144)
+            CLI_INT("classify", "--crops", 1, 144, o->crops);
+            if (o->crops != 1 && o->crops != 10 && o->crops != 144)
                 return cli_usage_error("classify", "--crops must be 1, 10 or 144");
             break;
-        case 'b': CLI_INT("classify", "--batch", 1, 1024, batch); break;
+        case 'b': CLI_INT("classify", "--batch", 1, 1024, o->batch); break;
         case 'p':
-            if (precision_parse(optarg, "--precision", &precision, &e)) return cli_usage_error("classify", "%s", e.msg);
+            if (precision_parse(optarg, "--precision", &o->precision, &e))
+                return cli_usage_error("classify", "%s", e.msg);
             break;
         case 'h':
             printf("usage: inception classify IMAGE... --config C --weights W [--crops 1|10|144] [--labels FILE]\n"
@@ -203,45 +209,52 @@ int cmd_classify(int argc, char **argv) {
                    "Pixels are put in the config's channel_order and its mean subtracted (configs/googlenet.cfg:\n"
                    "BGR, mean 104 117 123, as bvlc_googlenet was trained). --precision bf16 (CPUs with AVX512-BF16)\n"
                    "runs the network in bfloat16 products summed in fp32 (results/forward.md: its cost in accuracy).\n");
-            return 0;
+            return 1;
         default: return cli_usage_error("classify", "unknown option");
         }
     }
     if (optind >= argc) return cli_usage_error("classify", "expected at least one IMAGE");
-    if (!config || !weights) return cli_usage_error("classify", "--config and --weights are required");
+    if (!o->config || !o->weights) return cli_usage_error("classify", "--config and --weights are required");
+    return 0;
+}
+
+// One image's top classes and their probabilities, each named when a name is known.
+static void classify_print(const char *path, long crops, const float *probs, int classes, char **names,
+                           const ModelClasses *mc) {
+    int k = classes < CLASSIFY_TOPK ? classes : CLASSIFY_TOPK, idx[CLASSIFY_TOPK];
+    classify_topk(probs, classes, k, idx);
+    printf("%s (%ld crops)\n", path, crops);
+    for (int j = 0; j < k; j++) {
+        const char *name = output_name(names, mc, idx[j]);
+        if (name) printf("  %d  %.4f  %s\n", j + 1, probs[idx[j]], name);
+        else printf("  %d  %.4f  class %d\n", j + 1, probs[idx[j]], idx[j]);
+    }
+}
+
+int cmd_classify(int argc, char **argv) {
+    ClassifyOptions o;
+    int status = classify_parse(argc, argv, &o);
+    if (status) return status == 1 ? 0 : status;
+    Err e;
     Net net;
     ModelClasses mc;
-    if (net_create_for_weights(&net, config, weights, &mc, &e)) return cli_fail("classify", &e);
-    if (net_set_precision(&net, precision, &e)) {
-        model_classes_free(&mc);
-        net_free(&net);
-        return cli_fail("classify", &e);
-    }
+    if (net_create_for_weights(&net, o.config, o.weights, &mc, &e)) return cli_fail("classify", &e);
     char *label_text = NULL, **names = NULL;
     float *probs = xmalloc((size_t)net.cfg->classes * sizeof(float));
     int rc = 0;
-    if (weights_load(&net, weights, NULL, &e) ||
-        (labels && load_labels(labels, net.cfg->classes, &label_text, &names, &e))) {
+    if (net_set_precision(&net, o.precision, &e) || weights_load(&net, o.weights, NULL, &e) ||
+        (o.labels && load_labels(o.labels, net.cfg->classes, &label_text, &names, &e))) {
         rc = cli_fail("classify", &e);
         goto done;
     }
     for (int i = optind; i < argc; i++) {
         Image im = {0};
-        if (image_load(argv[i], &im, &e) || classify_image(&net, &im, (int)crops, (int)batch, probs, quiet, &e)) {
+        if (image_load(argv[i], &im, &e) ||
+            classify_image(&net, &im, (int)o.crops, (int)o.batch, probs, o.quiet, &e))
             rc = cli_fail("classify", &e); // the other images still run
-            image_free(&im);
-            continue;
-        }
+        else
+            classify_print(argv[i], o.crops, probs, net.cfg->classes, names, &mc);
         image_free(&im);
-        int k = net.cfg->classes < CLASSIFY_TOPK ? net.cfg->classes : CLASSIFY_TOPK, idx[CLASSIFY_TOPK];
-        classify_topk(probs, net.cfg->classes, k, idx);
-        printf("%s (%ld crops)\n", argv[i], crops);
-        for (int j = 0; j < k; j++) {
-            int c = idx[j];
-            const char *name = output_name(names, &mc, c);
-            if (name) printf("  %d  %.4f  %s\n", j + 1, probs[c], name);
-            else printf("  %d  %.4f  class %d\n", j + 1, probs[c], c);
-        }
     }
 done:
     free(probs);

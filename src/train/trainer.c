@@ -121,13 +121,9 @@ done:
     return rc;
 }
 
-// Region accuracy on a balanced set (the positive regions of the validation images, thinned evenly to at most
-// 2,000, and as many background regions drawn with a fixed seed: chance is 1/2 for one class), then detection
-// mean AP over the validation images' proposals (VOC protocol, IoU 0.5).
-static int validate_regions(Net *net, Dataset *val, int limit, int context, bool quiet, ValResult *r, Err *e) {
-    const NetConfig *cfg = net->cfg;
-    int n_img = val->n_images < limit || limit <= 0 ? val->n_images : limit, C = cfg->classes;
-    // 1. the balanced region set, restricted to the images validated
+// The balanced region set of images [0, n_img): their positive regions, thinned evenly to at most 2,000, and as
+// many background regions drawn with a fixed seed (chance is 1/2 for one class).
+static RegionVec balanced_regions(const Dataset *val, int n_img) {
     RegionVec set = {0};
     const RegionVec *pos = &val->regions.pos, *bg = &val->regions.bg;
     size_t eligible = 0;
@@ -142,6 +138,44 @@ static int validate_regions(Net *net, Dataset *val, int limit, int context, bool
         const Region *g = &bg->data[rng_below(&rng, (uint32_t)bg->len)];
         if (g->image < n_img) VEC_PUSH(&set, *g);
     }
+    return set;
+}
+
+// Validation image i (pixels im): its share of the balanced set scored (those classified right added to
+// *correct), then its detections over all its proposals appended to *all. probs: scratch, grown as needed.
+static int validate_image(Ensemble *en, const DatasetImage *vi, int i, const Image *im, const RegionVec *set,
+                          float **probs, long *correct, DetectionVec *all, Err *e) {
+    const int C = en->outputs;
+    VEC(RegionRef) regs = {0};
+    VEC(int) labels = {0};
+    for (size_t t = 0; t < set->len; t++)
+        if (set->data[t].image == i) {
+            VEC_PUSH(&regs, ((RegionRef){im, set->data[t].box}));
+            VEC_PUSH(&labels, set->data[t].label);
+        }
+    int n_set = (int)regs.len;
+    for (int t = 0; t < vi->n_props; t++) VEC_PUSH(&regs, ((RegionRef){im, vi->props[t]}));
+    *probs = xrealloc(*probs, (regs.len ? regs.len : 1) * (size_t)C * sizeof(float));
+    int bad = ensemble_score(en, regs.data, (int)regs.len, *probs, NULL, NULL, e);
+    if (!bad) {
+        for (int t = 0; t < n_set; t++) {
+            const float *pr = *probs + (size_t)t * C;
+            int best = 0;
+            for (int k = 1; k < C; k++) best = pr[k] > pr[best] ? k : best;
+            *correct += best == labels.data[t];
+        }
+        detect_from_scores(en, i + 1, vi->props, NULL, *probs + (size_t)n_set * C, vi->n_props, all);
+    }
+    free(regs.data);
+    free(labels.data);
+    return bad;
+}
+
+// Region accuracy on a balanced set (balanced_regions), then detection mean AP over the validation images'
+// proposals (VOC protocol, IoU 0.5).
+static int validate_regions(Net *net, Dataset *val, int limit, int context, bool quiet, ValResult *r, Err *e) {
+    int n_img = val->n_images < limit || limit <= 0 ? val->n_images : limit;
+    RegionVec set = balanced_regions(val, n_img);
     DetectParams dp = detect_params_default();
     dp.context = context;
     dp.score_min = 0.001;
@@ -163,30 +197,7 @@ static int validate_regions(Net *net, Dataset *val, int limit, int context, bool
         Err de;
         const Image *im = vi->bad ? NULL : dataset_image(val, i, &scratch, &de);
         if (!im) continue;
-        // this image's share of the balanced set, then all its proposals for detection
-        VEC(RegionRef) regs = {0};
-        VEC(int) labels = {0};
-        for (size_t t = 0; t < set.len; t++)
-            if (set.data[t].image == i) {
-                VEC_PUSH(&regs, ((RegionRef){im, set.data[t].box}));
-                VEC_PUSH(&labels, set.data[t].label);
-            }
-        int n_set = (int)regs.len;
-        for (int t = 0; t < vi->n_props; t++) VEC_PUSH(&regs, ((RegionRef){im, vi->props[t]}));
-        probs = xrealloc(probs, (regs.len ? regs.len : 1) * (size_t)C * sizeof(float));
-        int bad = ensemble_score(&en, regs.data, (int)regs.len, probs, NULL, NULL, e);
-        if (!bad) {
-            for (int t = 0; t < n_set; t++) {
-                const float *pr = probs + (size_t)t * C;
-                int best = 0;
-                for (int k = 1; k < C; k++) best = pr[k] > pr[best] ? k : best;
-                correct += best == labels.data[t];
-            }
-            detect_from_scores(&en, i + 1, vi->props, NULL, probs + (size_t)n_set * C, vi->n_props, &all);
-        }
-        free(regs.data);
-        free(labels.data);
-        if (bad) goto done;
+        if (validate_image(&en, vi, i, im, &set, &probs, &correct, &all, e)) goto done;
         progress_add(&prog, 1);
     }
     progress_finish(&prog);
