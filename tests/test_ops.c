@@ -110,6 +110,7 @@ static const Case cases[] = {
     CONV(16, 40, 1, 3, 3, 3, 1, 1, 40), CONV(12, 20, 4, 7, 7, 1, 1, 0, 8), CONV(2, 3, 1, 1, 1, 1, 1, 0, 3),
     CONV(2, 5, 2, 30, 33, 3, 1, 1, 5), CONV(7, 10, 5, 6, 6, 3, 1, 1, 10), CONV(64, 13, 2, 24, 22, 3, 1, 1, 7),
     CONV(24, 20, 1, 7, 7, 5, 1, 2, 8), CONV(40, 24, 1, 1, 1, 1, 1, 0, 10), // few columns, split; one column
+    CONV(4, 6, 5, 3, 3, 5, 1, 2, 6), // direct.c: a thread's rows cross images whose rows its ring holds alike
     // Caffe ceil mode leaves partial windows at the end (112 -> 56, 7 -> 3, 14 -> 4 with 5x5/3), padded 'same'
     // pooling as in the Inception modules, a padded strided one whose last window would start in the padding
     // (Caffe drops it), the global 7x7, a large map; 'same' 3x3 on one row, one column, 2x2 (AVX2 does those a
