@@ -169,6 +169,47 @@ TARGET_AVX2 static void maxpool_same3_avx2(const PoolShape *s, const float *x, f
     maxpool_same3_body(s, x, y, cm);
 }
 
+// AVX2, 3x3 stride-2 poolings without padding (GoogLeNet's downsampling; in Caffe's ceil mode the last window may
+// hang past the edge): for each output row the maximum down its rows (two when the window hangs past the
+// bottom), then across, eight outputs at a time from the row's even, odd and next even columns, picked by
+// shuffles. The row of maxima runs on in -inf, so a window hanging past the right edge takes what lies inside.
+static bool pool_s2k3(const PoolShape *s) {
+    return s->k == 3 && s->stride == 2 && s->pad == 0 && s->w <= POOL_MAX_W && 2 * (s->ho - 1) < s->h &&
+           2 * (s->wo - 1) < s->w;
+}
+
+TARGET_AVX2 static __m256 evens_avx2(__m256 a, __m256 b, bool odd) { // (a0 a2 .. a6 b0 .. b6), or a1 a3 ..
+    __m256 t = odd ? _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)) : _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+TARGET_AVX2 static void maxpool_s2k3_avx2(const PoolShape *s, const float *x, float *y) {
+    float cm[POOL_MAX_W + 24]; // the maxima down the rows; past w, -inf (the loads reach w + 16)
+    const int w = s->w;
+    for (int i = w; i < w + 24; i++) cm[i] = -INFINITY;
+    for (int oy = 0; oy < s->ho; oy++, y += s->wo) {
+        const float *r0 = x + (size_t)2 * oy * w, *r1 = 2 * oy + 1 < s->h ? r0 + w : r0;
+        const float *r2 = 2 * oy + 2 < s->h ? r0 + 2 * w : r1;
+        int i = 0;
+        for (; i + 8 <= w; i += 8)
+            _mm256_storeu_ps(cm + i, _mm256_max_ps(_mm256_max_ps(_mm256_loadu_ps(r0 + i), _mm256_loadu_ps(r1 + i)),
+                                                   _mm256_loadu_ps(r2 + i)));
+        for (; i < w; i++) cm[i] = fmaxf(fmaxf(r0[i], r1[i]), r2[i]);
+        for (int o = 0; o < s->wo; o += 8) { // outputs o .. o + 7 read cm[2 o .. 2 o + 17]
+            const float *c = cm + 2 * o;
+            __m256 lo = _mm256_loadu_ps(c), hi = _mm256_loadu_ps(c + 8);
+            __m256 m = _mm256_max_ps(_mm256_max_ps(evens_avx2(lo, hi, false), evens_avx2(lo, hi, true)),
+                                     evens_avx2(_mm256_loadu_ps(c + 2), _mm256_loadu_ps(c + 10), false));
+            if (o + 8 <= s->wo) _mm256_storeu_ps(y + o, m);
+            else {
+                float t[8];
+                _mm256_storeu_ps(t, m);
+                memcpy(y + o, t, (size_t)(s->wo - o) * sizeof *t);
+            }
+        }
+    }
+}
+
 static bool pool_same3(const PoolShape *s) {
     return s->k == 3 && s->stride == 1 && s->pad == 1 && s->ho == s->h && s->wo == s->w &&
            s->h * s->w <= SAME3_MAX_PIXELS;
@@ -290,6 +331,11 @@ static void pool_task(void *arg, int task, bool max) {
         maxpool_same_masks(s, mask);
         for (int plane = p0; plane < p1; plane++)
             maxpool_same_plane(s, j->x + (size_t)plane * s->h * s->w, j->y + (size_t)plane * s->h * s->w, mask);
+        return;
+    }
+    if (max && !j->arg && j->isa == ISA_AVX2 && pool_s2k3(s)) {
+        for (int plane = p0; plane < p1; plane++)
+            maxpool_s2k3_avx2(s, j->x + (size_t)plane * s->h * s->w, j->y + (size_t)plane * s->ho * s->wo);
         return;
     }
     if (max && !j->arg && j->isa == ISA_AVX2 && pool_same3(s)) {
