@@ -143,24 +143,26 @@ T2 static inline __attribute__((always_inline)) void tile_avx2(int mr, int n8, i
 #undef STORE
 }
 
-T2 void gemm_bias_avx2(int m, int n, int K, const float *w, size_t ldw, const float *x, size_t ldx, const float *b,
-                       bool relu, float *y, size_t ldy) {
-    for (int i = 0; i < m; i += MR2) // six weight rows stay in L1 while the columns (in L2) pass
+// The tiles: six weight rows stay in L1 while the columns (in L2) pass. x's rows as tile_avx2 finds them.
+T2 static inline __attribute__((always_inline)) void gemm_avx2(int m, int n, int K, const float *w, size_t ldw,
+                                                                const float *x, size_t ldx, const int *off,
+                                                                const float *b, bool relu, float *y, size_t ldy) {
+    for (int i = 0; i < m; i += MR2)
         for (int j = 0; j < n; j += 16) {
             const int cols = n - j < 16 ? n - j : 16, n8 = (cols + 7) / 8;
-            tile_avx2(m - i < MR2 ? m - i : MR2, n8, cols % 8, K, w + i * ldw, ldw, x + j, ldx, NULL,
+            tile_avx2(m - i < MR2 ? m - i : MR2, n8, cols % 8, K, w + i * ldw, ldw, x + j, ldx, off,
                       b ? b + i : NULL, relu, y + i * ldy + j, ldy);
         }
 }
 
+T2 void gemm_bias_avx2(int m, int n, int K, const float *w, size_t ldw, const float *x, size_t ldx, const float *b,
+                       bool relu, float *y, size_t ldy) {
+    gemm_avx2(m, n, K, w, ldw, x, ldx, NULL, b, relu, y, ldy);
+}
+
 T2 void gemm_indirect_avx2(int m, int n, int K, const float *w, size_t ldw, const float *x, const int *off,
                            const float *b, bool relu, float *y, size_t ldy) {
-    for (int i = 0; i < m; i += MR2)
-        for (int j = 0; j < n; j += 16) {
-            const int cols = n - j < 16 ? n - j : 16, n8 = (cols + 7) / 8;
-            tile_avx2(m - i < MR2 ? m - i : MR2, n8, cols % 8, K, w + i * ldw, ldw, x + j, 0, off, b ? b + i : NULL,
-                      relu, y + i * ldy + j, ldy);
-        }
+    gemm_avx2(m, n, K, w, ldw, x, 0, off, b, relu, y, ldy);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
