@@ -194,7 +194,10 @@ TARGET_AVX2 static void maxpool_s2k3_avx2(const PoolShape *s, const float *x, fl
         for (; i + 8 <= w; i += 8)
             _mm256_storeu_ps(cm + i, _mm256_max_ps(_mm256_max_ps(_mm256_loadu_ps(r0 + i), _mm256_loadu_ps(r1 + i)),
                                                    _mm256_loadu_ps(r2 + i)));
-        for (; i < w; i++) cm[i] = fmaxf(fmaxf(r0[i], r1[i]), r2[i]);
+        for (; i < w; i++) { // (not fmaxf: a library call here)
+            const float m = r0[i] > r1[i] ? r0[i] : r1[i];
+            cm[i] = m > r2[i] ? m : r2[i];
+        }
         for (int o = 0; o < s->wo; o += 8) { // outputs o .. o + 7 read cm[2 o .. 2 o + 17]
             const float *c = cm + 2 * o;
             __m256 lo = _mm256_loadu_ps(c), hi = _mm256_loadu_ps(c + 8);
