@@ -169,46 +169,48 @@ TARGET_AVX2 static void maxpool_same3_avx2(const PoolShape *s, const float *x, f
     maxpool_same3_body(s, x, y, cm);
 }
 
+// even[j] = x[2 j], odd[j] = x[2 j + 1] for j < n: 16 floats at a time through GCC's generic vector shuffles,
+// which every target compiles (inlined, so that an AVX2 caller gets AVX2's).
+typedef float SplitV8 __attribute__((vector_size(32)));
+typedef int SplitV8i __attribute__((vector_size(32)));
+static inline __attribute__((always_inline)) void split_even_odd(const float *restrict x, float *restrict even,
+                                                                  float *restrict odd, int n) {
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        SplitV8 a, b;
+        memcpy(&a, x + 2 * j, sizeof a), memcpy(&b, x + 2 * j + 8, sizeof b);
+        const SplitV8 ev = __builtin_shuffle(a, b, (SplitV8i){0, 2, 4, 6, 8, 10, 12, 14});
+        const SplitV8 od = __builtin_shuffle(a, b, (SplitV8i){1, 3, 5, 7, 9, 11, 13, 15});
+        memcpy(even + j, &ev, sizeof ev), memcpy(odd + j, &od, sizeof od);
+    }
+    for (; j < n; j++) even[j] = x[2 * j], odd[j] = x[2 * j + 1];
+}
+
 // AVX2, 3x3 stride-2 poolings without padding (GoogLeNet's downsampling; in Caffe's ceil mode the last window may
 // hang past the edge): for each output row the maximum down its rows (two when the window hangs past the
-// bottom), then across, eight outputs at a time from the row's even, odd and next even columns, picked by
-// shuffles. The row of maxima runs on in -inf, so a window hanging past the right edge takes what lies inside.
+// bottom), then across from that row's even and odd columns (split_even_odd): output o is the maximum of even
+// o, odd o and even o + 1. The row of maxima runs on in -inf, so a window hanging past the right edge takes what
+// lies inside. (The loops are the compiler's to vectorise: a > b ? a : b is vmaxps.)
 static bool pool_s2k3(const PoolShape *s) {
     return s->k == 3 && s->stride == 2 && s->pad == 0 && s->w <= POOL_MAX_W && 2 * (s->ho - 1) < s->h &&
            2 * (s->wo - 1) < s->w;
 }
 
-TARGET_AVX2 static __m256 evens_avx2(__m256 a, __m256 b, bool odd) { // (a0 a2 .. a6 b0 .. b6), or a1 a3 ..
-    __m256 t = odd ? _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)) : _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
-    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
-}
-
 TARGET_AVX2 static void maxpool_s2k3_avx2(const PoolShape *s, const float *x, float *y) {
-    float cm[POOL_MAX_W + 24]; // the maxima down the rows; past w, -inf (the loads reach w + 16)
+    float cm[POOL_MAX_W + 3], ev[POOL_MAX_W / 2 + 2], od[POOL_MAX_W / 2 + 2]; // maxima down the rows; split
     const int w = s->w;
-    for (int i = w; i < w + 24; i++) cm[i] = -INFINITY;
+    cm[w] = cm[w + 1] = cm[w + 2] = -INFINITY; // the split reads up to cm[2 wo + 1] <= cm[w + 2]
     for (int oy = 0; oy < s->ho; oy++, y += s->wo) {
         const float *r0 = x + (size_t)2 * oy * w, *r1 = 2 * oy + 1 < s->h ? r0 + w : r0;
         const float *r2 = 2 * oy + 2 < s->h ? r0 + 2 * w : r1;
-        int i = 0;
-        for (; i + 8 <= w; i += 8)
-            _mm256_storeu_ps(cm + i, _mm256_max_ps(_mm256_max_ps(_mm256_loadu_ps(r0 + i), _mm256_loadu_ps(r1 + i)),
-                                                   _mm256_loadu_ps(r2 + i)));
-        for (; i < w; i++) { // (not fmaxf: a library call here)
+        for (int i = 0; i < w; i++) {
             const float m = r0[i] > r1[i] ? r0[i] : r1[i];
             cm[i] = m > r2[i] ? m : r2[i];
         }
-        for (int o = 0; o < s->wo; o += 8) { // outputs o .. o + 7 read cm[2 o .. 2 o + 17]
-            const float *c = cm + 2 * o;
-            __m256 lo = _mm256_loadu_ps(c), hi = _mm256_loadu_ps(c + 8);
-            __m256 m = _mm256_max_ps(_mm256_max_ps(evens_avx2(lo, hi, false), evens_avx2(lo, hi, true)),
-                                     evens_avx2(_mm256_loadu_ps(c + 2), _mm256_loadu_ps(c + 10), false));
-            if (o + 8 <= s->wo) _mm256_storeu_ps(y + o, m);
-            else {
-                float t[8];
-                _mm256_storeu_ps(t, m);
-                memcpy(y + o, t, (size_t)(s->wo - o) * sizeof *t);
-            }
+        split_even_odd(cm, ev, od, s->wo + 1);
+        for (int o = 0; o < s->wo; o++) {
+            const float m = ev[o] > od[o] ? ev[o] : od[o];
+            y[o] = m > ev[o + 1] ? m : ev[o + 1];
         }
     }
 }

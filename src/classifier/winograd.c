@@ -126,55 +126,39 @@ static inline __attribute__((always_inline)) void weights_body(const ConvShape *
         }
 }
 
-typedef float V8 __attribute__((vector_size(32)));
-typedef int V8i __attribute__((vector_size(32)));
-
 // V[., c, q0 .. q0 + run) = B^T d B for `run` tiles of one tile row (image img, row ty, from column tx), every
-// input channel; v: (16, cin, ldv). rows: 4 x (2 run + 2) floats of scratch. Each of the four input rows is
-// copied split into its even and odd columns (zero outside the image), so that the transform along the rows,
-// which reads columns 2q .. 2q + 3 for tile q, runs over q in vectors: tile q's are E[q], O[q], E[q + 1], O[q + 1].
+// input channel; v: (16, cin, ldv). rows: 4 x (2 run + 2) floats of scratch.
 static inline __attribute__((always_inline)) void input_body(const ConvShape *s, const float *x, int img, int ty,
                                                               int tx, int run, float *restrict v, size_t ldv,
                                                               size_t q0, float *restrict rows) {
-    const int W = s->w, half = run + 1, x0 = 2 * tx - 1; // the patches' columns: x0 .. x0 + 2 half
-    // pairs j = [lo, hi) have both columns x0 + 2j, x0 + 2j + 1 inside the image
-    const int lo = x0 < 0 ? 1 : 0, hi = (W - x0) / 2 < half ? (W - x0) / 2 : half;
+    const int W = s->w, len = 2 * run + 2, x0 = 2 * tx - 1; // the patches' columns: x0 .. x0 + len
+    const int lo = x0 < 0 ? -x0 : 0, hi = W - x0 < len ? W - x0 : len; // columns [lo, hi) lie in the image
     const size_t plane = (size_t)s->n * s->h * W;
-    float *restrict d[4] = {rows, rows + 2 * half, rows + 4 * half, rows + 6 * half}; // (E, O) a row
+    float *restrict d[4] = {rows, rows + len, rows + 2 * len, rows + 3 * len};
     for (int c = 0; c < s->cin; c++) {
-        for (int i = 0; i < 4; i++) { // input rows 2 ty - 1 + i
-            const int yy = 2 * ty - 1 + i;
-            float *restrict e = d[i], *restrict o = d[i] + half;
+        for (int i = 0; i < 4; i++) { // input rows 2 ty - 1 + i, zero outside the image (copies, not masked
+            const int yy = 2 * ty - 1 + i;                          // loads: those are slow on AMD)
+            const float *row = x + c * plane + ((size_t)img * s->h + yy) * W;
             if (yy < 0 || yy >= s->h) {
-                for (int j = 0; j < 2 * half; j++) e[j] = 0.0f;
+                memset(d[i], 0, (size_t)len * sizeof(float));
                 continue;
             }
-            const float *row = x + c * plane + ((size_t)img * s->h + yy) * W + x0; // column x0 + k at row[k]
-            int j = lo;
-            for (; j + 8 <= hi; j += 8) { // 16 columns split by GCC's generic vectors (shuffles on any target)
-                V8 a, b;
-                memcpy(&a, row + 2 * j, sizeof a), memcpy(&b, row + 2 * j + 8, sizeof b);
-                const V8 ev = __builtin_shuffle(a, b, (V8i){0, 2, 4, 6, 8, 10, 12, 14});
-                const V8 od = __builtin_shuffle(a, b, (V8i){1, 3, 5, 7, 9, 11, 13, 15});
-                memcpy(e + j, &ev, sizeof ev), memcpy(o + j, &od, sizeof od);
-            }
-            for (; j < hi; j++) e[j] = row[2 * j], o[j] = row[2 * j + 1];
-            for (int j = 0; j < lo; j++) e[j] = 0.0f, o[j] = row[1]; // x0 = -1: column -1 is padding
-            for (int j = hi > lo ? hi : lo; j < half; j++) {
-                const int xe = x0 + 2 * j;
-                e[j] = xe < W ? row[2 * j] : 0.0f, o[j] = xe + 1 < W ? row[2 * j + 1] : 0.0f;
-            }
+            memset(d[i], 0, (size_t)lo * sizeof(float));
+            memcpy(d[i] + lo, row + x0 + lo, (size_t)(hi - lo) * sizeof(float));
+            memset(d[i] + hi, 0, (size_t)(len - hi) * sizeof(float));
         }
-        for (int j = 0; j < 2 * half; j++) { // B^T d: down the columns, in place
+        for (int j = 0; j < len; j++) { // B^T d: down the columns, in place
             const float a = d[0][j], b = d[1][j], e = d[2][j], f = d[3][j];
             d[0][j] = a - e, d[1][j] = b + e, d[2][j] = e - b, d[3][j] = b - f;
         }
-        for (int i = 0; i < 4; i++) { // (B^T d) B: along the rows
-            const float *restrict e = d[i], *restrict o = d[i] + half;
+        for (int i = 0; i < 4; i++) { // (B^T d) B: along the rows, two columns a tile
+            const float *restrict a = d[i];
             float *restrict v0 = v + ((size_t)(i * 4) * s->cin + c) * ldv + q0, *restrict v1 = v0 + s->cin * ldv;
             float *restrict v2 = v1 + s->cin * ldv, *restrict v3 = v2 + s->cin * ldv;
-            for (int q = 0; q < run; q++)
-                v0[q] = e[q] - e[q + 1], v1[q] = o[q] + e[q + 1], v2[q] = e[q + 1] - o[q], v3[q] = o[q] - o[q + 1];
+            for (int q = 0; q < run; q++) {
+                const float a0 = a[2 * q], a1 = a[2 * q + 1], a2 = a[2 * q + 2], a3 = a[2 * q + 3];
+                v0[q] = a0 - a2, v1[q] = a1 + a2, v2[q] = a2 - a1, v3[q] = a1 - a3;
+            }
         }
     }
 }
